@@ -1,0 +1,106 @@
+"""Deterministic checks on model output, as plain helpers that fail like an assert.
+
+Each check raises `CheckFailed` (an AssertionError) saying what was expected and what came
+back, and records a 1/0 verdict on the running test so prompt scores include it. `equals`
+also records the expected answer, which the optimizer uses as a labelled demo.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from typing import Any
+
+from .record import Verdict, current_record
+
+
+class CheckFailed(AssertionError):
+    pass
+
+
+def _record(ok: bool, what: str) -> None:
+    record = current_record.get()
+    if record is not None:
+        record.verdicts.append(Verdict(1.0 if ok else 0.0, 1.0, "" if ok else what, what))
+
+
+def _show(text: str, limit: int = 200) -> str:
+    return repr(text if len(text) <= limit else text[:limit] + "…")
+
+
+def _fail(what: str, output: str) -> CheckFailed:
+    _record(False, what)
+    return CheckFailed(f"{what}; got {_show(output)}")
+
+
+def _normalize(text: str) -> str:
+    return " ".join(text.split()).casefold()
+
+
+def equals(output: str, expected: str, *, normalize: bool = True) -> None:
+    """Output equals `expected` (by default ignoring case and surrounding/repeated whitespace)."""
+    record = current_record.get()
+    if record is not None:
+        record.note_expected(output, expected)
+    same = _normalize(output) == _normalize(expected) if normalize else output == expected
+    if not same:
+        raise _fail(f"expected {_show(expected)}", output)
+    _record(True, f"equals {_show(expected)}")
+
+
+def contains(output: str, *needles: str, case_sensitive: bool = False, all_of: bool = True) -> None:
+    """Output contains every needle (or any one, with all_of=False)."""
+    hay = output if case_sensitive else output.casefold()
+    found = [n for n in needles if (n if case_sensitive else n.casefold()) in hay]
+    ok = len(found) == len(needles) if all_of else bool(found)
+    if not ok:
+        missing = [n for n in needles if n not in found]
+        raise _fail(f"expected the output to contain {'all of' if all_of else 'one of'} {missing}", output)
+    _record(True, f"contains {list(needles)}")
+
+
+def matches(output: str, pattern: str, *, flags: int = 0) -> re.Match[str]:
+    """Output matches the regular expression somewhere (re.search); returns the match."""
+    m = re.search(pattern, output, flags)
+    if m is None:
+        raise _fail(f"expected a match for /{pattern}/", output)
+    _record(True, f"matches /{pattern}/")
+    return m
+
+
+def json_output(output: str, schema: dict[str, Any] | None = None) -> Any:
+    """Output is JSON (a ```json fence is allowed) and, if given, valid under `schema`."""
+    text = output.strip()
+    fenced = re.fullmatch(r"```(?:json)?\s*(.*?)\s*```", text, re.DOTALL)
+    if fenced:
+        text = fenced.group(1)
+    try:
+        data = json.loads(text)
+    except ValueError as exc:
+        raise _fail(f"expected JSON ({exc.msg} at line {exc.lineno} column {exc.colno})", output) from None
+    if schema is not None:
+        try:
+            import jsonschema
+        except ImportError:
+            raise RuntimeError("json_output(schema=...) needs jsonschema: pip install jsonschema") from None
+        errors = sorted(jsonschema.Draft202012Validator(schema).iter_errors(data), key=lambda e: list(e.path))
+        if errors:
+            first = errors[0]
+            where = "/".join(str(p) for p in first.path) or "(root)"
+            raise _fail(f"JSON does not match the schema at {where}: {first.message}", output)
+    _record(True, "valid JSON")
+    return data
+
+
+def close_to(output: str, expected: float, *, tolerance: float = 1e-6, relative: bool = False) -> float:
+    """The first number in the output is within `tolerance` of `expected`; returns it."""
+    m = re.search(r"-?\d[\d,]*(?:\.\d+)?(?:[eE][-+]?\d+)?|-?\.\d+", output)
+    if m is None:
+        raise _fail(f"expected a number close to {expected}", output)
+    value = float(m.group(0).replace(",", ""))
+    allowed = tolerance * abs(expected) if relative else tolerance
+    if not math.isfinite(value) or abs(value - expected) > allowed:
+        raise _fail(f"expected {expected} ± {allowed:g}, found {value}", output)
+    _record(True, f"close to {expected}")
+    return value

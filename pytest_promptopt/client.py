@@ -1,0 +1,332 @@
+"""OpenAI-compatible chat client: cache first, then the endpoint with retries.
+
+One `LMClient` per role (task, judge, optimizer). Calls are bounded by a semaphore so the
+optimizer can submit many at once; identical requests in flight are sent once.
+"""
+
+from __future__ import annotations
+
+import random
+import threading
+import time
+from collections.abc import Callable, Iterable, Mapping
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+import openai
+
+from .cache import ChatRequest, RecordMode, Reply, ReplyCache
+from .errors import BudgetExhausted, CacheMissError, EndpointError
+
+RETRYABLE_STATUS = frozenset({408, 409, 425, 429, 500, 502, 503, 504})
+MAX_BACKOFF_S = 30.0
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    base_url: str
+    model: str
+    api_key: str = field(default="", repr=False)
+    role: str = "task"
+
+    def describe(self) -> str:
+        return f"model {self.model!r} at {self.base_url}"
+
+
+@dataclass(frozen=True)
+class Price:
+    """US dollars per million tokens."""
+
+    input: float = 0.0
+    output: float = 0.0
+
+    def cost(self, prompt_tokens: int, completion_tokens: int) -> float:
+        return (prompt_tokens * self.input + completion_tokens * self.output) / 1e6
+
+
+@dataclass(frozen=True)
+class Completion:
+    reply: Reply
+    cached: bool
+    latency_s: float
+    attempts: int
+    cost: float
+
+    @property
+    def text(self) -> str:
+        return self.reply.text
+
+
+@dataclass(frozen=True)
+class UsageSnapshot:
+    requests: int = 0
+    api_calls: int = 0
+    cache_hits: int = 0
+    retries: int = 0
+    errors: int = 0
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    cost: float = 0.0
+    lm_seconds: float = 0.0
+
+    @property
+    def tokens(self) -> int:
+        return self.prompt_tokens + self.completion_tokens
+
+    def __sub__(self, other: UsageSnapshot) -> UsageSnapshot:
+        return UsageSnapshot(*(getattr(self, f) - getattr(other, f) for f in self.__dataclass_fields__))
+
+    def __add__(self, other: UsageSnapshot) -> UsageSnapshot:
+        return UsageSnapshot(*(getattr(self, f) + getattr(other, f) for f in self.__dataclass_fields__))
+
+
+class Budget:
+    """A hard cap on LM requests (cached or not, so a run is reproducible) and tokens."""
+
+    def __init__(self, max_requests: int | None = None, max_tokens: int | None = None) -> None:
+        self.max_requests = max_requests
+        self.max_tokens = max_tokens
+        self.requests = 0
+        self.tokens = 0
+        self._lock = threading.Lock()
+
+    def reserve(self) -> None:
+        with self._lock:
+            if self.max_requests is not None and self.requests >= self.max_requests:
+                raise BudgetExhausted(f"LM call budget of {self.max_requests} reached")
+            if self.max_tokens is not None and self.tokens >= self.max_tokens:
+                raise BudgetExhausted(f"token budget of {self.max_tokens} reached")
+            self.requests += 1
+
+    def add_tokens(self, n: int) -> None:
+        with self._lock:
+            self.tokens += n
+
+    @property
+    def remaining(self) -> int | None:
+        return None if self.max_requests is None else max(0, self.max_requests - self.requests)
+
+
+class LMClient:
+    def __init__(
+        self,
+        endpoint: Endpoint,
+        cache: ReplyCache,
+        *,
+        timeout: float = 120.0,
+        max_retries: int = 4,
+        concurrency: int = 8,
+        price: Price | None = None,
+        sleep: Callable[[float], None] = time.sleep,
+        resolve_base_url: Callable[[], str] | None = None,
+    ) -> None:
+        self.endpoint = endpoint
+        self._resolve_base_url = resolve_base_url  # lazy endpoint: the embedded server starts on first miss
+        self.cache = cache
+        self.timeout = timeout
+        self.max_retries = max_retries
+        self.concurrency = max(1, concurrency)
+        self.price = price or Price()
+        self.budget: Budget | None = None
+        self._sleep = sleep
+        self._slots = threading.BoundedSemaphore(self.concurrency)
+        self._lock = threading.Lock()
+        self._inflight: dict[str, Future[Completion]] = {}
+        self._usage = UsageSnapshot()
+        self._openai: openai.OpenAI | None = None
+        self._pool: ThreadPoolExecutor | None = None
+
+    # -- accounting ------------------------------------------------------------------------
+    def usage(self) -> UsageSnapshot:
+        with self._lock:
+            return self._usage
+
+    def _account(self, **delta: Any) -> None:
+        with self._lock:
+            self._usage = self._usage + UsageSnapshot(**delta)
+
+    # -- calls -----------------------------------------------------------------------------
+    def request(self, messages: Iterable[Mapping[str, str]], params: Mapping[str, Any] | None = None,
+                *, model: str | None = None, sample: int = 0) -> ChatRequest:
+        return ChatRequest.build(model or self.endpoint.model, list(messages), params, sample)
+
+    def complete(self, request: ChatRequest) -> Completion:
+        if self.budget is not None:
+            self.budget.reserve()
+        self._account(requests=1)
+        cached = self.cache.get(request)
+        if cached is not None:
+            self.cache.stats.count(hit=True)
+            self._account(cache_hits=1, prompt_tokens=cached.prompt_tokens,
+                          completion_tokens=cached.completion_tokens)
+            return Completion(cached, True, 0.0, 0, 0.0)
+        if self.cache.mode is RecordMode.REPLAY:
+            raise CacheMissError(
+                f"replay mode: no recorded reply for this call to {self.endpoint.describe()}; "
+                "record it with --promptopt-record=normal (or drop --promptopt-record=replay)"
+            )
+        self.cache.stats.count(hit=False)
+        key = request.cache_key
+        with self._lock:
+            waiting = self._inflight.get(key)
+            if waiting is None:
+                mine: Future[Completion] = Future()
+                self._inflight[key] = mine
+        if waiting is not None:
+            return waiting.result()
+        try:
+            completion = self._call_with_retries(request)
+            mine.set_result(completion)
+            return completion
+        except BaseException as exc:
+            mine.set_exception(exc)
+            raise
+        finally:
+            with self._lock:
+                self._inflight.pop(key, None)
+
+    def complete_many(self, requests: list[ChatRequest]) -> list[Completion | BaseException]:
+        """Run requests concurrently through the pool; failures are returned, not raised."""
+        if self._pool is None:
+            with self._lock:
+                if self._pool is None:
+                    self._pool = ThreadPoolExecutor(self.concurrency, thread_name_prefix="promptopt-lm")
+        futures = [self._pool.submit(self.complete, r) for r in requests]
+        out: list[Completion | BaseException] = []
+        for fut in futures:
+            try:
+                out.append(fut.result())
+            except Exception as exc:  # noqa: BLE001 - reported per request
+                out.append(exc)
+        return out
+
+    def _client(self) -> openai.OpenAI:
+        with self._lock:
+            return self._client_locked()
+
+    def _client_locked(self) -> openai.OpenAI:
+        if self._openai is None:
+            if self._resolve_base_url is not None:
+                self.endpoint = replace(self.endpoint, base_url=self._resolve_base_url())
+            self._openai = openai.OpenAI(
+                base_url=self.endpoint.base_url,
+                api_key=self.endpoint.api_key or "not-needed",
+                timeout=self.timeout,
+                max_retries=0,  # retries are ours: Retry-After, budget and accounting
+            )
+        return self._openai
+
+    def _call_with_retries(self, request: ChatRequest) -> Completion:
+        attempt = 0
+        started = time.perf_counter()
+        while True:
+            attempt += 1
+            with self._slots:
+                t0 = time.perf_counter()
+                try:
+                    reply = self._send(request)
+                    error: EndpointError | None = None
+                except EndpointError as exc:
+                    error = exc
+                finally:
+                    self._account(lm_seconds=time.perf_counter() - t0)
+            if error is None:
+                cost = self.price.cost(reply.prompt_tokens, reply.completion_tokens)
+                self._account(api_calls=1, prompt_tokens=reply.prompt_tokens,
+                              completion_tokens=reply.completion_tokens, cost=cost)
+                if self.budget is not None:
+                    self.budget.add_tokens(reply.total_tokens)
+                self.cache.put(request, reply)
+                return Completion(reply, False, time.perf_counter() - started, attempt, cost)
+            self._account(api_calls=1)
+            if not error.retryable or attempt > self.max_retries:
+                self._account(errors=1)
+                if attempt > 1:
+                    raise EndpointError(f"{error} (gave up after {attempt} attempts)",
+                                        base_url=error.base_url, model=error.model,
+                                        retryable=error.retryable) from error
+                raise error
+            self._account(retries=1)
+            self._sleep(self._backoff(attempt, getattr(error, "retry_after", None)))
+
+    @staticmethod
+    def _backoff(attempt: int, retry_after: float | None) -> float:
+        if retry_after is not None:
+            return min(max(retry_after, 0.0), MAX_BACKOFF_S * 2)
+        return min(MAX_BACKOFF_S, 0.5 * 2 ** (attempt - 1)) * (0.5 + random.random() / 2)
+
+    def _send(self, request: ChatRequest) -> Reply:
+        client = self._client()
+        where = self.endpoint.describe()
+
+        def fail(what: str, retryable: bool, retry_after: float | None = None) -> EndpointError:
+            err = EndpointError(f"LM call to {where} failed: {what}", base_url=self.endpoint.base_url,
+                                model=request.model, retryable=retryable)
+            err.retry_after = retry_after  # type: ignore[attr-defined]
+            return err
+
+        try:
+            response = client.chat.completions.create(
+                model=request.model,
+                messages=request.message_dicts,  # type: ignore[arg-type]
+                **request.param_dict,
+            )
+        except openai.APITimeoutError:
+            raise fail(f"no answer within {self.timeout:g} s (timeout)", True) from None
+        except openai.APIConnectionError as exc:
+            raise fail(f"connection error: {_cause(exc)}", True) from None
+        except openai.APIStatusError as exc:
+            status = exc.status_code
+            raise fail(f"HTTP {status}: {_short(exc.message)}", status in RETRYABLE_STATUS,
+                       _retry_after(exc.response.headers)) from None
+        except openai.APIError as exc:  # malformed body and the like
+            raise fail(f"bad response: {_short(str(exc))}", True) from None
+        except ValueError as exc:  # JSON that does not decode
+            raise fail(f"bad response: {_short(str(exc))}", True) from None
+        choices = getattr(response, "choices", None)
+        if not isinstance(choices, list) or not choices:
+            raise fail("the response has no choices", True)
+        message = getattr(choices[0], "message", None)
+        text = getattr(message, "content", None)
+        if not isinstance(text, str):
+            raise fail(f"the response has no message text (got {type(response).__name__})", True)
+        usage = getattr(response, "usage", None)
+        return Reply(
+            text,
+            int(getattr(usage, "prompt_tokens", 0) or 0),
+            int(getattr(usage, "completion_tokens", 0) or 0),
+            str(getattr(response, "model", "") or ""),
+            str(getattr(choices[0], "finish_reason", "") or ""),
+        )
+
+    def close(self) -> None:
+        if self._pool is not None:
+            self._pool.shutdown(wait=False, cancel_futures=True)
+        if self._openai is not None:
+            self._openai.close()
+
+
+def _retry_after(headers: Mapping[str, str]) -> float | None:
+    value = headers.get("retry-after") if headers is not None else None
+    if value is None:
+        return None
+    try:
+        return float(value)
+    except ValueError:
+        from email.utils import parsedate_to_datetime
+
+        try:
+            return max(0.0, parsedate_to_datetime(value).timestamp() - time.time())
+        except (TypeError, ValueError):
+            return None
+
+
+def _cause(exc: BaseException) -> str:
+    inner = exc.__cause__ or exc.__context__
+    return _short(str(inner) if inner else str(exc))
+
+
+def _short(text: str, limit: int = 300) -> str:
+    text = " ".join(text.split())
+    return text if len(text) <= limit else text[: limit - 1] + "…"

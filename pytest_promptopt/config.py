@@ -1,0 +1,154 @@
+"""Settings: where each LM role points, cache and run options.
+
+Precedence, stated once: command line, then ini (`[tool.pytest.ini_options]`), then the
+environment. Judge and optimizer endpoints default to the task endpoint, field by field.
+With no base URL anywhere, the embedded local model is used.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .cache import RecordMode
+from .client import Price
+from .errors import ConfigError
+
+ROLES = ("task", "judge", "optimizer")
+EMBEDDED_MODEL = "smollm2-135m-instruct"
+
+
+def option_name(role: str, what: str) -> str:
+    """'task','base_url' -> 'promptopt_base_url'; 'judge','model' -> 'promptopt_judge_model'."""
+    return f"promptopt_{what}" if role == "task" else f"promptopt_{role}_{what}"
+
+
+def env_names(role: str, what: str) -> tuple[str, ...]:
+    own = f"PROMPTOPT_{what.upper()}" if role == "task" else f"PROMPTOPT_{role.upper()}_{what.upper()}"
+    if role == "task" and what in ("base_url", "api_key"):
+        return (own, f"OPENAI_{what.upper()}")
+    return (own,)
+
+
+@dataclass(frozen=True)
+class RoleConfig:
+    role: str
+    base_url: str | None
+    model: str | None
+    api_key: str = field(default="", repr=False)
+
+    @property
+    def embedded(self) -> bool:
+        return self.base_url is None
+
+
+@dataclass(frozen=True)
+class Settings:
+    roles: Mapping[str, RoleConfig]
+    cache_dir: Path
+    record_mode: RecordMode = RecordMode.NORMAL
+    timeout: float = 120.0
+    retries: int = 4
+    concurrency: int = 4
+    prices: Mapping[str, Price] = field(default_factory=dict)
+    min_pass_rate: float | None = None
+    judge_threshold: float = 0.7
+    report_path: Path | None = None
+
+    @property
+    def needs_embedded(self) -> bool:
+        return any(r.embedded for r in self.roles.values())
+
+    def role(self, name: str) -> RoleConfig:
+        return self.roles[name]
+
+
+Lookup = Callable[[str], object]
+
+
+def resolve_roles(cli: Lookup, ini: Lookup, env: Mapping[str, str] | None = None) -> dict[str, RoleConfig]:
+    """Resolve base URL, key and model for every role. `cli`/`ini` return None when unset."""
+    env = os.environ if env is None else env
+
+    def pick(role: str, what: str) -> str | None:
+        name = option_name(role, what)
+        for source in (cli(name), ini(name)):
+            if source not in (None, ""):
+                return str(source)
+        for var in env_names(role, what):
+            if env.get(var):
+                return env[var]
+        return None
+
+    roles: dict[str, RoleConfig] = {}
+    task = RoleConfig("task", pick("task", "base_url"), pick("task", "model"), pick("task", "api_key") or "")
+    roles["task"] = task
+    for role in ("judge", "optimizer"):
+        base_url = pick(role, "base_url")
+        own_endpoint = base_url is not None and base_url != task.base_url
+        roles[role] = RoleConfig(
+            role,
+            base_url or task.base_url,
+            pick(role, "model") or (None if own_endpoint else task.model),
+            pick(role, "api_key") or ("" if own_endpoint else task.api_key),
+        )
+    for rc in roles.values():
+        if rc.base_url is not None and not rc.model:
+            raise ConfigError(
+                f"the {rc.role} endpoint {rc.base_url} has no model; set --{option_name(rc.role, 'model').replace('_', '-')}"
+                f" (or ini {option_name(rc.role, 'model')}, or ${env_names(rc.role, 'model')[0]})"
+            )
+        if rc.base_url is not None and not rc.base_url.startswith(("http://", "https://")):
+            raise ConfigError(
+                f"the {rc.role} base URL must start with http:// or https://, got {rc.base_url!r}; "
+                "write e.g. http://127.0.0.1:8000/v1"
+            )
+    return roles
+
+
+def parse_prices(lines: list[str]) -> dict[str, Price]:
+    """ini `promptopt_prices`: one `model = input_per_mtok, output_per_mtok` per line."""
+    prices: dict[str, Price] = {}
+    for raw in lines:
+        line = raw.strip()
+        if not line or line.startswith("#"):
+            continue
+        model, sep, rest = line.partition("=")
+        parts = [p.strip() for p in rest.split(",")]
+        try:
+            if not sep or len(parts) != 2:
+                raise ValueError
+            prices[model.strip()] = Price(float(parts[0]), float(parts[1]))
+        except ValueError:
+            raise ConfigError(
+                f"ini promptopt_prices: cannot read {line!r}; write one 'model = input_usd_per_1M, "
+                "output_usd_per_1M' per line, e.g. 'gpt-4o-mini = 0.15, 0.60'"
+            ) from None
+    return prices
+
+
+def _argtype(convert: Callable[[str], object], ok: Callable[[object], bool], expected: str) -> Callable[[str], object]:
+    """An argparse `type=` that converts, checks and says what was expected and received."""
+
+    def parse(text: str) -> object:
+        try:
+            value = convert(text)
+        except ValueError:
+            value = None
+        if value is None or not ok(value):
+            raise argparse.ArgumentTypeError(f"expected {expected}, got {text!r}")
+        return value
+
+    parse.__name__ = expected  # argparse names the type in its error message
+    return parse
+
+
+fraction = _argtype(float, lambda v: 0 <= v <= 1, "a number from 0 to 1")  # type: ignore[operator]
+positive_int = _argtype(int, lambda v: v >= 1, "a whole number of at least 1")  # type: ignore[operator]
+non_negative_int = _argtype(int, lambda v: v >= 0, "a whole number of at least 0")  # type: ignore[operator]
+positive_float = _argtype(float, lambda v: v > 0, "a positive number")  # type: ignore[operator]
+base_url = _argtype(str, lambda v: str(v).startswith(("http://", "https://")),
+                    "a URL starting with http:// or https://")

@@ -1,0 +1,393 @@
+"""Prompt files: load, validate and render.
+
+A YAML prompt holds chat messages, demos and sampling parameters; a `.txt`/`.md` file is one
+user-message template. Prompts are immutable: the optimizer derives candidates with
+`with_instruction` / `with_demos` and the write-back module puts a winner back on disk.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
+from functools import cached_property
+from pathlib import Path
+from typing import Any, Literal
+
+from ruamel.yaml import YAML
+from ruamel.yaml.error import MarkedYAMLError, YAMLError
+
+from .errors import PromptFileError, TemplateError
+from .template import Template, TemplateOrigin, escape
+
+MAX_PROMPT_FILE_BYTES = 1_000_000
+TEXT_SUFFIXES = (".txt", ".md")
+YAML_SUFFIXES = (".yaml", ".yml")
+ROLES = ("system", "developer", "user", "assistant")
+SAMPLING_KEYS = (
+    "temperature",
+    "top_p",
+    "max_tokens",
+    "stop",
+    "seed",
+    "presence_penalty",
+    "frequency_penalty",
+    "response_format",
+)
+TOP_LEVEL_KEYS = ("model", "messages", "demos", "min_pass_rate", "description", *SAMPLING_KEYS)
+DEFAULT_MODEL_NAMES = (None, "", "default")
+
+
+@dataclass(frozen=True)
+class Message:
+    role: str
+    template: Template
+
+    @property
+    def content(self) -> str:
+        return self.template.source
+
+
+@dataclass(frozen=True)
+class Demo:
+    """One few-shot example: the variables that differ from case to case, and the answer."""
+
+    inputs: Mapping[str, str]
+    output: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"inputs": dict(self.inputs), "output": self.output}
+
+
+@dataclass(frozen=True)
+class Prompt:
+    path: Path
+    kind: Literal["chat", "text"]
+    messages: tuple[Message, ...]
+    demos: tuple[Demo, ...] = ()
+    model: str | None = None
+    params: Mapping[str, Any] = field(default_factory=dict)
+    min_pass_rate: float | None = None
+    source_digest: str = ""  # sha256 of the bytes this prompt was loaded from
+
+    # -- derived ---------------------------------------------------------------------------
+    @property
+    def key(self) -> str:
+        """Stable identity of the prompt file within a run."""
+        return str(self.path)
+
+    @cached_property
+    def placeholders(self) -> frozenset[str]:
+        names: set[str] = set()
+        for message in self.messages:
+            names.update(message.template.placeholders)
+        return frozenset(names)
+
+    @property
+    def instruction_index(self) -> int:
+        """The message the optimizer rewrites: the first system message, else the first one."""
+        for i, message in enumerate(self.messages):
+            if message.role in ("system", "developer"):
+                return i
+        return 0
+
+    @property
+    def instruction(self) -> str:
+        return self.messages[self.instruction_index].content
+
+    @property
+    def input_index(self) -> int:
+        """The message that carries a case's inputs: the last user message."""
+        for i in range(len(self.messages) - 1, -1, -1):
+            if self.messages[i].role == "user":
+                return i
+        return len(self.messages) - 1
+
+    @property
+    def uses_model_default(self) -> bool:
+        return self.model in DEFAULT_MODEL_NAMES
+
+    # -- derive candidates -----------------------------------------------------------------
+    def with_instruction(self, text: str) -> Prompt:
+        """A copy whose instruction message is `text`; placeholders must stay the same."""
+        index = self.instruction_index
+        old = self.messages[index]
+        origin = TemplateOrigin(self.path, f"messages[{index}].content (proposed)")
+        new = Template(text, origin)
+        new.validate()
+        if set(new.placeholders) != set(old.template.placeholders):
+            lost = sorted(set(old.template.placeholders) - set(new.placeholders))
+            added = sorted(set(new.placeholders) - set(old.template.placeholders))
+            raise TemplateError(
+                self.path,
+                f"proposed instruction changes the placeholders (dropped: {lost or 'none'}, "
+                f"added: {added or 'none'})",
+                field=f"messages[{index}].content",
+                fix="a rewritten instruction must keep exactly the original placeholders",
+            )
+        messages = list(self.messages)
+        messages[index] = Message(old.role, new)
+        return replace(self, messages=tuple(messages))
+
+    def with_demos(self, demos: tuple[Demo, ...]) -> Prompt:
+        return replace(self, demos=tuple(demos))
+
+    # -- render ----------------------------------------------------------------------------
+    def render(self, variables: Mapping[str, object]) -> list[dict[str, str]]:
+        unknown = sorted(set(variables) - self.placeholders)
+        if unknown:
+            raise TemplateError(
+                self.path,
+                f"unknown variable(s) {unknown}; the prompt's placeholders are "
+                f"{sorted(self.placeholders) or 'none'}",
+                fix="remove the extra keyword argument(s) or add the placeholder to the prompt",
+            )
+        if self.kind == "text":
+            body = self.messages[0].template.render(variables)
+            if self.demos:
+                body = examples_block(self.demos) + body
+            return [{"role": "user", "content": body}]
+        rendered: list[dict[str, str]] = []
+        demo_at = next(
+            (i for i, m in enumerate(self.messages) if m.role not in ("system", "developer")),
+            len(self.messages),
+        )
+        input_template = self.messages[self.input_index].template
+        for i, message in enumerate(self.messages):
+            if i == demo_at:
+                for demo in self.demos:
+                    merged = {**variables, **demo.inputs}
+                    rendered.append({"role": "user", "content": input_template.render(merged)})
+                    rendered.append({"role": "assistant", "content": demo.output})
+            rendered.append({"role": message.role, "content": message.template.render(variables)})
+        return rendered
+
+    def sampling(self) -> dict[str, Any]:
+        return dict(self.params)
+
+
+def examples_block(demos: tuple[Demo, ...]) -> str:
+    """Demos of a text prompt, written as a plain examples block above the template."""
+    parts = ["Examples:\n"]
+    for demo in demos:
+        inputs = "; ".join(f"{k}: {v}" for k, v in demo.inputs.items())
+        parts.append(f"Input: {inputs}\nOutput: {demo.output}\n")
+    parts.append("\n")
+    return "\n".join(parts)
+
+
+def examples_block_template(demos: tuple[Demo, ...]) -> str:
+    """The examples block as template source (braces escaped) for writing into a text prompt."""
+    return escape(examples_block(demos))
+
+
+# -- loading -------------------------------------------------------------------------------
+
+_yaml = YAML(typ="rt")
+
+
+def read_prompt_text(path: Path) -> tuple[str, bytes]:
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        raise PromptFileError(path, "prompt file not found", fix="check the path passed to load_prompt") from None
+    except IsADirectoryError:
+        raise PromptFileError(path, "is a directory, not a prompt file", fix="pass a .yaml, .txt or .md file") from None
+    except PermissionError as exc:
+        raise PromptFileError(path, f"cannot be read: {exc.strerror}", fix="make the file readable") from None
+    if len(data) > MAX_PROMPT_FILE_BYTES:
+        raise PromptFileError(
+            path,
+            f"is {len(data):,} bytes; prompt files are limited to {MAX_PROMPT_FILE_BYTES:,}",
+            fix="keep large data out of the prompt file and pass it as a variable",
+        )
+    try:
+        text = data.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        line = data[: exc.start].count(b"\n") + 1
+        raise PromptFileError(
+            path, f"is not valid UTF-8 (byte {exc.start})", line=line, fix="save the file as UTF-8"
+        ) from None
+    return text, data
+
+
+def load_prompt(path: str | Path, *, root: Path | None = None) -> Prompt:
+    """Load and validate a prompt file. Relative paths resolve against `root` or the CWD."""
+    p = Path(path)
+    if not p.is_absolute():
+        p = (root or Path.cwd()) / p
+    p = p.resolve()
+    text, data = read_prompt_text(p)
+    digest = hashlib.sha256(data).hexdigest()
+    suffix = p.suffix.lower()
+    if suffix in TEXT_SUFFIXES:
+        template = Template(text, TemplateOrigin(p, "template", 1))
+        template.validate()
+        return Prompt(p, "text", (Message("user", template),), source_digest=digest)
+    if suffix in YAML_SUFFIXES:
+        return _prompt_from_yaml(p, text, digest)
+    raise PromptFileError(
+        p,
+        f"unsupported prompt file type {suffix or '(none)'!r}",
+        fix="use .yaml/.yml for chat prompts or .txt/.md for a plain template",
+    )
+
+
+def parse_yaml(path: Path, text: str) -> Any:
+    try:
+        return _yaml.load(io.StringIO(text))
+    except MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        line = mark.line + 1 if mark is not None else None
+        raise PromptFileError(path, f"invalid YAML: {exc.problem or exc}", line=line, fix="fix the YAML syntax") from None
+    except YAMLError as exc:
+        raise PromptFileError(path, f"invalid YAML: {exc}", fix="fix the YAML syntax") from None
+
+
+def _line(node: Any, key: Any = None) -> int | None:
+    lc = getattr(node, "lc", None)
+    if lc is None:
+        return None
+    try:
+        if key is None:
+            return int(lc.line) + 1
+        if isinstance(key, int):
+            return int(lc.item(key)[0]) + 1
+        return int(lc.value(key)[0]) + 1
+    except (KeyError, IndexError, TypeError, AttributeError):
+        return None
+
+
+def _content_first_line(node: Any, key: str, text: str) -> int | None:
+    """First line of a scalar's text: block scalars (| and >) start on the next line."""
+    line = _line(node, key)
+    if line is None:
+        return None
+    value = node[key]
+    style = getattr(value, "style", None) if hasattr(value, "style") else None
+    if type(value).__name__ in ("LiteralScalarString", "FoldedScalarString") or style in ("|", ">"):
+        return line + 1
+    return line
+
+
+def _prompt_from_yaml(path: Path, text: str, digest: str) -> Prompt:
+    doc = parse_yaml(path, text)
+    if not isinstance(doc, Mapping):
+        raise PromptFileError(
+            path,
+            f"top level must be a mapping with a 'messages' list, got {type(doc).__name__}",
+            fix="start the file with 'messages:' (see the README for the format)",
+        )
+    unknown = [k for k in doc if k not in TOP_LEVEL_KEYS]
+    if unknown:
+        raise PromptFileError(
+            path,
+            f"unknown field {unknown[0]!r}; allowed: {', '.join(TOP_LEVEL_KEYS)}",
+            field=str(unknown[0]),
+            line=_line(doc, unknown[0]),
+            fix="remove or rename the field",
+        )
+    raw_messages = doc.get("messages")
+    if raw_messages is None:
+        raise PromptFileError(
+            path, "missing 'messages'", field="messages",
+            fix="add 'messages:' with a list of {role, content} entries",
+        )
+    if not isinstance(raw_messages, list) or not raw_messages:
+        raise PromptFileError(
+            path, "'messages' must be a non-empty list", field="messages", line=_line(doc, "messages"),
+            fix="write messages as a list of {role: ..., content: ...} mappings",
+        )
+    messages: list[Message] = []
+    for i, raw in enumerate(raw_messages):
+        fname = f"messages[{i}]"
+        if not isinstance(raw, Mapping):
+            raise PromptFileError(path, "each message must be a mapping", field=fname,
+                                  line=_line(raw_messages, i), fix="write {role: user, content: ...}")
+        extra = [k for k in raw if k not in ("role", "content")]
+        if extra:
+            raise PromptFileError(path, f"unknown message field {extra[0]!r}; allowed: role, content",
+                                  field=fname, line=_line(raw, extra[0]), fix="remove the field")
+        role = raw.get("role")
+        if role not in ROLES:
+            raise PromptFileError(path, f"unknown role {role!r}; allowed: {', '.join(ROLES)}",
+                                  field=f"{fname}.role", line=_line(raw, "role") or _line(raw_messages, i),
+                                  fix="use one of the allowed roles")
+        content = raw.get("content")
+        if not isinstance(content, str):
+            raise PromptFileError(path, f"content must be text, got {type(content).__name__}",
+                                  field=f"{fname}.content", line=_line(raw, "content") or _line(raw_messages, i),
+                                  fix="quote the content or use a block scalar (content: |)")
+        origin = TemplateOrigin(path, f"{fname}.content", _content_first_line(raw, "content", text))
+        template = Template(str(content), origin)
+        template.validate()
+        messages.append(Message(str(role), template))
+
+    demos = _load_demos(path, doc)
+    params: dict[str, Any] = {}
+    for key in SAMPLING_KEYS:
+        if key in doc and doc[key] is not None:
+            params[key] = _plain(doc[key])
+    _check_params(path, doc, params)
+    model = doc.get("model")
+    if model is not None and not isinstance(model, str):
+        raise PromptFileError(path, "model must be a string", field="model", line=_line(doc, "model"),
+                              fix="write model: default, or the name the endpoint serves")
+    min_pass_rate = doc.get("min_pass_rate")
+    if min_pass_rate is not None:
+        if not isinstance(min_pass_rate, (int, float)) or not 0 <= float(min_pass_rate) <= 1:
+            raise PromptFileError(path, f"min_pass_rate must be a number from 0 to 1, got {min_pass_rate!r}",
+                                  field="min_pass_rate", line=_line(doc, "min_pass_rate"),
+                                  fix="write e.g. min_pass_rate: 0.8")
+        min_pass_rate = float(min_pass_rate)
+    return Prompt(path, "chat", tuple(messages), demos, model, params, min_pass_rate, digest)
+
+
+def _load_demos(path: Path, doc: Mapping[str, Any]) -> tuple[Demo, ...]:
+    raw = doc.get("demos")
+    if raw is None:
+        return ()
+    if not isinstance(raw, list):
+        raise PromptFileError(path, "demos must be a list", field="demos", line=_line(doc, "demos"),
+                              fix="write demos: [] or a list of {inputs: {...}, output: ...}")
+    demos = []
+    for i, item in enumerate(raw):
+        fname = f"demos[{i}]"
+        ok = isinstance(item, Mapping) and set(item) <= {"inputs", "output"} and "output" in item
+        inputs = item.get("inputs", {}) if isinstance(item, Mapping) else None
+        if not ok or not isinstance(inputs, Mapping):
+            raise PromptFileError(path, "each demo must be {inputs: {name: value}, output: text}",
+                                  field=fname, line=_line(raw, i), fix="rewrite the demo in that form")
+        demos.append(Demo({str(k): str(v) for k, v in inputs.items()}, str(item["output"])))
+    return tuple(demos)
+
+
+def _check_params(path: Path, doc: Any, params: Mapping[str, Any]) -> None:
+    numeric = {"temperature": (0.0, 2.0), "top_p": (0.0, 1.0), "presence_penalty": (-2.0, 2.0),
+               "frequency_penalty": (-2.0, 2.0)}
+    for key, (lo, hi) in numeric.items():
+        if key in params:
+            value = params[key]
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not lo <= value <= hi:
+                raise PromptFileError(path, f"{key} must be a number from {lo} to {hi}, got {value!r}",
+                                      field=key, line=_line(doc, key), fix=f"write e.g. {key}: {lo}")
+    for key in ("max_tokens", "seed"):
+        if key in params and (isinstance(params[key], bool) or not isinstance(params[key], int)):
+            raise PromptFileError(path, f"{key} must be a whole number, got {params[key]!r}",
+                                  field=key, line=_line(doc, key), fix=f"write e.g. {key}: 64")
+
+
+def _plain(value: Any) -> Any:
+    """ruamel's round-trip types -> plain Python, so params hash and serialize predictably."""
+    if isinstance(value, Mapping):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_plain(v) for v in value]
+    if isinstance(value, bool) or value is None:
+        return value
+    if isinstance(value, int):
+        return int(value)
+    if isinstance(value, float):
+        return float(value)
+    return str(value)

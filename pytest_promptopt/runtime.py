@@ -1,0 +1,180 @@
+"""The per-session core: LM clients for each role, the cache, and candidate overrides.
+
+The `llm` and `judge` fixtures are thin wrappers over `LLM` and `JudgeCall` here. The
+optimizer swaps a candidate prompt in with `Runtime.override` and re-runs test items; the
+`llm` callable always renders the prompt that is currently active for that file.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+from collections.abc import Callable, Iterator, Mapping
+from pathlib import Path
+from typing import Any
+
+from .cache import ReplyCache
+from .client import Endpoint, LMClient
+from .config import EMBEDDED_MODEL, Settings
+from .errors import CacheMissError, PromptOptError
+from .judge import DEFAULT_THRESHOLD, JudgeFailed, grade
+from .prompts import Prompt, load_prompt
+from .record import TestRecord, Trace, Verdict
+
+EmbeddedStarter = Callable[[], str]  # returns the embedded server's base URL
+
+
+class Runtime:
+    def __init__(self, settings: Settings, root: Path, start_embedded: EmbeddedStarter | None = None) -> None:
+        self.settings = settings
+        self.root = root
+        self.cache = ReplyCache(settings.cache_dir, settings.record_mode)
+        self._start_embedded = start_embedded
+        self._embedded_url: str | None = None
+        self._clients: dict[str, LMClient] = {}
+        self._lock = threading.Lock()
+        self._overrides: dict[str, Prompt] = {}
+        self.prompts: dict[str, Prompt] = {}  # every prompt file seen, as loaded from disk
+
+    # -- endpoints -------------------------------------------------------------------------
+    def set_embedded_url(self, url: str) -> None:
+        self._embedded_url = url
+
+    def embedded_url(self) -> str:
+        with self._lock:
+            if self._embedded_url is None:
+                if self._start_embedded is None:
+                    raise PromptOptError("no LM endpoint is configured and the embedded model is not available")
+                self._embedded_url = self._start_embedded()
+            return self._embedded_url
+
+    def client(self, role: str) -> LMClient:
+        existing = self._clients.get(role)
+        if existing is not None:
+            return existing
+        rc = self.settings.role(role)
+        if rc.embedded:
+            # The embedded server is only started when a call is not served by the cache.
+            endpoint = Endpoint("", rc.model or EMBEDDED_MODEL, "", role)
+        else:
+            assert rc.base_url is not None
+            endpoint = Endpoint(rc.base_url, rc.model or "", rc.api_key, role)
+        client = LMClient(
+            endpoint,
+            self.cache,
+            timeout=self.settings.timeout,
+            max_retries=self.settings.retries,
+            concurrency=self.settings.concurrency,
+            price=self.settings.prices.get(endpoint.model),
+            resolve_base_url=self.embedded_url if rc.embedded else None,
+        )
+        with self._lock:
+            return self._clients.setdefault(role, client)
+
+    def clients(self) -> Mapping[str, LMClient]:
+        return dict(self._clients)
+
+    # -- prompts and overrides -------------------------------------------------------------
+    def register(self, prompt: Prompt) -> None:
+        self.prompts.setdefault(prompt.key, prompt)
+
+    def active(self, prompt: Prompt) -> Prompt:
+        return self._overrides.get(prompt.key, prompt)
+
+    @contextlib.contextmanager
+    def override(self, candidates: Mapping[str, Prompt]) -> Iterator[None]:
+        previous = dict(self._overrides)
+        self._overrides.update(candidates)
+        try:
+            yield
+        finally:
+            self._overrides = previous
+
+    def close(self) -> None:
+        for client in self._clients.values():
+            client.close()
+        self.cache.close()
+
+
+class LLM:
+    """`llm(prompt, **variables) -> str`: render, call (through the cache), trace."""
+
+    def __init__(self, runtime: Runtime, record: TestRecord, sample: int = 0) -> None:
+        self._runtime = runtime
+        self._record = record
+        self.sample = sample
+
+    @property
+    def traces(self) -> list[Trace]:
+        return self._record.traces
+
+    def load(self, path: str | Path) -> Prompt:
+        return load_prompt(path, root=self._runtime.root)
+
+    def __call__(self, prompt: Prompt | str | Path, /, **variables: Any) -> str:
+        if not isinstance(prompt, Prompt):
+            prompt = self.load(prompt)
+        self._runtime.register(prompt)
+        active = self._runtime.active(prompt)
+        messages = active.render(variables)
+        client = self._runtime.client("task")
+        model = client.endpoint.model if active.uses_model_default else str(active.model)
+        request = client.request(messages, active.sampling(), model=model, sample=self.sample)
+        try:
+            completion = client.complete(request)
+        except CacheMissError as exc:
+            raise CacheMissError(f"{exc} (test {self._record.nodeid}, prompt {prompt.path})") from None
+        self._record.traces.append(
+            Trace(
+                prompt.key,
+                {k: str(v) for k, v in variables.items()},
+                tuple(messages),
+                completion.text,
+                model,
+                completion.reply.prompt_tokens,
+                completion.reply.completion_tokens,
+                completion.cached,
+                completion.cost,
+                completion.latency_s,
+            )
+        )
+        return completion.text
+
+
+class JudgeCall:
+    """`judge(output, criteria, expected=None, threshold=None) -> Verdict`; fails the test below threshold."""
+
+    def __init__(self, runtime: Runtime, record: TestRecord, threshold: float | None = None, sample: int = 0) -> None:
+        self._runtime = runtime
+        self._record = record
+        self.default_threshold = threshold if threshold is not None else runtime.settings.judge_threshold
+        self.sample = sample
+
+    def _ask(self, messages: list[dict[str, str]]) -> str:
+        client = self._runtime.client("judge")
+        request = client.request(messages, {"temperature": 0, "max_tokens": 128}, sample=self.sample)
+        completion = client.complete(request)
+        self._record.judge_traces.append(
+            Trace("<judge>", {}, tuple(messages), completion.text, request.model,
+                  completion.reply.prompt_tokens, completion.reply.completion_tokens,
+                  completion.cached, completion.cost, completion.latency_s)
+        )
+        return completion.text
+
+    def grade(self, output: str, criteria: str, *, expected: str | None = None,
+              threshold: float | None = None) -> Verdict:
+        """Grade without failing the test; the verdict still counts toward the score."""
+        limit = self.default_threshold if threshold is None else threshold
+        verdict = grade(self._ask, output, criteria, expected=expected, threshold=limit)
+        self._record.verdicts.append(verdict)
+        return verdict
+
+    def __call__(self, output: str, criteria: str, *, expected: str | None = None,
+                 threshold: float | None = None) -> Verdict:
+        verdict = self.grade(output, criteria, expected=expected, threshold=threshold)
+        if not verdict.passed:
+            raise JudgeFailed(verdict)
+        return verdict
+
+
+__all__ = ["DEFAULT_THRESHOLD", "LLM", "JudgeCall", "Runtime"]

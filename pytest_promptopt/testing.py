@@ -1,0 +1,189 @@
+"""A scripted OpenAI-compatible HTTP server on 127.0.0.1, for tests and benchmarks.
+
+It answers `POST /v1/chat/completions` with whatever a responder function returns for the
+request's messages, and can inject faults (status codes, Retry-After, hangs, cut bodies,
+malformed JSON, empty choices, wrong content type) so the real `openai` client and our retry
+path are exercised end to end.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+Messages = list[dict[str, str]]
+Responder = Callable[[Messages, dict[str, Any]], str]
+
+
+@dataclass(frozen=True)
+class Fault:
+    """One injected failure. `kind` is one of: status, hang, cut, malformed, empty, content_type."""
+
+    kind: str = "status"
+    status: int = 500
+    retry_after: str | None = None
+    seconds: float = 0.0  # for "hang"
+
+
+def echo_last_user(messages: Messages, body: dict[str, Any]) -> str:
+    return next((m["content"] for m in reversed(messages) if m["role"] == "user"), "")
+
+
+class ScriptedServer:
+    def __init__(self, responder: Responder = echo_last_user, *, delay: float = 0.0) -> None:
+        self.responder = responder
+        self.delay = delay
+        self.requests: list[dict[str, Any]] = []
+        self.headers: list[dict[str, str]] = []
+        self._faults: deque[Fault] = deque()
+        self._fault_rate: tuple[float, Fault] | None = None
+        self._lock = threading.Lock()
+        self._httpd: ThreadingHTTPServer | None = None
+        self._thread: threading.Thread | None = None
+        self._calls = 0
+
+    # -- control ---------------------------------------------------------------------------
+    def fail_next(self, fault: Fault, times: int = 1) -> None:
+        with self._lock:
+            self._faults.extend([fault] * times)
+
+    def fail_every(self, every: int, fault: Fault) -> None:
+        """Inject `fault` on every `every`-th request (deterministic error rate)."""
+        with self._lock:
+            self._fault_rate = (float(every), fault)
+
+    @property
+    def count(self) -> int:
+        with self._lock:
+            return len(self.requests)
+
+    def _next_fault(self) -> Fault | None:
+        with self._lock:
+            self._calls += 1
+            if self._faults:
+                return self._faults.popleft()
+            if self._fault_rate and self._calls % int(self._fault_rate[0]) == 0:
+                return self._fault_rate[1]
+            return None
+
+    # -- lifecycle -------------------------------------------------------------------------
+    @property
+    def base_url(self) -> str:
+        assert self._httpd is not None, "server not started"
+        host, port = self._httpd.server_address[:2]
+        return f"http://{host}:{port}/v1"
+
+    def start(self) -> ScriptedServer:
+        server = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, format: str, *args: Any) -> None:  # noqa: A002
+                pass
+
+            def handle(self) -> None:
+                try:
+                    super().handle()
+                except (BrokenPipeError, ConnectionResetError):
+                    pass  # the client gave up (timeout test); nothing to answer
+
+            def _send(self, status: int, payload: bytes, content_type: str = "application/json",
+                      extra: dict[str, str] | None = None) -> None:
+                self.send_response(status)
+                self.send_header("Content-Type", content_type)
+                self.send_header("Content-Length", str(len(payload)))
+                for k, v in (extra or {}).items():
+                    self.send_header(k, v)
+                self.end_headers()
+                self.wfile.write(payload)
+
+            def do_GET(self) -> None:  # noqa: N802
+                if self.path.rstrip("/").endswith("/models"):
+                    self._send(200, json.dumps({"object": "list", "data": [{"id": "scripted", "object": "model"}]}).encode())
+                else:
+                    self._send(404, b'{"error": {"message": "not found"}}')
+
+            def do_POST(self) -> None:  # noqa: N802
+                length = int(self.headers.get("Content-Length") or 0)
+                body = json.loads(self.rfile.read(length) or b"{}")
+                with server._lock:
+                    server.requests.append(body)
+                    server.headers.append({k.lower(): v for k, v in self.headers.items()})
+                fault = server._next_fault()
+                if server.delay:
+                    time.sleep(server.delay)
+                if fault is not None and server._inject(self, fault):
+                    return
+                try:
+                    text = server.responder(body.get("messages", []), body)
+                except Exception as exc:  # noqa: BLE001 - a responder bug is a 500, visibly
+                    self._send(500, json.dumps({"error": {"message": f"responder failed: {exc}"}}).encode())
+                    return
+                prompt_tokens = sum(len(m.get("content", "").split()) for m in body.get("messages", []))
+                payload = {
+                    "id": f"chatcmpl-{len(server.requests)}",
+                    "object": "chat.completion",
+                    "created": int(time.time()),
+                    "model": body.get("model", "scripted"),
+                    "choices": [{"index": 0, "finish_reason": "stop",
+                                 "message": {"role": "assistant", "content": text}}],
+                    "usage": {"prompt_tokens": prompt_tokens, "completion_tokens": len(text.split()),
+                              "total_tokens": prompt_tokens + len(text.split())},
+                }
+                self._send(200, json.dumps(payload).encode())
+
+        self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self._httpd.daemon_threads = True
+        self._thread = threading.Thread(target=self._httpd.serve_forever, name="scripted-llm", daemon=True)
+        self._thread.start()
+        return self
+
+    def _inject(self, handler: Any, fault: Fault) -> bool:
+        """Send the fault; return True if the request is fully answered."""
+        if fault.kind == "status":
+            extra = {"Retry-After": fault.retry_after} if fault.retry_after is not None else None
+            body = json.dumps({"error": {"message": f"injected {fault.status}", "type": "injected"}}).encode()
+            handler._send(fault.status, body, extra=extra)
+            return True
+        if fault.kind == "hang":
+            time.sleep(fault.seconds)
+            return False
+        if fault.kind == "cut":
+            handler.send_response(200)
+            handler.send_header("Content-Type", "application/json")
+            handler.send_header("Content-Length", "4096")
+            handler.end_headers()
+            handler.wfile.write(b'{"id": "chatcmpl-cut", "choices": [{"ind')
+            handler.wfile.flush()
+            handler.close_connection = True
+            return True
+        if fault.kind == "malformed":
+            handler._send(200, b'{"id": "x", "choices": [ this is not json')
+            return True
+        if fault.kind == "empty":
+            handler._send(200, json.dumps({"id": "x", "object": "chat.completion", "created": 0,
+                                           "model": "scripted", "choices": []}).encode())
+            return True
+        if fault.kind == "content_type":
+            handler._send(200, b"<html><body>gateway says hello</body></html>", content_type="text/html")
+            return True
+        raise ValueError(f"unknown fault kind {fault.kind!r}")
+
+    def stop(self) -> None:
+        if self._httpd is not None:
+            self._httpd.shutdown()
+            self._httpd.server_close()
+            self._httpd = None
+
+    def __enter__(self) -> ScriptedServer:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
