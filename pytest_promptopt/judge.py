@@ -46,7 +46,11 @@ def judge_messages(output: str, criteria: str, expected: str | None = None) -> l
 
 
 _NUMBER = r"(-?\d+(?:\.\d+)?)"
-_SCORE_LINE = re.compile(r"score\W{0,3}\s*" + _NUMBER + r"\s*(%|/\s*(\d+))?", re.IGNORECASE)
+# "score", optional quotes/bold, an optional "(0-1)" range note, ":" or "=", then the number.
+# The sign is never part of the separator, so "score: -1" is out of range rather than 1.
+_SCORE_LINE = re.compile(
+    r"score[\"'*]*\s*(?:\([^)\n]*\))?\s*[:=]?\s*[\"'*]*\s*" + _NUMBER + r"\s*(%|/\s*(\d+))?", re.IGNORECASE
+)
 _FRACTION = re.compile(_NUMBER + r"\s*/\s*(10|5|100)\b")
 _PERCENT = re.compile(_NUMBER + r"\s*%")
 _REASON = re.compile(r"reason\W{0,3}\s*(.+)", re.IGNORECASE | re.DOTALL)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import sys
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from functools import cached_property
@@ -213,10 +214,19 @@ def read_prompt_text(path: Path) -> tuple[str, bytes]:
 
 
 def load_prompt(path: str | Path, *, root: Path | None = None) -> Prompt:
-    """Load and validate a prompt file. Relative paths resolve against `root` or the CWD."""
+    """Load and validate a prompt file.
+
+    A relative path is looked up next to the calling module first (so a test file can say
+    `load_prompt("prompts/intent.yaml")` wherever pytest is started), then under `root`
+    (default: the current directory).
+    """
     p = Path(path)
     if not p.is_absolute():
-        p = (root or Path.cwd()) / p
+        candidates = [(root or Path.cwd()) / p]
+        caller = sys._getframe(1).f_globals.get("__file__")
+        if caller and root is None:
+            candidates.insert(0, Path(caller).parent / p)
+        p = next((c for c in candidates if c.exists()), candidates[-1])
     p = p.resolve()
     text, data = read_prompt_text(p)
     digest = hashlib.sha256(data).hexdigest()

@@ -63,11 +63,14 @@ class TestRecord:
     verdicts: list[Verdict] = field(default_factory=list)
     labels: list[Label] = field(default_factory=list)
     judge_traces: list[Trace] = field(default_factory=list)
+    repeats: tuple[int, int] | None = None  # (passes, runs) under promptopt(repeats=n)
 
     def score(self, passed: bool) -> float:
-        """The metric: mean judge score when judges ran, else 1/0 for pass/fail."""
+        """The metric: mean judge score when judges ran, else the share of passing runs."""
         if self.verdicts:
             return sum(v.score for v in self.verdicts) / len(self.verdicts)
+        if self.repeats is not None:
+            return self.repeats[0] / self.repeats[1]
         return 1.0 if passed else 0.0
 
     @property

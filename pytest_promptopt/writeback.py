@@ -70,6 +70,7 @@ def plan_write(original: Prompt, candidate: Prompt) -> PendingWrite:
             new_text = examples_block_template(candidate.demos) + new_text
     else:
         new_text = _rewrite_yaml(path, normalized, original, candidate)
+    new_text = new_text.replace("\r\n", "\n")  # a text template keeps the file's CRLF; never double it
     if newline != "\n":
         new_text = new_text.replace("\n", newline)
     new_bytes = new_text.encode("utf-8")
@@ -153,7 +154,8 @@ def apply_write(pending: PendingWrite) -> None:
     path = pending.path
     if not pending.changed:
         return
-    if not os.access(path, os.W_OK):
+    # os.access alone says "writable" to root; no write bit at all is read-only for everyone
+    if not os.access(path, os.W_OK) or not os.stat(path).st_mode & 0o222:
         raise WriteBackError(
             f"{path}: the prompt file is read-only; the improved prompt was not written. "
             "Make it writable (chmod u+w) and rerun, or use --optimize-dry-run to see the diff."
