@@ -89,15 +89,27 @@ class Budget:
         self.max_tokens = max_tokens
         self.requests = 0
         self.tokens = 0
+        self.exhausted = False  # set once a request was refused
         self._lock = threading.Lock()
 
     def reserve(self) -> None:
         with self._lock:
             if self.max_requests is not None and self.requests >= self.max_requests:
+                self.exhausted = True
                 raise BudgetExhausted(f"LM call budget of {self.max_requests} reached")
             if self.max_tokens is not None and self.tokens >= self.max_tokens:
+                self.exhausted = True
                 raise BudgetExhausted(f"token budget of {self.max_tokens} reached")
             self.requests += 1
+
+    def charge(self, requests: int) -> None:
+        """Count requests replayed from the optimizer's memo, exactly as if they were made."""
+        with self._lock:
+            if self.max_requests is not None and self.requests + requests > self.max_requests:
+                self.requests = self.max_requests
+                self.exhausted = True
+                raise BudgetExhausted(f"LM call budget of {self.max_requests} reached")
+            self.requests += requests
 
     def add_tokens(self, n: int) -> None:
         with self._lock:
@@ -151,15 +163,16 @@ class LMClient:
                 *, model: str | None = None, sample: int = 0) -> ChatRequest:
         return ChatRequest.build(model or self.endpoint.model, list(messages), params, sample)
 
-    def complete(self, request: ChatRequest) -> Completion:
-        if self.budget is not None:
-            self.budget.reserve()
-        self._account(requests=1)
+    def complete(self, request: ChatRequest, *, budgeted: bool = True) -> Completion:
+        if budgeted:
+            if self.budget is not None:
+                self.budget.reserve()
+            self._account(requests=1)
         cached = self.cache.get(request)
         if cached is not None:
-            self.cache.stats.count(hit=True)
-            self._account(cache_hits=1, prompt_tokens=cached.prompt_tokens,
-                          completion_tokens=cached.completion_tokens)
+            if budgeted:
+                self.cache.stats.count(hit=True)
+                self._account(cache_hits=1)  # tokens count only when spent
             return Completion(cached, True, 0.0, 0, 0.0)
         if self.cache.mode is RecordMode.REPLAY:
             raise CacheMissError(
@@ -186,13 +199,22 @@ class LMClient:
             with self._lock:
                 self._inflight.pop(key, None)
 
-    def complete_many(self, requests: list[ChatRequest]) -> list[Completion | BaseException]:
+    def prefetch(self, requests: list[ChatRequest]) -> None:
+        """Warm the cache concurrently for calls tests are about to make. Not budgeted or
+        counted here: each test's own call is, and it then hits the cache."""
+        if not self.cache.enabled or self.cache.mode is not RecordMode.NORMAL:
+            return
+        todo = [r for r in dict.fromkeys(requests) if self.cache.get(r) is None]
+        if len(todo) > 1:
+            self.complete_many(todo, budgeted=False)
+
+    def complete_many(self, requests: list[ChatRequest], *, budgeted: bool = True) -> list[Completion | BaseException]:
         """Run requests concurrently through the pool; failures are returned, not raised."""
         if self._pool is None:
             with self._lock:
                 if self._pool is None:
                     self._pool = ThreadPoolExecutor(self.concurrency, thread_name_prefix="promptopt-lm")
-        futures = [self._pool.submit(self.complete, r) for r in requests]
+        futures = [self._pool.submit(self.complete, r, budgeted=budgeted) for r in requests]
         out: list[Completion | BaseException] = []
         for fut in futures:
             try:

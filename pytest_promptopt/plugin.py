@@ -34,6 +34,7 @@ from .session import PromptOptSession
 
 SESSION_KEY = pytest.StashKey[PromptOptSession]()
 RECORD_KEY = pytest.StashKey[TestRecord]()
+OUTCOME_KEY = pytest.StashKey["tuple[bool, str]"]()  # (passed, failure message) of the last run
 
 STRATEGIES = ("auto", "gradsum", "mipro")
 
@@ -266,6 +267,8 @@ def pytest_pyfunc_call(pyfuncitem: pytest.Function) -> object:
 @pytest.hookimpl(wrapper=True)
 def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Any:
     report = yield
+    if call.when == "call" or (call.when == "setup" and report.failed):
+        item.stash[OUTCOME_KEY] = (report.passed, _failure_message(report))
     record = item.stash.get(RECORD_KEY, None)
     if call.when != "call" or record is None or not (record.traces or record.verdicts):
         return report
@@ -284,6 +287,14 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
     for k in record.prompt_keys:
         report.user_properties.append(("promptopt_prompt", str(_display(item.config, k))))
     return report
+
+
+def _failure_message(report: pytest.TestReport) -> str:
+    if report.passed:
+        return ""
+    crash = getattr(report.longrepr, "reprcrash", None)
+    message = getattr(crash, "message", None) or report.longreprtext
+    return str(message)[:2000]
 
 
 def _display(config: pytest.Config, key: str) -> str:

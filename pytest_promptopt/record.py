@@ -7,6 +7,7 @@ messages become textual gradients, and expected answers (from `checks.equals` or
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from contextvars import ContextVar
 from dataclasses import dataclass, field
@@ -83,7 +84,7 @@ class TestRecord:
             return
         for i in range(len(self.traces) - 1, -1, -1):
             output = self.traces[i].output
-            if actual == output or (actual.strip() and actual.strip() in output):
+            if actual == output or _derived(actual, output):
                 if expected.strip() and not any(lb.trace_index == i for lb in self.labels):
                     self.labels.append(Label(i, expected))
                 return
@@ -97,6 +98,13 @@ class TestRecord:
             row["cost"] += t.cost
             row["cache_hits"] += int(t.cached)
         return out
+
+
+def _derived(actual: str, output: str) -> bool:
+    """`actual` is a whole-word part of `output` (`out.strip()`, `out.lower()`, a field of it),
+    not any substring: `assert "a" == "b"` after a call that returned "Barcelona" is no label."""
+    part = actual.strip().casefold()
+    return bool(part) and re.search(r"(?<!\w)" + re.escape(part) + r"(?!\w)", output.casefold()) is not None
 
 
 current_record: ContextVar[TestRecord | None] = ContextVar("promptopt_current_record", default=None)

@@ -13,7 +13,7 @@ from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
-from .cache import ReplyCache
+from .cache import ChatRequest, ReplyCache
 from .client import Endpoint, LMClient
 from .config import EMBEDDED_MODEL, Settings
 from .errors import CacheMissError, PromptOptError
@@ -74,6 +74,13 @@ class Runtime:
     def clients(self) -> Mapping[str, LMClient]:
         return dict(self._clients)
 
+    def task_request(self, prompt: Prompt, variables: Mapping[str, Any], sample: int = 0) -> tuple[LMClient, ChatRequest]:
+        """The request `llm(prompt, **variables)` sends, with any candidate override applied."""
+        active = self.active(prompt)
+        client = self.client("task")
+        model = client.endpoint.model if active.uses_model_default else str(active.model)
+        return client, client.request(active.render(variables), active.sampling(), model=model, sample=sample)
+
     # -- prompts and overrides -------------------------------------------------------------
     def register(self, prompt: Prompt) -> None:
         self.prompts.setdefault(prompt.key, prompt)
@@ -115,11 +122,9 @@ class LLM:
         if not isinstance(prompt, Prompt):
             prompt = self.load(prompt)
         self._runtime.register(prompt)
-        active = self._runtime.active(prompt)
-        messages = active.render(variables)
-        client = self._runtime.client("task")
-        model = client.endpoint.model if active.uses_model_default else str(active.model)
-        request = client.request(messages, active.sampling(), model=model, sample=self.sample)
+        client, request = self._runtime.task_request(prompt, variables, self.sample)
+        messages = request.message_dicts
+        model = request.model
         try:
             completion = client.complete(request)
         except CacheMissError as exc:

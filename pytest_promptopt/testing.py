@@ -31,6 +31,12 @@ class Fault:
     seconds: float = 0.0  # for "hang"
 
 
+class _Server(ThreadingHTTPServer):
+    # socketserver's default listen backlog of 5 overflows when more clients connect at once,
+    # and the kernel's SYN retry then stalls those requests by a second.
+    request_queue_size = 128
+
+
 def echo_last_user(messages: Messages, body: dict[str, Any]) -> str:
     return next((m["content"] for m in reversed(messages) if m["role"] == "user"), "")
 
@@ -139,9 +145,11 @@ class ScriptedServer:
                 }
                 self._send(200, json.dumps(payload).encode())
 
-        self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self._httpd = _Server(("127.0.0.1", 0), Handler)
         self._httpd.daemon_threads = True
-        self._thread = threading.Thread(target=self._httpd.serve_forever, name="scripted-llm", daemon=True)
+        # a short poll interval: stop() waits up to one interval for the serving loop to notice
+        self._thread = threading.Thread(target=self._httpd.serve_forever, kwargs={"poll_interval": 0.02},
+                                        name="scripted-llm", daemon=True)
         self._thread.start()
         return self
 

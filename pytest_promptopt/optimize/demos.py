@@ -1,0 +1,76 @@
+"""Demo candidates (MIPRO's bootstrapping) from train traces.
+
+Passing train cases give bootstrapped demos: the inputs and the output that passed. Failing
+train cases whose expected answer is known (a failed `assert out == expected`, or
+`checks.equals`) give labelled demos. Only the variables that vary between cases become demo
+inputs; constants (such as the label list) come from the call at render time.
+"""
+
+from __future__ import annotations
+
+import random
+from collections import defaultdict
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from ..prompts import Demo
+from .base import Case
+
+
+@dataclass(frozen=True)
+class DemoOption:
+    demo: Demo
+    source: str  # nodeid of the train case it came from
+    kind: str  # "bootstrapped" | "labelled"
+
+
+def demo_pool(prompt_key: str, cases: Sequence[Case]) -> list[DemoOption]:
+    traced = [(c, i, t) for c in cases for i, t in enumerate(c.record.traces) if t.prompt_key == prompt_key]
+    if not traced:
+        return []
+    names = {k for _, _, t in traced for k in t.variables}
+    varying = sorted(n for n in names if len({t.variables.get(n) for _, _, t in traced}) > 1) or sorted(names)
+    pool: list[DemoOption] = []
+    seen: set[tuple[tuple[str, str], ...]] = set()
+    for case, index, trace in traced:
+        inputs = {n: trace.variables[n] for n in varying if n in trace.variables}
+        key = tuple(sorted(inputs.items()))
+        if key in seen:
+            continue
+        if case.passed and trace.output.strip():
+            pool.append(DemoOption(Demo(inputs, trace.output.strip()), case.nodeid, "bootstrapped"))
+            seen.add(key)
+            continue
+        label = next((lb.expected for lb in case.record.labels if lb.trace_index == index), None)
+        if label is not None:
+            pool.append(DemoOption(Demo(inputs, label.strip()), case.nodeid, "labelled"))
+            seen.add(key)
+    return pool
+
+
+def demo_sets(pool: Sequence[DemoOption], n_sets: int, rng: random.Random, max_demos: int = 24) -> list[tuple[DemoOption, ...]]:
+    """Candidate demo sets: stratified by answer, so every answer the tests expect is shown."""
+    if not pool:
+        return []
+    by_output: dict[str, list[DemoOption]] = defaultdict(list)
+    for option in pool:
+        by_output[option.demo.output.casefold()].append(option)
+    groups = list(by_output.values())
+    sets: list[tuple[DemoOption, ...]] = []
+    seen: set[tuple[str, ...]] = set()
+    for i in range(n_sets * 3):
+        if len(sets) >= n_sets:
+            break
+        per_answer = 1 + (i % 2)  # alternate one and two demos per answer
+        chosen: list[DemoOption] = []
+        if len(groups) * per_answer <= max_demos:
+            for group in groups:
+                chosen.extend(rng.sample(group, min(per_answer, len(group))))
+        else:
+            chosen = rng.sample(list(pool), min(max_demos, len(pool)))
+        rng.shuffle(chosen)
+        key = tuple(sorted(o.source for o in chosen))
+        if key not in seen:
+            seen.add(key)
+            sets.append(tuple(chosen))
+    return sets

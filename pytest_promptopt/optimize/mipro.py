@@ -1,0 +1,151 @@
+"""MIPRO (arXiv 2406.11695): bootstrapped demo sets x grounded instruction proposals, searched
+jointly per prompt with a Bayesian optimizer (Optuna TPE) on train minibatches, the best
+configurations scored on the full train set every few trials.
+
+Unlike DSPy's MIPROv2, proposals come in rounds and later rounds see the scores of earlier
+instructions (the history), and with `use_critique` a GRAD-SUM critique grounds them too.
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass
+
+import optuna
+
+from ..errors import BudgetExhausted
+from ..prompts import Prompt
+from .base import Candidate, CaseResult, OptimizationContext, StrategyResult
+from .demos import DemoOption, demo_pool, demo_sets
+from .gradsum import apply_proposal, critique_from_failures
+from .proposer import Proposer
+from .search import Evaluator, sample_ids
+
+optuna.logging.set_verbosity(optuna.logging.WARNING)
+
+
+@dataclass
+class Mipro:
+    name: str = "mipro"
+    instructions_per_round: int = 3
+    rounds: int = 2
+    n_demo_sets: int = 8
+    max_trials: int = 40
+    minibatch: int = 20
+    full_eval_every: int = 5
+    use_critique: bool = False
+
+    def estimate_calls(self, n_train: int, n_prompts: int) -> int:
+        proposals = n_prompts * self.rounds * (self.instructions_per_round + 2) + 2
+        per_trial = min(self.minibatch, n_train) + n_train / self.full_eval_every
+        return int(proposals + self.max_trials * per_trial + 3 * n_train)
+
+    def _trials(self, ctx: OptimizationContext, calls_per_case: float, n_prompts: int) -> int:
+        remaining = ctx.budget_remaining()
+        if remaining is None:
+            return self.max_trials
+        n_train = len(ctx.train)
+        per_trial = calls_per_case * (min(self.minibatch, n_train) + n_train / self.full_eval_every)
+        spare = remaining - n_prompts * self.rounds * (self.instructions_per_round + 3) - 2 * n_train * calls_per_case
+        return max(2, min(self.max_trials, int(spare / max(per_trial, 1.0))))
+
+    def run(self, ctx: OptimizationContext) -> StrategyResult:
+        proposer: Proposer = ctx.proposer  # type: ignore[assignment]
+        rng = random.Random(ctx.seed)
+        notes: list[str] = []
+        evaluator = Evaluator(ctx, on_score=lambda s, split, v: ctx.log("score", candidate=s.label, split=split, score=v))
+        keys = sorted(ctx.original)
+        calls_per_case = max(1.0, sum(len(c.record.traces) + len(c.record.judge_traces) for c in ctx.train)
+                             / max(1, len(ctx.train)))
+        sets: dict[str, list[tuple[DemoOption, ...] | None]] = {}
+        for key in keys:
+            pool = demo_pool(key, ctx.train)
+            sets[key] = [None, *demo_sets(pool, self.n_demo_sets, rng)]  # None: the file's own demos
+            ctx.log("demo_pool", prompt=key, size=len(pool), sets=len(sets[key]) - 1,
+                    labelled=sum(o.kind == "labelled" for o in pool))
+        instructions: dict[str, list[Prompt]] = {k: [ctx.original[k]] for k in keys}
+        history: dict[str, list[tuple[str, float]]] = {k: [(ctx.original[k].instruction, evaluator.entry(ctx.original).full or 0.0)] for k in keys}
+        trials_total = self._trials(ctx, calls_per_case, len(keys))
+        per_round = max(1, trials_total // self.rounds)
+        best_params: dict[str, int] | None = None
+        try:
+            data_summary = proposer.data_summary([dict(t.variables) for c in ctx.train[:12] for t in c.record.traces[:1]])
+            program_summary = proposer.program_summary([c.source for c in ctx.train])
+            critique = ""
+            if self.use_critique:
+                failures = [CaseResult(c.nodeid, c.score, c.passed, c.message, 0, c.record)
+                            for c in ctx.train if not c.passed]
+                rng_f = random.Random(ctx.seed + 1)
+                rng_f.shuffle(failures)
+                critique = critique_from_failures(proposer, ctx.original, failures, 6, 0, ctx)
+            for round_ in range(self.rounds):
+                for key in keys:
+                    base = ctx.original[key]
+                    proposals = proposer.propose(base, n=self.instructions_per_round, data_summary=data_summary,
+                                                 program_summary=program_summary, history=history[key],
+                                                 critique=critique, round_=round_)
+                    if critique and round_ == 0:
+                        proposals += proposer.edit(base, critique, 1, round_)
+                    for proposal in proposals:
+                        cand = apply_proposal(ctx.original, key, base, proposal, ctx, notes)
+                        if cand is not None and cand[key].instruction not in {p.instruction for p in instructions[key]}:
+                            instructions[key].append(cand[key])
+                best_params = self._search(ctx, evaluator, keys, instructions, sets, per_round, round_, rng, best_params)
+                for key in keys:
+                    history[key] = _instruction_scores(evaluator, key, instructions[key])
+            while (pending := evaluator.best_unvalidated()) is not None and len(
+                    [s for s in evaluator.scored.values() if s.full is not None]) < 4:
+                evaluator.full_train(pending.candidate, pending.label)
+        except BudgetExhausted as exc:
+            notes.append(f"stopped early: {exc}")
+        best = evaluator.best_full()
+        return StrategyResult(best.candidate, best.full or 0.0, tuple(notes))
+
+    def _search(self, ctx: OptimizationContext, evaluator: Evaluator, keys: list[str],
+                instructions: dict[str, list[Prompt]], sets: dict[str, list[tuple[DemoOption, ...] | None]],
+                trials: int, round_: int, rng: random.Random, warm: dict[str, int] | None) -> dict[str, int]:
+        sampler = optuna.samplers.TPESampler(seed=ctx.seed + round_, n_startup_trials=max(3, trials // 4), multivariate=True)
+        study = optuna.create_study(direction="maximize", sampler=sampler)
+        if warm is not None:
+            study.enqueue_trial(warm, skip_if_exists=True)
+        best: tuple[float, dict[str, int]] = (-1.0, {})
+        for t in range(trials):
+            trial = study.ask()
+            params: dict[str, int] = {}
+            candidate: dict[str, Prompt] = {}
+            for key in keys:
+                i = trial.suggest_int(f"instruction:{key}", 0, len(instructions[key]) - 1)
+                d = trial.suggest_int(f"demos:{key}", 0, len(sets[key]) - 1)
+                params[f"instruction:{key}"], params[f"demos:{key}"] = i, d
+                chosen = sets[key][d]
+                prompt = instructions[key][i]
+                candidate[key] = prompt if chosen is None else prompt.with_demos(tuple(o.demo for o in chosen))
+            label = f"mipro r{round_ + 1} t{t + 1} " + " ".join(f"{k.rsplit('/', 1)[-1]}:i{params[f'instruction:{k}']}d{params[f'demos:{k}']}" for k in keys)
+            score = evaluator.minibatch(candidate, sample_ids(ctx.train, self.minibatch, rng), label)
+            study.tell(trial, score)
+            ctx.log("trial", round=round_, trial=t, params=params, score=score)
+            if score > best[0]:
+                best = (score, params)
+            if (t + 1) % self.full_eval_every == 0 and (pending := evaluator.best_unvalidated()) is not None:
+                evaluator.full_train(pending.candidate, pending.label)
+            top = evaluator.best_full()
+            ctx.progress(f"mipro round {round_ + 1}/{self.rounds} trial {t + 1}/{trials}: "
+                         f"minibatch {score:.2f}, best train {top.full or 0:.2f}")
+        return best[1]
+
+
+def _instruction_scores(evaluator: Evaluator, key: str, instructions: list[Prompt]) -> list[tuple[str, float]]:
+    """Mean score of each instruction over every configuration that used it (the history)."""
+    out = []
+    for prompt in instructions:
+        scores = [s.full if s.full is not None else s.mean_minibatch
+                  for s in evaluator.scored.values()
+                  if s.candidate[key].instruction == prompt.instruction and (s.full is not None or s.minibatch)]
+        if scores:
+            out.append((prompt.instruction, sum(scores) / len(scores)))
+    return out
+
+
+def auto() -> Mipro:
+    """The default: MIPRO's demos and TPE search, its proposer grounded by a GRAD-SUM critique."""
+    return Mipro(name="auto", use_critique=True)

@@ -1,0 +1,72 @@
+"""The run log: every candidate, score, gradient, critique and proposal, as JSON lines.
+
+It makes a run auditable and resumable: on `--optimize-resume` the evaluations already in the
+log are replayed from it (no test re-runs), and the LM cache makes the replayed proposals
+free, so a seeded run continues exactly where it stopped.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import threading
+import time
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+from ..prompts import Prompt
+
+
+def run_key(prompts: Iterable[Prompt], strategy: str, seed: int, budget: int | None) -> str:
+    parts = sorted(f"{p.key}:{p.source_digest}" for p in prompts)
+    blob = json.dumps([parts, strategy, seed, budget])
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+class RunLog:
+    def __init__(self, directory: Path, key: str, *, resume: bool) -> None:
+        self.directory = directory
+        directory.mkdir(parents=True, exist_ok=True)
+        self._lock = threading.Lock()
+        self.replayed: list[dict[str, Any]] = []
+        existing = sorted(directory.glob(f"{key}-*.jsonl"))
+        if resume and existing:
+            self.path = existing[-1]
+            self.replayed = list(_read(self.path))
+        else:
+            self.path = directory / f"{key}-{time.strftime('%Y%m%dT%H%M%S')}-{os.getpid()}.jsonl"
+        self._handle = open(self.path, "a", encoding="utf-8")  # noqa: SIM115 - closed in close()
+
+    @property
+    def resumed(self) -> bool:
+        return bool(self.replayed)
+
+    def write(self, event: str, **data: Any) -> None:
+        line = json.dumps({"t": round(time.time(), 3), "event": event, **data}, ensure_ascii=False, default=str)
+        with self._lock:
+            self._handle.write(line + "\n")
+            self._handle.flush()  # a killed run keeps every finished line
+
+    def replayed_events(self, event: str) -> list[dict[str, Any]]:
+        return [e for e in self.replayed if e.get("event") == event]
+
+    def close(self) -> None:
+        self._handle.close()
+
+
+def _read(path: Path) -> Iterable[dict[str, Any]]:
+    """Events of a log; a line cut by a crash (the last one) is skipped."""
+    with open(path, encoding="utf-8") as handle:
+        for line in handle:
+            try:
+                event = json.loads(line)
+            except ValueError:
+                continue
+            if isinstance(event, dict):
+                yield event
+
+
+def read_log(path: Path) -> list[dict[str, Any]]:
+    return list(_read(path))

@@ -1,0 +1,109 @@
+"""Scoring candidates on train cases: minibatches, full train, successive halving.
+
+A case never scores a candidate that shows that very case as a demo (it would pass by
+copying), so each candidate is scored on the train cases it has not seen.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+from .base import Candidate, Case, Evaluation, OptimizationContext, fingerprint
+
+
+@dataclass
+class Scored:
+    candidate: Candidate
+    minibatch: list[float] = field(default_factory=list)
+    full: float | None = None
+    label: str = ""
+
+    @property
+    def mean_minibatch(self) -> float:
+        return sum(self.minibatch) / len(self.minibatch) if self.minibatch else -1.0
+
+
+class Evaluator:
+    def __init__(self, ctx: OptimizationContext, on_score: Callable[[Scored, str, float], None] | None = None) -> None:
+        self.ctx = ctx
+        self.scored: dict[str, Scored] = {}
+        self._trace_keys = {
+            c.nodeid: [frozenset(t.variables.items()) for t in c.record.traces] for c in ctx.train
+        }
+        self._on_score = on_score
+        self._evaluations: dict[tuple[str, tuple[str, ...]], Evaluation] = {}
+        original = self.entry(ctx.original, "original")
+        original.full = sum(c.score for c in ctx.train) / len(ctx.train) if ctx.train else 0.0
+
+    def entry(self, candidate: Candidate, label: str = "") -> Scored:
+        fp = fingerprint(candidate)
+        if fp not in self.scored:
+            self.scored[fp] = Scored(candidate, label=label)
+        return self.scored[fp]
+
+    def unseen(self, candidate: Candidate, ids: Sequence[str]) -> list[str]:
+        demo_keys = [frozenset(d.inputs.items()) for p in candidate.values() for d in p.demos]
+        if not demo_keys:
+            return list(ids)
+        return [i for i in ids if not any(dk <= tk for dk in demo_keys for tk in self._trace_keys.get(i, ()))]
+
+    def evaluate(self, candidate: Candidate, ids: Sequence[str]) -> Evaluation:
+        key = (fingerprint(candidate), tuple(self.unseen(candidate, ids)))
+        if key not in self._evaluations:
+            self._evaluations[key] = self.ctx.program.evaluate(candidate, key[1])
+        return self._evaluations[key]
+
+    def minibatch(self, candidate: Candidate, ids: Sequence[str], label: str = "") -> float:
+        entry = self.entry(candidate, label)
+        ev = self.evaluate(candidate, ids)
+        if ev.results:
+            entry.minibatch.append(ev.mean)
+            self._notify(entry, "minibatch", ev.mean)
+        return ev.mean
+
+    def full_train(self, candidate: Candidate, label: str = "") -> float:
+        entry = self.entry(candidate, label)
+        if entry.full is None:
+            ev = self.evaluate(candidate, [c.nodeid for c in self.ctx.train])
+            entry.full = ev.mean
+            self._notify(entry, "train", ev.mean)
+        return entry.full
+
+    def _notify(self, entry: Scored, split: str, score: float) -> None:
+        if self._on_score is not None:
+            self._on_score(entry, split, score)
+
+    def best_full(self) -> Scored:
+        done = [s for s in self.scored.values() if s.full is not None]
+        return max(done, key=lambda s: (s.full, s.mean_minibatch))
+
+    def best_unvalidated(self) -> Scored | None:
+        pending = [s for s in self.scored.values() if s.full is None and s.minibatch]
+        return max(pending, key=lambda s: s.mean_minibatch) if pending else None
+
+
+def sample_ids(cases: Sequence[Case], size: int, rng: random.Random) -> list[str]:
+    ids = [c.nodeid for c in cases]
+    return ids if len(ids) <= size else rng.sample(ids, size)
+
+
+def successive_halving(evaluator: Evaluator, candidates: Sequence[tuple[Candidate, str]], ids: Sequence[str],
+                       rungs: int = 2) -> list[tuple[Candidate, float]]:
+    """Score on a growing share of the batch, dropping the weaker half after each rung."""
+    alive = list(candidates)
+    scores: dict[str, float] = {}
+    ids = list(ids)
+    for rung in range(rungs):
+        upto = len(ids) if rung == rungs - 1 else max(1, len(ids) * (rung + 1) // (rungs + 1))
+        part = ids[:upto]
+        for candidate, label in alive:
+            scores[fingerprint(candidate)] = evaluator.evaluate(candidate, part).mean
+        alive.sort(key=lambda cl: scores[fingerprint(cl[0])], reverse=True)
+        if rung < rungs - 1:
+            alive = alive[: max(1, (len(alive) + 1) // 2)]
+    for candidate, label in alive:
+        entry = evaluator.entry(candidate, label)
+        entry.minibatch.append(scores[fingerprint(candidate)])
+    return [(c, scores[fingerprint(c)]) for c, _ in alive]
