@@ -12,15 +12,16 @@ import time
 from collections.abc import Callable, Iterable, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
-from typing import Any
-
-import openai
+from typing import TYPE_CHECKING, Any
 
 from .cache import ChatRequest, RecordMode, Reply, ReplyCache
 from .errors import BudgetExhausted, CacheMissError, EndpointError
 
 RETRYABLE_STATUS = frozenset({408, 409, 425, 429, 500, 502, 503, 504})
 MAX_BACKOFF_S = 30.0
+
+if TYPE_CHECKING:
+    import openai  # imported on first use: it costs ~1 s, paid by every pytest run (and xdist worker)
 
 
 @dataclass(frozen=True)
@@ -229,6 +230,8 @@ class LMClient:
 
     def _client_locked(self) -> openai.OpenAI:
         if self._openai is None:
+            import openai
+
             if self._resolve_base_url is not None:
                 self.endpoint = replace(self.endpoint, base_url=self._resolve_base_url())
             self._openai = openai.OpenAI(
@@ -279,6 +282,8 @@ class LMClient:
         return min(MAX_BACKOFF_S, 0.5 * 2 ** (attempt - 1)) * (0.5 + random.random() / 2)
 
     def _send(self, request: ChatRequest) -> Reply:
+        import openai
+
         client = self._client()
         where = self.endpoint.describe()
 

@@ -161,6 +161,8 @@ def pytest_configure(config: pytest.Config) -> None:
         "promptopt(repeats=1, min_passes=None, threshold=None): run the test `repeats` times and pass "
         "when at least `min_passes` runs pass (default: all); `threshold` is the default for judge()",
     )
+    if config.getoption("help", False):
+        return  # `pytest --help` must work while the settings are wrong: it is how one finds the fix
     settings = build_settings(config)
     if config.getoption("optimize") and _xdist_active(config):
         raise pytest.UsageError("--optimize runs in one process: drop -n/--numprocesses for the optimization run")
@@ -272,6 +274,8 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
     record = item.stash.get(RECORD_KEY, None)
     if call.when != "call" or record is None or not (record.traces or record.verdicts):
         return report
+    if report.skipped and not hasattr(report, "wasxfail"):
+        return report  # a skipped case is not a failed one; an xfailed case is
     runtime = _session(item.config).runtime
     passed = report.passed
     usage = record.usage_by_prompt()
@@ -283,9 +287,10 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
                           {k: runtime.prompts[k].min_pass_rate for k in usage if k in runtime.prompts},
                           call.duration)
     report.promptopt = outcome.to_dict()  # plain data: survives xdist serialization
-    report.user_properties.append(("promptopt_score", round(outcome.score, 4)))
-    for k in record.prompt_keys:
-        report.user_properties.append(("promptopt_prompt", str(_display(item.config, k))))
+    props = [("promptopt_score", round(outcome.score, 4))]
+    props += [("promptopt_prompt", str(_display(item.config, k))) for k in record.prompt_keys]
+    report.user_properties.extend(props)
+    item.user_properties.extend(props)  # junitxml reads them from the teardown report, made from the item
     return report
 
 

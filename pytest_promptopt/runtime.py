@@ -158,7 +158,10 @@ class JudgeCall:
     def _ask(self, messages: list[dict[str, str]]) -> str:
         client = self._runtime.client("judge")
         request = client.request(messages, {"temperature": 0, "max_tokens": 128}, sample=self.sample)
-        completion = client.complete(request)
+        try:
+            completion = client.complete(request)
+        except CacheMissError as exc:
+            raise CacheMissError(f"{exc} (test {self._record.nodeid}, judge call)") from None
         self._record.judge_traces.append(
             Trace("<judge>", {}, tuple(messages), completion.text, request.model,
                   completion.reply.prompt_tokens, completion.reply.completion_tokens,

@@ -80,8 +80,9 @@ def plan_write(original: Prompt, candidate: Prompt) -> PendingWrite:
 
 
 def _yaml_for(text: str) -> YAML:
-    """A round-trip dumper whose indentation reproduces the file exactly, when one does."""
-    fallback: YAML | None = None
+    """A round-trip dumper whose indentation reproduces the file, or comes closest to it."""
+    best: tuple[int, YAML] | None = None
+    want = text.rstrip("\n").splitlines()
     for mapping, sequence, offset in _INDENTS:
         yaml = YAML(typ="rt")
         yaml.width = 1_000_000
@@ -89,11 +90,14 @@ def _yaml_for(text: str) -> YAML:
         yaml.indent(mapping=mapping, sequence=sequence, offset=offset)
         out = io.StringIO()
         yaml.dump(yaml.load(text), out)
-        if out.getvalue() == text:
+        got = out.getvalue().rstrip("\n").splitlines()
+        if got == want:
             return yaml
-        fallback = fallback or yaml
-    assert fallback is not None
-    return fallback
+        same = sum(a == b for a, b in zip(got, want))
+        if best is None or same > best[0]:
+            best = (same, yaml)
+    assert best is not None
+    return best[1]
 
 
 def _rewrite_yaml(path: Path, text: str, original: Prompt, candidate: Prompt) -> str:
@@ -104,7 +108,10 @@ def _rewrite_yaml(path: Path, text: str, original: Prompt, candidate: Prompt) ->
     if candidate.instruction != original.instruction:
         index = original.instruction_index
         message = doc["messages"][index]
-        message["content"] = _scalar_like(message["content"], candidate.instruction)
+        new_value = _scalar_like(message["content"], candidate.instruction)
+        if isinstance(new_value, LiteralScalarString):
+            _lift_end_of_line_comment(message, "content")
+        message["content"] = new_value
     if candidate.demos != original.demos:
         demos = CommentedSeq()
         for demo in candidate.demos:
@@ -121,8 +128,22 @@ def _rewrite_yaml(path: Path, text: str, original: Prompt, candidate: Prompt) ->
     out = io.StringIO()
     yaml.dump(doc, out)
     new_text = out.getvalue()
+    if not text.endswith("\n"):
+        new_text = new_text.rstrip("\n")
     parse_yaml(path, new_text)  # never write a file we could not read back
     return new_text
+
+
+def _lift_end_of_line_comment(mapping: CommentedMap, key: str) -> None:
+    """A comment after a one-line value would land inside a block scalar: put it above the key."""
+    tokens = mapping.ca.items.get(key)
+    comment = tokens[2] if tokens and len(tokens) > 2 else None
+    if comment is None or not comment.value.strip().startswith("#"):
+        return
+    text = comment.value.strip().lstrip("#").strip()
+    tokens[2] = None
+    column = mapping.lc.key(key)[1] if hasattr(mapping, "lc") else 0
+    mapping.yaml_set_comment_before_after_key(key, before=text, indent=column)
 
 
 def _quoted(value: str) -> Any:

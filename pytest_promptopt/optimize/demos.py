@@ -56,6 +56,10 @@ def demo_sets(pool: Sequence[DemoOption], n_sets: int, rng: random.Random, max_d
     for option in pool:
         by_output[option.demo.output.casefold()].append(option)
     groups = list(by_output.values())
+    # Stratify when answers repeat (classification); otherwise show a third of the pool, so
+    # most train cases stay unseen and can score the set.
+    stratify = len(groups) * 2 <= len(pool)
+    free_size = max(1, min(8, len(pool) // 3))
     sets: list[tuple[DemoOption, ...]] = []
     seen: set[tuple[str, ...]] = set()
     for i in range(n_sets * 3):
@@ -63,11 +67,12 @@ def demo_sets(pool: Sequence[DemoOption], n_sets: int, rng: random.Random, max_d
             break
         per_answer = 1 + (i % 2)  # alternate one and two demos per answer
         chosen: list[DemoOption] = []
-        if len(groups) * per_answer <= max_demos:
+        if stratify and len(groups) * per_answer <= max_demos:
             for group in groups:
                 chosen.extend(rng.sample(group, min(per_answer, len(group))))
         else:
-            chosen = rng.sample(list(pool), min(max_demos, len(pool)))
+            size = free_size if i % 2 else max(1, free_size // 2)
+            chosen = rng.sample(list(pool), min(size, max_demos))
         rng.shuffle(chosen)
         key = tuple(sorted(o.source for o in chosen))
         if key not in seen:

@@ -1,0 +1,203 @@
+"""`pytest --optimize` round trips against a scripted server whose replies depend on the prompt,
+so a better prompt really passes more tests."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from pytest_promptopt.testing import ScriptedServer
+
+WORDS = "apple banana cherry delta eagle falcon grape hotel india juliet kilo lima".split()
+
+PROMPT = """\
+# Word task. This comment must survive write-back.
+temperature: 0
+messages:
+  - role: system
+    content: Repeat the word.   # the instruction
+  - role: user
+    content: "{word}"
+demos: []
+"""
+
+TEST = f"""
+import pytest
+from pytest_promptopt import load_prompt
+p = load_prompt("word.yaml")
+
+@pytest.mark.parametrize("word", {WORDS!r})
+def test_word(llm, word):
+    assert llm(p, word=word) == word[::-1]
+"""
+
+
+def is_optimizer(messages: list[dict[str, str]]) -> bool:
+    return messages[0]["content"].startswith("You improve instructions")
+
+
+def reverse_when_told(proposal: str):  # noqa: ANN201 - a responder
+    def respond(messages: list[dict[str, str]], body: dict) -> str:
+        if is_optimizer(messages):
+            return proposal
+        user = messages[-1]["content"]
+        return user[::-1] if "Reverse" in messages[0]["content"] else user
+
+    return respond
+
+
+@pytest.fixture
+def word_suite(suite: pytest.Pytester) -> pytest.Pytester:
+    suite.makefile(".yaml", word=PROMPT)
+    suite.makepyfile(test_word=TEST)
+    return suite
+
+
+@pytest.mark.parametrize("strategy", ["auto", "mipro", "gradsum"])
+def test_optimize_rewrites_the_prompt_and_the_next_run_passes(
+    word_suite: pytest.Pytester, scripted: ScriptedServer, strategy: str
+) -> None:
+    scripted.responder = reverse_when_told("Reverse the word letter by letter.")
+    result = word_suite.runpytest("--optimize", f"--optimize-strategy={strategy}")
+    result.assert_outcomes(failed=len(WORDS))  # the baseline run is reported as it was
+    result.stdout.fnmatch_lines(["*accepted: validation 0.000 -> 1.000*", "*+*Reverse the word letter by letter.*"])
+    text = (word_suite.path / "word.yaml").read_text()
+    assert "Reverse the word letter by letter." in text
+    assert "# Word task. This comment must survive write-back." in text
+    assert "# the instruction" in text
+    again = word_suite.runpytest()
+    again.assert_outcomes(passed=len(WORDS))
+
+
+def test_dry_run_prints_the_diff_and_writes_nothing(word_suite: pytest.Pytester, scripted: ScriptedServer) -> None:
+    scripted.responder = reverse_when_told("Reverse the word letter by letter.")
+    before = (word_suite.path / "word.yaml").read_bytes()
+    result = word_suite.runpytest("--optimize", "--optimize-dry-run")
+    result.stdout.fnmatch_lines(["*would write (dry run)*", "*-    content: Repeat the word.*"])
+    assert (word_suite.path / "word.yaml").read_bytes() == before
+
+
+def test_a_candidate_that_does_not_win_is_not_written(word_suite: pytest.Pytester, scripted: ScriptedServer) -> None:
+    scripted.responder = reverse_when_told("Echo the word back exactly.")
+    before = (word_suite.path / "word.yaml").read_bytes()
+    result = word_suite.runpytest("--optimize", "--optimize-strategy=mipro")
+    result.stdout.fnmatch_lines(["*not written:*"])
+    assert (word_suite.path / "word.yaml").read_bytes() == before
+
+
+def test_a_proposal_that_drops_a_placeholder_is_discarded(suite: pytest.Pytester, scripted: ScriptedServer) -> None:
+    suite.makefile(".yaml", word=PROMPT.replace("Repeat the word.", "Repeat the {kind}."))
+    suite.makepyfile(test_word=TEST.replace("p, word=word", "p, word=word, kind='word'"))
+    scripted.responder = reverse_when_told("Reverse the word.")  # loses {kind}
+    result = suite.runpytest("--optimize", "--optimize-strategy=mipro")
+    result.stdout.re_match_lines([r".*note: discarded a proposer proposal: proposed instruction changes the "
+                                  r"placeholders \(dropped: \['kind'\].*"])
+
+
+def test_mipro_writes_labelled_demos_when_demos_are_what_helps(
+    word_suite: pytest.Pytester, scripted: ScriptedServer
+) -> None:
+    def respond(messages: list[dict[str, str]], body: dict) -> str:
+        if is_optimizer(messages):
+            return "Be careful."
+        shown_examples = any(m["role"] == "assistant" for m in messages)
+        user = messages[-1]["content"]
+        return user[::-1] if shown_examples else user
+
+    scripted.responder = respond
+    result = word_suite.runpytest("--optimize", "--optimize-strategy=mipro")
+    result.stdout.fnmatch_lines(["*accepted:*"])
+    text = (word_suite.path / "word.yaml").read_text()
+    assert "inputs: {word:" in text  # demos written as YAML, from the failed asserts' expected values
+    again = word_suite.runpytest()
+    again.assert_outcomes(passed=len(WORDS))
+
+
+def test_prompts_called_by_one_test_are_optimized_together(suite: pytest.Pytester, scripted: ScriptedServer) -> None:
+    suite.makefile(".yaml", rewrite="messages:\n  - role: system\n    content: Copy the word.\n  - role: user\n    content: '{word}'\n",
+                   answer="messages:\n  - role: system\n    content: Repeat the word.\n  - role: user\n    content: '{word}'\n")
+    suite.makepyfile(
+        f"""
+        import pytest
+        from pytest_promptopt import load_prompt
+        rewrite, answer = load_prompt("rewrite.yaml"), load_prompt("answer.yaml")
+
+        @pytest.mark.parametrize("word", {WORDS!r})
+        def test_pipeline(llm, word):
+            assert llm(answer, word=llm(rewrite, word=word)) == word[::-1]
+        """
+    )
+    scripted.responder = reverse_when_told("Reverse the word letter by letter.")
+    result = suite.runpytest("--optimize")
+    result.stdout.fnmatch_lines(["answer.yaml, rewrite.yaml: strategy auto*", "*accepted:*"])
+    assert suite.runpytest().ret == 0
+
+
+def test_budget_caps_the_calls_and_is_reported(word_suite: pytest.Pytester, scripted: ScriptedServer) -> None:
+    scripted.responder = reverse_when_told("Echo the word back exactly.")
+    result = word_suite.runpytest("--optimize", "--optimize-strategy=mipro", "--optimize-budget=15")
+    result.stdout.fnmatch_lines(["*LM calls * of budget 15 (estimated *"])
+    line = next(ln for ln in result.outlines if "of budget 15" in ln)
+    assert int(line.split("LM calls ")[1].split()[0]) <= 15
+
+
+def test_optimize_with_xdist_is_a_usage_error(word_suite: pytest.Pytester) -> None:
+    result = word_suite.runpytest("--optimize", "-n", "2")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines(["*--optimize runs in one process*"])
+
+
+def test_resume_continues_an_interrupted_run_from_its_log(word_suite: pytest.Pytester, scripted: ScriptedServer) -> None:
+    scripted.responder = reverse_when_told("Echo the word back exactly.")
+    scripted.delay = 0.05  # slow enough to interrupt mid-run
+    args = [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "--optimize", "--optimize-strategy=mipro", "-q"]
+    process = subprocess.Popen(args, cwd=word_suite.path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                               env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    runs = word_suite.path / ".promptopt_cache" / "runs"
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        logs = list(runs.glob("*.jsonl")) if runs.exists() else []
+        if logs and logs[0].read_text().count('"event": "eval"') >= 2:
+            break
+        time.sleep(0.05)
+    process.send_signal(signal.SIGINT)
+    process.communicate(timeout=60)
+    (log,) = list(runs.glob("*.jsonl"))
+    evals_before = log.read_text().count('"event": "eval"')
+    assert '"event": "decision"' not in log.read_text()
+
+    scripted.delay = 0.0
+    calls_before = scripted.count
+    result = word_suite.runpytest("--optimize", "--optimize-strategy=mipro", "--optimize-resume")
+    result.stdout.fnmatch_lines(["*not written:*"])
+    assert list(runs.glob("*.jsonl")) == [log]  # the same log, continued
+    events = [json.loads(line) for line in log.read_text().splitlines() if line.strip()]
+    starts = [e for e in events if e["event"] == "start"]
+    assert [s["resumed"] for s in starts] == [False, True]
+    assert events[-1]["event"] == "decision"
+    # the evaluations finished before the interruption were replayed from the log, not re-run:
+    replayed = {e["candidate"] for e in events[: evals_before + 1] if e["event"] == "eval"}
+    rerun = [e for e in events[evals_before + 1:] if e["event"] == "eval" and e["candidate"] in replayed]
+    assert all(not set(r["nodeid"] for r in e["results"]) & _ids(events[:evals_before + 1], e["candidate"])
+               for e in rerun)
+    assert scripted.count > calls_before  # the baseline run and the rest of the search still ran
+
+
+def _ids(events: list[dict], candidate: str) -> set[str]:
+    return {r["nodeid"] for e in events if e["event"] == "eval" and e["candidate"] == candidate for r in e["results"]}
+
+
+def test_run_log_records_candidates_scores_and_proposals(word_suite: pytest.Pytester, scripted: ScriptedServer) -> None:
+    scripted.responder = reverse_when_told("Reverse the word letter by letter.")
+    word_suite.runpytest("--optimize", "--optimize-strategy=auto")
+    (log,) = list((word_suite.path / ".promptopt_cache" / "runs").glob("*.jsonl"))
+    kinds = {json.loads(line)["event"] for line in log.read_text().splitlines()}
+    assert {"start", "eval", "proposal", "trial", "critique", "gradient", "decision"} <= kinds
+    assert Path(log).stat().st_size > 0

@@ -1,0 +1,266 @@
+"""Write-back: minimal, comment-preserving, atomic rewrites of prompt files."""
+
+from __future__ import annotations
+
+import os
+import stat
+from pathlib import Path
+
+import pytest
+
+from pytest_promptopt.errors import WriteBackError
+from pytest_promptopt.prompts import Demo, Prompt, load_prompt
+from pytest_promptopt.writeback import apply_write, plan_write
+
+YAML_PROMPT = """\
+# Intent classifier. Comments must survive write-back.
+model: default            # served model
+temperature: 0
+messages:
+  # the instruction the optimizer rewrites
+  - role: system
+    content: |
+      Classify the intent of the message.
+      Reply with one word.
+  - role: user
+    content: "Message: {message}"   # input
+max_tokens: 8
+"""
+
+NEW_INSTRUCTION = "Classify the user's intent.\nReply with exactly one lowercase word.\n"
+
+
+def write_bytes(tmp_path: Path, name: str, data: bytes) -> Path:
+    path = tmp_path.resolve() / name
+    path.write_bytes(data)
+    return path
+
+
+def changed_lines(diff: str) -> tuple[list[str], list[str]]:
+    """The removed and added lines of a unified diff (without the file headers)."""
+    removed = [ln[1:].rstrip("\n") for ln in diff.splitlines(keepends=True)
+               if ln.startswith("-") and not ln.startswith("---")]
+    added = [ln[1:].rstrip("\n") for ln in diff.splitlines(keepends=True)
+             if ln.startswith("+") and not ln.startswith("+++")]
+    return removed, added
+
+
+def rewrite(path: Path, instruction: str | None = None, demos: tuple[Demo, ...] | None = None) -> Prompt:
+    original = load_prompt(path)
+    candidate = original
+    if instruction is not None:
+        candidate = candidate.with_instruction(instruction)
+    if demos is not None:
+        candidate = candidate.with_demos(demos)
+    apply_write(plan_write(original, candidate))
+    return load_prompt(path)
+
+
+# -- YAML ----------------------------------------------------------------------------------------
+
+
+def test_instruction_only_changes_its_lines(tmp_path: Path) -> None:
+    path = write_bytes(tmp_path, "p.yaml", YAML_PROMPT.encode())
+    original = load_prompt(path)
+    pending = plan_write(original, original.with_instruction(NEW_INSTRUCTION))
+    assert pending.changed
+    removed, added = changed_lines(pending.diff())
+    assert removed == ["      Classify the intent of the message.", "      Reply with one word."]
+    assert added == ["      Classify the user's intent.", "      Reply with exactly one lowercase word."]
+    apply_write(pending)
+    assert path.read_text() == YAML_PROMPT.replace(
+        "      Classify the intent of the message.\n      Reply with one word.\n",
+        "      Classify the user's intent.\n      Reply with exactly one lowercase word.\n",
+    )
+
+
+def test_comments_and_key_order_survive(tmp_path: Path) -> None:
+    path = write_bytes(tmp_path, "p.yaml", YAML_PROMPT.encode())
+    rewrite(path, NEW_INSTRUCTION, (Demo({"message": "where is my parcel"}, "tracking"),))
+    text = path.read_text()
+    for comment in ("# Intent classifier. Comments must survive write-back.", "# served model",
+                    "# the instruction the optimizer rewrites", "# input"):
+        assert comment in text
+    keys = [ln.split(":")[0] for ln in text.splitlines() if ln and ln[0].isalpha()]
+    assert keys == ["model", "temperature", "messages", "max_tokens", "demos"]
+
+
+def test_unchanged_candidate_is_a_no_op(tmp_path: Path) -> None:
+    path = write_bytes(tmp_path, "p.yaml", YAML_PROMPT.encode())
+    original = load_prompt(path)
+    pending = plan_write(original, original)
+    assert not pending.changed
+    assert pending.diff() == ""
+    before = os.stat(path).st_mtime_ns
+    apply_write(pending)
+    assert os.stat(path).st_mtime_ns == before
+
+
+def test_demos_written_and_reloaded_equal(tmp_path: Path) -> None:
+    path = write_bytes(tmp_path, "p.yaml", YAML_PROMPT.encode())
+    demos = (
+        Demo({"message": "cancel my order"}, "cancel"),
+        # characters that need quoting in YAML, and a multi-line answer
+        Demo({"message": 'say "hi": {now} # not a comment'}, "line one\nline two"),
+        Demo({"message": "ünïcödé ✓"}, "yes: really"),
+    )
+    reloaded = rewrite(path, demos=demos)
+    assert reloaded.demos == demos
+    assert reloaded.instruction == load_prompt(path).instruction
+    removed, added = changed_lines(plan_write(load_prompt(path), load_prompt(path)).diff())
+    assert removed == added == []
+
+
+def test_demos_replaced_not_appended(tmp_path: Path) -> None:
+    path = write_bytes(tmp_path, "p.yaml", YAML_PROMPT.encode())
+    rewrite(path, demos=(Demo({"message": "a"}, "x"),))
+    reloaded = rewrite(path, demos=(Demo({"message": "b"}, "y"),))
+    assert reloaded.demos == (Demo({"message": "b"}, "y"),)
+    assert path.read_text().count("demos:") == 1
+
+
+def test_demo_diff_touches_only_demos(tmp_path: Path) -> None:
+    path = write_bytes(tmp_path, "p.yaml", YAML_PROMPT.encode())
+    original = load_prompt(path)
+    pending = plan_write(original, original.with_demos((Demo({"message": "hi"}, "greeting"),)))
+    removed, added = changed_lines(pending.diff())
+    assert removed == []
+    assert added == ["demos:", '  - inputs: {message: "hi"}', '    output: "greeting"']
+
+
+def test_single_line_quoted_instruction(tmp_path: Path) -> None:
+    text = "messages:\n- role: system\n  content: \"Be brief about {topic}.\"\n- role: user\n  content: hi\n"
+    path = write_bytes(tmp_path, "p.yaml", text.encode())
+    reloaded = rewrite(path, "Be very brief about {topic}.")
+    assert reloaded.instruction == "Be very brief about {topic}."
+    # The indentation style (sequences not indented) is kept, so only one line differs.
+    assert path.read_text() == text.replace("Be brief", "Be very brief")
+
+
+def test_crlf_newlines_preserved(tmp_path: Path) -> None:
+    path = write_bytes(tmp_path, "p.yaml", YAML_PROMPT.replace("\n", "\r\n").encode())
+    reloaded = rewrite(path, NEW_INSTRUCTION, (Demo({"message": "x"}, "y"),))
+    data = path.read_bytes()
+    assert data.count(b"\n") == data.count(b"\r\n")  # no bare LF
+    assert b"\r\r" not in data
+    assert b"# served model" in data
+    assert reloaded.instruction == NEW_INSTRUCTION  # YAML normalizes line breaks in scalars
+    assert reloaded.demos == (Demo({"message": "x"}, "y"),)
+
+
+def test_utf8_bom_preserved(tmp_path: Path) -> None:
+    path = write_bytes(tmp_path, "p.yaml", b"\xef\xbb\xbf" + YAML_PROMPT.encode())
+    reloaded = rewrite(path, NEW_INSTRUCTION)
+    data = path.read_bytes()
+    assert data.startswith(b"\xef\xbb\xbf")
+    assert not data.startswith(b"\xef\xbb\xbf\xef\xbb\xbf")
+    assert reloaded.instruction == NEW_INSTRUCTION
+
+
+def test_bom_and_crlf_together(tmp_path: Path) -> None:
+    path = write_bytes(tmp_path, "p.yaml", b"\xef\xbb\xbf" + YAML_PROMPT.replace("\n", "\r\n").encode())
+    original = load_prompt(path)
+    pending = plan_write(original, original.with_instruction(NEW_INSTRUCTION))
+    assert len(changed_lines(pending.diff())[0]) == 2
+    apply_write(pending)
+    data = path.read_bytes()
+    assert data.startswith(b"\xef\xbb\xbf") and data.count(b"\n") == data.count(b"\r\n")
+
+
+def test_file_mode_preserved(tmp_path: Path) -> None:
+    path = write_bytes(tmp_path, "p.yaml", YAML_PROMPT.encode())
+    os.chmod(path, 0o640)
+    rewrite(path, NEW_INSTRUCTION)
+    assert stat.S_IMODE(os.stat(path).st_mode) == 0o640
+
+
+def test_no_temp_files_left(tmp_path: Path) -> None:
+    path = write_bytes(tmp_path, "p.yaml", YAML_PROMPT.encode())
+    rewrite(path, NEW_INSTRUCTION, (Demo({"message": "x"}, "y"),))
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["p.yaml"]
+
+
+def test_rendered_messages_follow_the_written_file(tmp_path: Path) -> None:
+    # What the optimizer scored is what the reloaded file renders.
+    path = write_bytes(tmp_path, "p.yaml", YAML_PROMPT.encode())
+    original = load_prompt(path)
+    candidate = original.with_instruction(NEW_INSTRUCTION).with_demos((Demo({"message": "hey"}, "greeting"),))
+    apply_write(plan_write(original, candidate))
+    assert load_prompt(path).render({"message": "bye"}) == candidate.render({"message": "bye"})
+
+
+# -- text prompts --------------------------------------------------------------------------------
+
+
+def test_text_prompt_instruction_write_back(tmp_path: Path) -> None:
+    path = write_bytes(tmp_path, "p.txt", b"Summarize {text}.\n")
+    reloaded = rewrite(path, "Summarize {text} in one sentence.\n")
+    assert path.read_text() == "Summarize {text} in one sentence.\n"
+    assert reloaded.render({"text": "x"}) == [{"role": "user", "content": "Summarize x in one sentence.\n"}]
+
+
+def test_text_prompt_demos_render_the_same_after_reload(tmp_path: Path) -> None:
+    path = write_bytes(tmp_path, "p.md", b"Q: {q}\nA:")
+    original = load_prompt(path)
+    # braces in a demo must be escaped in the file, or the reload would see a placeholder
+    candidate = original.with_demos((Demo({"q": "2+2"}, "4"), Demo({"q": "{a} set"}, "{b}")))
+    apply_write(plan_write(original, candidate))
+    reloaded = load_prompt(path)
+    assert reloaded.placeholders == frozenset({"q"})
+    assert reloaded.render({"q": "5+5"}) == candidate.render({"q": "5+5"})
+
+
+def test_text_prompt_crlf_and_bom_preserved(tmp_path: Path) -> None:
+    path = write_bytes(tmp_path, "p.txt", b"\xef\xbb\xbfHello {name}\r\nBye\r\n")
+    original = load_prompt(path)
+    apply_write(plan_write(original, original.with_demos((Demo({"name": "a"}, "b"),))))
+    data = path.read_bytes()
+    assert data.startswith(b"\xef\xbb\xbf")
+    assert b"\r\r" not in data  # the template's own CRLFs must not be doubled
+    assert data.count(b"\n") == data.count(b"\r\n")
+    assert data.endswith(b"Hello {name}\r\nBye\r\n")
+
+
+# -- refusals leave the file untouched -------------------------------------------------------------
+
+
+def test_changed_before_plan(tmp_path: Path) -> None:
+    path = write_bytes(tmp_path, "p.yaml", YAML_PROMPT.encode())
+    original = load_prompt(path)
+    edited = YAML_PROMPT.replace("temperature: 0", "temperature: 1").encode()
+    path.write_bytes(edited)
+    with pytest.raises(WriteBackError, match="changed on disk"):
+        plan_write(original, original.with_instruction(NEW_INSTRUCTION))
+    assert path.read_bytes() == edited
+
+
+def test_changed_between_plan_and_apply(tmp_path: Path) -> None:
+    path = write_bytes(tmp_path, "p.yaml", YAML_PROMPT.encode())
+    original = load_prompt(path)
+    pending = plan_write(original, original.with_instruction(NEW_INSTRUCTION))
+    edited = (YAML_PROMPT + "# my edit\n").encode()
+    path.write_bytes(edited)
+    with pytest.raises(WriteBackError) as info:
+        apply_write(pending)
+    assert str(path) in str(info.value)
+    assert "Rerun" in str(info.value)
+    assert path.read_bytes() == edited
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["p.yaml"]
+
+
+def test_read_only_file_refused(tmp_path: Path) -> None:
+    path = write_bytes(tmp_path, "p.yaml", YAML_PROMPT.encode())
+    original = load_prompt(path)
+    pending = plan_write(original, original.with_instruction(NEW_INSTRUCTION))
+    os.chmod(path, 0o444)
+    try:
+        with pytest.raises(WriteBackError) as info:
+            apply_write(pending)
+        message = str(info.value)
+        assert "read-only" in message and str(path) in message
+        assert "chmod u+w" in message  # the fix
+        assert path.read_bytes() == YAML_PROMPT.encode()
+        assert stat.S_IMODE(os.stat(path).st_mode) == 0o444
+        assert sorted(p.name for p in tmp_path.iterdir()) == ["p.yaml"]
+    finally:
+        os.chmod(path, 0o644)
