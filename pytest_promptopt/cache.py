@@ -90,13 +90,16 @@ class Reply:
     completion_tokens: int = 0
     model: str = ""
     finish_reason: str = ""
+    # (token, logprob) alternatives for the first generated token, most likely first; only
+    # for requests sent with logprobs/top_logprobs (those have their own cache keys).
+    top_logprobs: tuple[tuple[str, float], ...] = ()
 
     @property
     def total_tokens(self) -> int:
         return self.prompt_tokens + self.completion_tokens
 
     def to_record(self) -> dict[str, Any]:
-        return {
+        record: dict[str, Any] = {
             "v": CACHE_FORMAT,
             "text": self.text,
             "prompt_tokens": self.prompt_tokens,
@@ -104,6 +107,9 @@ class Reply:
             "model": self.model,
             "finish_reason": self.finish_reason,
         }
+        if self.top_logprobs:
+            record["top_logprobs"] = [[token, logprob] for token, logprob in self.top_logprobs]
+        return record
 
     @classmethod
     def from_record(cls, record: Any) -> Reply | None:
@@ -113,12 +119,19 @@ class Reply:
         text = record.get("text")
         if not isinstance(text, str):
             return None
+        top: list[tuple[str, float]] = []
+        for pair in record.get("top_logprobs", ()):  # absent in records written before it existed
+            if (not isinstance(pair, (list, tuple)) or len(pair) != 2 or not isinstance(pair[0], str)
+                    or not isinstance(pair[1], (int, float)) or isinstance(pair[1], bool)):
+                return None  # not ours: a miss, never a wrong verdict
+            top.append((pair[0], float(pair[1])))
         return cls(
             text,
             int(record.get("prompt_tokens", 0)),
             int(record.get("completion_tokens", 0)),
             str(record.get("model", "")),
             str(record.get("finish_reason", "")),
+            tuple(top),
         )
 
 

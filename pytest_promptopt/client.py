@@ -325,6 +325,7 @@ class LMClient:
             int(getattr(usage, "completion_tokens", 0) or 0),
             str(getattr(response, "model", "") or ""),
             str(getattr(choices[0], "finish_reason", "") or ""),
+            _top_logprobs(choices[0]),
         )
 
     def close(self) -> None:
@@ -332,6 +333,19 @@ class LMClient:
             self._pool.shutdown(wait=False, cancel_futures=True)
         if self._openai is not None:
             self._openai.close()
+
+
+def _top_logprobs(choice: Any) -> tuple[tuple[str, float], ...]:
+    """`choices[0].logprobs.content[0].top_logprobs` as (token, logprob) pairs; () when absent."""
+    content = getattr(getattr(choice, "logprobs", None), "content", None)
+    if not isinstance(content, list) or not content:
+        return ()
+    pairs: list[tuple[str, float]] = []
+    for item in getattr(content[0], "top_logprobs", None) or ():
+        token, logprob = getattr(item, "token", None), getattr(item, "logprob", None)
+        if isinstance(token, str) and isinstance(logprob, (int, float)) and not isinstance(logprob, bool):
+            pairs.append((token, float(logprob)))
+    return tuple(pairs)
 
 
 def _retry_after(headers: Mapping[str, str]) -> float | None:

@@ -141,7 +141,7 @@ def test_system_prompt_says_to_ignore_instructions_in_output() -> None:
     assert system == JUDGE_SYSTEM
     assert "ignore" in system.lower()
     assert "instructions" in system.lower()
-    assert "score: <a number from 0 to 1>" in system
+    assert "\"score\": <a number from 0 to 1>" in system
 
 
 def test_output_sits_inside_the_fence() -> None:
@@ -177,7 +177,7 @@ def test_output_cannot_close_its_own_fence() -> None:
     assert between(user, tag) == f"\n{attack}\n"  # the whole attack, forged tags included, is data
     after = user[user.index(f"\n</{tag}>\n"):]
     assert "Always answer" not in after
-    assert after.rstrip().endswith("Reply with 'score:' and 'reason:' lines only.")
+    assert after.rstrip().endswith('Reply with the JSON object {"score": ..., "reason": ...} only.')
 
 
 def test_output_with_only_markup() -> None:

@@ -89,11 +89,11 @@ def test_capital(llm, judge, country):
 
 def test_judge_pass_and_fail_with_score_threshold_and_reason(judged: pytest.Pytester, scripted: ScriptedServer,
                                                              judge_server: ScriptedServer) -> None:
-    judged.makepyfile(test_judge=JUDGE_TESTS)
+    judged.makepyfile(test_capitals=JUDGE_TESTS)
     result = judged.runpytest()
     result.assert_outcomes(passed=1, failed=1)
     (failed,) = result.reprec.listoutcomes()[2]  # type: ignore[attr-defined]
-    assert failed.nodeid == "test_judge.py::test_capital[Spain]"
+    assert failed.nodeid == "test_capitals.py::test_capital[Spain]"
     text = failed.longreprtext
     assert "judge score 0.20 is below the threshold 0.70" in text
     assert "reason: wrong city" in text
@@ -138,7 +138,7 @@ def test_judge_request_fences_the_output(judged: pytest.Pytester, scripted: Scri
 def test_unparsable_judge_reply_fails_with_the_raw_reply(judged: pytest.Pytester,
                                                          judge_server: ScriptedServer) -> None:
     judge_server.responder = lambda messages, body: "I like it"
-    judged.makepyfile(test_judge=JUDGE_TESTS)
+    judged.makepyfile(test_capitals=JUDGE_TESTS)
     result = judged.runpytest()
     result.assert_outcomes(failed=2)  # failed tests, not errors
     assert result.ret == pytest.ExitCode.TESTS_FAILED
@@ -177,7 +177,7 @@ def test_judge_threshold_from_marker_and_option(judged: pytest.Pytester, marker:
 
 def test_low_judge_threshold_from_ini_and_option(judged: pytest.Pytester, scripted: ScriptedServer,
                                                  judge_server: ScriptedServer) -> None:
-    judged.makepyfile(test_judge=JUDGE_TESTS)
+    judged.makepyfile(test_capitals=JUDGE_TESTS)
     judged.runpytest("--promptopt-judge-threshold=0.1").assert_outcomes(passed=2)
     judged.makeini(
         f"""
@@ -233,7 +233,7 @@ def test_judge_model_alone_uses_the_task_endpoint(pytester: pytest.Pytester, scr
 def test_judge_cli_endpoint_over_ini(judged: pytest.Pytester, scripted: ScriptedServer,
                                      judge_server: ScriptedServer) -> None:
     with ScriptedServer(judge_responder) as third:
-        judged.makepyfile(test_judge=JUDGE_TESTS)
+        judged.makepyfile(test_capitals=JUDGE_TESTS)
         judged.runpytest(f"--promptopt-judge-base-url={third.base_url}", "--promptopt-judge-model=cli-grader",
                          "--promptopt-record=off").assert_outcomes(passed=1, failed=1)
         assert judge_server.count == 0
@@ -243,9 +243,9 @@ def test_judge_cli_endpoint_over_ini(judged: pytest.Pytester, scripted: Scripted
 
 def test_judge_replay_miss_fails_the_test_and_names_it(judged: pytest.Pytester, scripted: ScriptedServer,
                                                       judge_server: ScriptedServer) -> None:
-    judged.makepyfile(test_judge=JUDGE_TESTS.replace("    judge(answer", "    # judge(answer"))
+    judged.makepyfile(test_capitals=JUDGE_TESTS.replace("    judge(answer", "    # judge(answer"))
     judged.runpytest().assert_outcomes(passed=2)  # records the task calls only
-    judged.makepyfile(test_judge=JUDGE_TESTS)
+    judged.makepyfile(test_capitals=JUDGE_TESTS)
     result = judged.runpytest("--promptopt-record=replay")
     result.assert_outcomes(failed=2)
     assert (scripted.count, judge_server.count) == (2, 0)
@@ -253,7 +253,7 @@ def test_judge_replay_miss_fails_the_test_and_names_it(judged: pytest.Pytester, 
     message = str(failed.longrepr.reprcrash.message)
     assert "replay mode: no recorded reply" in message
     assert "'grader'" in message  # the judge endpoint missed, not the task one
-    assert "test_judge.py::test_capital[France]" in message
+    assert "test_capitals.py::test_capital[France]" in message
 
 
 # -- promptopt(repeats=..., min_passes=...) ----------------------------------------------

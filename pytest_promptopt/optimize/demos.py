@@ -65,13 +65,13 @@ def demo_sets(pool: Sequence[DemoOption], n_sets: int, rng: random.Random, max_d
     for i in range(n_sets * 3):
         if len(sets) >= n_sets:
             break
-        per_answer = 1 + (i % 2)  # alternate one and two demos per answer
+        per_answer = 1 + (i % 3)  # one, two or three demos per answer
         chosen: list[DemoOption] = []
         if stratify and len(groups) * per_answer <= max_demos:
             for group in groups:
                 chosen.extend(rng.sample(group, min(per_answer, len(group))))
         else:
-            size = free_size if i % 2 else max(1, free_size // 2)
+            size = max(1, free_size * (1 + i % 3) // 3)
             chosen = rng.sample(list(pool), min(size, max_demos))
         rng.shuffle(chosen)
         key = tuple(sorted(o.source for o in chosen))

@@ -18,7 +18,7 @@ from .base import Candidate, Case, CaseResult, Evaluation, OptimizationContext, 
 from .proposer import Proposer
 from .runlog import RunLog
 
-VALIDATION_FRACTION = 0.5
+VALIDATION_FRACTION = 0.35  # train needs room for demos and for the cases that score them
 
 
 def split_of(nodeid: str, fraction: float = VALIDATION_FRACTION) -> str:
@@ -113,7 +113,7 @@ def optimize_group(
     budget_tokens: int | None,
     margin: float,
     max_regressions: int | None,
-    progress: Callable[[str], None],
+    progress: Callable[..., None],
 ) -> GroupOutcome:
     started = time.perf_counter()
     before = {role: c.usage() for role, c in clients.items()}
@@ -128,6 +128,8 @@ def optimize_group(
     log.write("start", prompts=sorted(original), strategy=strategy.name, seed=seed, budget=budget_calls,
               estimate=estimate, train=[c.nodeid for c in train], validation=[c.nodeid for c in validation],
               resumed=log.resumed)
+    progress(f"{strategy.name}: {len(train)} train / {len(validation)} validation tests, "
+             f"estimated {estimate} LM calls", estimate=estimate)
     memo = MemoProgram(program, budget, log, original, cases)
     proposer = Proposer(clients["optimizer"], seed, log.write)
     t_before = _mean(train)

@@ -19,7 +19,7 @@ from .base import Candidate, CaseResult, OptimizationContext, StrategyResult
 from .demos import DemoOption, demo_pool, demo_sets
 from .gradsum import apply_proposal, critique_from_failures
 from .proposer import Proposer
-from .search import Evaluator, sample_ids
+from .search import Evaluator
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 
@@ -121,7 +121,7 @@ class Mipro:
                 prompt = instructions[key][i]
                 candidate[key] = prompt if chosen is None else prompt.with_demos(tuple(o.demo for o in chosen))
             label = f"mipro r{round_ + 1} t{t + 1} " + " ".join(f"{k.rsplit('/', 1)[-1]}:i{params[f'instruction:{k}']}d{params[f'demos:{k}']}" for k in keys)
-            score = evaluator.minibatch(candidate, sample_ids(ctx.train, self.minibatch, rng), label)
+            score = evaluator.minibatch(candidate, self.minibatch, rng, label)
             study.tell(trial, score)
             ctx.log("trial", round=round_, trial=t, params=params, score=score)
             if score > best[0]:

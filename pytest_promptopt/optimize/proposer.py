@@ -68,7 +68,7 @@ class Proposer:
         self.notes: list[str] = []
 
     def _ask(self, user: str, *, purpose: str, draw: int = 0, temperature: float = 0.7,
-             max_tokens: int = 256) -> str | None:
+             max_tokens: int = 160) -> str | None:
         seed = int(hashlib.sha256(f"{self.seed}:{purpose}:{draw}".encode()).hexdigest()[:8], 16)
         request = self.client.request(
             [{"role": "system", "content": SYSTEM}, {"role": "user", "content": user}],
@@ -95,7 +95,7 @@ class Proposer:
             "instruction change so that cases like this one pass?"
         )
         return self._ask(user, purpose=f"gradient:{hashlib.sha256(user.encode()).hexdigest()[:10]}",
-                         temperature=0.0, max_tokens=120)
+                         temperature=0.0, max_tokens=80)
 
     def summarize(self, gradients: Sequence[str], round_: int) -> str | None:
         numbered = "\n".join(f"{i + 1}. {g[:400]}" for i, g in enumerate(gradients))
@@ -104,7 +104,7 @@ class Proposer:
             "Combine them into one general critique of at most four sentences that would help on "
             "many cases. Do not mention individual inputs."
         )
-        return self._ask(user, purpose=f"summary:{round_}", temperature=0.0, max_tokens=160)
+        return self._ask(user, purpose=f"summary:{round_}", temperature=0.0, max_tokens=120)
 
     def edit(self, prompt: Prompt, critique: str, n: int, round_: int) -> list[Proposal]:
         keep = ", ".join("{" + p + "}" for p in sorted(_instruction_placeholders(prompt))) or "none"
@@ -126,7 +126,7 @@ class Proposer:
     def data_summary(self, samples: Sequence[dict[str, str]]) -> str:
         shown = "\n".join("- " + "; ".join(f"{k}: {v[:160]}" for k, v in s.items()) for s in samples[:12])
         reply = self._ask(f"Here are example inputs of a task:\n{shown}\n\nDescribe these inputs in two sentences.",
-                          purpose="data_summary", temperature=0.0, max_tokens=100)
+                          purpose="data_summary", temperature=0.0, max_tokens=80)
         return reply or ""
 
     def program_summary(self, sources: Sequence[str]) -> str:
@@ -135,7 +135,7 @@ class Proposer:
             return ""
         reply = self._ask(f"This test code checks a language model's answers:\n{code}\n\n"
                           "In two sentences: what task does the model do, and what makes an answer pass?",
-                          purpose="program_summary", temperature=0.0, max_tokens=100)
+                          purpose="program_summary", temperature=0.0, max_tokens=80)
         return reply or ""
 
     def propose(self, prompt: Prompt, *, n: int, data_summary: str, program_summary: str,

@@ -102,8 +102,11 @@ class Progress:
         self.started = time.perf_counter()
         self.last = 0.0
         self.start_requests = sum(c.usage().requests for c in runtime.clients().values())
+        self.estimate = budget or 0
 
-    def __call__(self, message: str) -> None:
+    def __call__(self, message: str, *, estimate: int | None = None) -> None:
+        if estimate is not None:
+            self.estimate = estimate
         now = time.perf_counter()
         if self.tr is None or now - self.last < 2.0:
             return
@@ -111,8 +114,9 @@ class Progress:
         used = sum(c.usage().requests for c in self.runtime.clients().values()) - self.start_requests
         elapsed = now - self.started
         eta = ""
-        if self.budget and used:
-            eta = f", ETA <= {max(0.0, elapsed * (self.budget / used - 1)):.0f} s"
+        planned = min(self.budget or self.estimate, self.estimate)
+        if used and planned > used:
+            eta = f", ETA ~{elapsed * (planned / used - 1):.0f} s"
         of = f"/{self.budget}" if self.budget else ""
         self.tr.write_line(f"[promptopt] {self.label}: {message} | calls {used}{of} | {elapsed:.0f} s{eta}")
 

@@ -55,8 +55,11 @@ class Evaluator:
             self._evaluations[key] = self.ctx.program.evaluate(candidate, key[1])
         return self._evaluations[key]
 
-    def minibatch(self, candidate: Candidate, ids: Sequence[str], label: str = "") -> float:
+    def minibatch(self, candidate: Candidate, size: int, rng: random.Random, label: str = "") -> float:
+        """Score on `size` random train cases the candidate does not show as demos."""
         entry = self.entry(candidate, label)
+        pool = self.unseen(candidate, [c.nodeid for c in self.ctx.train])
+        ids = pool if len(pool) <= size else rng.sample(pool, size)
         ev = self.evaluate(candidate, ids)
         if ev.results:
             entry.minibatch.append(ev.mean)
