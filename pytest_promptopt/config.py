@@ -57,10 +57,19 @@ class Settings:
     min_pass_rate: float | None = None
     judge_threshold: float = 0.7
     report_path: Path | None = None
+    judge_mode: str = "auto"  # auto | score | yesno (see judge.JUDGE_MODES)
 
     @property
     def needs_embedded(self) -> bool:
         return any(r.embedded for r in self.roles.values())
+
+    @property
+    def effective_judge_mode(self) -> str:
+        """'score' or 'yesno': auto is yesno when the judge endpoint is the embedded model."""
+        if self.judge_mode != "auto":
+            return self.judge_mode
+        judge = self.roles.get("judge")
+        return "yesno" if judge is not None and judge.embedded else "score"
 
     def role(self, name: str) -> RoleConfig:
         return self.roles[name]

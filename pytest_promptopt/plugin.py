@@ -27,6 +27,7 @@ from .config import (
     resolve_roles,
 )
 from .errors import ConfigError, PromptOptError
+from .judge import JUDGE_MODES
 from .record import TestRecord, current_record
 from .report import JUDGE_KEY, CaseOutcome, summarize, table, write_json
 from .runtime import LLM, JudgeCall, Runtime
@@ -78,6 +79,9 @@ def pytest_addoption(parser: pytest.Parser) -> None:
              "overrides min_pass_rate in prompt files, in ini it is the default for prompts without one")
     add("--promptopt-judge-threshold", "string", default=None, type=fraction, metavar="SCORE",
         help="default pass threshold of judge() (default 0.7)")
+    add("--promptopt-judge-mode", "string", default=None, choices=JUDGE_MODES,
+        help="how judge() asks: score (a 0..1 score in the reply), yesno (one yes/no token, scored by "
+             "its probability), auto (default: yesno for the embedded model, else score)")
     add("--promptopt-report", "string", default=None, metavar="PATH", help="write a JSON run report to PATH")
     parser.addini("promptopt_prices", "per-model prices: 'model = input_usd_per_1M, output_usd_per_1M' per line",
                   type="linelist", default=[])
@@ -137,6 +141,10 @@ def build_settings(config: pytest.Config) -> Settings:
         raise pytest.UsageError(f"ini option promptopt_record = {mode!r}: expected one of "
                                 f"{', '.join(m.value for m in RecordMode)}")
     report = _setting(config, "promptopt_report")
+    judge_mode = _setting(config, "promptopt_judge_mode") or "auto"
+    if judge_mode not in JUDGE_MODES:
+        raise pytest.UsageError(f"ini option promptopt_judge_mode = {judge_mode!r}: expected one of "
+                                f"{', '.join(JUDGE_MODES)}")
     return Settings(
         roles=roles,
         cache_dir=(root / cache_dir) if cache_dir else root / ".promptopt_cache",
@@ -148,6 +156,7 @@ def build_settings(config: pytest.Config) -> Settings:
         min_pass_rate=_ini_typed(config, "promptopt_min_pass_rate", fraction),
         judge_threshold=_ini_or(_ini_typed(config, "promptopt_judge_threshold", fraction), 0.7),
         report_path=(root / report) if report else None,
+        judge_mode=judge_mode,
     )
 
 

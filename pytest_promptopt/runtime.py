@@ -17,7 +17,8 @@ from .cache import ChatRequest, ReplyCache
 from .client import Endpoint, LMClient
 from .config import EMBEDDED_MODEL, Settings
 from .errors import CacheMissError, PromptOptError
-from .judge import DEFAULT_THRESHOLD, JudgeFailed, grade
+from .cache import Reply
+from .judge import DEFAULT_THRESHOLD, SCORE_PARAMS, YESNO_PARAMS, JudgeFailed, grade
 from .prompts import Prompt, load_prompt
 from .record import TestRecord, Trace, Verdict
 
@@ -155,9 +156,15 @@ class JudgeCall:
         self.default_threshold = threshold if threshold is not None else runtime.settings.judge_threshold
         self.sample = sample
 
-    def _ask(self, messages: list[dict[str, str]]) -> str:
+    @property
+    def mode(self) -> str:
+        """'score' or 'yesno', from the judge_mode setting (auto: yesno for the embedded judge)."""
+        return self._runtime.settings.effective_judge_mode
+
+    def _ask(self, messages: list[dict[str, str]], mode: str | None = None) -> Reply:
         client = self._runtime.client("judge")
-        request = client.request(messages, {"temperature": 0, "max_tokens": 128}, sample=self.sample)
+        params = YESNO_PARAMS if (mode or self.mode) == "yesno" else SCORE_PARAMS
+        request = client.request(messages, params, sample=self.sample)
         try:
             completion = client.complete(request)
         except CacheMissError as exc:
@@ -167,13 +174,15 @@ class JudgeCall:
                   completion.reply.prompt_tokens, completion.reply.completion_tokens,
                   completion.cached, completion.cost, completion.latency_s)
         )
-        return completion.text
+        return completion.reply
 
     def grade(self, output: str, criteria: str, *, expected: str | None = None,
               threshold: float | None = None) -> Verdict:
         """Grade without failing the test; the verdict still counts toward the score."""
         limit = self.default_threshold if threshold is None else threshold
-        verdict = grade(self._ask, output, criteria, expected=expected, threshold=limit)
+        mode = self.mode
+        verdict = grade(lambda messages: self._ask(messages, mode), output, criteria,
+                        expected=expected, threshold=limit, mode=mode)
         self._record.verdicts.append(verdict)
         return verdict
 

@@ -1,7 +1,7 @@
 """A scripted OpenAI-compatible HTTP server on 127.0.0.1, for tests and benchmarks.
 
 It answers `POST /v1/chat/completions` with whatever a responder function returns for the
-request's messages, and can inject faults (status codes, Retry-After, hangs, cut bodies,
+request's messages (optionally with top logprobs), and can inject faults (status codes, Retry-After, hangs, cut bodies,
 malformed JSON, empty choices, wrong content type) so the real `openai` client and our retry
 path are exercised end to end.
 """
@@ -18,7 +18,9 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 Messages = list[dict[str, str]]
-Responder = Callable[[Messages, dict[str, Any]], str]
+# A responder returns the reply text, or {"content": text, "top_logprobs": [(token, logprob), ...]}
+# to also send an OpenAI-shaped `logprobs` object (the alternatives for the first token).
+Responder = Callable[[Messages, dict[str, Any]], "str | dict[str, Any]"]
 
 
 @dataclass(frozen=True)
@@ -39,6 +41,20 @@ class _Server(ThreadingHTTPServer):
 
 def echo_last_user(messages: Messages, body: dict[str, Any]) -> str:
     return next((m["content"] for m in reversed(messages) if m["role"] == "user"), "")
+
+
+def _split_answer(answer: str | dict[str, Any]) -> tuple[str, dict[str, Any] | None]:
+    """A responder's answer as (text, the choice's `logprobs` object or None)."""
+    if isinstance(answer, str):
+        return answer, None
+    text = str(answer["content"])
+    top = [(str(token), float(logprob)) for token, logprob in answer.get("top_logprobs", ())]
+    if not top:
+        return text, None
+    chosen = next((lp for token, lp in top if token == text), top[0][1])
+    entry = {"token": text, "logprob": chosen, "bytes": None,
+             "top_logprobs": [{"token": t, "logprob": lp, "bytes": None} for t, lp in top]}
+    return text, {"content": [entry], "refusal": None}
 
 
 class ScriptedServer:
@@ -129,7 +145,8 @@ class ScriptedServer:
                 if fault is not None and server._inject(self, fault):
                     return
                 try:
-                    text = server.responder(body.get("messages", []), body)
+                    answer = server.responder(body.get("messages", []), body)
+                    text, logprobs = _split_answer(answer)
                 except Exception as exc:  # noqa: BLE001 - a responder bug is a 500, visibly
                     self._send(500, json.dumps({"error": {"message": f"responder failed: {exc}"}}).encode())
                     return
@@ -140,7 +157,7 @@ class ScriptedServer:
                     "created": int(time.time()),
                     "model": body.get("model", "scripted"),
                     "choices": [{"index": 0, "finish_reason": "stop",
-                                 "message": {"role": "assistant", "content": text}}],
+                                 "message": {"role": "assistant", "content": text}, "logprobs": logprobs}],
                     "usage": {"prompt_tokens": prompt_tokens, "completion_tokens": len(text.split()),
                               "total_tokens": prompt_tokens + len(text.split())},
                 }

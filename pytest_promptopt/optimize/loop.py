@@ -40,28 +40,33 @@ def assign_splits(nodeids: Sequence[str]) -> dict[str, str]:
 
 class MemoProgram:
     """Remembers every case result per candidate (and logs it), so nothing runs twice and a
-    resumed run replays finished evaluations from the log. Replayed results are charged to
-    the budget like the original calls, so a resumed run ends where an uninterrupted one would."""
+    resumed run replays finished evaluations from the log. A result replayed from the log is
+    charged to the budget once, as its first evaluation was, so a resumed run ends where an
+    uninterrupted one would."""
 
     def __init__(self, inner: Program, budget: Budget, log: RunLog, baseline: Candidate, cases: Sequence[Case]) -> None:
         self.inner = inner
         self.budget = budget
         self.log = log
         self.memo: dict[tuple[str, str], CaseResult] = {}
+        self._uncharged: set[tuple[str, str]] = set()  # replayed from the log, not yet paid for
         base = fingerprint(baseline)
         for case in cases:
             self.memo[(base, case.nodeid)] = CaseResult(case.nodeid, case.score, case.passed, case.message, 0, case.record)
         for event in log.replayed_events("eval"):
             for r in event.get("results", []):
-                self.memo[(event["candidate"], r["nodeid"])] = CaseResult(
-                    r["nodeid"], float(r["score"]), bool(r["passed"]), str(r.get("message", "")), int(r.get("requests", 0)))
+                key = (event["candidate"], r["nodeid"])
+                self.memo[key] = CaseResult(r["nodeid"], float(r["score"]), bool(r["passed"]),
+                                            str(r.get("message", "")), int(r.get("requests", 0)))
+                self._uncharged.add(key)
 
     def evaluate(self, candidate: Candidate, nodeids: Sequence[str]) -> Evaluation:
         fp = fingerprint(candidate)
         known = {n: self.memo[(fp, n)] for n in nodeids if (fp, n) in self.memo}
-        replayed = sum(r.requests for r in known.values())
-        if replayed:
-            self.budget.charge(replayed)
+        first_replays = [(fp, n) for n in known if (fp, n) in self._uncharged]
+        if first_replays:  # what the interrupted run paid for these, paid once again here
+            self.budget.charge(sum(self.memo[k].requests for k in first_replays))
+            self._uncharged.difference_update(first_replays)
         missing = [n for n in nodeids if n not in known]
         if missing:
             fresh = self.inner.evaluate(candidate, missing)

@@ -29,7 +29,8 @@ class Mipro:
     name: str = "mipro"
     instructions_per_round: int = 3
     rounds: int = 2
-    n_demo_sets: int = 8
+    n_demo_sets: int = 16
+    keep_demo_sets: int = 5
     max_trials: int = 40
     minibatch: int = 20
     full_eval_every: int = 5
@@ -78,6 +79,8 @@ class Mipro:
                 rng_f = random.Random(ctx.seed + 1)
                 rng_f.shuffle(failures)
                 critique = critique_from_failures(proposer, ctx.original, failures, 6, 0, ctx)
+            for key in keys:
+                sets[key] = self._screen(ctx, evaluator, key, sets[key], rng)
             for round_ in range(self.rounds):
                 for key in keys:
                     base = ctx.original[key]
@@ -100,6 +103,32 @@ class Mipro:
             notes.append(f"stopped early: {exc}")
         best = evaluator.best_full()
         return StrategyResult(best.candidate, best.full or 0.0, tuple(notes))
+
+    def _screen(self, ctx: OptimizationContext, evaluator: Evaluator, key: str,
+                sets: list[tuple[DemoOption, ...] | None], rng: random.Random) -> list[tuple[DemoOption, ...] | None]:
+        """Successive halving over the demo sets (original instruction) on growing shares of the
+        train cases, so the search below spends its trials on the few sets that work."""
+        if len(sets) <= self.keep_demo_sets + 1:
+            return sets
+        ids = [c.nodeid for c in ctx.train]
+        rng.shuffle(ids)
+
+        def candidate(i: int) -> Candidate:
+            chosen = sets[i]
+            base = ctx.original[key]
+            return {**ctx.original, key: base if chosen is None else base.with_demos(tuple(o.demo for o in chosen))}
+
+        alive = list(range(1, len(sets)))
+        for share in (0.25, 0.5):
+            part = ids[: max(1, int(len(ids) * share))]
+            scores = {i: evaluator.evaluate(candidate(i), part).mean for i in alive}
+            alive = sorted(alive, key=lambda i: -scores[i])[: max(self.keep_demo_sets, len(alive) // 2)]
+            ctx.progress(f"screening demo sets on {len(part)} train tests: {len(alive)} left, "
+                         f"best {max(scores.values()):.2f}")
+        full = {i: evaluator.full_train(candidate(i), f"demo set {i}") for i in alive}
+        kept = sorted(alive, key=lambda i: -full[i])[: self.keep_demo_sets]
+        ctx.log("demo_screening", prompt=key, kept=kept, train_scores={str(i): full[i] for i in kept})
+        return [sets[0], *(sets[i] for i in kept)]
 
     def _search(self, ctx: OptimizationContext, evaluator: Evaluator, keys: list[str],
                 instructions: dict[str, list[Prompt]], sets: dict[str, list[tuple[DemoOption, ...] | None]],

@@ -119,6 +119,7 @@ class Progress:
             eta = f", ETA ~{elapsed * (planned / used - 1):.0f} s"
         of = f"/{self.budget}" if self.budget else ""
         self.tr.write_line(f"[promptopt] {self.label}: {message} | calls {used}{of} | {elapsed:.0f} s{eta}")
+        self.tr.flush()  # visible as it happens in CI logs too
 
 
 def run_optimization(ps: PromptOptSession, session: pytest.Session) -> None:
