@@ -59,6 +59,8 @@ class Label:
 class TestRecord:
     """Mutable during one run of one test item; read after it."""
 
+    __test__ = False  # not a test class, whatever pytest thinks of the name
+
     nodeid: str
     traces: list[Trace] = field(default_factory=list)
     verdicts: list[Verdict] = field(default_factory=list)

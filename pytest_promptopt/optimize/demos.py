@@ -65,7 +65,7 @@ def demo_sets(pool: Sequence[DemoOption], n_sets: int, rng: random.Random, max_d
     for i in range(n_sets * 3):
         if len(sets) >= n_sets:
             break
-        per_answer = 1 + (i % 3)  # one, two or three demos per answer
+        per_answer = (2, 1, 2, 3)[i % 4]  # mostly two demos per answer
         chosen: list[DemoOption] = []
         if stratify and len(groups) * per_answer <= max_demos:
             for group in groups:
@@ -79,3 +79,38 @@ def demo_sets(pool: Sequence[DemoOption], n_sets: int, rng: random.Random, max_d
             seen.add(key)
             sets.append(tuple(chosen))
     return sets
+
+
+def recombine(scored_sets: Sequence[tuple[tuple[DemoOption, ...], float]], n_sets: int,
+              rng: random.Random) -> list[tuple[DemoOption, ...]]:
+    """New sets from the demos that did best: each demo is credited with the mean score of the
+    screened sets that contained it; per answer, the best-credited demos are combined."""
+    credit: dict[str, list[float]] = defaultdict(list)
+    by_source: dict[str, DemoOption] = {}
+    sizes: dict[str, list[int]] = defaultdict(list)
+    for demo_set, score in scored_sets:
+        counts: dict[str, int] = defaultdict(int)
+        for option in demo_set:
+            credit[option.source].append(score)
+            by_source[option.source] = option
+            counts[option.demo.output.casefold()] += 1
+        for answer, n in counts.items():
+            sizes[answer].append(n)
+    if not credit:
+        return []
+    ranked: dict[str, list[DemoOption]] = defaultdict(list)
+    for source in sorted(credit, key=lambda s: -sum(credit[s]) / len(credit[s])):
+        option = by_source[source]
+        ranked[option.demo.output.casefold()].append(option)
+    out: list[tuple[DemoOption, ...]] = []
+    for variant in range(n_sets):
+        chosen: list[DemoOption] = []
+        for answer, options in ranked.items():
+            k = max(1, round(sum(sizes[answer]) / len(sizes[answer])))
+            # variant 0 takes the top k; later variants swap in the next-best demo for some answers
+            picked = options[:k] if variant == 0 or rng.random() < 0.5 else (options[1 : k + 1] or options[:k])
+            chosen.extend(picked)
+        rng.shuffle(chosen)
+        if tuple(chosen) not in out:
+            out.append(tuple(chosen))
+    return out

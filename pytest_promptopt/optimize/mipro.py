@@ -16,7 +16,7 @@ import optuna
 from ..errors import BudgetExhausted
 from ..prompts import Prompt
 from .base import Candidate, CaseResult, OptimizationContext, StrategyResult
-from .demos import DemoOption, demo_pool, demo_sets
+from .demos import DemoOption, demo_pool, demo_sets, recombine
 from .gradsum import apply_proposal, critique_from_failures
 from .proposer import Proposer
 from .search import Evaluator
@@ -29,9 +29,11 @@ class Mipro:
     name: str = "mipro"
     instructions_per_round: int = 3
     rounds: int = 2
-    n_demo_sets: int = 16
+    n_demo_sets: int = 40
     keep_demo_sets: int = 5
-    max_trials: int = 40
+    recombined_sets: int = 4
+    recombine_generations: int = 2
+    max_trials: int = 24
     minibatch: int = 20
     full_eval_every: int = 5
     use_critique: bool = False
@@ -119,14 +121,26 @@ class Mipro:
             return {**ctx.original, key: base if chosen is None else base.with_demos(tuple(o.demo for o in chosen))}
 
         alive = list(range(1, len(sets)))
+        latest: dict[int, float] = {}
         for share in (0.25, 0.5):
             part = ids[: max(1, int(len(ids) * share))]
             scores = {i: evaluator.evaluate(candidate(i), part).mean for i in alive}
+            latest.update(scores)
             alive = sorted(alive, key=lambda i: -scores[i])[: max(self.keep_demo_sets, len(alive) // 2)]
             ctx.progress(f"screening demo sets on {len(part)} train tests: {len(alive)} left, "
                          f"best {max(scores.values()):.2f}")
         full = {i: evaluator.full_train(candidate(i), f"demo set {i}") for i in alive}
-        kept = sorted(alive, key=lambda i: -full[i])[: self.keep_demo_sets]
+        latest.update(full)
+        for generation in range(self.recombine_generations):
+            screened = [(sets[i], score) for i, score in latest.items() if sets[i] is not None]
+            for j, demo_set in enumerate(recombine(screened, self.recombined_sets, rng)):  # type: ignore[arg-type]
+                if demo_set in sets:
+                    continue
+                sets.append(demo_set)
+                i = len(sets) - 1
+                full[i] = latest[i] = evaluator.full_train(candidate(i), f"recombined demo set {generation + 1}.{j + 1}")
+                ctx.progress(f"recombined demo set {generation + 1}.{j + 1}: train {full[i]:.2f}")
+        kept = sorted(full, key=lambda i: -full[i])[: self.keep_demo_sets]
         ctx.log("demo_screening", prompt=key, kept=kept, train_scores={str(i): full[i] for i in kept})
         return [sets[0], *(sets[i] for i in kept)]
 

@@ -1,0 +1,122 @@
+"""Unit tests of the optimizer's pure pieces: split, demo bootstrapping, recombination, memo."""
+
+from __future__ import annotations
+
+import random
+from collections import Counter
+from collections.abc import Sequence
+from pathlib import Path
+
+import pytest
+
+from pytest_promptopt.client import Budget
+from pytest_promptopt.errors import BudgetExhausted
+from pytest_promptopt.optimize.base import Candidate, Case, CaseResult, Evaluation, fingerprint
+from pytest_promptopt.optimize.demos import demo_pool, demo_sets, recombine
+from pytest_promptopt.optimize.loop import MemoProgram, assign_splits, split_of
+from pytest_promptopt.optimize.proposer import as_guidance, clean_instruction
+from pytest_promptopt.optimize.runlog import RunLog
+from pytest_promptopt.prompts import load_prompt
+from pytest_promptopt.record import Label, TestRecord, Trace
+
+KEY = "/p/intent.yaml"
+
+
+def case(nodeid: str, text: str, output: str, passed: bool, expected: str | None = None) -> Case:
+    record = TestRecord(nodeid)
+    record.traces.append(Trace(KEY, {"text": text, "labels": "a, b, c"}, (), output, "m"))
+    if expected is not None:
+        record.labels.append(Label(0, expected))
+    return Case(nodeid, "train", passed, 1.0 if passed else 0.0, "" if passed else "assert ...", record)
+
+
+def test_split_is_deterministic_and_roughly_proportional() -> None:
+    ids = [f"test_x.py::test[{i}]" for i in range(400)]
+    assert [split_of(i) for i in ids] == [split_of(i) for i in ids]
+    share = Counter(split_of(i) for i in ids)["validation"] / len(ids)
+    assert 0.25 < share < 0.45
+
+
+def test_split_never_leaves_a_side_empty() -> None:
+    for n in range(2, 6):
+        ids = [f"t::case{i}" for i in range(n)]
+        assert set(assign_splits(ids).values()) == {"train", "validation"}
+
+
+def test_demo_pool_uses_passing_outputs_and_labels_and_drops_constant_variables() -> None:
+    cases = [case("t1", "where is my card", "card_arrival", True),
+             case("t2", "lost my card", "The card is lost", False, expected="lost_card"),
+             case("t3", "pin?", "???", False)]  # no label: not a demo
+    pool = demo_pool(KEY, cases)
+    assert [(o.demo.inputs, o.demo.output, o.kind) for o in pool] == [
+        ({"text": "where is my card"}, "card_arrival", "bootstrapped"),
+        ({"text": "lost my card"}, "lost_card", "labelled"),
+    ]
+
+
+def test_demo_sets_are_stratified_by_answer_when_answers_repeat() -> None:
+    cases = [case(f"t{i}", f"msg {i}", "ab"[i % 2], True) for i in range(12)]
+    sets = demo_sets(demo_pool(KEY, cases), 4, random.Random(0))
+    assert sets
+    for s in sets:
+        counts = Counter(o.demo.output for o in s)
+        assert set(counts) == {"a", "b"} and len(set(counts.values())) == 1
+
+
+def test_demo_sets_leave_most_cases_unseen_when_answers_are_unique() -> None:
+    cases = [case(f"t{i}", f"word{i}", f"drow{i}", True) for i in range(12)]
+    for s in demo_sets(demo_pool(KEY, cases), 4, random.Random(0)):
+        assert 1 <= len(s) <= 4
+
+
+def test_recombine_prefers_demos_from_the_best_sets() -> None:
+    cases = [case(f"t{i}", f"msg {i}", "ab"[i % 2], True) for i in range(8)]
+    pool = {o.source: o for o in demo_pool(KEY, cases)}
+    good = (pool["t0"], pool["t1"])
+    scored = [(good, 0.9), ((pool["t2"], pool["t3"]), 0.2), ((pool["t0"], pool["t5"]), 0.6),
+              ((pool["t4"], pool["t1"]), 0.6), ((pool["t6"], pool["t7"]), 0.1)]
+    first = recombine(scored, 3, random.Random(0))[0]
+    assert {o.source for o in first} == {"t0", "t1"}
+
+
+def test_clean_instruction_and_guidance() -> None:
+    assert clean_instruction('Instruction: "Reply with {labels} only."') == "Reply with {labels} only."
+    assert clean_instruction("```\nBe brief.\n```") == "Be brief."
+    assert "{" not in as_guidance("Use {labels}. Then {x.__class__}! More. And more.")
+
+
+class CountingProgram:
+    def __init__(self) -> None:
+        self.runs: list[tuple[str, tuple[str, ...]]] = []
+
+    def evaluate(self, candidate: Candidate, nodeids: Sequence[str]) -> Evaluation:
+        self.runs.append((fingerprint(candidate), tuple(nodeids)))
+        return Evaluation(tuple(CaseResult(n, 1.0, True, "", 2) for n in nodeids))
+
+
+def test_memo_runs_each_case_once_and_a_resumed_run_pays_replays_once(tmp_path: Path) -> None:
+    prompt_file = tmp_path / "p.txt"
+    prompt_file.write_text("Say {x}")
+    prompt = load_prompt(prompt_file)
+    original = {prompt.key: prompt}
+    candidate = {prompt.key: prompt.with_instruction("Shout {x}")}
+    log = RunLog(tmp_path / "runs", "k", resume=False)
+    inner = CountingProgram()
+    memo = MemoProgram(inner, Budget(100), log, original, [])
+    memo.evaluate(candidate, ["a", "b"])
+    memo.evaluate(candidate, ["a", "b", "c"])
+    assert inner.runs == [(fingerprint(candidate), ("a", "b")), (fingerprint(candidate), ("c",))]
+    log.close()
+
+    resumed_log = RunLog(tmp_path / "runs", "k", resume=True)
+    budget = Budget(100)
+    fresh = CountingProgram()
+    resumed = MemoProgram(fresh, budget, resumed_log, original, [])
+    resumed.evaluate(candidate, ["a", "b", "c"])
+    assert fresh.runs == []  # all replayed from the log
+    assert budget.requests == 6  # 3 cases x 2 requests, paid once
+    resumed.evaluate(candidate, ["a", "b", "c"])
+    assert budget.requests == 6
+    with pytest.raises(BudgetExhausted):
+        MemoProgram(CountingProgram(), Budget(3), RunLog(tmp_path / "runs", "k", resume=True), original,
+                    []).evaluate(candidate, ["a", "b", "c"])
