@@ -39,9 +39,12 @@ class Mipro:
     use_critique: bool = False
 
     def estimate_calls(self, n_train: int, n_prompts: int) -> int:
-        proposals = n_prompts * self.rounds * (self.instructions_per_round + 2) + 2
-        per_trial = min(self.minibatch, n_train) + n_train / self.full_eval_every
-        return int(proposals + self.max_trials * per_trial + 3 * n_train)
+        unseen = 0.7 * n_train  # a case that is one of a set's demos does not score it
+        screening = unseen * (self.n_demo_sets * 0.25 + self.n_demo_sets / 2 * 0.25 + self.keep_demo_sets * 0.5
+                              + self.recombine_generations * self.recombined_sets)
+        proposals = self.rounds * (self.instructions_per_round + 2) + 2 + (7 if self.use_critique else 0)
+        per_trial = min(self.minibatch, n_train) + unseen / self.full_eval_every
+        return int(n_prompts * (screening + proposals) + self.max_trials * per_trial + 3 * unseen)
 
     def _trials(self, ctx: OptimizationContext, calls_per_case: float, n_prompts: int) -> int:
         remaining = ctx.budget_remaining()
