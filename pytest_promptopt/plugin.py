@@ -29,7 +29,7 @@ from .config import (
 from .errors import ConfigError, PromptOptError
 from .judge import JUDGE_MODES
 from .record import TestRecord, current_record
-from .report import JUDGE_KEY, CaseOutcome, summarize, table, write_json
+from .report import JUDGE_KEY, CaseOutcome
 from .runtime import LLM, JudgeCall, Runtime
 from .session import PromptOptSession
 
@@ -326,4 +326,4 @@ def pytest_configure_node(node: Any) -> None:
         node.workerinput["promptopt_embedded_url"] = url
 
 
-__all__ = ["judge", "llm", "promptopt_runtime", "summarize", "table", "write_json"]
+__all__ = ["judge", "llm", "promptopt_runtime"]

@@ -101,7 +101,7 @@ def successive_halving(evaluator: Evaluator, candidates: Sequence[tuple[Candidat
     for rung in range(rungs):
         upto = len(ids) if rung == rungs - 1 else max(1, len(ids) * (rung + 1) // (rungs + 1))
         part = ids[:upto]
-        for candidate, label in alive:
+        for candidate, _label in alive:
             scores[fingerprint(candidate)] = evaluator.evaluate(candidate, part).mean
         alive.sort(key=lambda cl: scores[fingerprint(cl[0])], reverse=True)
         if rung < rungs - 1:
