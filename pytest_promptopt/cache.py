@@ -15,6 +15,7 @@ import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import Enum
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -70,7 +71,7 @@ class ChatRequest:
     def param_dict(self) -> dict[str, Any]:
         return dict(self.params)
 
-    @property
+    @cached_property
     def cache_key(self) -> str:
         payload = {
             "v": CACHE_FORMAT,

@@ -54,7 +54,7 @@ class Settings:
     retries: int = 4
     concurrency: int = 4
     prices: Mapping[str, Price] = field(default_factory=dict)
-    min_pass_rate: float | None = None
+    min_pass_rate: float | None = None  # ini default; the command line's value overrides prompt files
     judge_threshold: float = 0.7
     report_path: Path | None = None
     judge_mode: str = "auto"  # auto | score | yesno (see judge.JUDGE_MODES)

@@ -20,10 +20,3 @@ def pytest_promptopt_strategy(name: str, config: Any) -> Strategy | None:
     A strategy implements the :class:`pytest_promptopt.optimize.base.Strategy` protocol.
     """
 
-
-@hookspec
-def pytest_promptopt_candidate_scored(prompt_key: str, candidate: Any, score: float, split: str) -> None:
-    """Called after every candidate evaluation during ``--optimize`` (for logging or dashboards).
-
-    ``split`` is ``"minibatch"``, ``"train"`` or ``"validation"``.
-    """

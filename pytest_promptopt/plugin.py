@@ -6,7 +6,6 @@ Core errors become `pytest.UsageError` (bad settings) or a failed test (bad prom
 from __future__ import annotations
 
 import inspect
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -29,7 +28,7 @@ from .config import (
 from .errors import ConfigError, PromptOptError
 from .judge import JUDGE_MODES
 from .record import TestRecord, current_record
-from .report import JUDGE_KEY, CaseOutcome
+from .report import JUDGE_KEY, CaseOutcome, display
 from .runtime import LLM, JudgeCall, Runtime
 from .session import PromptOptSession
 
@@ -117,8 +116,10 @@ def _setting(config: pytest.Config, name: str) -> Any:
 def _ini_typed(config: pytest.Config, name: str, convert: Any) -> Any:
     """Command-line values are converted by argparse; ini values are converted here."""
     cli = config.getoption(name, None)
-    if cli is not None:
-        return cli
+    return cli if cli is not None else _ini_value(config, name, convert)
+
+
+def _ini_value(config: pytest.Config, name: str, convert: Any) -> Any:
     raw = config.getini(name)
     if raw in (None, ""):
         return None
@@ -153,7 +154,7 @@ def build_settings(config: pytest.Config) -> Settings:
         retries=_ini_or(_ini_typed(config, "promptopt_retries", non_negative_int), 4),
         concurrency=_ini_typed(config, "promptopt_concurrency", positive_int) or 4,
         prices=prices,
-        min_pass_rate=_ini_typed(config, "promptopt_min_pass_rate", fraction),
+        min_pass_rate=_ini_value(config, "promptopt_min_pass_rate", fraction),
         judge_threshold=_ini_or(_ini_typed(config, "promptopt_judge_threshold", fraction), 0.7),
         report_path=(root / report) if report else None,
         judge_mode=judge_mode,
@@ -297,7 +298,7 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
                           call.duration)
     report.promptopt = outcome.to_dict()  # plain data: survives xdist serialization
     props = [("promptopt_score", round(outcome.score, 4))]
-    props += [("promptopt_prompt", str(_display(item.config, k))) for k in record.prompt_keys]
+    props += [("promptopt_prompt", display(k, item.config.rootpath)) for k in record.prompt_keys]
     report.user_properties.extend(props)
     item.user_properties.extend(props)  # junitxml reads them from the teardown report, made from the item
     return report
@@ -309,13 +310,6 @@ def _failure_message(report: pytest.TestReport) -> str:
     crash = getattr(report.longrepr, "reprcrash", None)
     message = getattr(crash, "message", None) or report.longreprtext
     return str(message)[:2000]
-
-
-def _display(config: pytest.Config, key: str) -> str:
-    try:
-        return str(Path(key).relative_to(config.rootpath))
-    except ValueError:
-        return key
 
 
 @pytest.hookimpl(optionalhook=True)

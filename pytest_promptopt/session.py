@@ -83,7 +83,7 @@ class PromptOptSession:
             return
         self.summaries = summarize(
             self.outcomes,
-            default_min_pass_rate=self._ini_min_pass_rate(),
+            default_min_pass_rate=self.settings.min_pass_rate,
             override_min_pass_rate=self.config.getoption("promptopt_min_pass_rate", None),
         )
         if any(s.gate_failed for s in self.summaries) and session.exitstatus == pytest.ExitCode.OK:
@@ -91,10 +91,6 @@ class PromptOptSession:
         self._flush_writes()
         if self.settings.report_path is not None:
             write_json(self.settings.report_path, self.json_report())
-
-    def _ini_min_pass_rate(self) -> float | None:
-        raw = self.config.getini("promptopt_min_pass_rate")
-        return float(raw) if raw not in (None, "") else None
 
     def _flush_writes(self) -> None:
         """Write-back happens once, at the end, in this process only."""

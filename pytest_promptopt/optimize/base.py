@@ -67,9 +67,6 @@ class Evaluation:
     def passed(self) -> int:
         return sum(r.passed for r in self.results)
 
-    def by_id(self) -> dict[str, CaseResult]:
-        return {r.nodeid: r for r in self.results}
-
 
 class Program(Protocol):
     """Runs test items with a candidate swapped in."""

@@ -19,6 +19,7 @@ from _pytest.runner import runtestprotocol
 
 from ..errors import BudgetExhausted
 from ..prompts import Prompt
+from ..report import display
 from ..record import TestRecord
 from .base import Candidate, Case, CaseResult, Evaluation, Strategy
 from .gradsum import GradSum
@@ -153,7 +154,7 @@ def run_optimization(ps: PromptOptSession, session: pytest.Session) -> None:
     named = [_resolve(p, config) for p in config.getoption("optimize_prompt")]
     for path in named:
         if str(path) not in by_prompt:
-            say(f"{_rel(str(path), root)}: no test called this prompt, so it cannot be optimized")
+            say(f"{display(str(path), root)}: no test called this prompt, so it cannot be optimized")
     targets = [k for k, ids in by_prompt.items() if any(not outcomes[n][0] for n in ids)]
     if named:
         targets = [k for k in by_prompt if Path(k) in named]
@@ -189,7 +190,7 @@ def _optimize(ps: PromptOptSession, config: pytest.Config, runtime: Runtime, tr:
     clients = {role: runtime.client(role) for role in ("task", "judge", "optimizer")}
     log = RunLog(ps.settings.cache_dir / "runs", run_key(original.values(), strategy.name, seed, budget),
                  resume=config.getoption("optimize_resume"))
-    label = ", ".join(_rel(k, Path(config.rootpath)) for k in sorted(original))
+    label = ", ".join(display(k, Path(config.rootpath)) for k in sorted(original))
     try:
         return optimize_group(
             original, cases, PytestProgram(runtime, items, baseline),
@@ -204,7 +205,7 @@ def _optimize(ps: PromptOptSession, config: pytest.Config, runtime: Runtime, tr:
 
 
 def _report(ps: PromptOptSession, config: pytest.Config, o: GroupOutcome, root: Path, say: Any) -> None:
-    names = ", ".join(_rel(k, root) for k in o.prompts)
+    names = ", ".join(display(k, root) for k in o.prompts)
     say(f"{names}: strategy {o.strategy}, {o.n_train} train / {o.n_validation} validation tests")
     after = "not run" if o.validation_after is None else f"{o.validation_after:.3f}"
     say(f"  validation score {o.validation_before:.3f} -> {after}; train score {o.train_before:.3f} -> {o.train_after:.3f}")
@@ -215,7 +216,7 @@ def _report(ps: PromptOptSession, config: pytest.Config, o: GroupOutcome, root: 
     dry = config.getoption("optimize_dry_run")
     if o.accepted:
         verb = "would write (dry run)" if dry else "writing"
-        say(f"  accepted: {o.reason}; {verb} {', '.join(_rel(str(w.path), root) for w in o.writes)}")
+        say(f"  accepted: {o.reason}; {verb} {', '.join(display(str(w.path), root) for w in o.writes)}")
         for w in o.writes:
             for line in w.diff().splitlines():
                 say("    " + line)
@@ -251,13 +252,6 @@ def _resolve(path: str, config: pytest.Config) -> Path:
     if not p.is_absolute():
         p = Path(config.invocation_params.dir) / p
     return p.resolve()
-
-
-def _rel(key: str, root: Path) -> str:
-    try:
-        return str(Path(key).relative_to(root))
-    except ValueError:
-        return key
 
 
 def _source(item: pytest.Item) -> str:

@@ -67,6 +67,3 @@ def _read(path: Path) -> Iterable[dict[str, Any]]:
             if isinstance(event, dict):
                 yield event
 
-
-def read_log(path: Path) -> list[dict[str, Any]]:
-    return list(_read(path))
