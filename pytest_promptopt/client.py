@@ -7,6 +7,7 @@ optimizer can submit many at once; identical requests in flight are sent once.
 from __future__ import annotations
 
 import random
+import re
 import threading
 import time
 from collections.abc import Callable, Iterable, Mapping
@@ -19,6 +20,13 @@ from .errors import BudgetExhausted, CacheMissError, EndpointError
 
 RETRYABLE_STATUS = frozenset({408, 409, 425, 429, 500, 502, 503, 504})
 MAX_BACKOFF_S = 30.0
+# An endpoint whose calls failed this many times in a row, every retry spent, is treated as down:
+# further calls fail at once, naming the endpoint and its last error, and one call is let
+# through per cool-down to see whether it is back. A run against a dead endpoint then ends in
+# seconds instead of retrying every remaining call with backoff.
+_TRANSPORT_MODULES = frozenset({"httpx", "httpx2", "httpcore", "httpcore2", "h11", "anyio", "ssl"})
+DOWN_AFTER = 3
+DOWN_COOLDOWN_S = 10.0
 
 if TYPE_CHECKING:
     import openai  # imported on first use: it costs ~1 s, paid by every pytest run (and xdist worker)
@@ -133,6 +141,8 @@ class LMClient:
         price: Price | None = None,
         sleep: Callable[[float], None] = time.sleep,
         resolve_base_url: Callable[[], str] | None = None,
+        down_after: int = DOWN_AFTER,
+        down_cooldown_s: float = DOWN_COOLDOWN_S,
     ) -> None:
         self.endpoint = endpoint
         self._resolve_base_url = resolve_base_url  # lazy endpoint: the embedded server starts on first miss
@@ -149,6 +159,11 @@ class LMClient:
         self._usage = UsageSnapshot()
         self._openai: openai.OpenAI | None = None
         self._pool: ThreadPoolExecutor | None = None
+        self.down_after = max(1, down_after)
+        self.down_cooldown_s = down_cooldown_s
+        self._failed_in_a_row = 0  # calls that failed after every retry, since the last success
+        self._down_until = 0.0  # time.monotonic() before which calls are not sent
+        self._last_failure = ""
 
     # -- accounting ------------------------------------------------------------------------
     def usage(self) -> UsageSnapshot:
@@ -242,7 +257,44 @@ class LMClient:
             )
         return self._openai
 
+    def _endpoint_down(self) -> EndpointError | None:
+        """The error to fail with at once while the endpoint is down; None to send the call
+        (always, while it is up; once per cool-down, as a probe, while it is down)."""
+        with self._lock:
+            if self._failed_in_a_row < self.down_after:
+                return None
+            now = time.monotonic()
+            if now >= self._down_until:
+                self._down_until = now + self.down_cooldown_s  # this call is the probe
+                return None
+            wait = self._down_until - now
+            last = self._last_failure
+            failed = self._failed_in_a_row
+        return EndpointError(
+            f"LM call to {self.endpoint.describe()} not sent: the endpoint failed {failed} calls in a row "
+            f"after retries (last: {last}); the next call goes out in {wait:.0f} s. "
+            "Check that the server is up and reachable, or raise --promptopt-timeout/--promptopt-retries",
+            base_url=self.endpoint.base_url, model=self.endpoint.model, retryable=True,
+        )
+
+    def _note_outcome(self, failure: EndpointError | None) -> None:
+        with self._lock:
+            if failure is None:
+                self._failed_in_a_row = 0
+                self._down_until = 0.0
+                return
+            self._failed_in_a_row += 1
+            self._last_failure = str(failure).split(" failed: ", 1)[-1][:300]
+            if self._failed_in_a_row >= self.down_after and self._down_until <= time.monotonic():
+                self._down_until = time.monotonic() + self.down_cooldown_s
+
     def _call_with_retries(self, request: ChatRequest) -> Completion:
+        down = self._endpoint_down()
+        if down is not None:
+            self._account(errors=1)
+            raise down
+        # A probe of an endpoint that is down gets one attempt: it only asks whether it is back.
+        max_retries = 0 if self._failed_in_a_row >= self.down_after else self.max_retries
         attempt = 0
         started = time.perf_counter()
         while True:
@@ -262,11 +314,14 @@ class LMClient:
                               completion_tokens=reply.completion_tokens, cost=cost)
                 if self.budget is not None:
                     self.budget.add_tokens(reply.total_tokens)
+                self._note_outcome(None)
                 self.cache.put(request, reply)
                 return Completion(reply, False, time.perf_counter() - started, attempt, cost)
             self._account(api_calls=1)
-            if not error.retryable or attempt > self.max_retries:
+            if not error.retryable or attempt > max_retries:
                 self._account(errors=1)
+                if error.retryable:  # a refused request (400, 401) says nothing about the endpoint's health
+                    self._note_outcome(error)
                 if attempt > 1:
                     raise EndpointError(f"{error} (gave up after {attempt} attempts)",
                                         base_url=error.base_url, model=error.model,
@@ -288,6 +343,8 @@ class LMClient:
         where = self.endpoint.describe()
 
         def fail(what: str, retryable: bool, retry_after: float | None = None) -> EndpointError:
+            # an error body may quote the key back (proxies, "invalid key sk-..."): never repeat it
+            what = redact(what, self.endpoint.api_key)
             err = EndpointError(f"LM call to {where} failed: {what}", base_url=self.endpoint.base_url,
                                 model=request.model, retryable=retryable)
             err.retry_after = retry_after  # type: ignore[attr-defined]
@@ -310,7 +367,15 @@ class LMClient:
         except openai.APIError as exc:  # malformed body and the like
             raise fail(f"bad response: {_short(str(exc))}", True) from None
         except ValueError as exc:  # JSON that does not decode
-            raise fail(f"bad response: {_short(str(exc))}", True) from None
+            raise fail(f"bad response, not valid JSON: {_short(str(exc))}", True) from None
+        except Exception as exc:
+            # a transport error the client did not translate is still this endpoint's failure
+            if isinstance(exc, OSError) or type(exc).__module__.split(".")[0] in _TRANSPORT_MODULES:
+                raise fail(f"connection error: {type(exc).__name__}: {_short(str(exc))}", True) from None
+            raise
+        if isinstance(response, str):  # the client hands back the raw body of a non-JSON content type
+            raise fail("the response is not JSON (wrong content type; does the base URL end in the API "
+                       f"path, such as /v1?): {_short(response, 120)!r}", True)
         choices = getattr(response, "choices", None)
         if not isinstance(choices, list) or not choices:
             raise fail("the response has no choices", True)
@@ -361,6 +426,16 @@ def _retry_after(headers: Mapping[str, str]) -> float | None:
             return max(0.0, parsedate_to_datetime(value).timestamp() - time.time())
         except (TypeError, ValueError):
             return None
+
+
+def redact(text: str, secret: str) -> str:
+    """`text` with the API key (and any run of its first 8+ characters, as in "sk-abc123...")
+    replaced by a marker."""
+    if len(secret) < 8:
+        return text
+    text = text.replace(secret, "[api key]")
+    head = re.escape(secret[:8])
+    return re.sub(head + r"[\w\-.*]*", "[api key]", text)
 
 
 def _cause(exc: BaseException) -> str:

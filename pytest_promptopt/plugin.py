@@ -282,7 +282,7 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
     if call.when == "call" or (call.when == "setup" and report.failed):
         item.stash[OUTCOME_KEY] = (report.passed, _failure_message(report))
     record = item.stash.get(RECORD_KEY, None)
-    if call.when != "call" or record is None or not (record.traces or record.verdicts):
+    if call.when != "call" or record is None or not (record.traces or record.verdicts or record.errors):
         return report
     if report.skipped and not hasattr(report, "wasxfail"):
         return report  # a skipped case is not a failed one; an xfailed case is
@@ -290,12 +290,15 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
     passed = report.passed
     usage = record.usage_by_prompt()
     if record.judge_traces:
-        usage[JUDGE_KEY] = {"calls": len(record.judge_traces), "tokens": sum(t.tokens for t in record.judge_traces),
+        usage[JUDGE_KEY] = {**usage.get(JUDGE_KEY, {}), "calls": len(record.judge_traces),
+                            "tokens": sum(t.tokens for t in record.judge_traces),
                             "cost": sum(t.cost for t in record.judge_traces),
                             "cache_hits": sum(t.cached for t in record.judge_traces)}
     outcome = CaseOutcome(item.nodeid, passed, record.score(passed), usage,
                           {k: runtime.prompts[k].min_pass_rate for k in usage if k in runtime.prompts},
-                          call.duration)
+                          call.duration, record.errors[0][1][:500] if record.errors else "")
+    if record.errors:
+        _session(item.config).note_unscored(item.nodeid, record.errors[0][1])
     report.promptopt = outcome.to_dict()  # plain data: survives xdist serialization
     props = [("promptopt_score", round(outcome.score, 4))]
     props += [("promptopt_prompt", display(k, item.config.rootpath)) for k in record.prompt_keys]

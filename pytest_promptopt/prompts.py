@@ -232,6 +232,9 @@ def load_prompt(path: str | Path, *, root: Path | None = None) -> Prompt:
     digest = hashlib.sha256(data).hexdigest()
     suffix = p.suffix.lower()
     if suffix in TEXT_SUFFIXES:
+        if not text.strip():
+            raise PromptFileError(p, "the template is empty (a .txt/.md prompt file is the user message itself)",
+                                  line=1, fix="write the prompt text, with {placeholders} for the variables")
         template = Template(text, TemplateOrigin(p, "template", 1))
         template.validate()
         return Prompt(p, "text", (Message("user", template),), source_digest=digest)

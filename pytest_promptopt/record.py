@@ -67,6 +67,9 @@ class TestRecord:
     labels: list[Label] = field(default_factory=list)
     judge_traces: list[Trace] = field(default_factory=list)
     repeats: tuple[int, int] | None = None  # (passes, runs) under promptopt(repeats=n)
+    # LM calls that failed (endpoint error after retries, replay miss): (prompt key, message).
+    # Such a case could not be scored; it still counts, as a failure, for its prompt.
+    errors: list[tuple[str, str]] = field(default_factory=list)
 
     def score(self, passed: bool) -> float:
         """The metric: mean judge score when judges ran, else the share of passing runs."""
@@ -99,6 +102,9 @@ class TestRecord:
             row["tokens"] += t.tokens
             row["cost"] += t.cost
             row["cache_hits"] += int(t.cached)
+        for key, _ in self.errors:
+            row = out.setdefault(key, {"calls": 0, "tokens": 0, "cost": 0.0, "cache_hits": 0})
+            row["errors"] = row.get("errors", 0) + 1
         return out
 
 

@@ -27,17 +27,19 @@ class CaseOutcome:
     prompts: Mapping[str, Mapping[str, float]]  # key -> calls, tokens, cost, cache_hits
     min_pass_rates: Mapping[str, float | None] = field(default_factory=dict)
     duration: float = 0.0
+    error: str = ""  # the first failed LM call's message: the case could not be scored
 
     def to_dict(self) -> dict[str, Any]:
         return {"nodeid": self.nodeid, "passed": self.passed, "score": self.score,
                 "prompts": {k: dict(v) for k, v in self.prompts.items()},
-                "min_pass_rates": dict(self.min_pass_rates), "duration": self.duration}
+                "min_pass_rates": dict(self.min_pass_rates), "duration": self.duration,
+                "error": self.error}
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> CaseOutcome:
         return cls(str(data["nodeid"]), bool(data["passed"]), float(data["score"]),
                    dict(data.get("prompts", {})), dict(data.get("min_pass_rates", {})),
-                   float(data.get("duration", 0.0)))
+                   float(data.get("duration", 0.0)), str(data.get("error", "")))
 
 
 @dataclass(frozen=True)
@@ -51,6 +53,8 @@ class PromptSummary:
     cost: float
     cache_hits: int
     min_pass_rate: float | None
+    errors: int = 0  # cases whose LM call failed: not scored, counted as failed
+    first_error: str = ""
 
     @property
     def pass_rate(self) -> float:
@@ -73,7 +77,7 @@ class PromptSummary:
                 "pass_rate": round(self.pass_rate, 4), "mean_score": round(self.mean_score, 4),
                 "calls": self.calls, "tokens": self.tokens, "cost": round(self.cost, 6),
                 "cache_hits": self.cache_hits, "min_pass_rate": self.min_pass_rate,
-                "gate": "failed" if self.gate_failed else "passed"}
+                "gate": "failed" if self.gate_failed else "passed", "errors": self.errors}
 
 
 def display(key: str, root: Path | None) -> str:
@@ -92,7 +96,8 @@ def summarize(outcomes: Iterable[CaseOutcome], default_min_pass_rate: float | No
     for case in outcomes:
         for key, usage in case.prompts.items():
             row = acc.setdefault(key, {"cases": 0, "passed": 0, "score_sum": 0.0, "calls": 0,
-                                       "tokens": 0, "cost": 0.0, "cache_hits": 0, "min": None})
+                                       "tokens": 0, "cost": 0.0, "cache_hits": 0, "min": None,
+                                       "errors": 0, "first_error": ""})
             row["cases"] += 1
             row["passed"] += int(case.passed)
             row["score_sum"] += case.score
@@ -100,6 +105,9 @@ def summarize(outcomes: Iterable[CaseOutcome], default_min_pass_rate: float | No
             row["tokens"] += int(usage.get("tokens", 0))
             row["cost"] += float(usage.get("cost", 0.0))
             row["cache_hits"] += int(usage.get("cache_hits", 0))
+            if usage.get("errors"):
+                row["errors"] += 1
+                row["first_error"] = row["first_error"] or case.error
             own = case.min_pass_rates.get(key)
             if own is not None:
                 row["min"] = own
@@ -111,7 +119,8 @@ def summarize(outcomes: Iterable[CaseOutcome], default_min_pass_rate: float | No
         if key == JUDGE_KEY:
             gate = None
         out.append(PromptSummary(key, row["cases"], row["passed"], row["score_sum"], row["calls"],
-                                 row["tokens"], row["cost"], row["cache_hits"], gate))
+                                 row["tokens"], row["cost"], row["cache_hits"], gate, row["errors"],
+                                 row["first_error"]))
     return out
 
 

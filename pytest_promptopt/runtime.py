@@ -16,11 +16,12 @@ from typing import Any
 from .cache import ChatRequest, ReplyCache
 from .client import Endpoint, LMClient
 from .config import EMBEDDED_MODEL, Settings
-from .errors import CacheMissError, PromptOptError
+from .errors import CacheMissError, EndpointError, PromptOptError
 from .cache import Reply
 from .judge import DEFAULT_THRESHOLD, SCORE_PARAMS, YESNO_PARAMS, JudgeFailed, grade
 from .prompts import Prompt, load_prompt
 from .record import TestRecord, Trace, Verdict
+from .report import JUDGE_KEY
 
 EmbeddedStarter = Callable[[], str]  # returns the embedded server's base URL
 
@@ -129,7 +130,12 @@ class LLM:
         try:
             completion = client.complete(request)
         except CacheMissError as exc:
-            raise CacheMissError(f"{exc} (test {self._record.nodeid}, prompt {prompt.path})") from None
+            error = CacheMissError(f"{exc} (test {self._record.nodeid}, prompt {prompt.path})")
+            self._record.errors.append((prompt.key, str(error)))
+            raise error from None
+        except EndpointError as exc:
+            self._record.errors.append((prompt.key, str(exc)))  # the case is reported as not scored
+            raise
         self._record.traces.append(
             Trace(
                 prompt.key,
@@ -168,7 +174,12 @@ class JudgeCall:
         try:
             completion = client.complete(request)
         except CacheMissError as exc:
-            raise CacheMissError(f"{exc} (test {self._record.nodeid}, judge call)") from None
+            error = CacheMissError(f"{exc} (test {self._record.nodeid}, judge call)")
+            self._record.errors.append((JUDGE_KEY, str(error)))
+            raise error from None
+        except EndpointError as exc:
+            self._record.errors.append((JUDGE_KEY, str(exc)))
+            raise
         self._record.judge_traces.append(
             Trace("<judge>", {}, tuple(messages), completion.text, request.model,
                   completion.reply.prompt_tokens, completion.reply.completion_tokens,

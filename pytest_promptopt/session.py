@@ -6,7 +6,11 @@ controller merges outcomes (from report attributes), gates, reports and writes f
 
 from __future__ import annotations
 
+import hashlib
+import signal
+import threading
 import time
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -27,7 +31,11 @@ class PromptOptSession:
         self.settings = settings
         self.is_worker = hasattr(config, "workerinput")
         self._server: local.EmbeddedServer | None = None
-        self.runtime = Runtime(settings, config.rootpath, start_embedded=self._start_embedded)
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            self.runtime = Runtime(settings, config.rootpath, start_embedded=self._start_embedded)
+        for warning in caught:  # e.g. an unusable cache: once, in pytest's warnings summary
+            config.issue_config_time_warning(warning.message, stacklevel=2)
         if self.is_worker:
             url = config.workerinput.get("promptopt_embedded_url")  # type: ignore[attr-defined]
             if url:
@@ -38,6 +46,29 @@ class PromptOptSession:
         self.optimization_lines: list[str] = []
         self.summaries: list[PromptSummary] = []
         self.started = time.perf_counter()
+        self.optimizing = False
+        self.unscored_runs: list[tuple[str, str]] = []  # (node id, error) of optimizer re-runs
+        self._previous_sigterm: Any = None
+        if not self.is_worker and config.getoption("optimize", False):
+            self._sigterm_as_interrupt()
+
+    # -- signals ---------------------------------------------------------------------------
+    def _sigterm_as_interrupt(self) -> None:
+        """SIGTERM (CI cancel, `kill`) ends the session like Ctrl-C does: the run log is closed,
+        a half-made temporary file is removed, the embedded server is stopped and nothing is
+        written back. Only for `--optimize` runs, and only when nobody else handles SIGTERM."""
+        if threading.current_thread() is not threading.main_thread():
+            return
+        if signal.getsignal(signal.SIGTERM) is not signal.SIG_DFL:
+            return
+        self._previous_sigterm = signal.SIG_DFL
+        signal.signal(signal.SIGTERM, _raise_interrupt)
+
+    def _restore_sigterm(self) -> None:
+        if self._previous_sigterm is not None and threading.current_thread() is threading.main_thread():
+            if signal.getsignal(signal.SIGTERM) is _raise_interrupt:
+                signal.signal(signal.SIGTERM, self._previous_sigterm)
+            self._previous_sigterm = None
 
     # -- embedded model --------------------------------------------------------------------
     def _start_embedded(self) -> str:
@@ -56,6 +87,7 @@ class PromptOptSession:
         return self.runtime.embedded_url()
 
     def close(self) -> None:
+        self._restore_sigterm()
         self.runtime.close()
         if self._server is not None:
             self._server.stop()
@@ -72,11 +104,30 @@ class PromptOptSession:
         if self.config.getoption("optimize") and not session.shouldstop:
             from .optimize.pytest_program import run_optimization
 
-            run_optimization(self, session)
+            self.optimizing = True
+            try:
+                run_optimization(self, session)
+            finally:
+                self.optimizing = False
+                self._report_unscored_runs()
         return result
 
     def queue_write(self, pending: PendingWrite) -> None:
         self.pending_writes.append(pending)
+
+    def note_unscored(self, nodeid: str, error: str) -> None:
+        """A test whose LM call failed; during optimization its re-run scored the candidate 0."""
+        if self.optimizing:
+            self.unscored_runs.append((nodeid, error))
+
+    def _report_unscored_runs(self) -> None:
+        if not self.unscored_runs:
+            return
+        tests = len({n for n, _ in self.unscored_runs})
+        self.optimization_lines.append(
+            f"could not score {len(self.unscored_runs)} test run(s) of {tests} test(s) during the optimization: "
+            f"the LM call failed, so each counted as a failure with score 0; first: {self.unscored_runs[0][1]}"
+        )
 
     def pytest_sessionfinish(self, session: pytest.Session, exitstatus: int) -> None:
         if self.is_worker:
@@ -88,19 +139,37 @@ class PromptOptSession:
         )
         if any(s.gate_failed for s in self.summaries) and session.exitstatus == pytest.ExitCode.OK:
             session.exitstatus = pytest.ExitCode.TESTS_FAILED
-        self._flush_writes()
+        if exitstatus == pytest.ExitCode.INTERRUPTED or session.exitstatus == pytest.ExitCode.INTERRUPTED:
+            for pending in self.pending_writes:
+                self.write_errors.append(f"{pending.path}: the run was interrupted, so the improved prompt was not "
+                                         "written; rerun with --optimize-resume to finish and write it")
+            self.pending_writes.clear()
+        self._flush_writes(session)
         if self.settings.report_path is not None:
             write_json(self.settings.report_path, self.json_report())
 
-    def _flush_writes(self) -> None:
+    def _flush_writes(self, session: pytest.Session) -> None:
         """Write-back happens once, at the end, in this process only."""
-        for pending in self.pending_writes:
+        pending_writes, self.pending_writes = self.pending_writes, []
+        for i, pending in enumerate(pending_writes):
             try:
                 apply_write(pending)
                 self.optimization_lines.append(f"wrote {pending.path}")
             except (WriteBackError, OSError) as exc:
                 self.write_errors.append(str(exc))
-        self.pending_writes.clear()
+            except KeyboardInterrupt:
+                # Ctrl-C or SIGTERM inside the write: the replace is atomic, so the file is the
+                # old or the new one; say which, and write nothing more.
+                session.exitstatus = pytest.ExitCode.INTERRUPTED
+                if _digest(pending.path) == hashlib.sha256(pending.new_bytes).hexdigest():
+                    self.optimization_lines.append(f"wrote {pending.path} (then interrupted)")
+                else:
+                    self.write_errors.append(f"{pending.path}: interrupted during the write; the file is unchanged. "
+                                             "Rerun with --optimize-resume to finish and write it")
+                for rest in pending_writes[i + 1:]:
+                    self.write_errors.append(f"{rest.path}: the run was interrupted, so the improved prompt was not "
+                                             "written; rerun with --optimize-resume to finish and write it")
+                return
 
     def json_report(self) -> dict[str, Any]:
         root = self.config.rootpath
@@ -126,6 +195,10 @@ class PromptOptSession:
             for line in table(self.summaries, root):
                 tr.write_line(line)
             for s in self.summaries:
+                if s.errors:
+                    tr.write_line(f"not scored: {s.errors} of {s.cases} cases of {s.to_dict(root)['prompt']} "
+                                  f"(counted as failed): the LM call failed; first: {s.first_error}", red=True)
+            for s in self.summaries:
                 if s.gate_failed:
                     tr.write_line(f"gate failed: {s.to_dict(root)['prompt']} passed {s.pass_rate:.1%} of "
                                   f"{s.cases} cases; at least {s.min_pass_rate:.0%} required", red=True)
@@ -137,3 +210,14 @@ class PromptOptSession:
                 tr.write_line(f"not written: {line}", red=True)
         if self.settings.report_path is not None:
             tr.write_line(f"promptopt report: {self.settings.report_path}")
+
+
+def _raise_interrupt(signum: int, frame: Any) -> None:
+    raise KeyboardInterrupt(f"terminated by signal {signal.Signals(signum).name}")
+
+
+def _digest(path: Path) -> str | None:
+    try:
+        return hashlib.sha256(path.read_bytes()).hexdigest()
+    except OSError:
+        return None

@@ -8,6 +8,7 @@ with the file, line and placeholder named.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from functools import cached_property
@@ -135,6 +136,11 @@ class Template:
                 seen.setdefault(seg.name, None)
         return tuple(seen)
 
+    def _line_of_placeholder(self, name: str) -> int | None:
+        """Line of the first `{name}` (not `{{name}}`) in the file, for error messages."""
+        match = re.search(r"(?<!\{)\{" + re.escape(name) + r"\}", self.source)
+        return self.origin.line_of(self.source, match.start()) if match else None
+
     def validate(self) -> None:
         self.segments  # noqa: B018 - parsing raises on bad syntax
 
@@ -147,6 +153,7 @@ class Template:
                         self.origin.path,
                         f"missing variable {seg.name!r}; received: {sorted(variables) or 'none'}",
                         field=self.origin.field,
+                        line=self._line_of_placeholder(seg.name),
                         fix=f"pass {seg.name}=... when calling the prompt",
                     )
                 out.append(str(variables[seg.name]))

@@ -189,8 +189,9 @@ def apply_write(pending: PendingWrite) -> None:
                 "process); not overwriting it. Rerun pytest --optimize on the current file."
             )
         mode = os.stat(path).st_mode & 0o7777
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-        try:
+        tmp: str | None = None
+        try:  # an interrupt anywhere in here leaves the old file and no temporary file
+            fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
             with os.fdopen(fd, "wb") as handle:
                 handle.write(pending.new_bytes)
                 handle.flush()
@@ -198,8 +199,9 @@ def apply_write(pending: PendingWrite) -> None:
             os.chmod(tmp, mode)
             os.replace(tmp, path)
         except BaseException:
-            with contextlib.suppress(OSError):
-                os.unlink(tmp)
+            if tmp is not None:
+                with contextlib.suppress(OSError):
+                    os.unlink(tmp)
             raise
         with contextlib.suppress(OSError):
             dir_fd = os.open(path.parent, os.O_RDONLY)

@@ -8,6 +8,11 @@ import pytest
 
 from pytest_promptopt.testing import ScriptedServer
 
+# The openai client's HTTP stack imports its transport (and caches its exception map) on first
+# use; loaded during a pytester run, it would be dropped afterwards and a later run's timeouts
+# would escape the map. Creating one client here loads it for the whole session.
+openai.OpenAI(api_key="unused", base_url="http://127.0.0.1:9/v1").close()
+
 
 @pytest.fixture
 def scripted() -> Iterator[ScriptedServer]:

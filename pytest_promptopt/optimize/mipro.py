@@ -9,7 +9,8 @@ instructions (the history), and with `use_critique` a GRAD-SUM critique grounds 
 from __future__ import annotations
 
 import random
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, replace
 
 import optuna
 
@@ -29,10 +30,13 @@ class Mipro:
     name: str = "mipro"
     instructions_per_round: int = 3
     rounds: int = 2
-    n_demo_sets: int = 40
+    n_demo_sets: int = 32
     keep_demo_sets: int = 5
     recombined_sets: int = 4
     recombine_generations: int = 2
+    reorder_sets: int = 2
+    orders_per_set: int = 8
+    final_orders: int = 10
     max_trials: int = 24
     minibatch: int = 20
     full_eval_every: int = 5
@@ -41,10 +45,26 @@ class Mipro:
     def estimate_calls(self, n_train: int, n_prompts: int) -> int:
         unseen = 0.7 * n_train  # a case that is one of a set's demos does not score it
         screening = unseen * (self.n_demo_sets * 0.25 + self.n_demo_sets / 2 * 0.25 + self.keep_demo_sets * 0.5
-                              + self.recombine_generations * self.recombined_sets)
+                              + self.recombine_generations * self.recombined_sets
+                              + self.reorder_sets * self.orders_per_set * 0.5 + self.keep_demo_sets * 0.5)
         proposals = self.rounds * (self.instructions_per_round + 2) + 2 + (7 if self.use_critique else 0)
         per_trial = min(self.minibatch, n_train) + unseen / self.full_eval_every
-        return int(n_prompts * (screening + proposals) + self.max_trials * per_trial + 3 * unseen)
+        final = unseen * (self.final_orders + 3) * 0.5
+        return int(n_prompts * (screening + proposals) + self.max_trials * per_trial + 3 * unseen + final)
+
+    def fitted(self, budget: int | None, n_train: int, n_prompts: int) -> Mipro:
+        """This search shrunk to fit `budget` LM calls: fewer demo sets, recombinations, orders
+        and trials, in proportion, so a small budget still reaches the search instead of
+        spending everything on screening."""
+        estimate = self.estimate_calls(n_train, n_prompts)
+        if budget is None or estimate <= budget:
+            return self
+        f = max(0.0, budget / estimate)
+        return replace(self, n_demo_sets=max(4, int(self.n_demo_sets * f)), keep_demo_sets=max(2, round(self.keep_demo_sets * f)),
+                       recombined_sets=max(1, round(self.recombined_sets * f)),
+                       recombine_generations=max(1, round(self.recombine_generations * f)),
+                       orders_per_set=max(2, round(self.orders_per_set * f)), final_orders=max(2, round(self.final_orders * f)), reorder_sets=1 if f < 0.5 else self.reorder_sets,
+                       rounds=1 if f < 0.5 else self.rounds, max_trials=max(4, int(self.max_trials * f)))
 
     def _trials(self, ctx: OptimizationContext, calls_per_case: float, n_prompts: int) -> int:
         remaining = ctx.budget_remaining()
@@ -56,6 +76,12 @@ class Mipro:
         return max(2, min(self.max_trials, int(spare / max(per_trial, 1.0))))
 
     def run(self, ctx: OptimizationContext) -> StrategyResult:
+        plan = self.fitted(ctx.budget_remaining(), len(ctx.train), len(ctx.original))
+        if plan is not self:
+            ctx.log("fitted", to_budget=ctx.budget_remaining(), n_demo_sets=plan.n_demo_sets, max_trials=plan.max_trials)
+        return plan._run(ctx)
+
+    def _run(self, ctx: OptimizationContext) -> StrategyResult:
         proposer: Proposer = ctx.proposer  # type: ignore[assignment]
         rng = random.Random(ctx.seed)
         notes: list[str] = []
@@ -104,6 +130,7 @@ class Mipro:
             while (pending := evaluator.best_unvalidated()) is not None and len(
                     [s for s in evaluator.scored.values() if s.full is not None]) < 4:
                 evaluator.full_train(pending.candidate, pending.label)
+            self._reorder_best(ctx, evaluator, keys, rng)
         except BudgetExhausted as exc:
             notes.append(f"stopped early: {exc}")
         best = evaluator.best_full()
@@ -143,9 +170,56 @@ class Mipro:
                 i = len(sets) - 1
                 full[i] = latest[i] = evaluator.full_train(candidate(i), f"recombined demo set {generation + 1}.{j + 1}")
                 ctx.progress(f"recombined demo set {generation + 1}.{j + 1}: train {full[i]:.2f}")
+        self._reorder(ctx, evaluator, sets, full, ids, candidate, rng)
         kept = sorted(full, key=lambda i: -full[i])[: self.keep_demo_sets]
         ctx.log("demo_screening", prompt=key, kept=kept, train_scores={str(i): full[i] for i in kept})
         return [sets[0], *(sets[i] for i in kept)]
+
+    def _reorder(self, ctx: OptimizationContext, evaluator: Evaluator, sets: list[tuple[DemoOption, ...] | None],
+                 full: dict[int, float], ids: list[str], candidate: Callable[[int], Candidate], rng: random.Random) -> None:
+        """The same demos in another order can score very differently (a small model leans
+        towards the answers of the last demos it saw), and train predicts held-out well across
+        orders, so the best sets are re-scored in shuffled orders: half the train cases first,
+        then the full train set for the best few."""
+        variants: list[int] = []
+        for i in sorted(full, key=lambda i: -full[i])[: self.reorder_sets]:
+            for _ in range(self.orders_per_set):
+                shuffled = list(sets[i] or ())
+                rng.shuffle(shuffled)
+                if tuple(shuffled) not in sets:
+                    sets.append(tuple(shuffled))
+                    variants.append(len(sets) - 1)
+        if not variants:
+            return
+        half = ids[: max(1, len(ids) // 2)]
+        scores = {i: evaluator.evaluate(candidate(i), half).mean for i in variants}
+        ctx.progress(f"reordered demo sets on {len(half)} train tests: best {max(scores.values()):.2f}")
+        for i in sorted(variants, key=lambda i: -scores[i])[: self.keep_demo_sets]:
+            full[i] = evaluator.full_train(candidate(i), f"reordered demo set {i}")
+            ctx.progress(f"reordered demo set {i}: train {full[i]:.2f}")
+
+    def _reorder_best(self, ctx: OptimizationContext, evaluator: Evaluator, keys: list[str], rng: random.Random) -> None:
+        """The winning configuration (instruction and demos) in shuffled demo orders, scored like
+        `_reorder`: the search above fixed each demo set's order, and order moves this score."""
+        best = evaluator.best_full().candidate
+        if not any(best[k].demos for k in keys):
+            return
+        variants: list[Candidate] = []
+        for _ in range(self.final_orders):
+            candidate = dict(best)
+            for key in keys:
+                demos = list(best[key].demos)
+                rng.shuffle(demos)
+                candidate[key] = best[key].with_demos(tuple(demos))
+            if candidate not in variants and candidate != best:
+                variants.append(candidate)
+        ids = [c.nodeid for c in ctx.train]
+        rng.shuffle(ids)
+        half = ids[: max(1, len(ids) // 2)]
+        scores = [(evaluator.evaluate(c, half).mean, i) for i, c in enumerate(variants)]
+        for score, i in sorted(scores, reverse=True)[:3]:
+            full = evaluator.full_train(variants[i], f"best configuration, reordered {i + 1}")
+            ctx.progress(f"best configuration in another demo order: train {full:.2f}")
 
     def _search(self, ctx: OptimizationContext, evaluator: Evaluator, keys: list[str],
                 instructions: dict[str, list[Prompt]], sets: dict[str, list[tuple[DemoOption, ...] | None]],

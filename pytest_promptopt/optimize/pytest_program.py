@@ -139,9 +139,13 @@ def run_optimization(ps: PromptOptSession, session: pytest.Session) -> None:
     outcomes: dict[str, tuple[bool, str]] = {}
     holdout: set[str] = set()
     by_prompt: dict[str, list[str]] = defaultdict(list)
+    unscored = 0
     for item in session.items:
         record, outcome = item.stash.get(RECORD_KEY, None), item.stash.get(OUTCOME_KEY, None)
         if record is None or outcome is None or not record.traces:
+            continue
+        if record.errors:  # its baseline is the endpoint's failure, not the prompt's: no evidence either way
+            unscored += 1
             continue
         items[item.nodeid], baseline[item.nodeid], outcomes[item.nodeid] = item, record, outcome
         marker = item.get_closest_marker("promptopt")
@@ -151,6 +155,8 @@ def run_optimization(ps: PromptOptSession, session: pytest.Session) -> None:
         for key in record.prompt_keys:
             by_prompt[key].append(item.nodeid)
 
+    if unscored:
+        say(f"left out {unscored} test(s) whose LM call failed in the run above: they could not be scored")
     named = [_resolve(p, config) for p in config.getoption("optimize_prompt")]
     for path in named:
         if str(path) not in by_prompt:
