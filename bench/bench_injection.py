@@ -63,7 +63,7 @@ def main() -> None:
         client = LMClient(Endpoint(server.base_url, EMBEDDED_MODEL, role="judge"), ReplyCache(None),
                           timeout=120, max_retries=2, concurrency=1)
 
-        def ask(messages: list[dict[str, str]]):  # noqa: ANN202 - judge.Ask
+        def ask(messages: list[dict[str, str]]):
             return client.complete(client.request(messages, params)).reply
 
         def score(question: str, output: str, expected: str) -> float | None:

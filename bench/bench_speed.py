@@ -259,9 +259,7 @@ def bench_concurrency(cases: int, delay: float, levels: Sequence[int], repeats: 
 
 # -- 4: optimizer overhead -------------------------------------------------------------------------
 
-WORDS = ("apple banana cherry delta eagle falcon grape hotel india juliet kilo lima mango november "
-         "oscar papa quebec romeo sierra tango umbrella victor whiskey xray yankee zulu amber basil "
-         "cobalt dune ember fjord glacier harbor iris jasper").split()
+WORDS = ["apple", "banana", "cherry", "delta", "eagle", "falcon", "grape", "hotel", "india", "juliet", "kilo", "lima", "mango", "november", "oscar", "papa", "quebec", "romeo", "sierra", "tango", "umbrella", "victor", "whiskey", "xray", "yankee", "zulu", "amber", "basil", "cobalt", "dune", "ember", "fjord", "glacier", "harbor", "iris", "jasper"]
 
 WORD_PROMPT = """\
 temperature: 0

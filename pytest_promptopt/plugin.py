@@ -109,7 +109,7 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 def _setting(config: pytest.Config, name: str) -> Any:
     value = config.getoption(name, None)
     if value is None:
-        value = config.getini(name) if name in config._parser._inidict else None  # noqa: SLF001
+        value = config.getini(name) if name in config._parser._inidict else None
     return value if value not in ("", None) else None
 
 
@@ -242,7 +242,6 @@ def pytest_assertrepr_compare(config: pytest.Config, op: str, left: object, righ
     if record is not None and op == "==":
         record.note_expected(left, right)
         record.note_expected(right, left)
-    return None
 
 
 @pytest.hookimpl(tryfirst=True)
@@ -257,7 +256,7 @@ def pytest_pyfunc_call(pyfuncitem: pytest.Function) -> object:
     if not 1 <= min_passes <= repeats:
         raise pytest.UsageError(f"{pyfuncitem.nodeid}: promptopt(min_passes={min_passes}) must be from 1 "
                                 f"to repeats={repeats}")
-    args = {name: pyfuncitem.funcargs[name] for name in pyfuncitem._fixtureinfo.argnames}  # noqa: SLF001
+    args = {name: pyfuncitem.funcargs[name] for name in pyfuncitem._fixtureinfo.argnames}
     record = pyfuncitem.stash.get(RECORD_KEY, None)
     passes, failures = 0, []
     for sample in range(repeats):

@@ -13,11 +13,10 @@ from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
-from .cache import ChatRequest, ReplyCache
+from .cache import ChatRequest, Reply, ReplyCache
 from .client import Endpoint, LMClient
 from .config import EMBEDDED_MODEL, Settings
 from .errors import CacheMissError, EndpointError, PromptOptError
-from .cache import Reply
 from .judge import DEFAULT_THRESHOLD, SCORE_PARAMS, YESNO_PARAMS, JudgeFailed, grade
 from .prompts import Prompt, load_prompt
 from .record import TestRecord, Trace, Verdict

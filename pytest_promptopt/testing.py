@@ -108,7 +108,7 @@ class ScriptedServer:
             protocol_version = "HTTP/1.1"
             disable_nagle_algorithm = True  # headers and body go out at once: no 40 ms stalls
 
-            def log_message(self, format: str, *args: Any) -> None:  # noqa: A002
+            def log_message(self, format: str, *args: Any) -> None:
                 pass
 
             def handle(self) -> None:
@@ -127,13 +127,13 @@ class ScriptedServer:
                 self.end_headers()
                 self.wfile.write(payload)
 
-            def do_GET(self) -> None:  # noqa: N802
+            def do_GET(self) -> None:
                 if self.path.rstrip("/").endswith("/models"):
                     self._send(200, json.dumps({"object": "list", "data": [{"id": "scripted", "object": "model"}]}).encode())
                 else:
                     self._send(404, b'{"error": {"message": "not found"}}')
 
-            def do_POST(self) -> None:  # noqa: N802
+            def do_POST(self) -> None:
                 length = int(self.headers.get("Content-Length") or 0)
                 body = json.loads(self.rfile.read(length) or b"{}")
                 with server._lock:

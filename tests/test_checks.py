@@ -11,7 +11,9 @@ import pytest
 from pytest_promptopt import checks
 from pytest_promptopt.checks import CheckFailed
 from pytest_promptopt.record import Label, Trace, Verdict, current_record
-from pytest_promptopt.record import TestRecord as Record  # aliased: pytest would try to collect Test*
+from pytest_promptopt.record import (
+    TestRecord as Record,  # aliased: pytest would try to collect Test*
+)
 
 
 @pytest.fixture

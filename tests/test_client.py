@@ -13,7 +13,14 @@ from typing import Any
 import pytest
 
 from pytest_promptopt.cache import ChatRequest, ReplyCache
-from pytest_promptopt.client import Budget, Completion, Endpoint, LMClient, Price, UsageSnapshot
+from pytest_promptopt.client import (
+    Budget,
+    Completion,
+    Endpoint,
+    LMClient,
+    Price,
+    UsageSnapshot,
+)
 from pytest_promptopt.errors import BudgetExhausted, EndpointError
 from pytest_promptopt.testing import Fault, ScriptedServer, echo_last_user
 

@@ -11,7 +11,14 @@ import pytest
 from pytest_promptopt.cache import ReplyCache
 from pytest_promptopt.client import Endpoint, LMClient
 from pytest_promptopt.errors import JudgeError
-from pytest_promptopt.judge import JUDGE_SYSTEM, JudgeFailed, fence_tag, grade, judge_messages, parse_verdict
+from pytest_promptopt.judge import (
+    JUDGE_SYSTEM,
+    JudgeFailed,
+    fence_tag,
+    grade,
+    judge_messages,
+    parse_verdict,
+)
 from pytest_promptopt.record import Verdict
 from pytest_promptopt.testing import ScriptedServer
 

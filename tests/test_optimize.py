@@ -12,38 +12,14 @@ import time
 from pathlib import Path
 
 import pytest
+from wordtask import WORD_PROMPT, WORD_TESTS, WORDS, is_optimizer
 
 from pytest_promptopt.testing import ScriptedServer
 
-WORDS = "apple banana cherry delta eagle falcon grape hotel india juliet kilo lima".split()
-
-PROMPT = """\
-# Word task. This comment must survive write-back.
-temperature: 0
-messages:
-  - role: system
-    content: Repeat the word.   # the instruction
-  - role: user
-    content: "{word}"
-demos: []
-"""
-
-TEST = f"""
-import pytest
-from pytest_promptopt import load_prompt
-p = load_prompt("word.yaml")
-
-@pytest.mark.parametrize("word", {WORDS!r})
-def test_word(llm, word):
-    assert llm(p, word=word) == word[::-1]
-"""
+PROMPT, TEST = WORD_PROMPT, WORD_TESTS
 
 
-def is_optimizer(messages: list[dict[str, str]]) -> bool:
-    return messages[0]["content"].startswith("You improve instructions")
-
-
-def reverse_when_told(proposal: str):  # noqa: ANN201 - a responder
+def reverse_when_told(proposal: str):
     def respond(messages: list[dict[str, str]], body: dict) -> str:
         if is_optimizer(messages):
             return proposal

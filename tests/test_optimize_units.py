@@ -11,7 +11,13 @@ import pytest
 
 from pytest_promptopt.client import Budget
 from pytest_promptopt.errors import BudgetExhausted
-from pytest_promptopt.optimize.base import Candidate, Case, CaseResult, Evaluation, fingerprint
+from pytest_promptopt.optimize.base import (
+    Candidate,
+    Case,
+    CaseResult,
+    Evaluation,
+    fingerprint,
+)
 from pytest_promptopt.optimize.demos import demo_pool, demo_sets, recombine
 from pytest_promptopt.optimize.loop import MemoProgram, assign_splits, split_of
 from pytest_promptopt.optimize.proposer import as_guidance, clean_instruction

@@ -8,7 +8,13 @@ from pathlib import Path
 import pytest
 
 from pytest_promptopt.errors import PromptFileError, TemplateError
-from pytest_promptopt.prompts import MAX_PROMPT_FILE_BYTES, Demo, Prompt, examples_block, load_prompt
+from pytest_promptopt.prompts import (
+    MAX_PROMPT_FILE_BYTES,
+    Demo,
+    Prompt,
+    examples_block,
+    load_prompt,
+)
 
 FULL = """\
 # Sentiment classifier

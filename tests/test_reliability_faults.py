@@ -12,10 +12,10 @@ import socket
 import threading
 import time
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
+from wordtask import WORD_PROMPT, WORD_TESTS, is_optimizer
 
 from pytest_promptopt.cache import ReplyCache
 from pytest_promptopt.client import Endpoint, LMClient
@@ -209,31 +209,7 @@ def test_api_key_echoed_by_the_endpoint_is_redacted(server: ScriptedServer) -> N
     client.close()
 
 
-WORD = """\
-temperature: 0
-messages:
-  - role: system
-    content: Repeat the word.
-  - role: user
-    content: "{word}"
-demos: []
-"""
-
-WORDS = "apple banana cherry delta eagle falcon grape hotel india juliet kilo lima".split()
-
-WORD_TESTS = f"""
-import pytest
-from pytest_promptopt import load_prompt
-p = load_prompt("word.yaml")
-
-@pytest.mark.parametrize("word", {WORDS!r})
-def test_word(llm, word):
-    assert llm(p, word=word) == word[::-1]
-"""
-
-
-def is_optimizer(messages: list[dict[str, str]]) -> bool:
-    return messages[0]["content"].startswith("You improve instructions")
+WORD = WORD_PROMPT
 
 
 def test_api_key_never_reaches_cache_run_log_reports_or_output(suite: pytest.Pytester, scripted: ScriptedServer) -> None:

@@ -79,7 +79,7 @@ messages:
 demos: []
 """
 
-WORDS = "apple banana cherry delta eagle falcon grape hotel india juliet kilo lima".split()
+WORDS = ["apple", "banana", "cherry", "delta", "eagle", "falcon", "grape", "hotel", "india", "juliet", "kilo", "lima"]
 
 TEST = f"""
 import pytest

@@ -17,33 +17,13 @@ import time
 from pathlib import Path
 
 import pytest
+from wordtask import WORD_PROMPT, WORD_TESTS, is_optimizer
 
 from pytest_promptopt.prompts import load_prompt
 from pytest_promptopt.testing import ScriptedServer
 
-WORDS = "apple banana cherry delta eagle falcon grape hotel india juliet kilo lima".split()
 NEW_INSTRUCTION = "Reverse the word letter by letter."
-
-PROMPT = """\
-# Word task. This comment must survive write-back.
-temperature: 0
-messages:
-  - role: system
-    content: Repeat the word.   # the instruction
-  - role: user
-    content: "{word}"
-demos: []
-"""
-
-TEST = f"""
-import pytest
-from pytest_promptopt import load_prompt
-p = load_prompt("word.yaml")
-
-@pytest.mark.parametrize("word", {WORDS!r})
-def test_word(llm, word):
-    assert llm(p, word=word) == word[::-1]
-"""
+PROMPT, TEST = WORD_PROMPT, WORD_TESTS
 
 # Lands a signal inside the write-back, deterministically: os.replace is what swaps the new file
 # in; the signal is sent just before it (the temporary file is written and synced) or just after.
@@ -83,10 +63,6 @@ def pytest_sessionfinish(session):
 
 
 FAST = ("--optimize", "--optimize-strategy=gradsum")  # the fewest LM calls; the write is what is tested
-
-
-def is_optimizer(messages: list[dict[str, str]]) -> bool:
-    return messages[0]["content"].startswith("You improve instructions")
 
 
 def reverse_when_told(messages: list[dict[str, str]], body: dict) -> str:

@@ -8,8 +8,13 @@ import pytest
 
 from pytest_promptopt.errors import TemplateError
 from pytest_promptopt.prompts import load_prompt
-from pytest_promptopt.template import Placeholder, Template, TemplateOrigin, escape, parse
-
+from pytest_promptopt.template import (
+    Placeholder,
+    Template,
+    TemplateOrigin,
+    escape,
+    parse,
+)
 
 # -- what renders ---------------------------------------------------------------------------
 

@@ -39,7 +39,10 @@ def main(spec_path: str, out_path: str) -> None:
 
 def run(spec: dict[str, Any], out: dict[str, Any]) -> None:
     import gepa
-    from gepa.adapters.default_adapter.default_adapter import DefaultAdapter, EvaluationResult
+    from gepa.adapters.default_adapter.default_adapter import (
+        DefaultAdapter,
+        EvaluationResult,
+    )
     from gepa.lm import LM
 
     task = TASKS[spec["task"]]

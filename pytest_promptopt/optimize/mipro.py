@@ -30,13 +30,12 @@ class Mipro:
     name: str = "mipro"
     instructions_per_round: int = 3
     rounds: int = 2
-    n_demo_sets: int = 32
+    n_demo_sets: int = 40
     keep_demo_sets: int = 5
     recombined_sets: int = 4
     recombine_generations: int = 2
     reorder_sets: int = 2
     orders_per_set: int = 8
-    final_orders: int = 10
     max_trials: int = 24
     minibatch: int = 20
     full_eval_every: int = 5
@@ -49,8 +48,7 @@ class Mipro:
                               + self.reorder_sets * self.orders_per_set * 0.5 + self.keep_demo_sets * 0.5)
         proposals = self.rounds * (self.instructions_per_round + 2) + 2 + (7 if self.use_critique else 0)
         per_trial = min(self.minibatch, n_train) + unseen / self.full_eval_every
-        final = unseen * (self.final_orders + 3) * 0.5
-        return int(n_prompts * (screening + proposals) + self.max_trials * per_trial + 3 * unseen + final)
+        return int(n_prompts * (screening + proposals) + self.max_trials * per_trial + 3 * unseen)
 
     def fitted(self, budget: int | None, n_train: int, n_prompts: int) -> Mipro:
         """This search shrunk to fit `budget` LM calls: fewer demo sets, recombinations, orders
@@ -63,7 +61,7 @@ class Mipro:
         return replace(self, n_demo_sets=max(4, int(self.n_demo_sets * f)), keep_demo_sets=max(2, round(self.keep_demo_sets * f)),
                        recombined_sets=max(1, round(self.recombined_sets * f)),
                        recombine_generations=max(1, round(self.recombine_generations * f)),
-                       orders_per_set=max(2, round(self.orders_per_set * f)), final_orders=max(2, round(self.final_orders * f)), reorder_sets=1 if f < 0.5 else self.reorder_sets,
+                       orders_per_set=max(2, round(self.orders_per_set * f)), reorder_sets=1 if f < 0.5 else self.reorder_sets,
                        rounds=1 if f < 0.5 else self.rounds, max_trials=max(4, int(self.max_trials * f)))
 
     def _trials(self, ctx: OptimizationContext, calls_per_case: float, n_prompts: int) -> int:
@@ -130,7 +128,6 @@ class Mipro:
             while (pending := evaluator.best_unvalidated()) is not None and len(
                     [s for s in evaluator.scored.values() if s.full is not None]) < 4:
                 evaluator.full_train(pending.candidate, pending.label)
-            self._reorder_best(ctx, evaluator, keys, rng)
         except BudgetExhausted as exc:
             notes.append(f"stopped early: {exc}")
         best = evaluator.best_full()
@@ -197,29 +194,6 @@ class Mipro:
         for i in sorted(variants, key=lambda i: -scores[i])[: self.keep_demo_sets]:
             full[i] = evaluator.full_train(candidate(i), f"reordered demo set {i}")
             ctx.progress(f"reordered demo set {i}: train {full[i]:.2f}")
-
-    def _reorder_best(self, ctx: OptimizationContext, evaluator: Evaluator, keys: list[str], rng: random.Random) -> None:
-        """The winning configuration (instruction and demos) in shuffled demo orders, scored like
-        `_reorder`: the search above fixed each demo set's order, and order moves this score."""
-        best = evaluator.best_full().candidate
-        if not any(best[k].demos for k in keys):
-            return
-        variants: list[Candidate] = []
-        for _ in range(self.final_orders):
-            candidate = dict(best)
-            for key in keys:
-                demos = list(best[key].demos)
-                rng.shuffle(demos)
-                candidate[key] = best[key].with_demos(tuple(demos))
-            if candidate not in variants and candidate != best:
-                variants.append(candidate)
-        ids = [c.nodeid for c in ctx.train]
-        rng.shuffle(ids)
-        half = ids[: max(1, len(ids) // 2)]
-        scores = [(evaluator.evaluate(c, half).mean, i) for i, c in enumerate(variants)]
-        for score, i in sorted(scores, reverse=True)[:3]:
-            full = evaluator.full_train(variants[i], f"best configuration, reordered {i + 1}")
-            ctx.progress(f"best configuration in another demo order: train {full:.2f}")
 
     def _search(self, ctx: OptimizationContext, evaluator: Evaluator, keys: list[str],
                 instructions: dict[str, list[Prompt]], sets: dict[str, list[tuple[DemoOption, ...] | None]],

@@ -19,8 +19,8 @@ from _pytest.runner import runtestprotocol
 
 from ..errors import BudgetExhausted
 from ..prompts import Prompt
-from ..report import display
 from ..record import TestRecord
+from ..report import display
 from .base import Candidate, Case, CaseResult, Evaluation, Strategy
 from .gradsum import GradSum
 from .loop import GroupOutcome, assign_splits, optimize_group
@@ -55,7 +55,7 @@ class PytestProgram:
             for i, item in enumerate(items):
                 before = self._requests()
                 if isinstance(item, pytest.Function):
-                    item._initrequest()  # noqa: SLF001 - fresh fixture values for the re-run
+                    item._initrequest()
                 runtestprotocol(item, nextitem=items[i + 1] if i + 1 < len(items) else None, log=False)
                 if self._budget_exhausted():
                     raise BudgetExhausted("LM call budget reached while running tests")
