@@ -270,7 +270,7 @@ class CountingProxy:
         request = urllib.request.Request(self.upstream + path, data=body, method=handler.command,
                                          headers={"Content-Type": "application/json"})
         try:
-            with urllib.request.urlopen(request, timeout=600) as response:
+            with urllib.request.urlopen(request, timeout=600) as response:  # loopback only
                 status, data = response.status, response.read()
         except urllib.error.HTTPError as exc:
             status, data = exc.code, exc.read()

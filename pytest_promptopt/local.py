@@ -118,7 +118,7 @@ def _wait_ready(server: EmbeddedServer) -> None:
             tail = server.log_path.read_text(errors="replace")[-2000:]
             raise LocalModelError(f"the embedded model server exited with code {server.process.returncode}:\n{tail}")
         try:
-            with urllib.request.urlopen(url, timeout=2) as response:
+            with urllib.request.urlopen(url, timeout=2) as response:  # loopback only
                 if response.status == 200:
                     return
         except (urllib.error.URLError, ConnectionError, TimeoutError, OSError):

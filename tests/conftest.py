@@ -2,7 +2,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
-import openai
+import openai  # the plugin imports it lazily; loaded here, pytester's in-process runs keep it
 import optuna  # noqa: F401 - pytester's in-process runs drop new modules; numpy cannot be imported twice
 import pytest
 

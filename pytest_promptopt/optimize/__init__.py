@@ -2,16 +2,7 @@
 
 from __future__ import annotations
 
-from .base import (
-           Candidate,
-           Case,
-           CaseResult,
-           Evaluation,
-           OptimizationContext,
-           Program,
-           Strategy,
-           StrategyResult,
-)
+from .base import Candidate, Case, CaseResult, Evaluation, OptimizationContext, Program, Strategy, StrategyResult
 from .gradsum import GradSum
 from .mipro import Mipro, auto
 

@@ -14,16 +14,7 @@ from dataclasses import dataclass, field
 from ..client import Budget, LMClient, UsageSnapshot
 from ..errors import BudgetExhausted
 from ..writeback import PendingWrite, plan_write
-from .base import (
-    Candidate,
-    Case,
-    CaseResult,
-    Evaluation,
-    OptimizationContext,
-    Program,
-    Strategy,
-    fingerprint,
-)
+from .base import Candidate, Case, CaseResult, Evaluation, OptimizationContext, Program, Strategy, fingerprint
 from .proposer import Proposer
 from .runlog import RunLog
 

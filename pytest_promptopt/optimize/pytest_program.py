@@ -55,7 +55,7 @@ class PytestProgram:
             for i, item in enumerate(items):
                 before = self._requests()
                 if isinstance(item, pytest.Function):
-                    item._initrequest()
+                    item._initrequest()  # fresh fixture values for the re-run
                 runtestprotocol(item, nextitem=items[i + 1] if i + 1 < len(items) else None, log=False)
                 if self._budget_exhausted():
                     raise BudgetExhausted("LM call budget reached while running tests")
