@@ -126,3 +126,17 @@ def test_memo_runs_each_case_once_and_a_resumed_run_pays_replays_once(tmp_path: 
     with pytest.raises(BudgetExhausted):
         MemoProgram(CountingProgram(), Budget(3), RunLog(tmp_path / "runs", "k", resume=True), original,
                     []).evaluate(candidate, ["a", "b", "c"])
+
+
+def test_mipro_plan_shrinks_to_fit_a_small_budget_and_keeps_its_shape_otherwise() -> None:
+    from pytest_promptopt.optimize.mipro import auto
+
+    plan = auto()
+    full = plan.estimate_calls(71, 1)
+    assert plan.fitted(full, 71, 1) is plan
+    assert plan.fitted(None, 71, 1) is plan
+    small = plan.fitted(300, 33, 1)
+    assert small is not plan
+    assert small.estimate_calls(33, 1) <= 1.2 * 300 < plan.estimate_calls(33, 1)
+    assert small.n_demo_sets < plan.n_demo_sets and small.max_trials < plan.max_trials
+    assert small.use_critique and small.name == "auto"
