@@ -115,7 +115,11 @@ same cap on optimization LM calls, then is scored on the held-out test cases.
   Optimization calls over the cap are refused (HTTP 400) and counted.
 - The train/validation partition is the plugin's hash split (`split_of`) of the suite's node ids,
   handed to peers as is and cross-checked against the plugin's run log.
-- A run that fails, times out or scores zero stays in the table with the reason."""
+- A run that fails, times out or scores zero stays in the table with the reason.
+- Not measured yet: Iris and the judge-scored QA task (suites in `bench/suites/iris`, `bench/suites/qa`;
+  `python bench/run.py --only quality --profile quick --tasks iris qa`), and the full profile (3 tasks,
+  3 seeds, 7 contenders, cap 800: 63 runs; at the 2-7 min per run measured below, roughly 3-6 hours on
+  this machine, an estimate, not a measurement)."""
 
 
 def _relink(markdown: str, rel: str) -> str:
