@@ -15,25 +15,12 @@ from __future__ import annotations
 import json
 import sys
 import time
-import traceback
-from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-from tasks import TASKS, score
+from tasks import TASKS, run_peer, score
 
 TASK = ""  # set in run(); the metric is copied by deepeval, so it takes no constructor arguments
-
-
-def main(spec_path: str, out_path: str) -> None:
-    spec = json.loads(Path(spec_path).read_text(encoding="utf-8"))
-    out: dict[str, Any] = {"version": f"deepeval {metadata.version('deepeval')}", "notes": []}
-    try:
-        run(spec, out)
-    except Exception as exc:
-        out["error"] = f"{type(exc).__name__}: {str(exc)[:300]}"
-        traceback.print_exc()
-    Path(out_path).write_text(json.dumps(out), encoding="utf-8")
 
 
 def run(spec: dict[str, Any], out: dict[str, Any]) -> None:
@@ -111,4 +98,4 @@ def run(spec: dict[str, Any], out: dict[str, Any]) -> None:
 
 
 if __name__ == "__main__":
-    main(sys.argv[1], sys.argv[2])
+    run_peer("deepeval", run, sys.argv[1], sys.argv[2])

@@ -19,23 +19,10 @@ import json
 import math
 import sys
 import time
-import traceback
-from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-from tasks import TASKS, score
-
-
-def main(spec_path: str, out_path: str) -> None:
-    spec = json.loads(Path(spec_path).read_text(encoding="utf-8"))
-    out: dict[str, Any] = {"version": f"dspy {metadata.version('dspy')}", "notes": []}
-    try:
-        run(spec, out)
-    except Exception as exc:  # the bench reports the reason in its table
-        out["error"] = f"{type(exc).__name__}: {str(exc)[:300]}"
-        traceback.print_exc()
-    Path(out_path).write_text(json.dumps(out), encoding="utf-8")
+from tasks import TASKS, run_peer, score
 
 
 def run(spec: dict[str, Any], out: dict[str, Any]) -> None:
@@ -113,4 +100,4 @@ def matched(budget: int, n_train: int, n_val: int) -> tuple[int, int, int]:
 
 
 if __name__ == "__main__":
-    main(sys.argv[1], sys.argv[2])
+    run_peer("dspy", run, sys.argv[1], sys.argv[2])

@@ -18,23 +18,10 @@ from __future__ import annotations
 import json
 import sys
 import time
-import traceback
-from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-from tasks import TASKS, score
-
-
-def main(spec_path: str, out_path: str) -> None:
-    spec = json.loads(Path(spec_path).read_text(encoding="utf-8"))
-    out: dict[str, Any] = {"version": f"gepa {metadata.version('gepa')}", "notes": []}
-    try:
-        run(spec, out)
-    except Exception as exc:
-        out["error"] = f"{type(exc).__name__}: {str(exc)[:300]}"
-        traceback.print_exc()
-    Path(out_path).write_text(json.dumps(out), encoding="utf-8")
+from tasks import TASKS, run_peer, score
 
 
 def run(spec: dict[str, Any], out: dict[str, Any]) -> None:
@@ -92,4 +79,4 @@ def run(spec: dict[str, Any], out: dict[str, Any]) -> None:
 
 
 if __name__ == "__main__":
-    main(sys.argv[1], sys.argv[2])
+    run_peer("gepa", run, sys.argv[1], sys.argv[2])

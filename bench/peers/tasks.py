@@ -7,8 +7,13 @@ is scored by the same function.
 
 from __future__ import annotations
 
+import json
 import re
+import traceback
+from collections.abc import Callable
 from dataclasses import dataclass
+from importlib import metadata
+from pathlib import Path
 from typing import Any
 
 BANKING_LABELS = [
@@ -106,3 +111,16 @@ def score(task: str, output: str, answer: str) -> float:
 def case_marker(task: str, inputs: dict[str, Any]) -> str:
     """A string that appears in every request made to answer this case (for call accounting)."""
     return str(inputs["context"] if task == "qa" else inputs[TASKS[task].inputs[0]])
+
+
+def run_peer(package: str, run: Callable[[dict[str, Any], dict[str, Any]], None], spec_path: str, out_path: str) -> None:
+    """Run one peer on the spec at `spec_path` and write its result to `out_path`; a failure
+    becomes the result's `error`, which the bench reports in its table."""
+    spec = json.loads(Path(spec_path).read_text(encoding="utf-8"))
+    out: dict[str, Any] = {"version": f"{package} {metadata.version(package)}", "notes": []}
+    try:
+        run(spec, out)
+    except Exception as exc:  # noqa: BLE001 - any peer failure is a row in the table, with its reason
+        out["error"] = f"{type(exc).__name__}: {str(exc)[:300]}"
+        traceback.print_exc()
+    Path(out_path).write_text(json.dumps(out), encoding="utf-8")
