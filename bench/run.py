@@ -116,8 +116,9 @@ same cap on optimization LM calls, then is scored on the held-out test cases.
 - The train/validation partition is the plugin's hash split (`split_of`) of the suite's node ids,
   handed to peers as is and cross-checked against the plugin's run log.
 - A run that fails, times out or scores zero stays in the table with the reason.
-- Not measured yet: Iris and the judge-scored QA task (suites in `bench/suites/iris`, `bench/suites/qa`;
-  `python bench/run.py --only quality --profile quick --tasks iris qa`), and the full profile (3 tasks,
+- Measured only in part: Iris and the judge-scored QA task have one quick run of `auto` alone
+  (`python bench/run.py --only quality --profile quick --tasks iris qa --contenders auto`), no peers and
+  one seed; the full profile (3 tasks,
   3 seeds, 7 contenders, cap 800: 63 runs; at the 2-7 min per run measured below, roughly 3-6 hours on
   this machine, an estimate, not a measurement)."""
 
