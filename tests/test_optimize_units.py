@@ -140,3 +140,4 @@ def test_mipro_plan_shrinks_to_fit_a_small_budget_and_keeps_its_shape_otherwise(
     assert small.estimate_calls(33, 1) <= 1.2 * 300 < plan.estimate_calls(33, 1)
     assert small.n_demo_sets < plan.n_demo_sets and small.max_trials < plan.max_trials
     assert small.use_critique and small.name == "auto"
+    assert plan.estimate_calls(33, 1, 300) == small.estimate_calls(33, 1) < plan.estimate_calls(33, 1)

@@ -88,8 +88,8 @@ class Strategy(Protocol):
 
     name: str
 
-    def estimate_calls(self, n_train: int, n_prompts: int) -> int:
-        """LM calls the strategy expects to use, for the up-front estimate."""
+    def estimate_calls(self, n_train: int, n_prompts: int, budget: int | None = None) -> int:
+        """LM calls the strategy expects to use, for the up-front estimate, within `budget` if given."""
         ...
 
     def run(self, ctx: OptimizationContext) -> StrategyResult:

@@ -23,10 +23,11 @@ class GradSum:
     edits: int = 3
     minibatch: int = 24
 
-    def estimate_calls(self, n_train: int, n_prompts: int) -> int:
+    def estimate_calls(self, n_train: int, n_prompts: int, budget: int | None = None) -> int:
         batch = min(self.minibatch, n_train)
         per_round = self.gradients_per_round + 1 + (self.edits * n_prompts) + batch * (self.beam + self.edits + 1)
-        return self.rounds * per_round + n_train * self.beam
+        planned = self.rounds * per_round + n_train * self.beam
+        return planned if budget is None else min(planned, budget)  # it stops at the budget
 
     def run(self, ctx: OptimizationContext) -> StrategyResult:
         proposer: Proposer = ctx.proposer  # type: ignore[assignment]

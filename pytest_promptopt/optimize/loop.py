@@ -129,7 +129,7 @@ def optimize_group(
     budget = Budget(None if budget_calls is None else max(1, budget_calls - reserve), budget_tokens)
     for c in clients.values():
         c.budget = budget
-    estimate = strategy.estimate_calls(len(train), len(original)) + reserve
+    estimate = strategy.estimate_calls(len(train), len(original), budget.max_requests) + reserve
     log.write("start", prompts=sorted(original), strategy=strategy.name, seed=seed, budget=budget_calls,
               estimate=estimate, train=[c.nodeid for c in train], validation=[c.nodeid for c in validation],
               resumed=log.resumed)

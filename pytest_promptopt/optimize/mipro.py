@@ -41,7 +41,10 @@ class Mipro:
     full_eval_every: int = 5
     use_critique: bool = False
 
-    def estimate_calls(self, n_train: int, n_prompts: int) -> int:
+    def estimate_calls(self, n_train: int, n_prompts: int, budget: int | None = None) -> int:
+        return self.fitted(budget, n_train, n_prompts)._planned_calls(n_train, n_prompts)
+
+    def _planned_calls(self, n_train: int, n_prompts: int) -> int:
         unseen = 0.7 * n_train  # a case that is one of a set's demos does not score it
         screening = unseen * (self.n_demo_sets * 0.25 + self.n_demo_sets / 2 * 0.25 + self.keep_demo_sets * 0.5
                               + self.recombine_generations * self.recombined_sets
@@ -54,7 +57,7 @@ class Mipro:
         """This search shrunk to fit `budget` LM calls: fewer demo sets, recombinations, orders
         and trials, in proportion, so a small budget still reaches the search instead of
         spending everything on screening."""
-        estimate = self.estimate_calls(n_train, n_prompts)
+        estimate = self._planned_calls(n_train, n_prompts)
         if budget is None or estimate <= budget:
             return self
         f = max(0.0, budget / estimate)
