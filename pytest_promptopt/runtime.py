@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from .cache import ChatRequest, Reply, ReplyCache
-from .client import Endpoint, LMClient
+from .client import Completion, Endpoint, LMClient
 from .config import EMBEDDED_MODEL, Settings
 from .errors import CacheMissError, EndpointError, PromptOptError
 from .judge import DEFAULT_THRESHOLD, SCORE_PARAMS, YESNO_PARAMS, JudgeFailed, grade
@@ -23,6 +23,20 @@ from .record import TestRecord, Trace, Verdict
 from .report import JUDGE_KEY
 
 EmbeddedStarter = Callable[[], str]  # returns the embedded server's base URL
+
+
+def _complete(client: LMClient, request: ChatRequest, record: TestRecord, key: str, what: str) -> Completion:
+    """One LM call of a test; a failed call is recorded against `key`, so the case is reported
+    as not scored rather than as a plain failure."""
+    try:
+        return client.complete(request)
+    except CacheMissError as exc:
+        error = CacheMissError(f"{exc} (test {record.nodeid}, {what})")
+        record.errors.append((key, str(error)))
+        raise error from None
+    except EndpointError as exc:
+        record.errors.append((key, str(exc)))
+        raise
 
 
 class Runtime:
@@ -126,15 +140,7 @@ class LLM:
         client, request = self._runtime.task_request(prompt, variables, self.sample)
         messages = request.message_dicts
         model = request.model
-        try:
-            completion = client.complete(request)
-        except CacheMissError as exc:
-            error = CacheMissError(f"{exc} (test {self._record.nodeid}, prompt {prompt.path})")
-            self._record.errors.append((prompt.key, str(error)))
-            raise error from None
-        except EndpointError as exc:
-            self._record.errors.append((prompt.key, str(exc)))  # the case is reported as not scored
-            raise
+        completion = _complete(client, request, self._record, prompt.key, f"prompt {prompt.path}")
         self._record.traces.append(
             Trace(
                 prompt.key,
@@ -170,15 +176,7 @@ class JudgeCall:
         client = self._runtime.client("judge")
         params = YESNO_PARAMS if (mode or self.mode) == "yesno" else SCORE_PARAMS
         request = client.request(messages, params, sample=self.sample)
-        try:
-            completion = client.complete(request)
-        except CacheMissError as exc:
-            error = CacheMissError(f"{exc} (test {self._record.nodeid}, judge call)")
-            self._record.errors.append((JUDGE_KEY, str(error)))
-            raise error from None
-        except EndpointError as exc:
-            self._record.errors.append((JUDGE_KEY, str(exc)))
-            raise
+        completion = _complete(client, request, self._record, JUDGE_KEY, "judge call")
         self._record.judge_traces.append(
             Trace("<judge>", {}, tuple(messages), completion.text, request.model,
                   completion.reply.prompt_tokens, completion.reply.completion_tokens,

@@ -6,7 +6,6 @@ controller merges outcomes (from report attributes), gates, reports and writes f
 
 from __future__ import annotations
 
-import hashlib
 import signal
 import threading
 import time
@@ -140,9 +139,7 @@ class PromptOptSession:
         if any(s.gate_failed for s in self.summaries) and session.exitstatus == pytest.ExitCode.OK:
             session.exitstatus = pytest.ExitCode.TESTS_FAILED
         if exitstatus == pytest.ExitCode.INTERRUPTED or session.exitstatus == pytest.ExitCode.INTERRUPTED:
-            for pending in self.pending_writes:
-                self.write_errors.append(f"{pending.path}: the run was interrupted, so the improved prompt was not "
-                                         "written; rerun with --optimize-resume to finish and write it")
+            self._not_written(self.pending_writes)
             self.pending_writes.clear()
         self._flush_writes(session)
         if self.settings.report_path is not None:
@@ -161,15 +158,18 @@ class PromptOptSession:
                 # Ctrl-C or SIGTERM inside the write: the replace is atomic, so the file is the
                 # old or the new one; say which, and write nothing more.
                 session.exitstatus = pytest.ExitCode.INTERRUPTED
-                if _digest(pending.path) == hashlib.sha256(pending.new_bytes).hexdigest():
+                if _holds(pending.path, pending.new_bytes):
                     self.optimization_lines.append(f"wrote {pending.path} (then interrupted)")
                 else:
                     self.write_errors.append(f"{pending.path}: interrupted during the write; the file is unchanged. "
                                              "Rerun with --optimize-resume to finish and write it")
-                for rest in pending_writes[i + 1:]:
-                    self.write_errors.append(f"{rest.path}: the run was interrupted, so the improved prompt was not "
-                                             "written; rerun with --optimize-resume to finish and write it")
+                self._not_written(pending_writes[i + 1:])
                 return
+
+    def _not_written(self, pending_writes: list[PendingWrite]) -> None:
+        for pending in pending_writes:
+            self.write_errors.append(f"{pending.path}: the run was interrupted, so the improved prompt was not "
+                                     "written; rerun with --optimize-resume to finish and write it")
 
     def json_report(self) -> dict[str, Any]:
         root = self.config.rootpath
@@ -216,8 +216,8 @@ def _raise_interrupt(signum: int, frame: Any) -> None:
     raise KeyboardInterrupt(f"terminated by signal {signal.Signals(signum).name}")
 
 
-def _digest(path: Path) -> str | None:
+def _holds(path: Path, data: bytes) -> bool:
     try:
-        return hashlib.sha256(path.read_bytes()).hexdigest()
+        return path.read_bytes() == data
     except OSError:
-        return None
+        return False
