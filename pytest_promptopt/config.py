@@ -118,6 +118,37 @@ def resolve_roles(cli: Lookup, ini: Lookup, env: Mapping[str, str] | None = None
     return roles
 
 
+def resolve_path(text: str, base: Path) -> Path:
+    """A path setting: `~` and `$VARS` expanded, a relative path taken from `base`.
+
+    The pytest layer passes the invocation directory for command-line values (like pytest's
+    `--junitxml`) and the rootdir for ini values (like pytest's `cache_dir`).
+    """
+    path = Path(os.path.expanduser(os.path.expandvars(text)))
+    return path if path.is_absolute() else base / path
+
+
+def repeat_plan(kwargs: Mapping[str, object]) -> tuple[int, int]:
+    """(repeats, min_passes) of a `promptopt` marker's keyword arguments; min_passes defaults to repeats."""
+    repeats = kwargs.get("repeats", 1)
+    if not isinstance(repeats, int) or isinstance(repeats, bool) or repeats < 1:
+        raise ConfigError(f"promptopt(repeats={repeats!r}): repeats must be a whole number of at least 1; "
+                          "write e.g. promptopt(repeats=5, min_passes=3)")
+    if "min_passes" not in kwargs:
+        return repeats, repeats
+    min_passes = kwargs["min_passes"]
+    problem = f"promptopt(min_passes={min_passes!r}) must be from 1 to repeats={repeats}"
+    if not isinstance(min_passes, int) or isinstance(min_passes, bool) or min_passes < 1:
+        raise ConfigError(f"{problem}; make min_passes a whole number from 1 to {repeats}")
+    if min_passes <= repeats:
+        return repeats, min_passes
+    if "repeats" not in kwargs:
+        raise ConfigError(f"{problem} (repeats is not set, so the test runs once and min_passes would be ignored); "
+                          f"add repeats=N with N >= {min_passes}, e.g. "
+                          f"promptopt(repeats={min_passes}, min_passes={min_passes})")
+    raise ConfigError(f"{problem}; raise repeats to at least {min_passes} or lower min_passes to at most {repeats}")
+
+
 def parse_prices(lines: list[str]) -> dict[str, Price]:
     """ini `promptopt_prices`: one `model = input_per_mtok, output_per_mtok` per line."""
     prices: dict[str, Price] = {}

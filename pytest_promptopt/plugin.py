@@ -6,6 +6,7 @@ Core errors become `pytest.UsageError` (bad settings) or a failed test (bad prom
 from __future__ import annotations
 
 import inspect
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -23,6 +24,8 @@ from .config import (
     parse_prices,
     positive_float,
     positive_int,
+    repeat_plan,
+    resolve_path,
     resolve_roles,
 )
 from .errors import ConfigError, PromptOptError
@@ -66,7 +69,8 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         help="cache mode: normal (read, call on miss), replay (cache only; a miss fails the test), "
              "refresh (always call, overwrite), off (no cache). Default normal.")
     add("--promptopt-cache-dir", "string", default=None, metavar="DIR",
-        help="where LM replies are cached (default .promptopt_cache under the rootdir)")
+        help="where LM replies are cached (default .promptopt_cache under the rootdir); relative to the "
+             "current directory, or to the rootdir when set in ini")
     add("--promptopt-timeout", "string", default=None, type=positive_float, metavar="SECONDS",
         help="timeout of one LM call (default 120)")
     add("--promptopt-retries", "string", default=None, type=non_negative_int, metavar="N",
@@ -81,7 +85,8 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     add("--promptopt-judge-mode", "string", default=None, choices=JUDGE_MODES,
         help="how judge() asks: score (a 0..1 score in the reply), yesno (one yes/no token, scored by "
              "its probability), auto (default: yesno for the embedded model, else score)")
-    add("--promptopt-report", "string", default=None, metavar="PATH", help="write a JSON run report to PATH")
+    add("--promptopt-report", "string", default=None, metavar="PATH",
+        help="write a JSON run report to PATH (relative to the current directory, or to the rootdir when set in ini)")
     parser.addini("promptopt_prices", "per-model prices: 'model = input_usd_per_1M, output_usd_per_1M' per line",
                   type="linelist", default=[])
 
@@ -135,20 +140,17 @@ def build_settings(config: pytest.Config) -> Settings:
         prices = parse_prices(config.getini("promptopt_prices"))
     except ConfigError as exc:
         raise pytest.UsageError(str(exc)) from None
-    cache_dir = _setting(config, "promptopt_cache_dir")
-    root = config.rootpath
     mode = _setting(config, "promptopt_record") or "normal"
     if mode not in {m.value for m in RecordMode}:
         raise pytest.UsageError(f"ini option promptopt_record = {mode!r}: expected one of "
                                 f"{', '.join(m.value for m in RecordMode)}")
-    report = _setting(config, "promptopt_report")
     judge_mode = _setting(config, "promptopt_judge_mode") or "auto"
     if judge_mode not in JUDGE_MODES:
         raise pytest.UsageError(f"ini option promptopt_judge_mode = {judge_mode!r}: expected one of "
                                 f"{', '.join(JUDGE_MODES)}")
     return Settings(
         roles=roles,
-        cache_dir=(root / cache_dir) if cache_dir else root / ".promptopt_cache",
+        cache_dir=_path_setting(config, "promptopt_cache_dir") or config.rootpath / ".promptopt_cache",
         record_mode=RecordMode(mode),
         timeout=_ini_typed(config, "promptopt_timeout", positive_float) or 120.0,
         retries=_ini_or(_ini_typed(config, "promptopt_retries", non_negative_int), 4),
@@ -156,9 +158,19 @@ def build_settings(config: pytest.Config) -> Settings:
         prices=prices,
         min_pass_rate=_ini_value(config, "promptopt_min_pass_rate", fraction),
         judge_threshold=_ini_or(_ini_typed(config, "promptopt_judge_threshold", fraction), 0.7),
-        report_path=(root / report) if report else None,
+        report_path=_path_setting(config, "promptopt_report"),
         judge_mode=judge_mode,
     )
+
+
+def _path_setting(config: pytest.Config, name: str) -> Path | None:
+    """A command-line path is relative to the invocation directory (like --junitxml), an ini path
+    to the rootdir (like cache_dir); `~` and `$VARS` are expanded in both."""
+    cli = config.getoption(name, None)
+    if cli not in (None, ""):
+        return resolve_path(str(cli), config.invocation_params.dir)
+    ini = config.getini(name)
+    return resolve_path(str(ini), config.rootpath) if ini not in (None, "") else None
 
 
 def _ini_or(value: Any, default: Any) -> Any:
@@ -247,15 +259,14 @@ def pytest_assertrepr_compare(config: pytest.Config, op: str, left: object, righ
 @pytest.hookimpl(tryfirst=True)
 def pytest_pyfunc_call(pyfuncitem: pytest.Function) -> object:
     marker = pyfuncitem.get_closest_marker("promptopt")
-    repeats = int(marker.kwargs.get("repeats", 1)) if marker else 1
+    try:
+        repeats, min_passes = repeat_plan(marker.kwargs if marker else {})
+    except ConfigError as exc:
+        raise pytest.UsageError(f"{pyfuncitem.nodeid}: {exc}") from None
     if repeats <= 1:
         return None
     if inspect.iscoroutinefunction(pyfuncitem.obj):
         raise pytest.UsageError(f"{pyfuncitem.nodeid}: promptopt(repeats=...) does not support async tests")
-    min_passes = int(marker.kwargs.get("min_passes", repeats)) if marker else repeats
-    if not 1 <= min_passes <= repeats:
-        raise pytest.UsageError(f"{pyfuncitem.nodeid}: promptopt(min_passes={min_passes}) must be from 1 "
-                                f"to repeats={repeats}")
     args = {name: pyfuncitem.funcargs[name] for name in pyfuncitem._fixtureinfo.argnames}
     record = pyfuncitem.stash.get(RECORD_KEY, None)
     passes, failures = 0, []

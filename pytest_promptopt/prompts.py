@@ -149,19 +149,23 @@ class Prompt:
             if self.demos:
                 body = examples_block(self.demos) + body
             return [{"role": "user", "content": body}]
-        rendered: list[dict[str, str]] = []
-        demo_at = next(
-            (i for i, m in enumerate(self.messages) if m.role not in ("system", "developer")),
-            len(self.messages),
-        )
+        rendered = [{"role": m.role, "content": m.template.render(variables)} for m in self.messages]
+        demo_at = next((i for i, m in enumerate(self.messages) if m.role not in ("system", "developer")), None)
+        if not self.demos:
+            return rendered
+        if demo_at is None:
+            # No user turn to imitate: the demos become an examples block at the top of the
+            # message that carries the inputs, as in a text prompt, so the request still ends
+            # with the real input.
+            rendered[self.input_index]["content"] = examples_block(self.demos) + rendered[self.input_index]["content"]
+            return rendered
         input_template = self.messages[self.input_index].template
-        for i, message in enumerate(self.messages):
-            if i == demo_at:
-                for demo in self.demos:
-                    merged = {**variables, **demo.inputs}
-                    rendered.append({"role": "user", "content": input_template.render(merged)})
-                    rendered.append({"role": "assistant", "content": demo.output})
-            rendered.append({"role": message.role, "content": message.template.render(variables)})
+        turns: list[dict[str, str]] = []
+        for demo in self.demos:
+            merged = {**variables, **demo.inputs}
+            turns.append({"role": "user", "content": input_template.render(merged)})
+            turns.append({"role": "assistant", "content": demo.output})
+        rendered[demo_at:demo_at] = turns  # after the leading system/developer messages
         return rendered
 
     def sampling(self) -> dict[str, Any]:

@@ -73,8 +73,8 @@ def test_a_proposal_that_drops_a_placeholder_is_discarded(suite: pytest.Pytester
     suite.makepyfile(test_word=TEST.replace("p, word=word", "p, word=word, kind='word'"))
     scripted.responder = reverse_when_told("Reverse the word.")  # loses {kind}
     result = suite.runpytest("--optimize", "--optimize-strategy=mipro")
-    result.stdout.re_match_lines([r".*note: discarded a proposer proposal: proposed instruction changes the "
-                                  r"placeholders \(dropped: \['kind'\].*"])
+    result.stdout.re_match_lines([(r".*note: discarded a proposer proposal for word\.yaml: proposed instruction "
+                                   r"changes the placeholders \(dropped: \['kind'\].*")])
 
 
 def test_mipro_writes_labelled_demos_when_demos_are_what_helps(

@@ -16,11 +16,13 @@ from pytest_promptopt.optimize.base import (
     Case,
     CaseResult,
     Evaluation,
+    OptimizationContext,
     fingerprint,
 )
 from pytest_promptopt.optimize.demos import demo_pool, demo_sets, recombine
+from pytest_promptopt.optimize.gradsum import apply_proposal
 from pytest_promptopt.optimize.loop import MemoProgram, assign_splits, split_of
-from pytest_promptopt.optimize.proposer import as_guidance, clean_instruction
+from pytest_promptopt.optimize.proposer import Proposal, as_guidance, clean_instruction
 from pytest_promptopt.optimize.runlog import RunLog
 from pytest_promptopt.prompts import load_prompt
 from pytest_promptopt.record import Label, TestRecord, Trace
@@ -141,3 +143,28 @@ def test_mipro_plan_shrinks_to_fit_a_small_budget_and_keeps_its_shape_otherwise(
     assert small.n_demo_sets < plan.n_demo_sets and small.max_trials < plan.max_trials
     assert small.use_critique and small.name == "auto"
     assert plan.estimate_calls(33, 1, 300) == small.estimate_calls(33, 1) < plan.estimate_calls(33, 1)
+
+
+def test_a_discarded_proposal_names_the_prompt_file_of_its_group(tmp_path: Path) -> None:
+    # Two prompts optimized together: the note must say which one the bad proposal was for.
+    first, second = tmp_path / "classify.yaml", tmp_path / "explain.yaml"
+    first.write_text("messages:\n  - role: system\n    content: 'Pick one of {labels}.'\n"
+                     "  - role: user\n    content: '{text}'\n")
+    second.write_text("messages:\n  - role: system\n    content: 'Explain {label}.'\n"
+                      "  - role: user\n    content: '{text}'\n")
+    prompts = [load_prompt(first), load_prompt(second)]
+    original = {p.key: p for p in prompts}
+    events: list[tuple[str, dict[str, object]]] = []
+    ctx = OptimizationContext(original, [], CountingProgram(), None, lambda event, **f: events.append((event, f)),
+                              lambda message: None, 0, lambda: None)
+    notes: list[str] = []
+    bad = Proposal("Explain it.", "rewrite", "editor")  # drops {label}
+    assert apply_proposal(original, prompts[1].key, prompts[1], bad, ctx, notes) is None
+    why = "proposed instruction changes the placeholders (dropped: ['label'], added: none)"
+    assert notes == [f"discarded a editor proposal for {second}: {why}"]
+    assert events == [("discarded", {"prompt": str(second), "reason": why, "text": "Explain it."})]
+    good = Proposal("Explain {label} briefly.", "rewrite", "editor")
+    candidate = apply_proposal(original, prompts[1].key, prompts[1], good, ctx, notes)
+    assert candidate is not None and candidate[prompts[0].key] is prompts[0]
+    assert candidate[prompts[1].key].instruction == "Explain {label} briefly."
+    assert len(notes) == 1

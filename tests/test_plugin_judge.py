@@ -349,6 +349,34 @@ def test_bad_min_passes_is_reported(judged: pytest.Pytester, marker: str) -> Non
     assert "must be from 1 to repeats=2" in result.stdout.str() + result.stderr.str()
 
 
+@pytest.mark.parametrize(
+    ("marker", "message"),
+    [
+        ("min_passes=2", ("promptopt(min_passes=2) must be from 1 to repeats=1 (repeats is not set, so the test "
+                          "runs once and min_passes would be ignored); add repeats=N with N >= 2")),
+        ("repeats=1, min_passes=2", ("promptopt(min_passes=2) must be from 1 to repeats=1; raise repeats to at "
+                                     "least 2 or lower min_passes to at most 1")),
+        ("repeats=0", "promptopt(repeats=0): repeats must be a whole number of at least 1"),
+        ("repeats='3'", "promptopt(repeats='3'): repeats must be a whole number of at least 1"),
+    ],
+)
+def test_min_passes_without_enough_repeats_is_a_usage_error(judged: pytest.Pytester, scripted: ScriptedServer,
+                                                             marker: str, message: str) -> None:
+    judged.makepyfile(
+        test_rep=f"""
+        import pytest
+
+        @pytest.mark.promptopt({marker})
+        def test_it(llm):
+            assert llm("capital.yaml", country="France") == "Paris"
+        """
+    )
+    result = judged.runpytest()
+    result.assert_outcomes(failed=1)
+    assert f"UsageError: test_rep.py::test_it: {message}" in result.stdout.str()
+    assert scripted.count == 0  # the test body never ran
+
+
 # -- labels from failed assertions -----------------------------------------------------------
 
 LABEL_CONFTEST = """

@@ -186,6 +186,55 @@ def test_cache_dir_from_ini(shout: pytest.Pytester, scripted: ScriptedServer) ->
     assert scripted.count == 4
 
 
+def test_command_line_paths_are_relative_to_the_current_directory(
+    shout: pytest.Pytester, scripted: ScriptedServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # like --junitxml: run from a subfolder, the rootdir (with the ini file) is its parent
+    sub = shout.mkdir("sub")
+    monkeypatch.chdir(sub)
+    result = shout.runpytest(str(shout.path / "test_shout.py"), "--promptopt-cache-dir=cli_cache",
+                             "--promptopt-report=out/r.json")
+    result.assert_outcomes(passed=2)
+    assert f"rootdir: {shout.path}" in result.stdout.str()
+    assert (sub / "cli_cache").is_dir()
+    assert (sub / "out" / "r.json").is_file()
+    assert not (shout.path / "cli_cache").exists()
+    assert not (shout.path / "out").exists()
+    result.stdout.fnmatch_lines([f"promptopt report: {sub / 'out' / 'r.json'}"])
+
+
+def test_ini_paths_are_relative_to_the_rootdir(shout: pytest.Pytester, scripted: ScriptedServer,
+                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    # like pytest's cache_dir: the current directory does not matter
+    _ini(shout, promptopt_base_url=scripted.base_url, promptopt_model="scripted",
+         promptopt_cache_dir="ini_cache", promptopt_report="ini_report.json")
+    sub = shout.mkdir("sub")
+    monkeypatch.chdir(sub)
+    shout.runpytest(str(shout.path / "test_shout.py")).assert_outcomes(passed=2)
+    assert (shout.path / "ini_cache").is_dir()
+    assert (shout.path / "ini_report.json").is_file()
+    assert not (sub / "ini_cache").exists()
+    assert not (sub / "ini_report.json").exists()
+
+
+@pytest.mark.parametrize("where", ["cli", "ini"])
+def test_paths_expand_the_home_folder(shout: pytest.Pytester, scripted: ScriptedServer,
+                                      monkeypatch: pytest.MonkeyPatch, tmp_path_factory: pytest.TempPathFactory,
+                                      where: str) -> None:
+    home = tmp_path_factory.mktemp("home")
+    monkeypatch.setenv("HOME", str(home))
+    if where == "cli":
+        args = ["--promptopt-cache-dir=~/c", "--promptopt-report=~/r.json"]
+    else:
+        args = []
+        _ini(shout, promptopt_base_url=scripted.base_url, promptopt_model="scripted",
+             promptopt_cache_dir="~/c", promptopt_report="~/r.json")
+    shout.runpytest(*args).assert_outcomes(passed=2)
+    assert (home / "c").is_dir()
+    assert (home / "r.json").is_file()
+    assert not (shout.path / "~").exists()
+
+
 # -- endpoint precedence -------------------------------------------------------------------
 
 MODEL_TESTS = """

@@ -306,6 +306,29 @@ def test_chat_demos_after_every_leading_system_message(tmp_path: Path) -> None:
     ]
 
 
+def test_chat_demos_of_a_system_only_prompt_become_an_examples_block(tmp_path: Path) -> None:
+    # No user message to imitate: the demos are shown as an examples block in the message that
+    # carries the inputs, and the request still ends with the real input.
+    prompt = load_prompt(write(
+        tmp_path, "p.yaml",
+        "messages:\n"
+        "  - role: system\n    content: Translate to French.\n"
+        "  - role: developer\n    content: 'Text: {text}'\n"
+        "demos:\n  - inputs: {text: Hello}\n    output: Bonjour\n"
+        "  - inputs: {text: Thanks}\n    output: Merci\n",
+    ))
+    rendered = prompt.render({"text": "Goodbye"})
+    assert [m["role"] for m in rendered] == ["system", "developer"]
+    assert rendered[0]["content"] == "Translate to French."
+    body = rendered[1]["content"]
+    assert body.endswith("Text: Goodbye")
+    assert body.index("Input: text: Hello\nOutput: Bonjour") < body.index("Input: text: Thanks\nOutput: Merci")
+    assert prompt.with_demos(()).render({"text": "Goodbye"}) == [
+        {"role": "system", "content": "Translate to French."},
+        {"role": "developer", "content": "Text: Goodbye"},
+    ]
+
+
 def test_chat_demo_inputs_fill_only_their_variables(tmp_path: Path) -> None:
     # A demo overrides the case-specific variable; shared ones come from the call.
     prompt = load_prompt(write(

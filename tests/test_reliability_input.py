@@ -123,7 +123,8 @@ def test_proposed_templates_with_bad_placeholders_are_discarded_with_the_reason(
     assert next(proposals) >= len(BAD_PROPOSALS)  # every bad proposal was made
     # each note sits under the prompt file's heading; the run log keeps the rejected text and reason
     for _, why in BAD_PROPOSALS:
-        result.stdout.re_match_lines([r"word\.yaml: strategy mipro, .*", rf"  note: discarded a proposer proposal: {why}"])
+        result.stdout.re_match_lines([r"word\.yaml: strategy mipro, .*",
+                                      rf"  note: discarded a proposer proposal for word\.yaml: {why}"])
     assert (suite.path / "word.yaml").read_bytes() == before  # nothing it proposed could be written
 
 

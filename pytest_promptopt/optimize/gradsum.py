@@ -92,9 +92,8 @@ def apply_proposal(candidate: Candidate, key: str, prompt: Prompt, proposal: Pro
     try:
         new_prompt = prompt.with_instruction(proposal.text)
     except TemplateError as exc:
-        note = f"discarded a {proposal.source} proposal: {exc.problem}"
-        notes.append(note)
-        ctx.log("discarded", reason=exc.problem, text=proposal.text)
+        notes.append(f"discarded a {proposal.source} proposal for {key}: {exc.problem}")
+        ctx.log("discarded", prompt=key, reason=exc.problem, text=proposal.text)
         return None
     if new_prompt.instruction == prompt.instruction:
         return None

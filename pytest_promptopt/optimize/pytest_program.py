@@ -218,6 +218,8 @@ def _report(ps: PromptOptSession, config: pytest.Config, o: GroupOutcome, root: 
     calls = ", ".join(f"{role} {u.requests} ({u.api_calls} sent, {u.tokens:,} tokens)" for role, u in o.usage.items())
     say(f"  LM calls {o.calls} of budget {o.budget} (estimated {o.estimate}): {calls}; {o.seconds:.1f} s")
     for note in dict.fromkeys(o.notes):
+        for key in o.prompts:  # notes name prompts by key; show them as the heading does
+            note = note.replace(key, display(key, root))
         say(f"  note: {note}")
     dry = config.getoption("optimize_dry_run")
     if o.accepted:
