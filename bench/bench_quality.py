@@ -488,8 +488,8 @@ def aggregate(results: list[RunResult]) -> dict[str, dict[str, dict[str, Any]]]:
             "runs": len(runs), "ok": len(ok), "version": next((r.version for r in runs if r.version), ""),
             "cap": runs[0].cap,
             "before": spread(before), "after": spread(after),
-            "after_range": (min(after), max(after)) if after else None,
-            "gain": spread([r.after - r.before for r in ok if r.after is not None and r.before is not None]),
+            "gain": spread(gains := [r.after - r.before for r in ok if r.after is not None and r.before is not None]),
+            "gain_range": (min(gains), max(gains)) if gains else None,
             "opt_calls": spread([float(r.opt_calls) for r in runs]),
             "opt_tokens": spread([float(r.opt_tokens) for r in runs]),
             "test_calls": spread([float(r.test_calls) for r in runs]),
@@ -501,21 +501,23 @@ def aggregate(results: list[RunResult]) -> dict[str, dict[str, dict[str, Any]]]:
 
 
 def verdicts(rows: dict[str, dict[str, Any]]) -> list[str]:
-    """Does the best contender's lead exceed the seed spread? Compared by the seed ranges of the
-    held-out score after optimization: a lead counts only when the ranges do not overlap."""
-    ranked = sorted(((c, v) for c, v in rows.items() if v["after_range"]), key=lambda cv: -cv[1]["after"][0])
+    """Does the best contender's lead exceed the seed spread? Compared by the gain (held-out after
+    less held-out before, each contender's own program scoring its own starting prompt: peers
+    render the same template their own way, so their starting scores can differ), and a lead
+    counts only when the seed ranges of the gains do not overlap."""
+    ranked = sorted(((c, v) for c, v in rows.items() if v["gain_range"]), key=lambda cv: -cv[1]["gain"][0])
     if len(ranked) < 2:
         return []
     best, b = ranked[0]
-    if all(v["after"][0] == b["after"][0] for _, v in ranked):
-        return [f"Every contender that finished ends at the same mean held-out score ({b['after'][0]:.3f})."]
+    if all(v["gain"][0] == b["gain"][0] for _, v in ranked):
+        return [f"Every contender that finished gains the same on average ({b['gain'][0]:+.3f})."]
     if b["ok"] < 2:
-        return [f"Highest mean held-out score after: {best}. One seed only: no spread, so no difference "
+        return [f"Largest mean gain: {best}. One seed only: no spread, so no difference "
                 "here is shown to exceed seed noise."]
-    out = [f"Highest mean held-out score after: {best} ({b['after'][0]:.3f})."]
+    out = [f"Largest mean gain (held-out after less before): {best} ({b['gain'][0]:+.3f})."]
     for other, v in ranked[1:]:
-        gap = b["after"][0] - v["after"][0]
-        separate = b["after_range"][0] > v["after_range"][1]
+        gap = b["gain"][0] - v["gain"][0]
+        separate = b["gain_range"][0] > v["gain_range"][1]
         out.append(f"- vs {other}: {gap:+.3f}; " + ("exceeds the spread (seed ranges do not overlap)" if separate
                                                    else "within the spread (seed ranges overlap)"))
     return out
@@ -604,6 +606,23 @@ def plot(task: str, results: list[RunResult], path: Path) -> None:
 
 # ---------------------------------------------------------------- entry point
 
+def write_tables(prof: Profile, results: list[RunResult], meta: dict[str, Any], out_dir: Path) -> None:
+    (out_dir / "quality.md").write_text(markdown(prof, results, meta), encoding="utf-8")
+    for task in prof.tasks:
+        plot(task, results, out_dir / f"quality_{task}.png")
+
+
+def render(out_dir: Path) -> None:
+    """quality.md and the plots again from quality.json, without running anything (after a change
+    to how the tables are written)."""
+    payload = json.loads((out_dir / "quality.json").read_text(encoding="utf-8"))
+    meta = payload["meta"]
+    base = PROFILES[meta["profile"]]
+    prof = Profile(base.name, meta["budget"], tuple(meta["seeds"]), tuple(meta["tasks"]), tuple(meta["contenders"]),
+                   base.pool, base.test, base.timeout_s)
+    write_tables(prof, [RunResult(**r) for r in payload["runs"]], meta, out_dir)
+
+
 def main(quick: bool, out_dir: Path, tasks: Sequence[str] | None = None, seeds: Sequence[int] | None = None,
          contenders: Sequence[str] | None = None, profile: str | None = None, budget: int | None = None) -> dict[str, Any]:
     prof = PROFILES[profile or ("quick" if quick else "full")]
@@ -656,9 +675,7 @@ def main(quick: bool, out_dir: Path, tasks: Sequence[str] | None = None, seeds: 
             "model": MODEL}
     payload = {"meta": meta, "runs": [asdict(r) for r in results]}
     (out_dir / "quality.json").write_text(json.dumps(payload, indent=1), encoding="utf-8")
-    (out_dir / "quality.md").write_text(markdown(prof, results, meta), encoding="utf-8")
-    for task in tasks:
-        plot(task, results, out_dir / f"quality_{task}.png")
+    write_tables(prof, results, meta, out_dir)
     for cache in work_root.glob("*/cache"):  # keep the logs, drop the LM caches
         shutil.rmtree(cache, ignore_errors=True)
     print(f"[quality] logs of every run: {work_root}", flush=True)
@@ -675,5 +692,8 @@ if __name__ == "__main__":
     parser.add_argument("--contenders", nargs="*")
     parser.add_argument("--budget", type=int)
     parser.add_argument("--out", type=Path, default=BENCH / "results")
+    parser.add_argument("--render", action="store_true", help="only rewrite the tables and plots in --out from its quality.json")
     a = parser.parse_args()
+    if a.render:
+        raise SystemExit(render(a.out))
     main(a.profile == "quick", a.out, a.tasks, a.seeds, a.contenders, a.profile, a.budget)
