@@ -86,7 +86,8 @@ PROFILES = {
     # reaches the search; one seed, so it shows the pipeline and a first lift, not a ranking
     "quick": Profile("quick", 250, (0,), ("banking",), ("auto", "gepa", "dspy-matched"),
                      {"banking": 5, "iris": 8, "qa": 24}, {"banking": 3, "iris": 4, "qa": 12}, 360),
-    "medium": Profile("medium", 400, (0, 1), ("banking",),
+    # medium: the complete comparison measured on this machine (every task, two seeds)
+    "medium": Profile("medium", 400, (0, 1), ALL_TASKS,
                       ("auto", "mipro", "gradsum", "gepa", "dspy-matched", "deepeval"),
                       {"banking": 5, "iris": 10, "qa": 40}, {"banking": 4, "iris": 8, "qa": 24}, 900),
     "full": Profile("full", 800, (0, 1, 2), ALL_TASKS, ALL_CONTENDERS,

@@ -2,7 +2,8 @@
 
   python bench/run.py --setup                   # once: peers' virtualenv (bench/.venv-peers)
   python bench/run.py --quick                   # speed (quick) + quality (quick), < 10 min
-  python bench/run.py                           # full: hours on a 2-core machine
+  python bench/run.py --only quality --profile medium   # every task, 2 seeds: ~1 h 50 min here
+  python bench/run.py                           # full: ~5 h on a 2-core machine (not run yet)
   python bench/run.py --only quality --profile medium --tasks banking --seeds 0 1 2
 
 Speed (bench/bench_speed.py) uses scripted servers; quality (bench/bench_quality.py) starts the
@@ -116,11 +117,15 @@ same cap on optimization LM calls, then is scored on the held-out test cases.
 - The train/validation partition is the plugin's hash split (`split_of`) of the suite's node ids,
   handed to peers as is and cross-checked against the plugin's run log.
 - A run that fails, times out or scores zero stays in the table with the reason.
-- Measured only in part: Iris and the judge-scored QA task have one quick run of `auto` alone
-  (`python bench/run.py --only quality --profile quick --tasks iris qa --contenders auto`), no peers and
-  one seed; the full profile (3 tasks,
-  3 seeds, 7 contenders, cap 800: 63 runs; at the 2-7 min per run measured below, roughly 3-6 hours on
-  this machine, an estimate, not a measurement)."""
+- The complete comparison measured here is the `medium` profile on all three tasks, run in parts:
+  banking (44.7 min), Iris and QA for every contender but DSPy (48.6 min), DSPy MIPROv2 matched to
+  the cap on Iris and QA with one seed (9.6 min; it fails the same way on every task), DSPy MIPROv2
+  `auto="light"` on banking with one seed. `python bench/run.py --only quality --profile medium`
+  runs all of it in one go (DSPy with both seeds): about 1 h 50 min on this machine, the sum of the
+  parts' wall times with the DSPy part counted twice.
+- The `full` profile (3 tasks, 3 seeds, 7 contenders, cap 800, twice the cases: 63 runs) has not been
+  run. Scaled from the medium runs' measured times (twice the calls per run, 1.5x the seeds) it is
+  about 5 hours on this machine, plus DSPy's `auto="light"` runs, which have their own budget."""
 
 
 def _relink(markdown: str, rel: str) -> str:
