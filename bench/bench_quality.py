@@ -626,7 +626,7 @@ def render(out_dir: Path) -> None:
 
 def main(quick: bool, out_dir: Path, tasks: Sequence[str] | None = None, seeds: Sequence[int] | None = None,
          contenders: Sequence[str] | None = None, profile: str | None = None, budget: int | None = None) -> dict[str, Any]:
-    prof = PROFILES[profile or ("quick" if quick else "full")]
+    prof = PROFILES[profile or ("quick" if quick else "medium")]
     tasks = tuple(tasks or prof.tasks)
     seeds = tuple(seeds if seeds is not None else prof.seeds)
     contenders = tuple(contenders or prof.contenders)

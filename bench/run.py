@@ -2,8 +2,9 @@
 
   python bench/run.py --setup                   # once: peers' virtualenv (bench/.venv-peers)
   python bench/run.py --quick                   # speed (quick) + quality (quick), < 10 min
-  python bench/run.py --only quality --profile medium   # every task, 2 seeds: ~1 h 50 min here
-  python bench/run.py                           # full: ~5 h on a 2-core machine (not run yet)
+  python bench/run.py                           # the full run: speed + quality (medium profile:
+                                                #   every task and contender, 2 seeds), ~2 h here
+  python bench/run.py --only quality --profile full   # larger: cap 800, 3 seeds, ~5 h (not run yet)
   python bench/run.py --only quality --profile medium --tasks banking --seeds 0 1 2
 
 Speed (bench/bench_speed.py) uses scripted servers; quality (bench/bench_quality.py) starts the
@@ -120,7 +121,7 @@ same cap on optimization LM calls, then is scored on the held-out test cases.
 - The complete comparison measured here is the `medium` profile on all three tasks, run in parts:
   banking (44.7 min), Iris and QA for every contender but DSPy (48.6 min), DSPy MIPROv2 matched to
   the cap on Iris and QA with one seed (9.6 min; it fails the same way on every task), DSPy MIPROv2
-  `auto="light"` on banking with one seed. `python bench/run.py --only quality --profile medium`
+  `auto="light"` on banking with one seed. `python bench/run.py` (speed, ~6 min, then this profile)
   runs all of it in one go (DSPy with both seeds): about 1 h 50 min on this machine, the sum of the
   parts' wall times with the DSPy part counted twice.
 - The `full` profile (3 tasks, 3 seeds, 7 contenders, cap 800, twice the cases: 63 runs) has not been
@@ -141,7 +142,7 @@ def main() -> None:
     parser.add_argument("--setup", action="store_true", help="install the peers' virtualenv and matplotlib, then exit")
     parser.add_argument("--only", choices=("speed", "quality"))
     parser.add_argument("--out", type=Path, default=BENCH / "results")
-    parser.add_argument("--profile", choices=("quick", "medium", "full"), help="quality sizes (default: from --quick)")
+    parser.add_argument("--profile", choices=("quick", "medium", "full"), help="quality sizes (default: quick with --quick, else medium)")
     parser.add_argument("--tasks", nargs="*", help="quality tasks (banking, iris, qa)")
     parser.add_argument("--seeds", nargs="*", type=int)
     parser.add_argument("--contenders", nargs="*", help="gradsum mipro auto gepa dspy-light dspy-matched deepeval")
