@@ -120,10 +120,11 @@ same cap on optimization LM calls, then is scored on the held-out test cases.
 - A run that fails, times out or scores zero stays in the table with the reason.
 - The complete comparison measured here is the `medium` profile on all three tasks, run in parts:
   banking (44.7 min), Iris and QA for every contender but DSPy (48.6 min), DSPy MIPROv2 matched to
-  the cap on Iris and QA with one seed (9.6 min; it fails the same way on every task), DSPy MIPROv2
-  `auto="light"` on banking with one seed. `python bench/run.py` (speed, ~6 min, then this profile)
-  runs all of it in one go (DSPy with both seeds): about 1 h 50 min on this machine, the sum of the
-  parts' wall times with the DSPy part counted twice.
+  the cap on Iris and QA with one seed (9.6 min; it fails the same way on every task). DSPy MIPROv2
+  with `auto="light"` (its own budget, not part of `medium`) ran once on banking (8.7 min; same failure).
+  `python bench/run.py` runs the speed part (5.7 min) and then this profile in one go, DSPy with
+  both seeds: about 2 h on this machine, the sum of those measured wall times with the DSPy part
+  counted twice.
 - The `full` profile (3 tasks, 3 seeds, 7 contenders, cap 800, twice the cases: 63 runs) has not been
   run. Scaled from the medium runs' measured times (twice the calls per run, 1.5x the seeds) it is
   about 5 hours on this machine, plus DSPy's `auto="light"` runs, which have their own budget."""
