@@ -150,9 +150,9 @@ class Prompt:
                 body = examples_block(self.demos) + body
             return [{"role": "user", "content": body}]
         rendered = [{"role": m.role, "content": m.template.render(variables)} for m in self.messages]
-        demo_at = next((i for i, m in enumerate(self.messages) if m.role not in ("system", "developer")), None)
         if not self.demos:
             return rendered
+        demo_at = next((i for i, m in enumerate(self.messages) if m.role not in ("system", "developer")), None)
         if demo_at is None:
             # No user turn to imitate: the demos become an examples block at the top of the
             # message that carries the inputs, as in a text prompt, so the request still ends
