@@ -168,3 +168,46 @@ def test_a_discarded_proposal_names_the_prompt_file_of_its_group(tmp_path: Path)
     assert candidate is not None and candidate[prompts[0].key] is prompts[0]
     assert candidate[prompts[1].key].instruction == "Explain {label} briefly."
     assert len(notes) == 1
+
+
+class QualityProgram:
+    """Candidate i passes the cases whose index is below its quality: a better candidate passes
+    a superset of a worse one's cases, whatever cases it is scored on."""
+
+    def __init__(self, quality: dict[str, float]) -> None:
+        self.quality = quality
+        self.runs: list[tuple[str, tuple[str, ...]]] = []
+
+    def evaluate(self, candidate: Candidate, nodeids: Sequence[str]) -> Evaluation:
+        fp = fingerprint(candidate)
+        self.runs.append((fp, tuple(nodeids)))
+        q = self.quality[fp]
+        return Evaluation(tuple(CaseResult(n, float(passed), passed) for n in nodeids
+                                for passed in [(int(n[1:]) * 37 % 100) / 100 < q]))
+
+
+def test_the_demo_race_scores_every_entrant_on_the_same_cases_and_keeps_the_best(tmp_path: Path) -> None:
+    from pytest_promptopt.optimize.mipro import Mipro
+    from pytest_promptopt.optimize.search import Evaluator
+
+    prompt_file = tmp_path / "p.txt"
+    prompt_file.write_text("Say {x}")
+    prompt = load_prompt(prompt_file)
+    entrants = [{prompt.key: prompt.with_instruction(f"Say {{x}} #{i}")} for i in range(8)]
+    quality = {fingerprint(c): q for c, q in zip(entrants, (0.2, 0.9, 0.4, 0.1, 0.8, 0.3, 0.5, 0.6), strict=True)}
+    quality[fingerprint({prompt.key: prompt})] = 0.0
+    program = QualityProgram(quality)
+    train = [Case(f"c{i}", "train", False, 0.0, "", TestRecord(f"c{i}")) for i in range(30)]
+    ctx = OptimizationContext({prompt.key: prompt}, train, program, None, lambda event, **f: None,
+                              lambda message: None, 3, lambda: None)
+    evaluator = Evaluator(ctx, scoring_cases=12)
+    assert len(evaluator.scoring_ids) == 12 and evaluator.scoring_ids == evaluator.order[:12]
+    assert evaluator.order != [c.nodeid for c in train]  # seeded shuffle, not file order
+    full = Mipro()._race(ctx, evaluator, list(range(8)), lambda i: entrants[i], (4, 8), 2, "entrant")
+    assert sorted(full) == [1, 4]  # the two best qualities
+    assert full[1] == pytest.approx(sum((int(n[1:]) * 37 % 100) / 100 < 0.9 for n in evaluator.scoring_ids) / 12)
+    first_rung = {ids for fp, ids in program.runs if len(ids) == 4}
+    assert first_rung == {tuple(evaluator.order[:4])}  # paired: one case list for all 8 entrants
+    scored_in_full = [ids for fp, ids in program.runs if fp in {fingerprint(entrants[1]), fingerprint(entrants[4])}]
+    assert {n for ids in scored_in_full for n in ids} == set(evaluator.scoring_ids)
+    assert len(program.runs) == 8 + 4 + 2  # one run per entrant and rung: the halves drop out

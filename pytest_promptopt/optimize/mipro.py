@@ -156,7 +156,7 @@ class Mipro:
             return {**ctx.original, key: base if chosen is None else base.with_demos(tuple(o.demo for o in chosen))}
 
         full = self._race(ctx, evaluator, list(range(1, len(sets))), candidate, self.screen_rungs,
-                          self.keep_demo_sets, "demo set")
+                          self.keep_demo_sets, "demo sets")
         for generation in range(self.recombine_generations):
             screened = [(sets[i], score) for i, score in full.items() if sets[i] is not None]
             fresh = []
@@ -165,7 +165,7 @@ class Mipro:
                     sets.append(demo_set)
                     fresh.append(len(sets) - 1)
             full.update(self._race(ctx, evaluator, fresh, candidate, self.screen_rungs[1:], 2,
-                                   f"recombined demo set {generation + 1}."))
+                                   f"recombined demo sets (generation {generation + 1})"))
         self._reorder(ctx, evaluator, sets, full, candidate, rng)
         kept = sorted(full, key=lambda i: -full[i])[: self.keep_demo_sets]
         ctx.log("demo_screening", prompt=key, kept=kept, train_scores={str(i): full[i] for i in kept})
@@ -183,11 +183,11 @@ class Mipro:
             scores = {i: evaluator.evaluate(candidate(i), part).mean for i in alive}
             last = n == len(rungs) - 1
             alive = sorted(alive, key=lambda i: -scores[i])[: keep if last else max(keep, len(alive) // 2)]
-            ctx.progress(f"racing {label}s on {len(part)} train tests: {len(alive)} left, "
+            ctx.progress(f"racing {label} on {len(part)} train tests: {len(alive)} left, "
                          f"best {max(scores.values()):.2f}")
-        full = {i: evaluator.full_train(candidate(i), f"{label} {i}") for i in alive}
+        full = {i: evaluator.full_train(candidate(i), f"{label}: #{i}") for i in alive}
         if full:
-            ctx.progress(f"{label}s scored on {len(evaluator.scoring_ids)} train tests: best {max(full.values()):.2f}")
+            ctx.progress(f"{label} scored on {len(evaluator.scoring_ids)} train tests: best {max(full.values()):.2f}")
         return full
 
     def _reorder(self, ctx: OptimizationContext, evaluator: Evaluator, sets: list[tuple[DemoOption, ...] | None],
@@ -203,7 +203,7 @@ class Mipro:
                 if tuple(shuffled) not in sets:
                     sets.append(tuple(shuffled))
                     variants.append(len(sets) - 1)
-        full.update(self._race(ctx, evaluator, variants, candidate, self.screen_rungs, 3, "reordered demo set"))
+        full.update(self._race(ctx, evaluator, variants, candidate, self.screen_rungs, 3, "reordered demo sets"))
 
     def _search(self, ctx: OptimizationContext, evaluator: Evaluator, keys: list[str],
                 instructions: dict[str, list[Prompt]], sets: dict[str, list[tuple[DemoOption, ...] | None]],
