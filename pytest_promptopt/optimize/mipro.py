@@ -36,26 +36,22 @@ class Mipro:
     recombine_generations: int = 2
     reorder_sets: int = 2
     orders_per_set: int = 8
-    max_trials: int = 12
+    max_trials: int = 24
     minibatch: int = 20
     full_eval_every: int = 5
-    scoring_cases: int = 100  # "full train" is this fixed subset, the same cases for every candidate
-    screen_rungs: tuple[int, int] = (20, 40)
     use_critique: bool = False
 
     def estimate_calls(self, n_train: int, n_prompts: int, budget: int | None = None) -> int:
         return self.fitted(budget, n_train, n_prompts)._planned_calls(n_train, n_prompts)
 
     def _planned_calls(self, n_train: int, n_prompts: int) -> int:
-        full = min(self.scoring_cases, n_train)
-        first, second = (min(r, full) for r in self.screen_rungs)
-        unseen = max(0.5, 1 - 20 / max(1, n_train))  # a case that is one of a set's demos does not score it
-        race = (self.n_demo_sets * first + self.n_demo_sets / 2 * (second - first) + self.keep_demo_sets * (full - second)
-                + self.recombine_generations * (self.recombined_sets * second + 2 * (full - second))
-                + self.reorder_sets * self.orders_per_set * (first + (second - first) / 2) + 3 * (full - second))
+        unseen = 0.7 * n_train  # a case that is one of a set's demos does not score it
+        screening = unseen * (self.n_demo_sets * 0.25 + self.n_demo_sets / 2 * 0.25 + self.keep_demo_sets * 0.5
+                              + self.recombine_generations * self.recombined_sets
+                              + self.reorder_sets * self.orders_per_set * 0.5 + self.keep_demo_sets * 0.5)
         proposals = self.rounds * (self.instructions_per_round + 2) + 2 + (7 if self.use_critique else 0)
-        per_trial = min(self.minibatch, n_train) + full / self.full_eval_every
-        return int(unseen * (n_prompts * race + self.max_trials * per_trial + 3 * full) + n_prompts * proposals)
+        per_trial = min(self.minibatch, n_train) + unseen / self.full_eval_every
+        return int(n_prompts * (screening + proposals) + self.max_trials * per_trial + 3 * unseen)
 
     def fitted(self, budget: int | None, n_train: int, n_prompts: int) -> Mipro:
         """This search shrunk to fit `budget` LM calls: fewer demo sets, recombinations, orders
@@ -75,9 +71,9 @@ class Mipro:
         remaining = ctx.budget_remaining()
         if remaining is None:
             return self.max_trials
-        n_train, full = len(ctx.train), min(self.scoring_cases, len(ctx.train))
-        per_trial = calls_per_case * (min(self.minibatch, n_train) + full / self.full_eval_every)
-        spare = remaining - n_prompts * self.rounds * (self.instructions_per_round + 3) - 2 * full * calls_per_case
+        n_train = len(ctx.train)
+        per_trial = calls_per_case * (min(self.minibatch, n_train) + n_train / self.full_eval_every)
+        spare = remaining - n_prompts * self.rounds * (self.instructions_per_round + 3) - 2 * n_train * calls_per_case
         return max(2, min(self.max_trials, int(spare / max(per_trial, 1.0))))
 
     def run(self, ctx: OptimizationContext) -> StrategyResult:
@@ -90,8 +86,7 @@ class Mipro:
         proposer: Proposer = ctx.proposer  # type: ignore[assignment]
         rng = random.Random(ctx.seed)
         notes: list[str] = []
-        evaluator = Evaluator(ctx, on_score=lambda s, split, v: ctx.log("score", candidate=s.label, split=split, score=v),
-                              scoring_cases=self.scoring_cases)
+        evaluator = Evaluator(ctx, on_score=lambda s, split, v: ctx.log("score", candidate=s.label, split=split, score=v))
         keys = sorted(ctx.original)
         calls_per_case = max(1.0, sum(len(c.record.traces) + len(c.record.judge_traces) for c in ctx.train)
                              / max(1, len(ctx.train)))
@@ -143,58 +138,49 @@ class Mipro:
 
     def _screen(self, ctx: OptimizationContext, evaluator: Evaluator, key: str,
                 sets: list[tuple[DemoOption, ...] | None], rng: random.Random) -> list[tuple[DemoOption, ...] | None]:
-        """A race over the demo sets (original instruction): every set meets the same train cases
-        in the same order, the weaker half drops out at each rung, the survivors are scored on
-        the whole scoring set; then recombinations and reorderings of the best race the same way,
-        so the search below spends its trials on the few sets that work."""
+        """Successive halving over the demo sets (original instruction) on growing shares of the
+        train cases, so the search below spends its trials on the few sets that work."""
         if len(sets) <= self.keep_demo_sets + 1:
             return sets
+        ids = [c.nodeid for c in ctx.train]
+        rng.shuffle(ids)
 
         def candidate(i: int) -> Candidate:
             chosen = sets[i]
             base = ctx.original[key]
             return {**ctx.original, key: base if chosen is None else base.with_demos(tuple(o.demo for o in chosen))}
 
-        full = self._race(ctx, evaluator, list(range(1, len(sets))), candidate, self.screen_rungs,
-                          self.keep_demo_sets, "demo sets")
+        alive = list(range(1, len(sets)))
+        latest: dict[int, float] = {}
+        for share in (0.25, 0.5):
+            part = ids[: max(1, int(len(ids) * share))]
+            scores = {i: evaluator.evaluate(candidate(i), part).mean for i in alive}
+            latest.update(scores)
+            alive = sorted(alive, key=lambda i: -scores[i])[: max(self.keep_demo_sets, len(alive) // 2)]
+            ctx.progress(f"screening demo sets on {len(part)} train tests: {len(alive)} left, "
+                         f"best {max(scores.values()):.2f}")
+        full = {i: evaluator.full_train(candidate(i), f"demo set {i}") for i in alive}
+        latest.update(full)
         for generation in range(self.recombine_generations):
-            screened = [(sets[i], score) for i, score in full.items() if sets[i] is not None]
-            fresh = []
-            for demo_set in recombine(screened, self.recombined_sets, rng):
-                if demo_set not in sets:
-                    sets.append(demo_set)
-                    fresh.append(len(sets) - 1)
-            full.update(self._race(ctx, evaluator, fresh, candidate, self.screen_rungs[1:], 2,
-                                   f"recombined demo sets (generation {generation + 1})"))
-        self._reorder(ctx, evaluator, sets, full, candidate, rng)
+            screened = [(sets[i], score) for i, score in latest.items() if sets[i] is not None]
+            for j, demo_set in enumerate(recombine(screened, self.recombined_sets, rng)):  # type: ignore[arg-type]
+                if demo_set in sets:
+                    continue
+                sets.append(demo_set)
+                i = len(sets) - 1
+                full[i] = latest[i] = evaluator.full_train(candidate(i), f"recombined demo set {generation + 1}.{j + 1}")
+                ctx.progress(f"recombined demo set {generation + 1}.{j + 1}: train {full[i]:.2f}")
+        self._reorder(ctx, evaluator, sets, full, ids, candidate, rng)
         kept = sorted(full, key=lambda i: -full[i])[: self.keep_demo_sets]
         ctx.log("demo_screening", prompt=key, kept=kept, train_scores={str(i): full[i] for i in kept})
         return [sets[0], *(sets[i] for i in kept)]
 
-    def _race(self, ctx: OptimizationContext, evaluator: Evaluator, entrants: list[int],
-              candidate: Callable[[int], Candidate], rungs: tuple[int, ...], keep: int, label: str) -> dict[int, float]:
-        """Successive halving on growing prefixes of the evaluator's case order (paired: the same
-        cases for every entrant); the last rung keeps `keep`, which are scored in full."""
-        alive = list(entrants)
-        for n, size in enumerate(rungs):
-            if not alive:
-                return {}
-            part = evaluator.order[: min(size, len(evaluator.scoring_ids))]
-            scores = {i: evaluator.evaluate(candidate(i), part).mean for i in alive}
-            last = n == len(rungs) - 1
-            alive = sorted(alive, key=lambda i: -scores[i])[: keep if last else max(keep, len(alive) // 2)]
-            ctx.progress(f"racing {label} on {len(part)} train tests: {len(alive)} left, "
-                         f"best {max(scores.values()):.2f}")
-        full = {i: evaluator.full_train(candidate(i), f"{label}: #{i}") for i in alive}
-        if full:
-            ctx.progress(f"{label} scored on {len(evaluator.scoring_ids)} train tests: best {max(full.values()):.2f}")
-        return full
-
     def _reorder(self, ctx: OptimizationContext, evaluator: Evaluator, sets: list[tuple[DemoOption, ...] | None],
-                 full: dict[int, float], candidate: Callable[[int], Candidate], rng: random.Random) -> None:
+                 full: dict[int, float], ids: list[str], candidate: Callable[[int], Candidate], rng: random.Random) -> None:
         """The same demos in another order can score very differently (a small model leans
         towards the answers of the last demos it saw), and train predicts held-out well across
-        orders, so the best sets race again in shuffled orders."""
+        orders, so the best sets are re-scored in shuffled orders: half the train cases first,
+        then the full train set for the best few."""
         variants: list[int] = []
         for i in sorted(full, key=lambda i: -full[i])[: self.reorder_sets]:
             for _ in range(self.orders_per_set):
@@ -203,7 +189,14 @@ class Mipro:
                 if tuple(shuffled) not in sets:
                     sets.append(tuple(shuffled))
                     variants.append(len(sets) - 1)
-        full.update(self._race(ctx, evaluator, variants, candidate, self.screen_rungs, 3, "reordered demo sets"))
+        if not variants:
+            return
+        half = ids[: max(1, len(ids) // 2)]
+        scores = {i: evaluator.evaluate(candidate(i), half).mean for i in variants}
+        ctx.progress(f"reordered demo sets on {len(half)} train tests: best {max(scores.values()):.2f}")
+        for i in sorted(variants, key=lambda i: -scores[i])[: self.keep_demo_sets]:
+            full[i] = evaluator.full_train(candidate(i), f"reordered demo set {i}")
+            ctx.progress(f"reordered demo set {i}: train {full[i]:.2f}")
 
     def _search(self, ctx: OptimizationContext, evaluator: Evaluator, keys: list[str],
                 instructions: dict[str, list[Prompt]], sets: dict[str, list[tuple[DemoOption, ...] | None]],

@@ -2,10 +2,6 @@
 
 A case never scores a candidate that shows that very case as a demo (it would pass by
 copying), so each candidate is scored on the train cases it has not seen.
-
-"Full train" can be capped to a fixed, seeded subset of the train cases (`scoring_cases`): every
-candidate is then scored on the same cases in the same order, so comparisons between candidates
-are paired and the prefixes of that order serve as the rungs of a race.
 """
 
 from __future__ import annotations
@@ -30,14 +26,8 @@ class Scored:
 
 
 class Evaluator:
-    def __init__(self, ctx: OptimizationContext, on_score: Callable[[Scored, str, float], None] | None = None,
-                 scoring_cases: int | None = None) -> None:
+    def __init__(self, ctx: OptimizationContext, on_score: Callable[[Scored, str, float], None] | None = None) -> None:
         self.ctx = ctx
-        order = [c.nodeid for c in ctx.train]
-        if scoring_cases is not None:
-            random.Random(ctx.seed + 7).shuffle(order)
-        self.order: list[str] = order  # every candidate meets the train cases in this order
-        self.scoring_ids: list[str] = order if scoring_cases is None else order[:scoring_cases]
         self.scored: dict[str, Scored] = {}
         self._trace_keys = {
             c.nodeid: [frozenset(t.variables.items()) for t in c.record.traces] for c in ctx.train
@@ -45,8 +35,7 @@ class Evaluator:
         self._on_score = on_score
         self._evaluations: dict[tuple[str, tuple[str, ...]], Evaluation] = {}
         original = self.entry(ctx.original, "original")
-        baseline = {c.nodeid: c.score for c in ctx.train}
-        original.full = sum(baseline[n] for n in self.scoring_ids) / len(self.scoring_ids) if self.scoring_ids else 0.0
+        original.full = sum(c.score for c in ctx.train) / len(ctx.train) if ctx.train else 0.0
 
     def entry(self, candidate: Candidate, label: str = "") -> Scored:
         fp = fingerprint(candidate)
@@ -78,10 +67,9 @@ class Evaluator:
         return ev.mean
 
     def full_train(self, candidate: Candidate, label: str = "") -> float:
-        """Score on every scoring case (all train cases unless capped) the candidate does not show."""
         entry = self.entry(candidate, label)
         if entry.full is None:
-            ev = self.evaluate(candidate, self.scoring_ids)
+            ev = self.evaluate(candidate, [c.nodeid for c in self.ctx.train])
             entry.full = ev.mean
             self._notify(entry, "train", ev.mean)
         return entry.full
