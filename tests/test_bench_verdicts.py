@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import importlib.util
 import sys
 from pathlib import Path
@@ -10,11 +11,14 @@ from types import ModuleType
 ROOT = Path(__file__).resolve().parents[1]
 
 
+@functools.cache
 def bench_quality() -> ModuleType:
+    """bench/bench_quality.py (not a package), loaded once and registered under its own name, as
+    its dataclasses expect."""
     spec = importlib.util.spec_from_file_location("bench_quality", ROOT / "bench" / "bench_quality.py")
     assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)
-    sys.modules.setdefault("bench_quality", module)
+    sys.modules["bench_quality"] = module
     spec.loader.exec_module(module)
     return module
 
