@@ -698,5 +698,6 @@ if __name__ == "__main__":
     parser.add_argument("--render", action="store_true", help="only rewrite the tables and plots in --out from its quality.json")
     a = parser.parse_args()
     if a.render:
-        raise SystemExit(render(a.out))
-    main(a.profile == "quick", a.out, a.tasks, a.seeds, a.contenders, a.profile, a.budget)
+        render(a.out)
+    else:
+        main(a.profile == "quick", a.out, a.tasks, a.seeds, a.contenders, a.profile, a.budget)
