@@ -17,7 +17,7 @@ import time
 from pytest_promptopt import local
 from pytest_promptopt.cache import ReplyCache
 from pytest_promptopt.client import Endpoint, LMClient
-from pytest_promptopt.config import EMBEDDED_MODEL
+from pytest_promptopt.defaults import EMBEDDED_MODEL
 from pytest_promptopt.errors import JudgeError
 from pytest_promptopt.judge import SCORE_PARAMS, YESNO_PARAMS, grade
 

@@ -10,10 +10,9 @@ from __future__ import annotations
 import hashlib
 import json
 import sqlite3
-import threading
 import warnings
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from enum import Enum
 from functools import cached_property
 from pathlib import Path
@@ -136,21 +135,6 @@ class Reply:
         )
 
 
-@dataclass
-class CacheStats:
-    hits: int = 0
-    misses: int = 0
-    writes: int = 0
-    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
-
-    def count(self, *, hit: bool) -> None:
-        with self._lock:
-            if hit:
-                self.hits += 1
-            else:
-                self.misses += 1
-
-
 class ReplyCache:
     """The store behind every LM call. Falls back to no caching, with one warning, if the
     folder cannot be used (read-only disk, corrupted database)."""
@@ -158,7 +142,6 @@ class ReplyCache:
     def __init__(self, directory: Path | None, mode: RecordMode = RecordMode.NORMAL) -> None:
         self.directory = directory
         self.mode = mode
-        self.stats = CacheStats()
         self._store: diskcache.Cache | None = None
         self._disabled_reason: str | None = None
         if directory is not None and mode is not RecordMode.OFF:
@@ -199,8 +182,6 @@ class ReplyCache:
             return
         try:
             self._store.set(request.cache_key, reply.to_record())
-            with self.stats._lock:
-                self.stats.writes += 1
         except (OSError, sqlite3.Error) as exc:
             self._disable(f"the cache could not be written: {exc}")
 

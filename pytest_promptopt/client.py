@@ -16,7 +16,9 @@ from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
 from .cache import ChatRequest, RecordMode, Reply, ReplyCache
+from .defaults import CONCURRENCY, RETRIES, TIMEOUT_S
 from .errors import BudgetExhausted, CacheMissError, EndpointError
+from .usage import Usage
 
 RETRYABLE_STATUS = frozenset({408, 409, 425, 429, 500, 502, 503, 504})
 MAX_BACKOFF_S = 30.0
@@ -67,29 +69,6 @@ class Completion:
         return self.reply.text
 
 
-@dataclass(frozen=True)
-class UsageSnapshot:
-    requests: int = 0
-    api_calls: int = 0
-    cache_hits: int = 0
-    retries: int = 0
-    errors: int = 0
-    prompt_tokens: int = 0
-    completion_tokens: int = 0
-    cost: float = 0.0
-    lm_seconds: float = 0.0
-
-    @property
-    def tokens(self) -> int:
-        return self.prompt_tokens + self.completion_tokens
-
-    def __sub__(self, other: UsageSnapshot) -> UsageSnapshot:
-        return UsageSnapshot(*(getattr(self, f) - getattr(other, f) for f in self.__dataclass_fields__))
-
-    def __add__(self, other: UsageSnapshot) -> UsageSnapshot:
-        return UsageSnapshot(*(getattr(self, f) + getattr(other, f) for f in self.__dataclass_fields__))
-
-
 class Budget:
     """A hard cap on LM requests (cached or not, so a run is reproducible) and tokens."""
 
@@ -135,9 +114,9 @@ class LMClient:
         endpoint: Endpoint,
         cache: ReplyCache,
         *,
-        timeout: float = 120.0,
-        max_retries: int = 4,
-        concurrency: int = 8,
+        timeout: float = TIMEOUT_S,
+        max_retries: int = RETRIES,
+        concurrency: int = CONCURRENCY,
         price: Price | None = None,
         sleep: Callable[[float], None] = time.sleep,
         resolve_base_url: Callable[[], str] | None = None,
@@ -156,7 +135,7 @@ class LMClient:
         self._slots = threading.BoundedSemaphore(self.concurrency)
         self._lock = threading.Lock()
         self._inflight: dict[str, Future[Completion]] = {}
-        self._usage = UsageSnapshot()
+        self._usage = Usage()
         self._openai: openai.OpenAI | None = None
         self._pool: ThreadPoolExecutor | None = None
         self.down_after = max(1, down_after)
@@ -166,13 +145,13 @@ class LMClient:
         self._last_failure = ""
 
     # -- accounting ------------------------------------------------------------------------
-    def usage(self) -> UsageSnapshot:
+    def usage(self) -> Usage:
         with self._lock:
             return self._usage
 
     def _account(self, **delta: Any) -> None:
         with self._lock:
-            self._usage = self._usage + UsageSnapshot(**delta)
+            self._usage = self._usage + Usage(**delta)
 
     # -- calls -----------------------------------------------------------------------------
     def request(self, messages: Iterable[Mapping[str, str]], params: Mapping[str, Any] | None = None,
@@ -187,7 +166,6 @@ class LMClient:
         cached = self.cache.get(request)
         if cached is not None:
             if budgeted:
-                self.cache.stats.count(hit=True)
                 self._account(cache_hits=1)  # tokens count only when spent
             return Completion(cached, True, 0.0, 0, 0.0)
         if self.cache.mode is RecordMode.REPLAY:
@@ -195,7 +173,6 @@ class LMClient:
                 f"replay mode: no recorded reply for this call to {self.endpoint.describe()}; "
                 "record it with --promptopt-record=normal (or drop --promptopt-record=replay)"
             )
-        self.cache.stats.count(hit=False)
         key = request.cache_key
         with self._lock:
             waiting = self._inflight.get(key)

@@ -1,8 +1,11 @@
-"""Settings: where each LM role points, cache and run options.
+"""Settings: where each LM role points, cache, gate and optimization options, as one frozen
+object resolved once per session (by the pytest layer, from its options and ini).
 
 Precedence, stated once: command line, then ini (`[tool.pytest.ini_options]`), then the
-environment. Judge and optimizer endpoints default to the task endpoint, field by field.
-With no base URL anywhere, the embedded local model is used.
+environment, then the defaults in `defaults.py`. Judge and optimizer endpoints default to the
+task endpoint, field by field. With no base URL anywhere, the embedded local model is used.
+The per-prompt gate is the one exception to "command line, then ini": a prompt file's own
+`min_pass_rate` sits between them (command line, then the prompt file, then ini).
 """
 
 from __future__ import annotations
@@ -13,12 +16,12 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from . import defaults
 from .cache import RecordMode
 from .client import Price
 from .errors import ConfigError
 
 ROLES = ("task", "judge", "optimizer")
-EMBEDDED_MODEL = "smollm2-135m-instruct"
 
 
 def option_name(role: str, what: str) -> str:
@@ -46,18 +49,36 @@ class RoleConfig:
 
 
 @dataclass(frozen=True)
+class OptimizeSettings:
+    """`--optimize` and its options."""
+
+    enabled: bool = False
+    prompts: tuple[Path, ...] = ()  # only these prompt files; empty: every prompt with failing tests
+    strategy: str = defaults.OPTIMIZE_STRATEGY
+    budget: int | None = defaults.OPTIMIZE_BUDGET  # LM calls per group
+    token_budget: int | None = None
+    dry_run: bool = False
+    resume: bool = False
+    seed: int = defaults.OPTIMIZE_SEED
+    margin: float = defaults.OPTIMIZE_MARGIN
+    max_regressions: int | None = None  # None: defaults.allowed_regressions decides
+
+
+@dataclass(frozen=True)
 class Settings:
     roles: Mapping[str, RoleConfig]
     cache_dir: Path
-    record_mode: RecordMode = RecordMode.NORMAL
-    timeout: float = 120.0
-    retries: int = 4
-    concurrency: int = 4
+    record_mode: RecordMode = RecordMode(defaults.RECORD_MODE)
+    timeout: float = defaults.TIMEOUT_S
+    retries: int = defaults.RETRIES
+    concurrency: int = defaults.CONCURRENCY
     prices: Mapping[str, Price] = field(default_factory=dict)
-    min_pass_rate: float | None = None  # ini default; the command line's value overrides prompt files
-    judge_threshold: float = 0.7
+    min_pass_rate: float | None = None  # ini: the gate of prompts whose file sets none
+    min_pass_rate_override: float | None = None  # command line: the gate of every prompt
+    judge_threshold: float = defaults.JUDGE_THRESHOLD
     report_path: Path | None = None
-    judge_mode: str = "auto"  # auto | score | yesno (see judge.JUDGE_MODES)
+    judge_mode: str = defaults.JUDGE_MODE  # auto | score | yesno (see judge.JUDGE_MODES)
+    optimize: OptimizeSettings = field(default_factory=OptimizeSettings)
 
     @property
     def needs_embedded(self) -> bool:
@@ -126,27 +147,6 @@ def resolve_path(text: str, base: Path) -> Path:
     """
     path = Path(os.path.expanduser(os.path.expandvars(text)))
     return path if path.is_absolute() else base / path
-
-
-def repeat_plan(kwargs: Mapping[str, object]) -> tuple[int, int]:
-    """(repeats, min_passes) of a `promptopt` marker's keyword arguments; min_passes defaults to repeats."""
-    repeats = kwargs.get("repeats", 1)
-    if not isinstance(repeats, int) or isinstance(repeats, bool) or repeats < 1:
-        raise ConfigError(f"promptopt(repeats={repeats!r}): repeats must be a whole number of at least 1; "
-                          "write e.g. promptopt(repeats=5, min_passes=3)")
-    if "min_passes" not in kwargs:
-        return repeats, repeats
-    min_passes = kwargs["min_passes"]
-    problem = f"promptopt(min_passes={min_passes!r}) must be from 1 to repeats={repeats}"
-    if not isinstance(min_passes, int) or isinstance(min_passes, bool) or min_passes < 1:
-        raise ConfigError(f"{problem}; make min_passes a whole number from 1 to {repeats}")
-    if min_passes <= repeats:
-        return repeats, min_passes
-    if "repeats" not in kwargs:
-        raise ConfigError(f"{problem} (repeats is not set, so the test runs once and min_passes would be ignored); "
-                          f"add repeats=N with N >= {min_passes}, e.g. "
-                          f"promptopt(repeats={min_passes}, min_passes={min_passes})")
-    raise ConfigError(f"{problem}; raise repeats to at least {min_passes} or lower min_passes to at most {repeats}")
 
 
 def parse_prices(lines: list[str]) -> dict[str, Price]:

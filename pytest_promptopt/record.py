@@ -11,7 +11,14 @@ import re
 from collections.abc import Mapping
 from contextvars import ContextVar
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+from .usage import Usage, total
+
+if TYPE_CHECKING:
+    from .client import Completion
+
+JUDGE_KEY = "<judge>"  # the usage row of judge calls, next to the prompt files'
 
 
 @dataclass(frozen=True)
@@ -45,6 +52,21 @@ class Trace:
     @property
     def tokens(self) -> int:
         return self.prompt_tokens + self.completion_tokens
+
+    @classmethod
+    def of(cls, prompt_key: str, variables: Mapping[str, Any], messages: tuple[Mapping[str, str], ...],
+           model: str, completion: Completion) -> Trace:
+        """The trace of one completed call: the only way traces are built."""
+        reply = completion.reply
+        return cls(prompt_key, {k: str(v) for k, v in variables.items()}, messages, completion.text, model,
+                   reply.prompt_tokens, reply.completion_tokens, completion.cached, completion.cost,
+                   completion.latency_s)
+
+    @property
+    def usage(self) -> Usage:
+        return Usage(requests=1, api_calls=int(not self.cached), cache_hits=int(self.cached),
+                     prompt_tokens=self.prompt_tokens, completion_tokens=self.completion_tokens,
+                     cost=self.cost, lm_seconds=self.latency_s)
 
 
 @dataclass(frozen=True)
@@ -94,18 +116,92 @@ class TestRecord:
                     self.labels.append(Label(i, expected))
                 return
 
-    def usage_by_prompt(self) -> dict[str, dict[str, float]]:
-        out: dict[str, dict[str, float]] = {}
+    def usage_by_prompt(self) -> dict[str, Usage]:
+        """Per prompt key (and JUDGE_KEY for judge calls): what this test spent."""
+        out: dict[str, Usage] = {}
         for t in self.traces:
-            row = out.setdefault(t.prompt_key, {"calls": 0, "tokens": 0, "cost": 0.0, "cache_hits": 0})
-            row["calls"] += 1
-            row["tokens"] += t.tokens
-            row["cost"] += t.cost
-            row["cache_hits"] += int(t.cached)
+            out[t.prompt_key] = out.get(t.prompt_key, Usage()) + t.usage
         for key, _ in self.errors:
-            row = out.setdefault(key, {"calls": 0, "tokens": 0, "cost": 0.0, "cache_hits": 0})
-            row["errors"] = row.get("errors", 0) + 1
+            out[key] = out.get(key, Usage()) + Usage(requests=1, errors=1)
+        if self.judge_traces:
+            out[JUDGE_KEY] = out.get(JUDGE_KEY, Usage()) + total(t.usage for t in self.judge_traces)
         return out
+
+    def calls(self) -> tuple[Call, ...]:
+        """The prompt calls as plain data, each with its expected answer where one was seen."""
+        expected = {lb.trace_index: lb.expected for lb in self.labels}
+        return tuple(Call(t.prompt_key, dict(t.variables), t.output, expected.get(i))
+                     for i, t in enumerate(self.traces))
+
+    def outcome(self, passed: bool, message: str, *, duration: float = 0.0,
+                min_pass_rates: Mapping[str, float | None] | None = None) -> CaseOutcome:
+        return CaseOutcome(self.nodeid, passed, self.score(passed), message[:MAX_MESSAGE], self.calls(),
+                           self.usage_by_prompt(), dict(min_pass_rates or {}), duration,
+                           self.errors[0][1][:500] if self.errors else "")
+
+
+MAX_MESSAGE = 2000  # characters of a failure message kept for reports and the optimizer
+MAX_OUTPUT = 10_000  # characters of an output kept in reports and run logs
+
+
+@dataclass(frozen=True)
+class Call:
+    """One LM call of a test as data: which prompt, with what inputs, what came back and, when
+    the test showed it, the answer that was expected."""
+
+    prompt_key: str
+    inputs: Mapping[str, str]
+    output: str
+    expected: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"prompt": self.prompt_key, "inputs": dict(self.inputs), "output": self.output[:MAX_OUTPUT],
+                "expected": self.expected}
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> Call:
+        expected = data.get("expected")
+        return cls(str(data["prompt"]), {str(k): str(v) for k, v in dict(data.get("inputs", {})).items()},
+                   str(data.get("output", "")), None if expected is None else str(expected))
+
+
+@dataclass(frozen=True)
+class CaseOutcome:
+    """One run of one test: its verdict, score, LM calls and what they cost. The same type
+    feeds the per-prompt summary and gate, the JSON report (it crosses from xdist workers as
+    `to_dict`), and the optimizer, which scores candidates by re-running tests."""
+
+    nodeid: str
+    passed: bool
+    score: float
+    message: str = ""  # the failure message as the user sees it
+    calls: tuple[Call, ...] = ()
+    usage: Mapping[str, Usage] = field(default_factory=dict)  # per prompt key, and JUDGE_KEY
+    min_pass_rates: Mapping[str, float | None] = field(default_factory=dict)
+    duration: float = 0.0
+    error: str = ""  # the first failed LM call's message: the case could not be scored
+
+    @property
+    def requests(self) -> int:
+        """LM calls the run asked for, cached or not (what the optimizer's budget counts)."""
+        return sum(u.requests for u in self.usage.values())
+
+    @property
+    def prompt_keys(self) -> list[str]:
+        return [k for k in self.usage if k != JUDGE_KEY]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"nodeid": self.nodeid, "passed": self.passed, "score": self.score,
+                "message": self.message[:MAX_MESSAGE], "calls": [c.to_dict() for c in self.calls],
+                "usage": {k: u.to_dict() for k, u in self.usage.items()},
+                "min_pass_rates": dict(self.min_pass_rates), "duration": self.duration, "error": self.error}
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> CaseOutcome:
+        return cls(str(data["nodeid"]), bool(data["passed"]), float(data["score"]), str(data.get("message", "")),
+                   tuple(Call.from_dict(c) for c in data.get("calls", ())),
+                   {str(k): Usage.from_dict(u) for k, u in dict(data.get("usage", {})).items()},
+                   dict(data.get("min_pass_rates", {})), float(data.get("duration", 0.0)), str(data.get("error", "")))
 
 
 def _derived(actual: str, output: str) -> bool:

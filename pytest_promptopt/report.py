@@ -1,7 +1,8 @@
 """Per-prompt results of a run: aggregation, the CI gate, terminal table and JSON report.
 
-Aggregation works on plain dicts attached to test reports, so the numbers from pytest-xdist
-workers merge on the controller exactly like a single-process run.
+Aggregation works on `CaseOutcome` values, which cross from pytest-xdist workers as plain
+dicts on the test reports, so their numbers merge on the controller exactly like a
+single-process run.
 """
 
 from __future__ import annotations
@@ -9,37 +10,14 @@ from __future__ import annotations
 import json
 import os
 import tempfile
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-JUDGE_KEY = "<judge>"
-
-
-@dataclass(frozen=True)
-class CaseOutcome:
-    """One test item's contribution, as sent from a worker (JSON-able via to_dict)."""
-
-    nodeid: str
-    passed: bool
-    score: float
-    prompts: Mapping[str, Mapping[str, float]]  # key -> calls, tokens, cost, cache_hits
-    min_pass_rates: Mapping[str, float | None] = field(default_factory=dict)
-    duration: float = 0.0
-    error: str = ""  # the first failed LM call's message: the case could not be scored
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"nodeid": self.nodeid, "passed": self.passed, "score": self.score,
-                "prompts": {k: dict(v) for k, v in self.prompts.items()},
-                "min_pass_rates": dict(self.min_pass_rates), "duration": self.duration,
-                "error": self.error}
-
-    @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> CaseOutcome:
-        return cls(str(data["nodeid"]), bool(data["passed"]), float(data["score"]),
-                   dict(data.get("prompts", {})), dict(data.get("min_pass_rates", {})),
-                   float(data.get("duration", 0.0)), str(data.get("error", "")))
+from .optimize.loop import GroupResult
+from .record import JUDGE_KEY, CaseOutcome
+from .usage import Usage
 
 
 @dataclass(frozen=True)
@@ -48,10 +26,7 @@ class PromptSummary:
     cases: int
     passed: int
     score_sum: float
-    calls: int
-    tokens: int
-    cost: float
-    cache_hits: int
+    usage: Usage
     min_pass_rate: float | None
     errors: int = 0  # cases whose LM call failed: not scored, counted as failed
     first_error: str = ""
@@ -65,18 +40,15 @@ class PromptSummary:
         return self.score_sum / self.cases if self.cases else 0.0
 
     @property
-    def cache_hit_rate(self) -> float:
-        return self.cache_hits / self.calls if self.calls else 0.0
-
-    @property
     def gate_failed(self) -> bool:
         return self.min_pass_rate is not None and self.pass_rate + 1e-12 < self.min_pass_rate
 
     def to_dict(self, root: Path | None = None) -> dict[str, Any]:
+        u = self.usage
         return {"prompt": display(self.key, root), "cases": self.cases, "passed": self.passed,
                 "pass_rate": round(self.pass_rate, 4), "mean_score": round(self.mean_score, 4),
-                "calls": self.calls, "tokens": self.tokens, "cost": round(self.cost, 6),
-                "cache_hits": self.cache_hits, "min_pass_rate": self.min_pass_rate,
+                "calls": u.requests, "tokens": u.tokens, "cost": round(u.cost, 6),
+                "cache_hits": u.cache_hits, "min_pass_rate": self.min_pass_rate,
                 "gate": "failed" if self.gate_failed else "passed", "errors": self.errors}
 
 
@@ -92,36 +64,41 @@ def display(key: str, root: Path | None) -> str:
 def summarize(outcomes: Iterable[CaseOutcome], default_min_pass_rate: float | None = None,
               override_min_pass_rate: float | None = None) -> list[PromptSummary]:
     """Per-prompt summaries. Gate precedence: command line, then the prompt file, then ini."""
-    acc: dict[str, dict[str, Any]] = {}
+    rows: dict[str, _Row] = {}
     for case in outcomes:
-        for key, usage in case.prompts.items():
-            row = acc.setdefault(key, {"cases": 0, "passed": 0, "score_sum": 0.0, "calls": 0,
-                                       "tokens": 0, "cost": 0.0, "cache_hits": 0, "min": None,
-                                       "errors": 0, "first_error": ""})
-            row["cases"] += 1
-            row["passed"] += int(case.passed)
-            row["score_sum"] += case.score
-            row["calls"] += int(usage.get("calls", 0))
-            row["tokens"] += int(usage.get("tokens", 0))
-            row["cost"] += float(usage.get("cost", 0.0))
-            row["cache_hits"] += int(usage.get("cache_hits", 0))
-            if usage.get("errors"):
-                row["errors"] += 1
-                row["first_error"] = row["first_error"] or case.error
-            own = case.min_pass_rates.get(key)
-            if own is not None:
-                row["min"] = own
+        for key, usage in case.usage.items():
+            rows.setdefault(key, _Row()).add(case, key, usage)
     out = []
-    for key, row in sorted(acc.items(), key=lambda kv: (kv[0] == JUDGE_KEY, kv[0])):
+    for key, row in sorted(rows.items(), key=lambda kv: (kv[0] == JUDGE_KEY, kv[0])):
         gate = override_min_pass_rate
         if gate is None:
-            gate = row["min"] if row["min"] is not None else default_min_pass_rate
-        if key == JUDGE_KEY:
-            gate = None
-        out.append(PromptSummary(key, row["cases"], row["passed"], row["score_sum"], row["calls"],
-                                 row["tokens"], row["cost"], row["cache_hits"], gate, row["errors"],
-                                 row["first_error"]))
+            gate = row.own_min if row.own_min is not None else default_min_pass_rate
+        out.append(PromptSummary(key, row.cases, row.passed, row.score_sum, row.usage,
+                                 None if key == JUDGE_KEY else gate, row.errors, row.first_error))
     return out
+
+
+@dataclass
+class _Row:
+    cases: int = 0
+    passed: int = 0
+    score_sum: float = 0.0
+    usage: Usage = field(default_factory=Usage)
+    own_min: float | None = None
+    errors: int = 0
+    first_error: str = ""
+
+    def add(self, case: CaseOutcome, key: str, usage: Usage) -> None:
+        self.cases += 1
+        self.passed += int(case.passed)
+        self.score_sum += case.score
+        self.usage = self.usage + usage
+        if usage.errors:
+            self.errors += 1
+            self.first_error = self.first_error or case.error
+        own = case.min_pass_rates.get(key)
+        if own is not None:
+            self.own_min = own
 
 
 def table(summaries: list[PromptSummary], root: Path | None) -> list[str]:
@@ -131,11 +108,42 @@ def table(summaries: list[PromptSummary], root: Path | None) -> list[str]:
         gate = "-" if s.min_pass_rate is None else (
             f"FAIL (< {s.min_pass_rate:.0%})" if s.gate_failed else f"ok (>= {s.min_pass_rate:.0%})")
         rows.append((display(s.key, root), str(s.cases), str(s.passed), f"{s.pass_rate:.1%}",
-                     f"{s.mean_score:.3f}", str(s.calls), f"{s.cache_hits} ({s.cache_hit_rate:.0%})",
-                     f"{s.tokens:,}", f"${s.cost:.4f}", gate))
+                     f"{s.mean_score:.3f}", str(s.usage.requests),
+                     f"{s.usage.cache_hits} ({s.usage.cache_hit_rate:.0%})", f"{s.usage.tokens:,}",
+                     f"${s.usage.cost:.4f}", gate))
     widths = [max(len(h), *(len(r[i]) for r in rows)) if rows else len(h) for i, h in enumerate(headers)]
     fmt = "  ".join("{:<%d}" % w for w in widths)
     return [fmt.format(*headers), fmt.format(*("-" * w for w in widths))] + [fmt.format(*r) for r in rows]
+
+
+def optimization_lines(o: GroupResult, display: Callable[[str], str], dry_run: bool) -> list[str]:
+    """The terminal lines of one group's optimization."""
+    names = ", ".join(display(k) for k in o.prompts)
+    after = "not run" if o.validation.after is None else f"{o.validation.after:.3f}"
+    calls = ", ".join(f"{role} {u.requests} ({u.api_calls} sent, {u.tokens:,} tokens)" for role, u in o.usage.items())
+    lines = [f"{names}: strategy {o.strategy}, {o.train.cases} train / {o.validation.cases} validation tests",
+             f"  validation score {o.validation.before:.3f} -> {after}; train score {o.train.before:.3f} -> "
+             f"{o.train.after or 0.0:.3f}",
+             f"  LM calls {o.calls} of budget {o.budget} (estimated {o.estimate}): {calls}; {o.seconds:.1f} s"]
+    for note in dict.fromkeys(o.notes):
+        for key in o.prompts:  # notes name prompts by key; show them as the heading does
+            note = note.replace(key, display(key))
+        lines.append(f"  note: {note}")
+    if o.chance is not None:
+        verdict = "within noise of it" if o.after_is_chance else "beyond noise of it"
+        shown = "" if o.validation.after is None else f"; the candidate's {o.validation.after:.3f} is {verdict}"
+        lines.append(f"  chance (always the majority answer) on validation: {o.chance:.3f}{shown}")
+    if o.accepted:
+        verb = "would write (dry run)" if dry_run else "writing"
+        lines.append(f"  accepted: {o.decision.reason}; {verb} {names}")
+        lines += ["    " + line for line in o.diff.splitlines()]
+    else:
+        lines.append(f"  not written: {o.decision.reason}")
+    lines.append(f"  run log: {o.log_path}")
+    if o.holdout is not None and o.holdout.after is not None:
+        lines.append(f"  holdout ({o.holdout.cases} tests never used for selection): "
+                     f"{o.holdout.before:.3f} -> {o.holdout.after:.3f}")
+    return lines
 
 
 def write_json(path: Path, payload: Mapping[str, Any]) -> None:

@@ -14,13 +14,14 @@ from pathlib import Path
 from typing import Any
 
 from .cache import ChatRequest, Reply, ReplyCache
-from .client import Completion, Endpoint, LMClient
-from .config import EMBEDDED_MODEL, Settings
+from .client import Budget, Completion, Endpoint, LMClient
+from .config import Settings
+from .defaults import EMBEDDED_MODEL
 from .errors import CacheMissError, EndpointError, PromptOptError
-from .judge import DEFAULT_THRESHOLD, SCORE_PARAMS, YESNO_PARAMS, JudgeFailed, grade
+from .judge import SCORE_PARAMS, YESNO_PARAMS, JudgeFailed, grade
 from .prompts import Prompt, load_prompt
-from .record import TestRecord, Trace, Verdict
-from .report import JUDGE_KEY
+from .record import JUDGE_KEY, TestRecord, Trace, Verdict
+from .usage import Usage
 
 EmbeddedStarter = Callable[[], str]  # returns the embedded server's base URL
 
@@ -89,6 +90,25 @@ class Runtime:
     def clients(self) -> Mapping[str, LMClient]:
         return dict(self._clients)
 
+    def usage(self) -> dict[str, Usage]:
+        """What each role's client has spent so far in this session."""
+        return {role: self.client(role).usage() for role in ("task", "judge", "optimizer")}
+
+    def budget_exhausted(self) -> bool:
+        return any(c.budget is not None and c.budget.exhausted for c in self._clients.values())
+
+    @contextlib.contextmanager
+    def budgeted(self, budget: Budget) -> Iterator[None]:
+        """Every role's calls count against `budget` (and stop at its caps) inside the block."""
+        clients = [self.client(role) for role in ("task", "judge", "optimizer")]
+        for client in clients:
+            client.budget = budget
+        try:
+            yield
+        finally:
+            for client in clients:
+                client.budget = None
+
     def task_request(self, prompt: Prompt, variables: Mapping[str, Any], sample: int = 0) -> tuple[LMClient, ChatRequest]:
         """The request `llm(prompt, **variables)` sends, with any candidate override applied."""
         active = self.active(prompt)
@@ -141,20 +161,7 @@ class LLM:
         messages = request.message_dicts
         model = request.model
         completion = _complete(client, request, self._record, prompt.key, f"prompt {prompt.path}")
-        self._record.traces.append(
-            Trace(
-                prompt.key,
-                {k: str(v) for k, v in variables.items()},
-                tuple(messages),
-                completion.text,
-                model,
-                completion.reply.prompt_tokens,
-                completion.reply.completion_tokens,
-                completion.cached,
-                completion.cost,
-                completion.latency_s,
-            )
-        )
+        self._record.traces.append(Trace.of(prompt.key, variables, tuple(messages), model, completion))
         return completion.text
 
 
@@ -177,11 +184,7 @@ class JudgeCall:
         params = YESNO_PARAMS if (mode or self.mode) == "yesno" else SCORE_PARAMS
         request = client.request(messages, params, sample=self.sample)
         completion = _complete(client, request, self._record, JUDGE_KEY, "judge call")
-        self._record.judge_traces.append(
-            Trace("<judge>", {}, tuple(messages), completion.text, request.model,
-                  completion.reply.prompt_tokens, completion.reply.completion_tokens,
-                  completion.cached, completion.cost, completion.latency_s)
-        )
+        self._record.judge_traces.append(Trace.of(JUDGE_KEY, {}, tuple(messages), request.model, completion))
         return completion.reply
 
     def grade(self, output: str, criteria: str, *, expected: str | None = None,
@@ -202,4 +205,4 @@ class JudgeCall:
         return verdict
 
 
-__all__ = ["DEFAULT_THRESHOLD", "LLM", "JudgeCall", "Runtime"]
+__all__ = ["LLM", "JudgeCall", "Runtime"]

@@ -136,7 +136,8 @@ def test_normal_mode_second_call_is_a_hit(tmp_path: Path, make_client: ClientFac
     assert first.text == second.text == "v1: What is 2+2?"
     assert second.reply.prompt_tokens == first.reply.prompt_tokens > 0
     assert server.count == 1
-    assert client.cache.stats.hits == 1 and client.cache.stats.misses == 1 and client.cache.stats.writes == 1
+    usage = client.usage()
+    assert usage.cache_hits == 1 and usage.api_calls == 1 and usage.requests == 2
     assert len(client.cache) == 1
 
 

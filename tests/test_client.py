@@ -19,10 +19,10 @@ from pytest_promptopt.client import (
     Endpoint,
     LMClient,
     Price,
-    UsageSnapshot,
 )
 from pytest_promptopt.errors import BudgetExhausted, EndpointError
 from pytest_promptopt.testing import Fault, ScriptedServer, echo_last_user
+from pytest_promptopt.usage import Usage
 
 API_KEY = "sk-very-secret-key-1234567890"
 
@@ -260,9 +260,9 @@ def test_usage_accounting(tmp_path: Path, make_client: ClientFactory, server: Sc
 
 
 def test_usage_snapshot_arithmetic() -> None:
-    a = UsageSnapshot(requests=3, api_calls=2, prompt_tokens=5, completion_tokens=1, cost=0.5)
-    b = UsageSnapshot(requests=1, api_calls=1, prompt_tokens=2, cost=0.25)
-    assert a - b == UsageSnapshot(requests=2, api_calls=1, prompt_tokens=3, completion_tokens=1, cost=0.25)
+    a = Usage(requests=3, api_calls=2, prompt_tokens=5, completion_tokens=1, cost=0.5)
+    b = Usage(requests=1, api_calls=1, prompt_tokens=2, cost=0.25)
+    assert a - b == Usage(requests=2, api_calls=1, prompt_tokens=3, completion_tokens=1, cost=0.25)
     assert (a + b).tokens == 8
 
 

@@ -13,8 +13,6 @@ from pytest_promptopt.client import Budget
 from pytest_promptopt.errors import BudgetExhausted
 from pytest_promptopt.optimize.base import (
     Candidate,
-    Case,
-    CaseResult,
     Evaluation,
     OptimizationContext,
     fingerprint,
@@ -25,17 +23,15 @@ from pytest_promptopt.optimize.loop import MemoProgram, assign_splits, split_of
 from pytest_promptopt.optimize.proposer import Proposal, as_guidance, clean_instruction
 from pytest_promptopt.optimize.runlog import RunLog
 from pytest_promptopt.prompts import load_prompt
-from pytest_promptopt.record import Label, TestRecord, Trace
+from pytest_promptopt.record import Call, CaseOutcome
+from pytest_promptopt.usage import Usage
 
 KEY = "/p/intent.yaml"
 
 
-def case(nodeid: str, text: str, output: str, passed: bool, expected: str | None = None) -> Case:
-    record = TestRecord(nodeid)
-    record.traces.append(Trace(KEY, {"text": text, "labels": "a, b, c"}, (), output, "m"))
-    if expected is not None:
-        record.labels.append(Label(0, expected))
-    return Case(nodeid, "train", passed, 1.0 if passed else 0.0, "" if passed else "assert ...", record)
+def case(nodeid: str, text: str, output: str, passed: bool, expected: str | None = None) -> CaseOutcome:
+    call = Call(KEY, {"text": text, "labels": "a, b, c"}, output, expected)
+    return CaseOutcome(nodeid, passed, 1.0 if passed else 0.0, "" if passed else "assert ...", (call,))
 
 
 def test_split_is_deterministic_and_roughly_proportional() -> None:
@@ -99,7 +95,7 @@ class CountingProgram:
 
     def evaluate(self, candidate: Candidate, nodeids: Sequence[str]) -> Evaluation:
         self.runs.append((fingerprint(candidate), tuple(nodeids)))
-        return Evaluation(tuple(CaseResult(n, 1.0, True, "", 2) for n in nodeids))
+        return Evaluation(tuple(CaseOutcome(n, True, 1.0, "", usage={KEY: Usage(requests=2)}) for n in nodeids))
 
 
 def test_memo_runs_each_case_once_and_a_resumed_run_pays_replays_once(tmp_path: Path) -> None:

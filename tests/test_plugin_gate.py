@@ -189,7 +189,7 @@ def test_json_report_content(gated: pytest.Pytester, scripted: ScriptedServer) -
     result = gated.runpytest("--promptopt-report=out/report.json", "--promptopt-min-pass-rate=0.9")
     result.stdout.fnmatch_lines(["promptopt report: *out/report.json"])
     report = json.loads((gated.path / "out" / "report.json").read_text())
-    assert report["version"] == 1
+    assert report["version"] == 2
     assert report["record_mode"] == "normal"
     assert report["gate"] == "failed"
     (prompt,) = report["prompts"]
@@ -205,7 +205,10 @@ def test_json_report_content(gated: pytest.Pytester, scripted: ScriptedServer) -
     assert [tests[n]["passed"] for n in sorted(tests)] == [True, True, False]
     assert tests["test_shout.py::test_wrong"]["score"] == 0.0
     key = str(gated.path / "shout.yaml")
-    assert tests["test_shout.py::test_wrong"]["prompts"][key]["calls"] == 1
+    assert tests["test_shout.py::test_wrong"]["usage"][key]["requests"] == 1
+    assert tests["test_shout.py::test_wrong"]["calls"] == [
+        {"prompt": key, "inputs": {"text": "x"}, "output": "X", "expected": "y"}]
+    assert tests["test_shout.py::test_wrong"]["message"].startswith("AssertionError: assert 'X' == 'y'")
     assert report["cache"] == {"hits": 0, "calls": 3}
     # a cached, gate-free second run
     gated.runpytest("--promptopt-report=out/report.json", "--promptopt-record=replay")

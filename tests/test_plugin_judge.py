@@ -286,7 +286,7 @@ def test_repeats_k_of_n_pass_with_distinct_cache_keys(judged: pytest.Pytester, s
     report = json.loads((judged.path / "r.json").read_text())
     (test,) = report["tests"]
     assert test["score"] == pytest.approx(2 / 3)
-    assert test["prompts"][str(judged.path / "capital.yaml")]["calls"] == 3
+    assert test["usage"][str(judged.path / "capital.yaml")]["requests"] == 3
     judged.runpytest().assert_outcomes(passed=1)
     assert scripted.count == 3  # the second run is served by three distinct cache entries
 
@@ -372,8 +372,8 @@ def test_min_passes_without_enough_repeats_is_a_usage_error(judged: pytest.Pytes
         """
     )
     result = judged.runpytest()
-    result.assert_outcomes(failed=1)
-    assert f"UsageError: test_rep.py::test_it: {message}" in result.stdout.str()
+    assert result.ret == pytest.ExitCode.USAGE_ERROR  # checked at collection, before any test runs
+    assert f"ERROR: test_rep.py::test_it: {message}" in result.stderr.str()
     assert scripted.count == 0  # the test body never ran
 
 

@@ -1,8 +1,9 @@
-"""Types shared by the optimization strategies. Nothing here imports pytest.
+"""The optimizer's contract. Nothing here imports pytest.
 
-A *program* is the set of test items that call a group of prompts; a *candidate* maps each
-prompt file of the group to a proposed Prompt; evaluating a candidate re-runs test items with
-it swapped in and returns one CaseResult per item.
+A *program* is the set of tests that call a group of prompts; a *candidate* maps each prompt
+file of the group to a proposed Prompt. Strategies see the program only through `Program`:
+they evaluate candidates on cases, ask for reflective feedback on failed cases, and draw demos
+from a pool; they never read test records or traces (GEPA's adapter is the model).
 """
 
 from __future__ import annotations
@@ -10,11 +11,15 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
-from typing import Protocol
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Protocol
 
 from ..prompts import Prompt
-from ..record import TestRecord
+from ..record import CaseOutcome
+
+if TYPE_CHECKING:
+    from .demos import DemoOption
+    from .proposer import Proposer
 
 Candidate = Mapping[str, Prompt]  # prompt key -> prompt
 
@@ -30,34 +35,18 @@ def fingerprint(candidate: Candidate) -> str:
 
 @dataclass(frozen=True)
 class Case:
-    """One test item of the program, with what the baseline run recorded for it."""
+    """One test of the program and how it did in the run before the optimization."""
 
     nodeid: str
     split: str  # "train" | "validation"
     passed: bool
     score: float
-    message: str
-    record: TestRecord
-    source: str = ""  # the test function's source, for the program summary
-
-
-@dataclass(frozen=True)
-class CaseResult:
-    nodeid: str
-    score: float
-    passed: bool
     message: str = ""
-    requests: int = 0
-    record: TestRecord | None = field(default=None, compare=False)
-
-    def to_dict(self) -> dict[str, object]:
-        return {"nodeid": self.nodeid, "score": self.score, "passed": self.passed,
-                "message": self.message[:2000], "requests": self.requests}
 
 
 @dataclass(frozen=True)
 class Evaluation:
-    results: tuple[CaseResult, ...]
+    results: tuple[CaseOutcome, ...]
 
     @property
     def mean(self) -> float:
@@ -68,11 +57,60 @@ class Evaluation:
         return sum(r.passed for r in self.results)
 
 
+@dataclass(frozen=True)
+class Feedback:
+    """What a reflective proposer needs about one failed case (GEPA's reflective dataset row):
+    the prompt's inputs, its output, the expected answer where the test has one, and why the
+    test failed (assertion message or judge reason)."""
+
+    nodeid: str
+    prompt_key: str
+    inputs: Mapping[str, str]
+    output: str
+    expected: str | None
+    message: str
+    score: float
+
+
+def feedback_of(results: Sequence[CaseOutcome]) -> list[Feedback]:
+    """Feedback on the last prompt call of each failed (or partly scored) case."""
+    out = []
+    for r in results:
+        if (r.passed and r.score >= 1) or not r.calls:
+            continue
+        call = r.calls[-1]
+        out.append(Feedback(r.nodeid, call.prompt_key, call.inputs, call.output, call.expected, r.message, r.score))
+    return out
+
+
 class Program(Protocol):
-    """Runs test items with a candidate swapped in."""
+    """The tests that call a group of prompts, as the optimizer sees them."""
 
     def evaluate(self, candidate: Candidate, nodeids: Sequence[str]) -> Evaluation:
-        """Score `candidate` on the given cases. Raises BudgetExhausted when the cap is hit."""
+        """Score `candidate` on the given cases. Raises BudgetExhausted when the cap is hit;
+        a case whose LM call fails scores 0 with the reason, it never raises."""
+        ...
+
+    def feedback(self, results: Sequence[CaseOutcome]) -> list[Feedback]:
+        """Reflective feedback for the failed cases among `results`."""
+        ...
+
+    def demo_pool(self, prompt_key: str, nodeids: Sequence[str]) -> list[DemoOption]:
+        """Demos for `prompt_key` from these cases of the first run: inputs and output of passing
+        calls, and of failing calls whose expected answer the test showed."""
+        ...
+
+    def inputs(self, nodeid: str) -> tuple[Mapping[str, str], ...]:
+        """The inputs of each prompt call the case made in the first run."""
+        ...
+
+    def source(self, nodeid: str) -> str:
+        """The test's source code, for the program summary."""
+        ...
+
+    def calls_per_case(self, nodeids: Sequence[str]) -> float:
+        """LM calls one of these cases made in the first run, on average (prompt and judge
+        calls; at least 1)."""
         ...
 
 
@@ -97,6 +135,9 @@ class Strategy(Protocol):
         ...
 
 
+StrategyFactory = Callable[[], Strategy]
+
+
 @dataclass
 class OptimizationContext:
     """Everything a strategy may use. Validation cases are deliberately absent."""
@@ -104,7 +145,7 @@ class OptimizationContext:
     original: Candidate
     train: Sequence[Case]
     program: Program
-    proposer: object  # optimize.proposer.Proposer
+    proposer: Proposer
     log: Callable[..., None]
     progress: Callable[[str], None]
     seed: int

@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from ..prompts import Demo
-from .base import Case
+from ..record import CaseOutcome
 
 
 @dataclass(frozen=True)
@@ -24,26 +24,25 @@ class DemoOption:
     kind: str  # "bootstrapped" | "labelled"
 
 
-def demo_pool(prompt_key: str, cases: Sequence[Case]) -> list[DemoOption]:
-    traced = [(c, i, t) for c in cases for i, t in enumerate(c.record.traces) if t.prompt_key == prompt_key]
+def demo_pool(prompt_key: str, cases: Sequence[CaseOutcome]) -> list[DemoOption]:
+    """Demos from the calls of `prompt_key` in these test runs, in their order."""
+    traced = [(c, call) for c in cases for call in c.calls if call.prompt_key == prompt_key]
     if not traced:
         return []
-    names = {k for _, _, t in traced for k in t.variables}
-    varying = sorted(n for n in names if len({t.variables.get(n) for _, _, t in traced}) > 1) or sorted(names)
+    names = {k for _, call in traced for k in call.inputs}
+    varying = sorted(n for n in names if len({call.inputs.get(n) for _, call in traced}) > 1) or sorted(names)
     pool: list[DemoOption] = []
     seen: set[tuple[tuple[str, str], ...]] = set()
-    for case, index, trace in traced:
-        inputs = {n: trace.variables[n] for n in varying if n in trace.variables}
+    for case, call in traced:
+        inputs = {n: call.inputs[n] for n in varying if n in call.inputs}
         key = tuple(sorted(inputs.items()))
         if key in seen:
             continue
-        if case.passed and trace.output.strip():
-            pool.append(DemoOption(Demo(inputs, trace.output.strip()), case.nodeid, "bootstrapped"))
+        if case.passed and call.output.strip():
+            pool.append(DemoOption(Demo(inputs, call.output.strip()), case.nodeid, "bootstrapped"))
             seen.add(key)
-            continue
-        label = next((lb.expected for lb in case.record.labels if lb.trace_index == index), None)
-        if label is not None:
-            pool.append(DemoOption(Demo(inputs, label.strip()), case.nodeid, "labelled"))
+        elif call.expected is not None:
+            pool.append(DemoOption(Demo(inputs, call.expected.strip()), case.nodeid, "labelled"))
             seen.add(key)
     return pool
 

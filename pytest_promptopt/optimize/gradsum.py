@@ -9,7 +9,7 @@ from dataclasses import dataclass
 
 from ..errors import BudgetExhausted, TemplateError
 from ..prompts import Prompt
-from .base import Candidate, CaseResult, OptimizationContext, StrategyResult
+from .base import Candidate, Feedback, OptimizationContext, StrategyResult
 from .proposer import Proposal, Proposer
 from .search import Evaluator, sample_ids, successive_halving
 
@@ -30,7 +30,7 @@ class GradSum:
         return planned if budget is None else min(planned, budget)  # it stops at the budget
 
     def run(self, ctx: OptimizationContext) -> StrategyResult:
-        proposer: Proposer = ctx.proposer  # type: ignore[assignment]
+        proposer = ctx.proposer
         rng = random.Random(ctx.seed)
         evaluator = Evaluator(ctx, on_score=lambda s, split, v: ctx.log("score", candidate=s.label, split=split, score=v))
         beam: list[tuple[Candidate, str]] = [(ctx.original, "original")]
@@ -40,7 +40,7 @@ class GradSum:
                 batch = sample_ids(ctx.train, self.minibatch, rng)
                 scored = successive_halving(evaluator, beam, batch, rungs=1)
                 leader = scored[0][0]
-                failures = [r for r in evaluator.evaluate(leader, batch).results if not r.passed or r.score < 1]
+                failures = ctx.program.feedback(evaluator.evaluate(leader, batch).results)
                 critique = critique_from_failures(proposer, leader, failures, self.gradients_per_round, round_, ctx)
                 if not critique:
                     notes.append(f"round {round_ + 1}: no failures or no critique; stopping")
@@ -63,22 +63,18 @@ class GradSum:
         return StrategyResult(best.candidate, best.full or 0.0, tuple(notes))
 
 
-def critique_from_failures(proposer: Proposer, candidate: Candidate, failures: Sequence[CaseResult],
+def critique_from_failures(proposer: Proposer, candidate: Candidate, failures: Sequence[Feedback],
                            limit: int, round_: int, ctx: OptimizationContext) -> str:
     """One gradient per failed case, summarized into a single critique."""
     gradients: list[str] = []
-    for result in failures[:limit]:
-        record = result.record
-        if record is None or not record.traces:
-            continue
-        trace = record.traces[-1]
-        prompt = candidate.get(trace.prompt_key)
+    for case in failures[:limit]:
+        prompt = candidate.get(case.prompt_key)
         if prompt is None:
             continue
-        gradient = proposer.gradient(prompt, dict(trace.variables), trace.output, result.message)
+        gradient = proposer.gradient(prompt, dict(case.inputs), case.output, case.message)
         if gradient:
             gradients.append(gradient)
-            ctx.log("gradient", round=round_, nodeid=result.nodeid, gradient=gradient)
+            ctx.log("gradient", round=round_, nodeid=case.nodeid, gradient=gradient)
     if not gradients:
         return ""
     critique = proposer.summarize(gradients, round_) or ""

@@ -16,10 +16,9 @@ import optuna
 
 from ..errors import BudgetExhausted
 from ..prompts import Prompt
-from .base import Candidate, CaseResult, OptimizationContext, StrategyResult
-from .demos import DemoOption, demo_pool, demo_sets, recombine
+from .base import Candidate, OptimizationContext, StrategyResult
+from .demos import DemoOption, demo_sets, recombine
 from .gradsum import apply_proposal, critique_from_failures
-from .proposer import Proposer
 from .search import Evaluator
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -83,16 +82,15 @@ class Mipro:
         return plan._run(ctx)
 
     def _run(self, ctx: OptimizationContext) -> StrategyResult:
-        proposer: Proposer = ctx.proposer  # type: ignore[assignment]
+        proposer = ctx.proposer
         rng = random.Random(ctx.seed)
         notes: list[str] = []
         evaluator = Evaluator(ctx, on_score=lambda s, split, v: ctx.log("score", candidate=s.label, split=split, score=v))
         keys = sorted(ctx.original)
-        calls_per_case = max(1.0, sum(len(c.record.traces) + len(c.record.judge_traces) for c in ctx.train)
-                             / max(1, len(ctx.train)))
+        calls_per_case = ctx.program.calls_per_case([c.nodeid for c in ctx.train])
         sets: dict[str, list[tuple[DemoOption, ...] | None]] = {}
         for key in keys:
-            pool = demo_pool(key, ctx.train)
+            pool = ctx.program.demo_pool(key, [c.nodeid for c in ctx.train])
             sets[key] = [None, *demo_sets(pool, self.n_demo_sets, rng)]  # None: the file's own demos
             ctx.log("demo_pool", prompt=key, size=len(pool), sets=len(sets[key]) - 1,
                     labelled=sum(o.kind == "labelled" for o in pool))
@@ -102,12 +100,12 @@ class Mipro:
         per_round = max(1, trials_total // self.rounds)
         best_params: dict[str, int] | None = None
         try:
-            data_summary = proposer.data_summary([dict(t.variables) for c in ctx.train[:12] for t in c.record.traces[:1]])
-            program_summary = proposer.program_summary([c.source for c in ctx.train])
+            data_summary = proposer.data_summary([dict(i) for c in ctx.train[:12] for i in ctx.program.inputs(c.nodeid)[:1]])
+            program_summary = proposer.program_summary([ctx.program.source(c.nodeid) for c in ctx.train])
             critique = ""
             if self.use_critique:
-                failures = [CaseResult(c.nodeid, c.score, c.passed, c.message, 0, c.record)
-                            for c in ctx.train if not c.passed]
+                failed = [c.nodeid for c in ctx.train if not c.passed]
+                failures = ctx.program.feedback(ctx.program.evaluate(ctx.original, failed).results)
                 rng_f = random.Random(ctx.seed + 1)
                 rng_f.shuffle(failures)
                 critique = critique_from_failures(proposer, ctx.original, failures, 6, 0, ctx)

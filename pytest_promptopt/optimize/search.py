@@ -29,9 +29,7 @@ class Evaluator:
     def __init__(self, ctx: OptimizationContext, on_score: Callable[[Scored, str, float], None] | None = None) -> None:
         self.ctx = ctx
         self.scored: dict[str, Scored] = {}
-        self._trace_keys = {
-            c.nodeid: [frozenset(t.variables.items()) for t in c.record.traces] for c in ctx.train
-        }
+        self._trace_keys = {c.nodeid: [frozenset(i.items()) for i in ctx.program.inputs(c.nodeid)] for c in ctx.train}
         self._on_score = on_score
         self._evaluations: dict[tuple[str, tuple[str, ...]], Evaluation] = {}
         original = self.entry(ctx.original, "original")

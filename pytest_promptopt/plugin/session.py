@@ -15,13 +15,15 @@ from typing import Any
 
 import pytest
 
-from . import local
-from .cache import RecordMode
-from .config import Settings
-from .errors import LocalModelError, WriteBackError
-from .report import CaseOutcome, PromptSummary, summarize, table, write_json
-from .runtime import Runtime
-from .writeback import PendingWrite, apply_write
+from .. import local
+from ..cache import RecordMode
+from ..config import Settings
+from ..errors import LocalModelError, WriteBackError
+from ..record import CaseOutcome
+from ..report import PromptSummary, display, optimization_lines, summarize, table, write_json
+from ..runtime import Runtime
+from ..writeback import PendingWrite, apply_write
+from .optimization import OptimizationRun, run_optimization
 
 
 class PromptOptSession:
@@ -41,14 +43,13 @@ class PromptOptSession:
                 self.runtime.set_embedded_url(url)
         self.outcomes: list[CaseOutcome] = []
         self.pending_writes: list[PendingWrite] = []
+        self.written: list[str] = []  # what the write-back wrote, as the user names the files
         self.write_errors: list[str] = []
-        self.optimization_lines: list[str] = []
+        self.optimization: OptimizationRun | None = None
         self.summaries: list[PromptSummary] = []
         self.started = time.perf_counter()
-        self.optimizing = False
-        self.unscored_runs: list[tuple[str, str]] = []  # (node id, error) of optimizer re-runs
         self._previous_sigterm: Any = None
-        if not self.is_worker and config.getoption("optimize", False):
+        if not self.is_worker and settings.optimize.enabled:
             self._sigterm_as_interrupt()
 
     # -- signals ---------------------------------------------------------------------------
@@ -100,33 +101,11 @@ class PromptOptSession:
     @pytest.hookimpl(wrapper=True)
     def pytest_runtestloop(self, session: pytest.Session) -> Any:
         result = yield
-        if self.config.getoption("optimize") and not session.shouldstop:
-            from .optimize.pytest_program import run_optimization
-
-            self.optimizing = True
-            try:
-                run_optimization(self, session)
-            finally:
-                self.optimizing = False
-                self._report_unscored_runs()
+        if self.settings.optimize.enabled and not session.shouldstop:
+            self.optimization = run_optimization(session, self.runtime, self.settings.optimize)
+            self.pending_writes.extend(self.optimization.writes)
+            self.write_errors.extend(self.optimization.errors)
         return result
-
-    def queue_write(self, pending: PendingWrite) -> None:
-        self.pending_writes.append(pending)
-
-    def note_unscored(self, nodeid: str, error: str) -> None:
-        """A test whose LM call failed; during optimization its re-run scored the candidate 0."""
-        if self.optimizing:
-            self.unscored_runs.append((nodeid, error))
-
-    def _report_unscored_runs(self) -> None:
-        if not self.unscored_runs:
-            return
-        tests = len({n for n, _ in self.unscored_runs})
-        self.optimization_lines.append(
-            f"could not score {len(self.unscored_runs)} test run(s) of {tests} test(s) during the optimization: "
-            f"the LM call failed, so each counted as a failure with score 0; first: {self.unscored_runs[0][1]}"
-        )
 
     def pytest_sessionfinish(self, session: pytest.Session, exitstatus: int) -> None:
         if self.is_worker:
@@ -134,7 +113,7 @@ class PromptOptSession:
         self.summaries = summarize(
             self.outcomes,
             default_min_pass_rate=self.settings.min_pass_rate,
-            override_min_pass_rate=self.config.getoption("promptopt_min_pass_rate", None),
+            override_min_pass_rate=self.settings.min_pass_rate_override,
         )
         if any(s.gate_failed for s in self.summaries) and session.exitstatus == pytest.ExitCode.OK:
             session.exitstatus = pytest.ExitCode.TESTS_FAILED
@@ -151,7 +130,7 @@ class PromptOptSession:
         for i, pending in enumerate(pending_writes):
             try:
                 apply_write(pending)
-                self.optimization_lines.append(f"wrote {pending.path}")
+                self.written.append(f"wrote {pending.path}")
             except (WriteBackError, OSError) as exc:
                 self.write_errors.append(str(exc))
             except KeyboardInterrupt:
@@ -159,7 +138,7 @@ class PromptOptSession:
                 # old or the new one; say which, and write nothing more.
                 session.exitstatus = pytest.ExitCode.INTERRUPTED
                 if _holds(pending.path, pending.new_bytes):
-                    self.optimization_lines.append(f"wrote {pending.path} (then interrupted)")
+                    self.written.append(f"wrote {pending.path} (then interrupted)")
                 else:
                     self.write_errors.append(f"{pending.path}: interrupted during the write; the file is unchanged. "
                                              "Rerun with --optimize-resume to finish and write it")
@@ -173,43 +152,71 @@ class PromptOptSession:
 
     def json_report(self) -> dict[str, Any]:
         root = self.config.rootpath
+        run = self.optimization
+        usage = [u for o in self.outcomes for u in o.usage.values()]
         return {
-            "version": 1,
+            "version": 2,
             "duration_s": round(time.perf_counter() - self.started, 3),
             "record_mode": self.settings.record_mode.value,
             "prompts": [s.to_dict(root) for s in self.summaries],
             "tests": [o.to_dict() for o in self.outcomes],
-            "cache": {"hits": sum(int(u.get("cache_hits", 0)) for o in self.outcomes for u in o.prompts.values()),
-                      "calls": sum(int(u.get("calls", 0)) for o in self.outcomes for u in o.prompts.values())},
+            "cache": {"hits": sum(u.cache_hits for u in usage), "calls": sum(u.requests for u in usage)},
             "gate": "failed" if any(s.gate_failed for s in self.summaries) else "passed",
-            "optimization": self.optimization_lines,
+            "optimization": None if run is None else {
+                "notes": list(run.notes),
+                "groups": [g.to_dict(lambda k: display(k, root)) for g in run.groups],
+                "written": list(self.written), "not_written": list(self.write_errors),
+                "unscored_runs": [{"nodeid": n, "error": e} for n, e in run.unscored],
+            },
         }
 
+    def _optimization_lines(self) -> list[str]:
+        run, root = self.optimization, Path(self.config.rootpath)
+        lines = [] if run is None else list(run.notes)
+        for group in () if run is None else run.groups:
+            lines += optimization_lines(group, lambda k: display(k, root), self.settings.optimize.dry_run)
+        if run is not None and run.unscored:
+            tests = len({n for n, _ in run.unscored})
+            lines.append(f"could not score {len(run.unscored)} test run(s) of {tests} test(s) during the optimization: "
+                         f"the LM call failed, so each counted as a failure with score 0; first: {run.unscored[0][1]}")
+        return lines + self.written
+
     def pytest_terminal_summary(self, terminalreporter: Any) -> None:
-        if self.is_worker or not (self.summaries or self.optimization_lines or self.write_errors):
+        lines = self._optimization_lines()
+        if self.is_worker or not (self.summaries or lines or self.write_errors):
             return
         tr = terminalreporter
-        root = Path(self.config.rootpath)
         if self.summaries:
-            tr.write_sep("=", "promptopt: prompts")
-            for line in table(self.summaries, root):
-                tr.write_line(line)
-            for s in self.summaries:
-                if s.errors:
-                    tr.write_line(f"not scored: {s.errors} of {s.cases} cases of {s.to_dict(root)['prompt']} "
-                                  f"(counted as failed): the LM call failed; first: {s.first_error}", red=True)
-            for s in self.summaries:
-                if s.gate_failed:
-                    tr.write_line(f"gate failed: {s.to_dict(root)['prompt']} passed {s.pass_rate:.1%} of "
-                                  f"{s.cases} cases; at least {s.min_pass_rate:.0%} required", red=True)
-        if self.optimization_lines or self.write_errors:
+            self._write_prompt_table(tr)
+        if lines or self.write_errors:
             tr.write_sep("=", "promptopt: optimization")
-            for line in self.optimization_lines:
+            for line in lines:
                 tr.write_line(line)
             for line in self.write_errors:
                 tr.write_line(f"not written: {line}", red=True)
         if self.settings.report_path is not None:
             tr.write_line(f"promptopt report: {self.settings.report_path}")
+
+    def _write_prompt_table(self, tr: Any) -> None:
+        root = Path(self.config.rootpath)
+        tr.write_sep("=", "promptopt: prompts")
+        for line in table(self.summaries, root):
+            tr.write_line(line)
+        for s in self.summaries:
+            if s.errors:
+                tr.write_line(f"not scored: {s.errors} of {s.cases} cases of {display(s.key, root)} "
+                              f"(counted as failed): the LM call failed; first: {s.first_error}", red=True)
+        for s in self.summaries:
+            if s.gate_failed:
+                tr.write_line(f"gate failed: {display(s.key, root)} passed {s.pass_rate:.1%} of "
+                              f"{s.cases} cases; at least {s.min_pass_rate:.0%} required", red=True)
+
+
+SESSION_KEY = pytest.StashKey[PromptOptSession]()
+
+
+def session_of(config: pytest.Config) -> PromptOptSession:
+    return config.stash[SESSION_KEY]
 
 
 def _raise_interrupt(signum: int, frame: Any) -> None:

@@ -1,0 +1,171 @@
+"""The pytest hooks: configuration, markers, and what each test run records. Each hook hands
+off to the core; core errors become `pytest.UsageError` (bad settings or markers) or a failed
+test (bad prompt, LM error)."""
+
+from __future__ import annotations
+
+import inspect
+from typing import Any
+
+import pytest
+
+from ..assertion import compared_values
+from ..errors import ConfigError, PromptOptError
+from ..markers import MARKER_HELP, marker_options
+from ..optimize import strategies
+from ..record import TestRecord, current_record
+from ..report import display
+from ..runtime import LLM, JudgeCall
+from . import hookspecs
+from .options import add_options
+from .session import SESSION_KEY, PromptOptSession, session_of
+from .settings import build_settings
+from .stash import MARKER_KEY, OUTCOME_KEY, RECORD_KEY, marker_of
+
+
+def pytest_addhooks(pluginmanager: pytest.PytestPluginManager) -> None:
+    pluginmanager.add_hookspecs(hookspecs)
+    pluginmanager.register(strategies, "promptopt-builtin-strategies")
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    add_options(parser)
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line("markers", MARKER_HELP)
+    if config.getoption("help", False):
+        return  # `pytest --help` must work while the settings are wrong: it is how one finds the fix
+    settings = build_settings(config)
+    if settings.optimize.enabled:
+        try:
+            strategies.choose(strategies.registry(config.hook.pytest_promptopt_strategies()), settings.optimize.strategy)
+        except ConfigError as exc:
+            raise pytest.UsageError(str(exc)) from None
+        if _xdist_active(config):
+            raise pytest.UsageError("--optimize runs in one process: drop -n/--numprocesses for the optimization run")
+    session = PromptOptSession(config, settings)
+    config.stash[SESSION_KEY] = session
+    config.pluginmanager.register(session, "promptopt-session")
+    config.add_cleanup(session.close)
+
+
+def _xdist_active(config: pytest.Config) -> bool:
+    return bool(getattr(config.option, "numprocesses", None)) and getattr(config.option, "dist", "no") != "no"
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Every test's promptopt markers, merged over module, class and function, checked once."""
+    for item in items:
+        levels = [(m.args, m.kwargs) for m in item.iter_markers("promptopt")]
+        try:
+            item.stash[MARKER_KEY] = marker_options(levels)
+        except ConfigError as exc:
+            raise pytest.UsageError(f"{item.nodeid}: {exc}") from None
+
+
+# -- per-test hooks (module level so they work on xdist workers too) -----------------------------
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    item.stash[RECORD_KEY] = TestRecord(item.nodeid)  # fresh on every run, re-runs included
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_call(item: pytest.Item) -> Any:
+    token = current_record.set(item.stash.get(RECORD_KEY, None))
+    try:
+        return (yield)
+    finally:
+        current_record.reset(token)
+
+
+def pytest_assertrepr_compare(config: pytest.Config, op: str, left: object, right: object) -> None:
+    """A failed `assert output == expected` tells us the expected answer (a labelled demo)."""
+    record = current_record.get()
+    if record is not None and op == "==":
+        record.note_expected(left, right)
+        record.note_expected(right, left)
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_pyfunc_call(pyfuncitem: pytest.Function) -> object:
+    options = marker_of(pyfuncitem)
+    if options.repeats <= 1:
+        return None
+    if inspect.iscoroutinefunction(pyfuncitem.obj):
+        raise pytest.UsageError(f"{pyfuncitem.nodeid}: promptopt(repeats=...) does not support async tests")
+    args = {name: pyfuncitem.funcargs[name] for name in pyfuncitem._fixtureinfo.argnames}
+    record = pyfuncitem.stash.get(RECORD_KEY, None)
+    passes, failures = 0, []
+    for sample in range(options.repeats):
+        for value in args.values():
+            if isinstance(value, (LLM, JudgeCall)):
+                value.sample = sample  # a distinct cache key per draw
+        try:
+            pyfuncitem.obj(**args)
+            passes += 1
+        except (AssertionError, PromptOptError) as exc:
+            failures.append(f"run {sample + 1}: {exc}")
+    if record is not None:
+        record.repeats = (passes, options.repeats)
+    if passes < options.min_passes:
+        raise AssertionError(f"{passes} of {options.repeats} runs passed, {options.min_passes} needed\n"
+                             + "\n".join(failures))
+    return True
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Any:
+    report = yield
+    if call.when == "call" or (call.when == "setup" and report.failed):
+        record = item.stash.get(RECORD_KEY, None) or TestRecord(item.nodeid)
+        if call.when == "call" and call.excinfo is not None and not record.labels:
+            _note_plain_assert(record, call.excinfo)
+        runtime = session_of(item.config).runtime
+        own_gates = {k: runtime.prompts[k].min_pass_rate for k in record.prompt_keys if k in runtime.prompts}
+        outcome = record.outcome(report.passed, _failure_message(report), duration=call.duration,
+                                 min_pass_rates=own_gates)
+        item.stash[OUTCOME_KEY] = outcome
+        if call.when == "call" and (record.traces or record.verdicts or record.errors):
+            _attach(item, report, outcome, record)
+    return report
+
+
+def _attach(item: pytest.Item, report: pytest.TestReport, outcome: Any, record: TestRecord) -> None:
+    """The outcome rides on the report as plain data (it survives xdist), and the score and
+    prompts go to JUnit as properties."""
+    if report.skipped and not hasattr(report, "wasxfail"):
+        return  # a skipped case is not a failed one; an xfailed case is
+    report.promptopt = outcome.to_dict()
+    props = [("promptopt_score", round(outcome.score, 4))]
+    props += [("promptopt_prompt", display(k, item.config.rootpath)) for k in record.prompt_keys]
+    report.user_properties.extend(props)
+    item.user_properties.extend(props)  # junitxml reads them from the teardown report, made from the item
+
+
+def _note_plain_assert(record: TestRecord, excinfo: pytest.ExceptionInfo[BaseException]) -> None:
+    """Without assertion rewriting, read the failed `assert out == expected` from its frame."""
+    if type(excinfo.value) is not AssertionError or not record.traces:
+        return
+    entry = excinfo.traceback[-1]
+    sides = compared_values(str(entry.statement), entry.locals)
+    if sides is not None:
+        record.note_expected(sides[0], sides[1])
+        record.note_expected(sides[1], sides[0])
+
+
+def _failure_message(report: pytest.TestReport) -> str:
+    if report.passed:
+        return ""
+    crash = getattr(report.longrepr, "reprcrash", None)
+    message = getattr(crash, "message", None) or report.longreprtext
+    return str(message)
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_configure_node(node: Any) -> None:
+    """xdist controller -> worker: share the embedded server started by the controller."""
+    url = session_of(node.config).embedded_url_for_workers()
+    if url:
+        node.workerinput["promptopt_embedded_url"] = url

@@ -1,0 +1,154 @@
+"""`--optimize` on the pytest side: gather what the run recorded, hand each group of prompts to
+the core loop with a PytestProgram, and plan the write-back of the winners. Returns data; the
+session renders it, queues the writes and stores it in the JSON report."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Sequence
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+import pytest
+
+from ..client import Budget
+from ..config import OptimizeSettings
+from ..errors import WriteBackError
+from ..optimize import strategies
+from ..optimize.base import Case, Strategy
+from ..optimize.loop import Group, GroupResult, assign_splits, optimize_group
+from ..optimize.proposer import Proposer
+from ..optimize.runlog import RunLog, run_key
+from ..record import CaseOutcome
+from ..report import display
+from ..runtime import Runtime
+from ..writeback import PendingWrite, plan_write
+from .program import PytestProgram
+from .progress import Progress
+from .stash import OUTCOME_KEY, marker_of
+
+
+@dataclass(frozen=True)
+class OptimizationRun:
+    notes: tuple[str, ...] = ()  # about the run as a whole (nothing to optimize, left-out tests)
+    groups: tuple[GroupResult, ...] = ()
+    writes: tuple[PendingWrite, ...] = ()  # to apply at the end of the session (none in a dry run)
+    unscored: tuple[tuple[str, str], ...] = ()  # (node id, error) of re-runs whose LM call failed
+    errors: tuple[str, ...] = ()  # planned writes that could not be made
+
+
+@dataclass
+class _Recorded:
+    """The tests of the run that called prompts, as the optimizer needs them."""
+
+    items: dict[str, pytest.Item] = field(default_factory=dict)
+    outcomes: dict[str, CaseOutcome] = field(default_factory=dict)
+    holdout: set[str] = field(default_factory=set)
+    by_prompt: dict[str, list[str]] = field(default_factory=lambda: defaultdict(list))
+    unscored: int = 0
+
+
+def _recorded(items: Sequence[pytest.Item]) -> _Recorded:
+    out = _Recorded()
+    for item in items:
+        outcome = item.stash.get(OUTCOME_KEY, None)
+        if outcome is None or not outcome.calls:
+            continue
+        if outcome.error:  # its baseline is the endpoint's failure, not the prompt's: no evidence either way
+            out.unscored += 1
+            continue
+        out.items[item.nodeid], out.outcomes[item.nodeid] = item, outcome
+        if marker_of(item).holdout:
+            out.holdout.add(item.nodeid)
+            continue
+        for key in dict.fromkeys(c.prompt_key for c in outcome.calls):
+            out.by_prompt[key].append(item.nodeid)
+    return out
+
+
+def _targets(rec: _Recorded, settings: OptimizeSettings, root: Path, notes: list[str]) -> list[str]:
+    for path in settings.prompts:
+        if str(path) not in rec.by_prompt:
+            notes.append(f"{display(str(path), root)}: no test called this prompt, so it cannot be optimized")
+    if settings.prompts:
+        return [k for k in rec.by_prompt if Path(k) in settings.prompts]
+    return [k for k, ids in rec.by_prompt.items() if any(not rec.outcomes[n].passed for n in ids)]
+
+
+def run_optimization(session: pytest.Session, runtime: Runtime, settings: OptimizeSettings) -> OptimizationRun:
+    config = session.config
+    root = Path(config.rootpath)
+    rec = _recorded(session.items)
+    notes: list[str] = []
+    if rec.unscored:
+        notes.append(f"left out {rec.unscored} test(s) whose LM call failed in the run above: they could not be scored")
+    targets = _targets(rec, settings, root, notes)
+    if not rec.by_prompt:
+        return OptimizationRun((*notes, "no test made a successful LM call through the llm fixture: nothing to optimize"))
+    if not targets:
+        return OptimizationRun((*notes, "every test of every prompt passes: nothing to optimize"))
+    program = PytestProgram(runtime, rec.items, rec.outcomes)
+    factory = strategies.choose(strategies.registry(config.hook.pytest_promptopt_strategies()), settings.strategy)
+    tr = config.pluginmanager.get_plugin("terminalreporter")
+    groups, writes, errors = [], [], []
+    for keys in _groups(targets, rec):
+        group = _group(keys, rec, runtime)
+        label = ", ".join(display(k, root) for k in keys)
+        result = _optimize(group, program, factory(), runtime, settings, Progress(tr, runtime, label, settings.budget))
+        planned: list[PendingWrite] = []
+        if result.accepted:
+            try:
+                planned = [plan_write(group.original[k], result.best[k]) for k in keys if result.best[k] != group.original[k]]
+            except WriteBackError as exc:
+                errors.append(str(exc))
+        groups.append(replace(result, diff="".join(w.diff() for w in planned)))
+        writes.extend(() if settings.dry_run else planned)
+    return OptimizationRun(tuple(notes), tuple(groups), tuple(writes), tuple(program.unscored), tuple(errors))
+
+
+def _group(keys: list[str], rec: _Recorded, runtime: Runtime) -> Group:
+    nodeids = sorted({n for k in keys for n in rec.by_prompt[k]})
+    splits = assign_splits(nodeids)
+    held = sorted(n for n in rec.holdout if any(c.prompt_key in keys for c in rec.outcomes[n].calls))
+
+    def case(nodeid: str, split: str) -> Case:
+        o = rec.outcomes[nodeid]
+        return Case(nodeid, split, o.passed, o.score, o.message)
+
+    return Group({k: runtime.prompts[k] for k in keys}, tuple(case(n, splits[n]) for n in nodeids),
+                 tuple(case(n, "holdout") for n in held), tuple(rec.outcomes[n] for n in [*nodeids, *held]))
+
+
+def _optimize(group: Group, program: PytestProgram, strategy: Strategy, runtime: Runtime,
+              settings: OptimizeSettings, progress: Progress) -> GroupResult:
+    log = RunLog(runtime.settings.cache_dir / "runs",
+                 run_key(group.original.values(), strategy.name, settings.seed, settings.budget), resume=settings.resume)
+    budget = Budget(settings.budget, settings.token_budget)
+    try:
+        with runtime.budgeted(budget):
+            return optimize_group(group, program, strategy=strategy,
+                                  proposer=Proposer(runtime.client("optimizer"), settings.seed, log.write),
+                                  budget=budget, usage=runtime.usage, log=log, settings=settings, progress=progress)
+    finally:
+        log.close()
+
+
+def _groups(targets: list[str], rec: _Recorded) -> list[list[str]]:
+    """Prompts that share a test are optimized together (a multi-stage program)."""
+    parent = {k: k for k in targets}
+
+    def find(k: str) -> str:
+        while parent[k] != k:
+            k = parent[k]
+        return k
+
+    for key in targets:
+        for nodeid in rec.by_prompt[key]:
+            for call in rec.outcomes[nodeid].calls:
+                if call.prompt_key in parent:
+                    parent[find(call.prompt_key)] = find(key)
+    groups: dict[str, list[str]] = defaultdict(list)
+    for key in targets:
+        groups[find(key)].append(key)
+    return [sorted(g) for g in groups.values()]
+

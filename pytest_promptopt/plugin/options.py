@@ -1,0 +1,94 @@
+"""The `promptopt` option group: every command-line option and ini key, with help texts that
+state the real defaults (read from `defaults.py`). Values are checked by their argparse types
+when the command line is parsed; ini values are checked when the settings are built."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from .. import defaults
+from ..cache import RecordMode
+from ..config import ROLES, base_url, env_names, fraction, non_negative_int, option_name, positive_float, positive_int
+from ..judge import JUDGE_MODES
+
+
+def add_options(parser: pytest.Parser) -> None:
+    group = parser.getgroup("promptopt", "prompt testing and optimization (pytest-promptopt)")
+
+    def add(flag: str, ini_type: str | None = None, **kwargs: Any) -> None:
+        dest = flag.lstrip("-").replace("-", "_")
+        group.addoption(flag, dest=dest, **kwargs)
+        if ini_type is not None:
+            parser.addini(dest, kwargs.get("help", ""), type=ini_type, default=None)  # type: ignore[arg-type]
+
+    _endpoint_options(add)
+    _run_options(add)
+    parser.addini("promptopt_prices", "per-model prices: 'model = input_usd_per_1M, output_usd_per_1M' per line",
+                  type="linelist", default=[])
+    _optimize_options(group)
+
+
+def _endpoint_options(add: Any) -> None:
+    for role in ROLES:
+        label = "" if role == "task" else f"{role}-"
+        who = "the model under test" if role == "task" else f"the {role} model (default: the task endpoint)"
+        for what, typ, text in (("base-url", base_url, "OpenAI-compatible base URL of"),
+                                ("model", str, "model name of"),
+                                ("api-key", str, "API key of")):
+            key = option_name(role, what.replace("-", "_"))
+            env = " or $".join(env_names(role, what.replace("-", "_")))
+            add(f"--promptopt-{label}{what}", "string", default=None, type=typ, metavar="VALUE",
+                help=f"{text} {who} (ini {key}; env ${env})")
+
+
+def _run_options(add: Any) -> None:
+    add("--promptopt-record", "string", default=None, choices=[m.value for m in RecordMode],
+        help="cache mode: normal (read, call on miss), replay (cache only; a miss fails the test), "
+             f"refresh (always call, overwrite), off (no cache). Default {defaults.RECORD_MODE}.")
+    add("--promptopt-cache-dir", "string", default=None, metavar="DIR",
+        help=f"where LM replies are cached (default {defaults.CACHE_DIR_NAME} under the rootdir); relative to "
+             "the current directory, or to the rootdir when set in ini")
+    add("--promptopt-timeout", "string", default=None, type=positive_float, metavar="SECONDS",
+        help=f"timeout of one LM call (default {defaults.TIMEOUT_S:g})")
+    add("--promptopt-retries", "string", default=None, type=non_negative_int, metavar="N",
+        help=f"retries on 429/5xx/timeouts (default {defaults.RETRIES})")
+    add("--promptopt-concurrency", "string", default=None, type=positive_int, metavar="N",
+        help=f"LM calls in flight at once (default {defaults.CONCURRENCY})")
+    add("--promptopt-min-pass-rate", "string", default=None, type=fraction, metavar="RATE",
+        help="fail the session if a prompt's pass rate is below RATE (0..1); on the command line it "
+             "overrides min_pass_rate in prompt files, in ini it is the default for prompts without one")
+    add("--promptopt-judge-threshold", "string", default=None, type=fraction, metavar="SCORE",
+        help=f"default pass threshold of judge() (default {defaults.JUDGE_THRESHOLD})")
+    add("--promptopt-judge-mode", "string", default=None, choices=JUDGE_MODES,
+        help="how judge() asks: score (a 0..1 score in the reply), yesno (one yes/no token, scored by "
+             f"its probability), auto (yesno for the embedded model, else score). Default {defaults.JUDGE_MODE}.")
+    add("--promptopt-report", "string", default=None, metavar="PATH",
+        help="write a JSON run report to PATH (relative to the current directory, or to the rootdir when set in ini)")
+
+
+def _optimize_options(group: pytest.OptionGroup) -> None:
+    share = f"{defaults.MAX_REGRESSIONS_SHARE:.0%}%"  # argparse formats help with %: "%%" prints "%"
+    group.addoption("--optimize", action="store_true", default=False,
+                    help="after the run, optimize prompts whose tests fail and write the winners back")
+    group.addoption("--optimize-prompt", action="append", default=[], metavar="PATH",
+                    help="optimize only this prompt file (repeatable; relative to the current directory)")
+    group.addoption("--optimize-strategy", default=None, metavar="NAME",
+                    help=f"auto (MIPRO search fed by GRAD-SUM critiques), gradsum, mipro, or a name a plugin "
+                         f"registers (default {defaults.OPTIMIZE_STRATEGY})")
+    group.addoption("--optimize-budget", default=None, type=positive_int, metavar="CALLS",
+                    help=f"cap on LM calls (cached or not) per optimized prompt (default {defaults.OPTIMIZE_BUDGET})")
+    group.addoption("--optimize-token-budget", default=None, type=positive_int, metavar="TOKENS",
+                    help="cap on tokens per optimized prompt (default: none)")
+    group.addoption("--optimize-dry-run", action="store_true", default=False,
+                    help="print the diff of the improved prompt, write nothing")
+    group.addoption("--optimize-resume", action="store_true", default=False,
+                    help="continue an interrupted optimization from its run log")
+    group.addoption("--optimize-seed", default=None, type=int, metavar="N",
+                    help=f"random seed (default {defaults.OPTIMIZE_SEED})")
+    group.addoption("--optimize-margin", default=None, type=fraction, metavar="DELTA",
+                    help=f"validation score gain a candidate needs to be written (default {defaults.OPTIMIZE_MARGIN})")
+    group.addoption("--optimize-max-regressions", default=None, type=non_negative_int, metavar="N",
+                    help="previously passing validation tests a candidate may break (default: "
+                         f"{share} of them, at least 1)")

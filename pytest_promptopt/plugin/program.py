@@ -1,0 +1,85 @@
+"""The Program of `--optimize` on the pytest side: test items are the program.
+
+A candidate is scored by re-running the items that called its prompts through pytest's own
+runtest protocol with the candidate swapped in, so fixtures, parametrization and multi-prompt
+tests keep working. Each re-run's outcome is the same `CaseOutcome` a plain run reports.
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Mapping, Sequence
+
+import pytest
+from _pytest.runner import runtestprotocol
+
+from ..errors import BudgetExhausted
+from ..optimize.base import Candidate, Evaluation, Feedback, feedback_of
+from ..optimize.demos import DemoOption, demo_pool
+from ..record import CaseOutcome
+from ..runtime import Runtime
+from .stash import OUTCOME_KEY
+
+
+class PytestProgram:
+    def __init__(self, runtime: Runtime, items: Mapping[str, pytest.Item], first_run: Mapping[str, CaseOutcome]) -> None:
+        self.runtime = runtime
+        self.items = items
+        self.first_run = first_run
+        self.unscored: list[tuple[str, str]] = []  # (node id, error) of re-runs whose LM call failed
+
+    def evaluate(self, candidate: Candidate, nodeids: Sequence[str]) -> Evaluation:
+        items = [self.items[n] for n in nodeids]
+        results: list[CaseOutcome] = []
+        with self.runtime.override(candidate):
+            self._prefetch(candidate, nodeids)
+            for i, item in enumerate(items):
+                if isinstance(item, pytest.Function):
+                    item._initrequest()  # fresh fixture values for the re-run
+                if OUTCOME_KEY in item.stash:
+                    del item.stash[OUTCOME_KEY]
+                runtestprotocol(item, nextitem=items[i + 1] if i + 1 < len(items) else None, log=False)
+                if self.runtime.budget_exhausted():
+                    raise BudgetExhausted("LM call budget reached while running tests")
+                outcome = item.stash.get(OUTCOME_KEY, None) or CaseOutcome(item.nodeid, False, 0.0, "test did not run")
+                if outcome.error:
+                    self.unscored.append((item.nodeid, outcome.error))
+                results.append(outcome)
+        return Evaluation(tuple(results))
+
+    def feedback(self, results: Sequence[CaseOutcome]) -> list[Feedback]:
+        return feedback_of(results)
+
+    def demo_pool(self, prompt_key: str, nodeids: Sequence[str]) -> list[DemoOption]:
+        return demo_pool(prompt_key, [self.first_run[n] for n in nodeids])
+
+    def inputs(self, nodeid: str) -> tuple[Mapping[str, str], ...]:
+        return tuple(call.inputs for call in self.first_run[nodeid].calls)
+
+    def source(self, nodeid: str) -> str:
+        try:
+            return inspect.getsource(self.items[nodeid].function)  # type: ignore[attr-defined]
+        except (AttributeError, OSError, TypeError):
+            return ""
+
+    def calls_per_case(self, nodeids: Sequence[str]) -> float:
+        calls = sum(self.first_run[n].requests for n in nodeids)
+        return max(1.0, calls / max(1, len(nodeids)))
+
+    def _prefetch(self, candidate: Candidate, nodeids: Sequence[str]) -> None:
+        """Send the calls we can predict (the first run's inputs) concurrently, so the items,
+        which run one by one, find them in the cache. A call whose inputs hold an earlier call's
+        output depends on it and is left to the test."""
+        requests = []
+        client = None
+        for nodeid in nodeids:
+            earlier_outputs: set[str] = set()
+            for call in self.first_run[nodeid].calls:
+                prompt = self.runtime.prompts.get(call.prompt_key)
+                depends = any(v in earlier_outputs for v in call.inputs.values())
+                if prompt is not None and call.prompt_key in candidate and not depends:
+                    client, request = self.runtime.task_request(prompt, call.inputs)
+                    requests.append(request)
+                earlier_outputs.add(call.output)
+        if client is not None and len(requests) > 1:
+            client.prefetch(requests)

@@ -1,0 +1,105 @@
+"""Settings resolved once per session from the command line, ini and environment (in that
+order; see config.py), into the frozen `Settings` the core reads. Bad values become
+`pytest.UsageError` naming the option, what is allowed and what was received."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from .. import defaults
+from ..cache import RecordMode
+from ..config import (
+    OptimizeSettings,
+    Settings,
+    fraction,
+    non_negative_int,
+    parse_prices,
+    positive_float,
+    positive_int,
+    resolve_path,
+    resolve_roles,
+)
+from ..errors import ConfigError
+from ..judge import JUDGE_MODES
+
+
+def build_settings(config: pytest.Config) -> Settings:
+    try:
+        roles = resolve_roles(lambda n: config.getoption(n, None), lambda n: config.getini(n) or None)
+        prices = parse_prices(config.getini("promptopt_prices"))
+    except ConfigError as exc:
+        raise pytest.UsageError(str(exc)) from None
+    return Settings(
+        roles=roles,
+        cache_dir=path_setting(config, "promptopt_cache_dir") or config.rootpath / defaults.CACHE_DIR_NAME,
+        record_mode=RecordMode(_choice(config, "promptopt_record", [m.value for m in RecordMode], defaults.RECORD_MODE)),
+        timeout=_typed(config, "promptopt_timeout", positive_float, defaults.TIMEOUT_S),
+        retries=_typed(config, "promptopt_retries", non_negative_int, defaults.RETRIES),
+        concurrency=_typed(config, "promptopt_concurrency", positive_int, defaults.CONCURRENCY),
+        prices=prices,
+        min_pass_rate=_ini_value(config, "promptopt_min_pass_rate", fraction),
+        min_pass_rate_override=config.getoption("promptopt_min_pass_rate", None),
+        judge_threshold=_typed(config, "promptopt_judge_threshold", fraction, defaults.JUDGE_THRESHOLD),
+        report_path=path_setting(config, "promptopt_report"),
+        judge_mode=_choice(config, "promptopt_judge_mode", JUDGE_MODES, defaults.JUDGE_MODE),
+        optimize=_optimize_settings(config),
+    )
+
+
+def _optimize_settings(config: pytest.Config) -> OptimizeSettings:
+    def option(name: str, default: Any) -> Any:
+        value = config.getoption(name, None)
+        return default if value is None else value
+
+    return OptimizeSettings(
+        enabled=bool(config.getoption("optimize", False)),
+        prompts=tuple(resolve_path(p, config.invocation_params.dir).resolve()
+                      for p in config.getoption("optimize_prompt", None) or ()),
+        strategy=option("optimize_strategy", defaults.OPTIMIZE_STRATEGY),
+        budget=option("optimize_budget", defaults.OPTIMIZE_BUDGET),
+        token_budget=config.getoption("optimize_token_budget", None),
+        dry_run=bool(config.getoption("optimize_dry_run", False)),
+        resume=bool(config.getoption("optimize_resume", False)),
+        seed=option("optimize_seed", defaults.OPTIMIZE_SEED),
+        margin=option("optimize_margin", defaults.OPTIMIZE_MARGIN),
+        max_regressions=config.getoption("optimize_max_regressions", None),
+    )
+
+
+def _choice(config: pytest.Config, name: str, allowed: Any, default: str) -> str:
+    value = config.getoption(name, None) or _ini_value(config, name, str) or default
+    if value not in allowed:
+        raise pytest.UsageError(f"ini option {name} = {value!r}: expected one of {', '.join(allowed)}")
+    return str(value)
+
+
+def _typed(config: pytest.Config, name: str, convert: Any, default: Any) -> Any:
+    """Command-line values were converted by argparse; ini values are converted here."""
+    cli = config.getoption(name, None)
+    if cli is not None:
+        return cli
+    value = _ini_value(config, name, convert)
+    return default if value is None else value
+
+
+def _ini_value(config: pytest.Config, name: str, convert: Any) -> Any:
+    raw = config.getini(name)
+    if raw in (None, ""):
+        return None
+    try:
+        return convert(str(raw))
+    except Exception as exc:  # noqa: BLE001 - argparse.ArgumentTypeError and ValueError alike
+        raise pytest.UsageError(f"ini option {name} = {raw!r}: {exc}") from None
+
+
+def path_setting(config: pytest.Config, name: str) -> Path | None:
+    """A command-line path is relative to the invocation directory (like --junitxml), an ini path
+    to the rootdir (like cache_dir); `~` and `$VARS` are expanded in both."""
+    cli = config.getoption(name, None)
+    if cli not in (None, ""):
+        return resolve_path(str(cli), config.invocation_params.dir)
+    ini = config.getini(name)
+    return resolve_path(str(ini), config.rootpath) if ini not in (None, "") else None
