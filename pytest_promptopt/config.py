@@ -55,13 +55,15 @@ class OptimizeSettings:
     enabled: bool = False
     prompts: tuple[Path, ...] = ()  # only these prompt files; empty: every prompt with failing tests
     strategy: str = defaults.OPTIMIZE_STRATEGY
-    budget: int | None = defaults.OPTIMIZE_BUDGET  # LM calls per group
+    preset: str = defaults.OPTIMIZE_PRESET
+    budget: int | None = defaults.OPTIMIZE_BUDGET  # LM calls per group (default: the preset's)
     token_budget: int | None = None
     dry_run: bool = False
     resume: bool = False
     seed: int = defaults.OPTIMIZE_SEED
     margin: float = defaults.OPTIMIZE_MARGIN
     max_regressions: int | None = None  # None: defaults.allowed_regressions decides
+    context_tokens: int | None = None  # the optimizer model's context; None: by endpoint (see defaults)
 
 
 @dataclass(frozen=True)

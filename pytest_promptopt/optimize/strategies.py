@@ -4,11 +4,13 @@
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
+from dataclasses import replace
 
 import pluggy
 
+from ..defaults import PRESETS
 from ..errors import ConfigError
-from .base import StrategyFactory
+from .base import Strategy, StrategyFactory
 from .gradsum import GradSum
 from .mipro import Mipro, auto
 
@@ -38,3 +40,12 @@ def choose(strategies: Mapping[str, StrategyFactory], name: str) -> StrategyFact
                           f"{', '.join(sorted(strategies))} (plugins add more with the "
                           "pytest_promptopt_strategies hook)")
     return strategies[name]
+
+
+def with_preset(strategy: Strategy, preset: str) -> Strategy:
+    """A built-in strategy sized by the preset's knobs; a plugin's strategy as it is."""
+    if isinstance(strategy, GradSum):
+        return replace(strategy, **PRESETS[preset].gradsum)
+    if isinstance(strategy, Mipro):
+        return replace(strategy, **PRESETS[preset].mipro)
+    return strategy

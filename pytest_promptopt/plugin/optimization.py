@@ -13,11 +13,12 @@ import pytest
 
 from ..client import Budget
 from ..config import OptimizeSettings
+from ..defaults import EMBEDDED_CONTEXT_TOKENS, OPTIMIZER_CONTEXT_TOKENS
 from ..errors import WriteBackError
 from ..optimize import strategies
 from ..optimize.base import Case, Strategy
 from ..optimize.loop import Group, GroupResult, assign_splits, optimize_group
-from ..optimize.proposer import Proposer
+from ..optimize.proposer import Proposer, ProposerLimits
 from ..optimize.runlog import RunLog, run_key
 from ..record import CaseOutcome
 from ..report import display
@@ -94,7 +95,8 @@ def run_optimization(session: pytest.Session, runtime: Runtime, settings: Optimi
     for keys in _groups(targets, rec):
         group = _group(keys, rec, runtime)
         label = ", ".join(display(k, root) for k in keys)
-        result = _optimize(group, program, factory(), runtime, settings, Progress(tr, runtime, label, settings.budget))
+        strategy = strategies.with_preset(factory(), settings.preset)
+        result = _optimize(group, program, strategy, runtime, settings, Progress(tr, runtime, label, settings.budget))
         planned: list[PendingWrite] = []
         if result.accepted:
             try:
@@ -127,10 +129,17 @@ def _optimize(group: Group, program: PytestProgram, strategy: Strategy, runtime:
     try:
         with runtime.budgeted(budget):
             return optimize_group(group, program, strategy=strategy,
-                                  proposer=Proposer(runtime.client("optimizer"), settings.seed, log.write),
+                                  proposer=Proposer(runtime.client("optimizer"), settings.seed, log.write,
+                                                    _limits(runtime, settings)),
                                   budget=budget, usage=runtime.usage, log=log, settings=settings, progress=progress)
     finally:
         log.close()
+
+
+def _limits(runtime: Runtime, settings: OptimizeSettings) -> ProposerLimits:
+    tokens = settings.context_tokens or (
+        EMBEDDED_CONTEXT_TOKENS if runtime.settings.role("optimizer").embedded else OPTIMIZER_CONTEXT_TOKENS)
+    return ProposerLimits(tokens)
 
 
 def _groups(targets: list[str], rec: _Recorded) -> list[list[str]]:

@@ -77,8 +77,12 @@ def _optimize_options(group: pytest.OptionGroup) -> None:
     group.addoption("--optimize-strategy", default=None, metavar="NAME",
                     help=f"auto (MIPRO search fed by GRAD-SUM critiques), gradsum, mipro, or a name a plugin "
                          f"registers (default {defaults.OPTIMIZE_STRATEGY})")
+    group.addoption("--optimize-preset", default=None, choices=sorted(defaults.PRESETS),
+                    help="budget and search sizes: light (minutes), medium, heavy "
+                         f"(default {defaults.OPTIMIZE_PRESET}; README lists what each sets)")
+    budgets = ", ".join(f"{name} {p.budget}" for name, p in defaults.PRESETS.items())
     group.addoption("--optimize-budget", default=None, type=positive_int, metavar="CALLS",
-                    help=f"cap on LM calls (cached or not) per optimized prompt (default {defaults.OPTIMIZE_BUDGET})")
+                    help=f"cap on LM calls (cached or not) per optimized prompt (default: the preset's: {budgets})")
     group.addoption("--optimize-token-budget", default=None, type=positive_int, metavar="TOKENS",
                     help="cap on tokens per optimized prompt (default: none)")
     group.addoption("--optimize-dry-run", action="store_true", default=False,
@@ -92,3 +96,7 @@ def _optimize_options(group: pytest.OptionGroup) -> None:
     group.addoption("--optimize-max-regressions", default=None, type=non_negative_int, metavar="N",
                     help="previously passing validation tests a candidate may break (default: "
                          f"{share} of them, at least 1)")
+    group.addoption("--optimize-context-tokens", default=None, type=positive_int, metavar="TOKENS",
+                    help="context window of the optimizer model; half of it holds the evidence it is shown "
+                         f"(default {defaults.OPTIMIZER_CONTEXT_TOKENS}, {defaults.EMBEDDED_CONTEXT_TOKENS} for "
+                         "the embedded model)")

@@ -14,7 +14,8 @@ import pytest
 from _pytest.runner import runtestprotocol
 
 from ..errors import BudgetExhausted
-from ..optimize.base import Candidate, Evaluation, Feedback, feedback_of
+from ..optimize.base import Candidate, Evaluation
+from ..optimize.feedback import Feedback, feedback_of
 from ..optimize.demos import DemoOption, demo_pool
 from ..record import CaseOutcome
 from ..runtime import Runtime

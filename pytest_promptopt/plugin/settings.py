@@ -54,18 +54,21 @@ def _optimize_settings(config: pytest.Config) -> OptimizeSettings:
         value = config.getoption(name, None)
         return default if value is None else value
 
+    preset = option("optimize_preset", defaults.OPTIMIZE_PRESET)
     return OptimizeSettings(
         enabled=bool(config.getoption("optimize", False)),
+        preset=preset,
         prompts=tuple(resolve_path(p, config.invocation_params.dir).resolve()
                       for p in config.getoption("optimize_prompt", None) or ()),
         strategy=option("optimize_strategy", defaults.OPTIMIZE_STRATEGY),
-        budget=option("optimize_budget", defaults.OPTIMIZE_BUDGET),
+        budget=option("optimize_budget", defaults.PRESETS[preset].budget),
         token_budget=config.getoption("optimize_token_budget", None),
         dry_run=bool(config.getoption("optimize_dry_run", False)),
         resume=bool(config.getoption("optimize_resume", False)),
         seed=option("optimize_seed", defaults.OPTIMIZE_SEED),
         margin=option("optimize_margin", defaults.OPTIMIZE_MARGIN),
         max_regressions=config.getoption("optimize_max_regressions", None),
+        context_tokens=config.getoption("optimize_context_tokens", None),
     )
 
 
