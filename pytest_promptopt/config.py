@@ -58,6 +58,7 @@ class Settings:
     judge_threshold: float = 0.7
     report_path: Path | None = None
     judge_mode: str = "auto"  # auto | score | yesno (see judge.JUDGE_MODES)
+    embedding_model: str | None = None  # for retrieve by: embeddings, through the task endpoint
 
     @property
     def needs_embedded(self) -> bool:

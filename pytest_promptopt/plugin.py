@@ -6,6 +6,7 @@ Core errors become `pytest.UsageError` (bad settings) or a failed test (bad prom
 from __future__ import annotations
 
 import inspect
+import os
 from pathlib import Path
 from typing import Any
 
@@ -87,6 +88,9 @@ def pytest_addoption(parser: pytest.Parser) -> None:
              "its probability), auto (default: yesno for the embedded model, else score)")
     add("--promptopt-report", "string", default=None, metavar="PATH",
         help="write a JSON run report to PATH (relative to the current directory, or to the rootdir when set in ini)")
+    add("--promptopt-embedding-model", "string", default=None, metavar="MODEL",
+        help="embedding model of the task endpoint, for prompts that retrieve demos by: embeddings "
+             "(ini promptopt_embedding_model; env $PROMPTOPT_EMBEDDING_MODEL)")
     parser.addini("promptopt_prices", "per-model prices: 'model = input_usd_per_1M, output_usd_per_1M' per line",
                   type="linelist", default=[])
 
@@ -160,6 +164,7 @@ def build_settings(config: pytest.Config) -> Settings:
         judge_threshold=_ini_or(_ini_typed(config, "promptopt_judge_threshold", fraction), 0.7),
         report_path=_path_setting(config, "promptopt_report"),
         judge_mode=judge_mode,
+        embedding_model=_setting(config, "promptopt_embedding_model") or os.environ.get("PROMPTOPT_EMBEDDING_MODEL"),
     )
 
 

@@ -114,3 +114,23 @@ def recombine(scored_sets: Sequence[tuple[tuple[DemoOption, ...], float]], n_set
         if tuple(chosen) not in out:
             out.append(tuple(chosen))
     return out
+
+
+def retrieval_pool(prompt_key: str, cases: Sequence[Case]) -> tuple[Demo, ...]:
+    """The pool for retrieved demos: the bootstrapped and labelled demos of the *train* cases,
+    in case order. Validation cases are dropped even when passed in, so no case the acceptance
+    test scores can ever be shown its own answer."""
+    return pool_from_options(demo_pool(prompt_key, [c for c in cases if c.split == "train"]),
+                             {c.nodeid for c in cases if c.split == "train"})
+
+
+def pool_from_options(options: Sequence[DemoOption], train_nodeids: set[str] | frozenset[str]) -> tuple[Demo, ...]:
+    """Demos of the options that came from train cases, first occurrence of each input kept."""
+    pool: list[Demo] = []
+    seen: set[tuple[tuple[str, str], ...]] = set()
+    for option in options:
+        key = tuple(sorted(option.demo.inputs.items()))
+        if option.source in train_nodeids and key not in seen:
+            seen.add(key)
+            pool.append(option.demo)
+    return tuple(pool)

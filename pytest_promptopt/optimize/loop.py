@@ -73,7 +73,8 @@ class MemoProgram:
             for r in fresh.results:
                 self.memo[(fp, r.nodeid)] = r
             self.log.write("eval", candidate=fp, results=[r.to_dict() for r in fresh.results],
-                           prompts={k: {"instruction": p.instruction, "demos": [d.to_dict() for d in p.demos]}
+                           prompts={k: {"instruction": p.instruction, "demos": [d.to_dict() for d in p.demos],
+                                        "retrieve": p.retrieval.summary() if p.retrieval else None}
                                     for k, p in candidate.items()})
         return Evaluation(tuple(self.memo[(fp, n)] for n in nodeids))
 
