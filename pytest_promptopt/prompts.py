@@ -495,12 +495,8 @@ def load_retrieval(path: Path, doc: Mapping[str, Any],
 
 def _load_pool_file(path: Path, name: str, line: int | None) -> tuple[tuple[Demo, ...], str]:
     """Read a pool sidecar: a YAML list of {inputs, output} next to the prompt file."""
-    relative = Path(name)
-    if relative.is_absolute() or ".." in relative.parts or relative.suffix.lower() not in YAML_SUFFIXES:
-        raise PromptFileError(path, f"pool file {name!r} must be a .yaml/.yml file in the prompt's folder "
-                                    "(or below it)", field="retrieve.pool", line=line,
-                              fix=f"write pool: {path.stem}.pool.yaml")
-    pool_path = path.parent / relative
+    _check_pool_name(path, name, line)
+    pool_path = path.parent / name
     try:
         data = pool_path.read_bytes()
     except FileNotFoundError:
@@ -525,8 +521,19 @@ def _load_pool_file(path: Path, name: str, line: int | None) -> tuple[tuple[Demo
     return _demo_list(pool_path, raw, "pool"), hashlib.sha256(data).hexdigest()
 
 
+def _check_pool_name(path: Path, name: str, line: int | None = None) -> None:
+    """Pool files live beside the prompt (or below its folder), so write-back stays in the project."""
+    relative = Path(name)
+    if relative.is_absolute() or ".." in relative.parts or relative.suffix.lower() not in YAML_SUFFIXES:
+        raise PromptFileError(path, f"pool file {name!r} must be a .yaml/.yml file in the prompt's folder "
+                                    "(or below it)", field="retrieve.pool", line=line,
+                              fix=f"write pool: {path.stem}.pool.yaml")
+
+
 def _check_rule(path: Path, rule: RetrievalRule, placeholders: frozenset[str]) -> None:
     """A pool the prompt can render: not empty, keyed by the prompt's own placeholders."""
+    if rule.pool_file is not None:
+        _check_pool_name(path, rule.pool_file)
     if not rule.pool:
         raise PromptFileError(path, "the retrieval pool is empty", field="retrieve.pool",
                               fix="add demos to the pool, or remove the retrieve section")

@@ -151,7 +151,7 @@ class PromptOptSession:
         for i, pending in enumerate(pending_writes):
             try:
                 apply_write(pending)
-                self.optimization_lines.append(f"wrote {pending.path}")
+                self.optimization_lines.append(f"wrote {', '.join(str(p) for p in pending.paths)}")
             except (WriteBackError, OSError) as exc:
                 self.write_errors.append(str(exc))
             except KeyboardInterrupt:

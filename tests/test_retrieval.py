@@ -331,6 +331,9 @@ def test_with_retrieval_validates(tmp_path: Path) -> None:
         prompt.with_retrieval(POOL, k=0)
     with pytest.raises(PromptFileError, match="invalid retrieval rule"):
         prompt.with_retrieval(POOL, by="tfidf")
+    for outside in ("../elsewhere.pool.yaml", "/tmp/x.pool.yaml", "pool.txt"):
+        with pytest.raises(PromptFileError, match="must be a .yaml/.yml file in the prompt's folder"):
+            prompt.with_retrieval(POOL, pool_file=outside)
 
 
 def test_text_prompts_refuse_retrieval(tmp_path: Path) -> None:
