@@ -155,3 +155,30 @@ def test_embeddings_without_a_model_fail_naming_the_setting(suite: pytest.Pytest
     result.stdout.fnmatch_lines(["*retrieve.by is 'embeddings' but no embedding model is set; set "
                                  "--promptopt-embedding-model*"])
     assert scripted.count == 0 and scripted.embedding_requests == []
+
+
+def test_optimize_keeps_the_retrieve_section_and_the_pool_file(suite: pytest.Pytester, scripted: ScriptedServer) -> None:
+    from wordtask import WORD_PROMPT, WORD_TESTS, WORDS, is_optimizer
+
+    def respond(messages: list[dict[str, str]], body: dict[str, Any]) -> str:
+        if is_optimizer(messages):
+            return "Reverse the word letter by letter."
+        user = messages[-1]["content"]
+        return user[::-1] if "Reverse" in messages[0]["content"] else user
+
+    scripted.responder = respond
+    prompt = WORD_PROMPT + "retrieve:\n  k: 1   # one neighbour\n  pool: word.pool.yaml\n"
+    pool = "# hand-labelled\n- inputs: {word: zulu}\n  output: uluz\n- inputs: {word: yankee}\n  output: eeknay\n"
+    (suite.path / "word.yaml").write_text(prompt)
+    (suite.path / "word.pool.yaml").write_text(pool)
+    suite.makepyfile(test_word=WORD_TESTS)
+    result = suite.runpytest("--optimize", "--optimize-strategy=gradsum")
+    result.stdout.fnmatch_lines(["*accepted: validation 0.000 -> 1.000*"])
+    text = (suite.path / "word.yaml").read_text()
+    assert "Reverse the word letter by letter." in text
+    assert text.endswith("retrieve:\n  k: 1   # one neighbour\n  pool: word.pool.yaml\n")
+    assert (suite.path / "word.pool.yaml").read_text() == pool
+    requests = len(scripted.requests)
+    again = suite.runpytest()
+    again.assert_outcomes(passed=len(WORDS))
+    assert all(len(r["messages"]) == 4 for r in scripted.requests[requests:])  # system, 1 demo pair, input
