@@ -1,8 +1,10 @@
 """Prompt files: load, validate and render.
 
-A YAML prompt holds chat messages, demos and sampling parameters; a `.txt`/`.md` file is one
-user-message template. Prompts are immutable: the optimizer derives candidates with
-`with_instruction` / `with_demos` and the write-back module puts a winner back on disk.
+A YAML prompt holds chat messages, demos, an optional retrieval rule (`retrieve:`, demos
+picked per call from a pool, see retrieval.py) and sampling parameters; a `.txt`/`.md` file is
+one user-message template. Prompts are immutable: the optimizer derives candidates with
+`with_instruction` / `with_demos` / `with_retrieval` and the write-back module puts a winner
+back on disk.
 """
 
 from __future__ import annotations
