@@ -12,10 +12,12 @@ renders the chosen demos as chat turns.
 from __future__ import annotations
 
 import hashlib
+import heapq
+import itertools
 import json
 import math
 import re
-from collections import Counter
+from collections import Counter, defaultdict
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from functools import cached_property
@@ -54,28 +56,34 @@ class BM25:
     def __init__(self, documents: Sequence[str], k1: float = 1.5, b: float = 0.75) -> None:
         self.k1 = k1
         self.b = b
-        self._docs = [Counter(tokenize(d)) for d in documents]
-        self._lengths = [sum(c.values()) for c in self._docs]
-        self._avg_length = (sum(self._lengths) / len(self._docs)) if self._docs else 0.0
-        frequency: Counter[str] = Counter()
-        for counts in self._docs:
-            frequency.update(counts.keys())
-        n = len(self._docs)
-        self._idf = {t: math.log(1 + (n - f + 0.5) / (f + 0.5)) for t, f in frequency.items()}
+        self.size = len(documents)
+        docs = [Counter(tokenize(d)) for d in documents]
+        lengths = [sum(c.values()) for c in docs]
+        average = (sum(lengths) / len(docs)) if docs else 0.0
+        norms = [k1 * (1 - b + b * length / average) if average else k1 for length in lengths]
+        # An inverted index: a call only touches the documents that share a word with it, so a
+        # pool of thousands costs about as much per call as the few entries that match.
+        self._postings: dict[str, list[tuple[int, float]]] = defaultdict(list)
+        for index, counts in enumerate(docs):
+            for term, tf in counts.items():
+                self._postings[term].append((index, tf * (k1 + 1) / (tf + norms[index])))
+        n = len(docs)
+        self._idf = {t: math.log(1 + (n - len(p) + 0.5) / (len(p) + 0.5)) for t, p in self._postings.items()}
+
+    def sparse_scores(self, query: str) -> dict[int, float]:
+        """Scores of the documents sharing a word with the query (all others score 0); terms
+        are added in sorted order, so the floats are the same on every run."""
+        scores: dict[int, float] = defaultdict(float)
+        for term in sorted(set(tokenize(query)) & self._idf.keys()):
+            idf = self._idf[term]
+            for index, weight in self._postings[term]:
+                scores[index] += idf * weight
+        return dict(scores)
 
     def scores(self, query: str) -> list[float]:
-        """One score per document; terms are summed in sorted order, so floats are reproducible."""
-        terms = sorted(set(tokenize(query)) & self._idf.keys())
-        out: list[float] = []
-        for counts, length in zip(self._docs, self._lengths):
-            norm = self.k1 * (1 - self.b + self.b * length / self._avg_length) if self._avg_length else self.k1
-            total = 0.0
-            for term in terms:
-                tf = counts.get(term, 0)
-                if tf:
-                    total += self._idf[term] * tf * (self.k1 + 1) / (tf + norm)
-            out.append(total)
-        return out
+        """One score per document."""
+        sparse = self.sparse_scores(query)
+        return [sparse.get(i, 0.0) for i in range(self.size)]
 
 
 def cosine(a: Sequence[float], b: Sequence[float]) -> float:
@@ -84,10 +92,22 @@ def cosine(a: Sequence[float], b: Sequence[float]) -> float:
     return dot / norm if norm else 0.0
 
 
-def ranked(scores: Sequence[float], allowed: Sequence[bool], k: int) -> list[int]:
-    """Indexes of the k best allowed scores, best first; equal scores keep pool order."""
-    order = sorted((i for i in range(len(scores)) if allowed[i]), key=lambda i: (-scores[i], i))
-    return order[:k]
+def ranked(scores: Mapping[int, float], size: int, excluded: frozenset[int], k: int) -> list[int]:
+    """Indexes of the k best of `size` documents, best first, never one of `excluded`.
+
+    Documents missing from `scores` score 0. Equal scores keep pool order, so the choice is
+    the same on every run.
+    """
+    positive = ((i, score) for i, score in scores.items() if score > 0 and i not in excluded)
+    chosen = [i for i, _ in heapq.nsmallest(k, positive, key=lambda item: (-item[1], item[0]))]
+    if len(chosen) < k:  # then the zeros, in pool order (an input sharing no word with the pool)
+        zeros = (i for i in range(size) if scores.get(i, 0.0) == 0.0 and i not in excluded)
+        chosen.extend(itertools.islice(zeros, k - len(chosen)))
+    if len(chosen) < k:  # then negative similarities (cosine), best first
+        negative = sorted((i for i, score in scores.items() if score < 0 and i not in excluded),
+                          key=lambda i: (-scores[i], i))
+        chosen.extend(negative[: k - len(chosen)])
+    return chosen
 
 
 @dataclass(frozen=True)
@@ -141,11 +161,34 @@ class RetrievalRule:
         """
         if not self.pool or self.k <= 0:
             return ()
-        allowed = [not _same_inputs(demo.inputs, variables) for demo in self.pool]
         query = self.text_of(variables)
-        scores = self._cosine_scores(query, embed) if self.by == "embeddings" else self.bm25.scores(query)
-        best_first = [self.pool[i] for i in ranked(scores, allowed, self.k)]
+        if self.by == "embeddings":
+            scores = dict(enumerate(self._cosine_scores(query, embed)))
+        else:
+            scores = self.bm25.sparse_scores(query)
+        best_first = [self.pool[i] for i in ranked(scores, len(self.pool), self._own_entries(variables), self.k)]
         return tuple(reversed(best_first)) if self.order == "nearest_last" else tuple(best_first)
+
+    @cached_property
+    def _entries_by_inputs(self) -> dict[tuple[tuple[str, str], ...], list[int]]:
+        by_inputs: dict[tuple[tuple[str, str], ...], list[int]] = defaultdict(list)
+        for index, demo in enumerate(self.pool):
+            if demo.inputs:
+                by_inputs[tuple(sorted(demo.inputs.items()))].append(index)
+        return dict(by_inputs)
+
+    @cached_property
+    def _input_name_sets(self) -> tuple[tuple[str, ...], ...]:
+        """The distinct sets of input names in the pool (usually one), sorted."""
+        return tuple(sorted({tuple(name for name, _ in key) for key in self._entries_by_inputs}))
+
+    def _own_entries(self, variables: Mapping[str, object]) -> frozenset[int]:
+        """Pool entries whose every input equals the call's variable of that name."""
+        own: set[int] = set()
+        for key in self._input_name_sets:
+            if all(name in variables for name in key):
+                own.update(self._entries_by_inputs.get(tuple((n, str(variables[n])) for n in key), ()))
+        return frozenset(own)
 
     def _cosine_scores(self, query: str, embed: Embedder | None) -> list[float]:
         if embed is None:
@@ -157,10 +200,6 @@ class RetrievalRule:
             raise ValueError(f"the embedder returned {len(vectors)} vectors for {len(self.pool) + 1} texts")
         target = vectors[-1]
         return [cosine(v, target) for v in vectors[:-1]]
-
-
-def _same_inputs(inputs: Mapping[str, str], variables: Mapping[str, object]) -> bool:
-    return bool(inputs) and all(name in variables and str(variables[name]) == value for name, value in inputs.items())
 
 
 __all__ = ["BM25", "Embedder", "RetrievalRule", "cosine", "ranked", "tokenize"]

@@ -182,3 +182,19 @@ def test_optimize_keeps_the_retrieve_section_and_the_pool_file(suite: pytest.Pyt
     again = suite.runpytest()
     again.assert_outcomes(passed=len(WORDS))
     assert all(len(r["messages"]) == 4 for r in scripted.requests[requests:])  # system, 1 demo pair, input
+
+
+@pytest.mark.parametrize("source", ["ini", "env"])
+def test_embedding_model_from_ini_or_environment(suite: pytest.Pytester, scripted: ScriptedServer,
+                                                 monkeypatch: pytest.MonkeyPatch, source: str) -> None:
+    scripted.responder = last_demo_output
+    scripted.embedder = concept_vectors
+    make_suite(suite, "embeddings", EMBEDDING_TESTS)
+    if source == "ini":
+        ini = (suite.path / "tox.ini").read_text()
+        (suite.path / "tox.ini").write_text(ini.rstrip("\n") + "\npromptopt_embedding_model = from-ini\n")
+    else:
+        monkeypatch.setenv("PROMPTOPT_EMBEDDING_MODEL", "from-env")
+    result = suite.runpytest("-p", "no:randomly")
+    result.assert_outcomes(passed=3)
+    assert {r["model"] for r in scripted.embedding_requests} == {f"from-{source}"}

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import pytest
@@ -11,7 +12,7 @@ from pytest_promptopt.optimize.base import Case, fingerprint
 from pytest_promptopt.optimize.demos import DemoOption, pool_from_options, retrieval_pool
 from pytest_promptopt.prompts import Demo, load_prompt
 from pytest_promptopt.record import Label, TestRecord, Trace
-from pytest_promptopt.retrieval import BM25, RetrievalRule, cosine, tokenize
+from pytest_promptopt.retrieval import BM25, RetrievalRule, cosine, ranked, tokenize
 
 POOL = (
     Demo({"text": "my card has not arrived yet"}, "card_arrival"),
@@ -100,6 +101,32 @@ def test_bm25_prefers_shorter_document_on_equal_term_frequency() -> None:
 def test_bm25_scores_are_reproducible() -> None:
     texts = [d.inputs["text"] for d in POOL]
     assert BM25(texts).scores("card PIN declined waiting") == BM25(texts).scores("waiting declined PIN card")
+
+
+def test_bm25_matches_the_textbook_formula() -> None:
+    docs = ["the card did not arrive", "the the card", "PIN", "card PIN card PIN card", ""]
+    query = "card PIN the missing"
+    tokens = [d.casefold().split() for d in docs]
+    avg = sum(map(len, tokens)) / len(tokens)
+    expected = []
+    for doc in tokens:
+        total = 0.0
+        for term in sorted(set(query.casefold().split())):
+            n = sum(term in t for t in tokens)
+            tf = doc.count(term)
+            if n and tf:
+                idf = math.log(1 + (len(docs) - n + 0.5) / (n + 0.5))
+                total += idf * tf * 2.5 / (tf + 1.5 * (1 - 0.75 + 0.75 * len(doc) / avg))
+        expected.append(total)
+    assert BM25(docs).scores(query) == pytest.approx(expected)
+    assert BM25(docs).scores(query)[4] == 0.0 and BM25([]).scores(query) == []
+
+
+def test_ranked_orders_positive_then_zero_then_negative_and_skips_excluded() -> None:
+    scores = {0: 0.5, 2: 0.9, 3: -0.2, 5: 0.5, 6: 0.0, 7: -0.1}
+    assert ranked(scores, 8, frozenset(), 8) == [2, 0, 5, 1, 4, 6, 7, 3]
+    assert ranked(scores, 8, frozenset({2, 1}), 4) == [0, 5, 4, 6]
+    assert ranked({}, 3, frozenset({0}), 5) == [1, 2]
 
 
 def test_cosine() -> None:
