@@ -11,6 +11,7 @@ renders the chosen demos as chat turns.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import heapq
 import itertools
@@ -86,6 +87,12 @@ class BM25:
         return [sparse.get(i, 0.0) for i in range(self.size)]
 
 
+@functools.lru_cache(maxsize=8)
+def _shared_bm25(texts: tuple[str, ...]) -> BM25:
+    """Candidates that differ only in k or order share one index of their common pool."""
+    return BM25(texts)
+
+
 def cosine(a: Sequence[float], b: Sequence[float]) -> float:
     dot = sum(x * y for x, y in zip(a, b))
     norm = math.sqrt(sum(x * x for x in a)) * math.sqrt(sum(y * y for y in b))
@@ -136,7 +143,7 @@ class RetrievalRule:
 
     @cached_property
     def bm25(self) -> BM25:
-        return BM25(self.pool_texts)
+        return _shared_bm25(self.pool_texts)
 
     @cached_property
     def identity(self) -> str:
