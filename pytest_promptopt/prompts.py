@@ -432,6 +432,13 @@ def _load_demos(path: Path, doc: Mapping[str, Any]) -> tuple[Demo, ...]:
     return _demo_list(path, raw, "demos")
 
 
+def read_demo_list(path: Path, raw: Any) -> tuple[Demo, ...]:
+    """A pool file's parsed content as demos (for write-back's read-back check)."""
+    if not isinstance(raw, list):
+        raise PromptFileError(path, "a pool file must be a non-empty list of demos", field="pool")
+    return _demo_list(path, raw, "pool")
+
+
 def _demo_list(path: Path, raw: list[Any], field_name: str) -> tuple[Demo, ...]:
     """Entries of a demo list (`demos`, an inline pool or a pool file), each {inputs, output}."""
     demos = []

@@ -25,7 +25,7 @@ from ruamel.yaml.comments import CommentedMap, CommentedSeq
 from ruamel.yaml.scalarstring import DoubleQuotedScalarString, LiteralScalarString
 
 from .errors import WriteBackError
-from .prompts import Demo, Prompt, examples_block_template, parse_yaml, read_prompt_text
+from .prompts import Demo, Prompt, examples_block_template, parse_yaml, read_demo_list, read_prompt_text
 from .retrieval import RetrievalRule
 
 try:  # POSIX only; elsewhere concurrent writers are caught by the digest check alone
@@ -122,8 +122,10 @@ def _plan_pool(original: Prompt, candidate: Prompt) -> PendingWrite | None:
         what = "changed on disk since it was loaded" if ours else "already exists and is not this prompt's pool"
         raise WriteBackError(f"{path}: the pool file {what}; not overwriting it. Move it away or rerun "
                              "pytest --optimize on the current files.")
-    new = pool_file_text(original.path.name, rule.pool, old.decode("utf-8-sig", errors="replace")).encode("utf-8")
-    return PendingWrite(path, expected, new, old)
+    text = pool_file_text(original.path.name, rule.pool, old.decode("utf-8-sig", errors="replace"))
+    if read_demo_list(path, parse_yaml(path, text)) != rule.pool:  # never write what would not read back the same
+        raise WriteBackError(f"{path}: the pool would not read back as written; nothing was written")
+    return PendingWrite(path, expected, text.encode("utf-8"), old)
 
 
 POOL_HEADER = ("# Demo pool of {prompt}: its retrieve section picks the entries most similar to each\n"

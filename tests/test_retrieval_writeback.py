@@ -197,3 +197,14 @@ def test_crlf_prompt_keeps_crlf_with_a_new_section(tmp_path: Path) -> None:
     apply_write(plan_write(original, original.with_retrieval(POOL, k=2)))
     data = path.read_bytes()
     assert b"retrieve:\r\n  k: 2\r\n" in data and b"\n" not in data.replace(b"\r\n", b"")
+
+
+def test_awkward_pool_texts_round_trip(tmp_path: Path) -> None:
+    path = write(tmp_path, "intent.yaml", PROMPT)
+    original = load_prompt(path)
+    pool = (Demo({"text": "line one\nline two: a colon, {braces} and # no comment"}, "out\nmulti"),
+            Demo({"text": "quotes \" and ' and unicode ünï ☃ \t tab"}, "yes: no"),
+            Demo({"text": "  leading and trailing spaces  "}, "- dash"))
+    candidate = original.with_retrieval(pool, k=1)
+    apply_write(plan_write(original, candidate))
+    assert load_prompt(path).retrieval == candidate.retrieval
