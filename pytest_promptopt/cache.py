@@ -185,6 +185,26 @@ class ReplyCache:
         except (OSError, sqlite3.Error) as exc:
             self._disable(f"the cache could not be written: {exc}")
 
+    def get_record(self, key: str) -> Any:
+        """A raw stored record by key (embeddings use this); None on a miss or when not reading."""
+        if self._store is None or not self.mode.reads:
+            return None
+        try:
+            return self._store.get(key)
+        except (OSError, sqlite3.Error) as exc:
+            self._disable(f"the cache could not be read: {exc}")
+        except Exception:  # noqa: BLE001 - an unreadable pickle is a miss
+            pass
+        return None
+
+    def put_record(self, key: str, record: Any) -> None:
+        if self._store is None or not self.mode.writes:
+            return
+        try:
+            self._store.set(key, record)
+        except (OSError, sqlite3.Error) as exc:
+            self._disable(f"the cache could not be written: {exc}")
+
     def close(self) -> None:
         if self._store is not None:
             self._store.close()

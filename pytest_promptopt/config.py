@@ -81,6 +81,7 @@ class Settings:
     report_path: Path | None = None
     judge_mode: str = defaults.JUDGE_MODE  # auto | score | yesno (see judge.JUDGE_MODES)
     optimize: OptimizeSettings = field(default_factory=OptimizeSettings)
+    embedding_model: str | None = None  # for retrieve by: embeddings, through the task endpoint
 
     @property
     def needs_embedded(self) -> bool:

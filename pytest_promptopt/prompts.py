@@ -1,8 +1,10 @@
 """Prompt files: load, validate and render.
 
-A YAML prompt holds chat messages, demos and sampling parameters; a `.txt`/`.md` file is one
-user-message template. Prompts are immutable: the optimizer derives candidates with
-`with_instruction` / `with_demos` and the write-back module puts a winner back on disk.
+A YAML prompt holds chat messages, demos, an optional retrieval rule (`retrieve:`, demos
+picked per call from a pool, see retrieval.py) and sampling parameters; a `.txt`/`.md` file is
+one user-message template. Prompts are immutable: the optimizer derives candidates with
+`with_instruction` / `with_demos` / `with_retrieval` and the write-back module puts a winner
+back on disk.
 """
 
 from __future__ import annotations
@@ -19,10 +21,13 @@ from typing import Any, Literal
 from ruamel.yaml import YAML
 from ruamel.yaml.error import MarkedYAMLError, YAMLError
 
-from .errors import PromptFileError, TemplateError
+from .errors import ConfigError, PromptFileError, PromptOptError, TemplateError
+from .demo import Demo
+from .retrieval import MAX_K, ORDERS, SIMILARITIES, Embedder, RetrievalRule
 from .template import Template, TemplateOrigin, escape
 
 MAX_PROMPT_FILE_BYTES = 1_000_000
+MAX_POOL_FILE_BYTES = 10_000_000  # a pool sidecar holds many labelled cases; still bounded
 TEXT_SUFFIXES = (".txt", ".md")
 YAML_SUFFIXES = (".yaml", ".yml")
 ROLES = ("system", "developer", "user", "assistant")
@@ -36,7 +41,8 @@ SAMPLING_KEYS = (
     "frequency_penalty",
     "response_format",
 )
-TOP_LEVEL_KEYS = ("model", "messages", "demos", "min_pass_rate", "description", *SAMPLING_KEYS)
+TOP_LEVEL_KEYS = ("model", "messages", "demos", "retrieve", "min_pass_rate", "description", *SAMPLING_KEYS)
+RETRIEVE_KEYS = ("k", "by", "order", "pool")
 DEFAULT_MODEL_NAMES = (None, "", "default")
 
 
@@ -51,17 +57,6 @@ class Message:
 
 
 @dataclass(frozen=True)
-class Demo:
-    """One few-shot example: the variables that differ from case to case, and the answer."""
-
-    inputs: Mapping[str, str]
-    output: str
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"inputs": dict(self.inputs), "output": self.output}
-
-
-@dataclass(frozen=True)
 class Prompt:
     path: Path
     kind: Literal["chat", "text"]
@@ -71,6 +66,8 @@ class Prompt:
     params: Mapping[str, Any] = field(default_factory=dict)
     min_pass_rate: float | None = None
     source_digest: str = ""  # sha256 of the bytes this prompt was loaded from
+    retrieval: RetrievalRule | None = None  # demos picked per call from a pool (retrieve:)
+    pool_digest: str = ""  # sha256 of the pool sidecar file as loaded ("" if none was read)
 
     # -- derived ---------------------------------------------------------------------------
     @property
@@ -134,8 +131,50 @@ class Prompt:
     def with_demos(self, demos: tuple[Demo, ...]) -> Prompt:
         return replace(self, demos=tuple(demos))
 
+    @property
+    def supports_retrieval(self) -> bool:
+        """Only chat prompts: a .txt/.md template has no field to declare a retrieval rule in."""
+        return self.kind == "chat"
+
+    def with_retrieval(self, pool: tuple[Demo, ...], k: int = 4, by: str = "bm25", *,
+                       order: str = "nearest_last", pool_file: str | None = None) -> Prompt:
+        """A copy that retrieves `k` demos per call from `pool` (static demos stay as they are).
+
+        The pool is written to `pool_file` (relative to the prompt's folder): by default the
+        sidecar this prompt already names, else `<stem>.pool.yaml`; a pool that was written
+        inline in the prompt file stays inline.
+        """
+        if not self.supports_retrieval:
+            raise PromptOptError(
+                f"{self.path}: retrieved demos need a YAML chat prompt; a .txt/.md template has no "
+                "place to declare them. Convert it to YAML (messages: [{role: user, content: ...}])"
+            )
+        if pool_file is None:
+            current = self.retrieval
+            pool_file = current.pool_file if current is not None else f"{self.path.stem}.pool.yaml"
+        rule = RetrievalRule(tuple(pool), k, by, order, pool_file)  # type: ignore[arg-type]
+        _check_rule(self.path, rule, self.placeholders)
+        return replace(self, retrieval=rule)
+
+    def without_retrieval(self) -> Prompt:
+        return replace(self, retrieval=None)
+
     # -- render ----------------------------------------------------------------------------
-    def render(self, variables: Mapping[str, object]) -> list[dict[str, str]]:
+    def retrieved_demos(self, variables: Mapping[str, object], embed: Embedder | None = None) -> tuple[Demo, ...]:
+        """The demos retrieval picks for this call (empty without a retrieval rule)."""
+        rule = self.retrieval
+        if rule is None:
+            return ()
+        if rule.by == "embeddings" and embed is None:
+            raise ConfigError(
+                f"{self.path}: retrieve.by is 'embeddings' but no embedding model is set; set "
+                "--promptopt-embedding-model (ini promptopt_embedding_model) or write 'by: bm25'"
+            )
+        return rule.select(variables, embed)
+
+    def render(self, variables: Mapping[str, object], *, embed: Embedder | None = None) -> list[dict[str, str]]:
+        """The request's messages: static parts first, retrieved demos last, then the input,
+        so consecutive calls share the longest possible prefix."""
         unknown = sorted(set(variables) - self.placeholders)
         if unknown:
             raise TemplateError(
@@ -150,23 +189,32 @@ class Prompt:
                 body = examples_block(self.demos) + body
             return [{"role": "user", "content": body}]
         rendered = [{"role": m.role, "content": m.template.render(variables)} for m in self.messages]
-        if not self.demos:
+        retrieved = self.retrieved_demos(variables, embed)
+        if not self.demos and not retrieved:
             return rendered
         demo_at = next((i for i, m in enumerate(self.messages) if m.role not in ("system", "developer")), None)
         if demo_at is None:
             # No user turn to imitate: the demos become an examples block at the top of the
             # message that carries the inputs, as in a text prompt, so the request still ends
             # with the real input.
-            rendered[self.input_index]["content"] = examples_block(self.demos) + rendered[self.input_index]["content"]
+            block = examples_block(self.demos + retrieved)
+            rendered[self.input_index]["content"] = block + rendered[self.input_index]["content"]
             return rendered
+        # Retrieved turns go just before the input message, static ones after the leading
+        # system/developer messages: inserting the later position first keeps both indexes valid.
+        rendered[self.input_index:self.input_index] = self._demo_turns(retrieved, variables)
+        rendered[demo_at:demo_at] = self._demo_turns(self.demos, variables)
+        return rendered
+
+    def _demo_turns(self, demos: tuple[Demo, ...], variables: Mapping[str, object]) -> list[dict[str, str]]:
+        """Each demo as a user turn (the input message filled with its inputs) and the answer."""
         input_template = self.messages[self.input_index].template
         turns: list[dict[str, str]] = []
-        for demo in self.demos:
+        for demo in demos:
             merged = {**variables, **demo.inputs}
             turns.append({"role": "user", "content": input_template.render(merged)})
             turns.append({"role": "assistant", "content": demo.output})
-        rendered[demo_at:demo_at] = turns  # after the leading system/developer messages
-        return rendered
+        return turns
 
     def sampling(self) -> dict[str, Any]:
         return dict(self.params)
@@ -358,7 +406,10 @@ def _prompt_from_yaml(path: Path, text: str, digest: str) -> Prompt:
                                   field="min_pass_rate", line=_line(doc, "min_pass_rate"),
                                   fix="write e.g. min_pass_rate: 0.8")
         min_pass_rate = float(min_pass_rate)
-    return Prompt(path, "chat", tuple(messages), demos, model, params, min_pass_rate, digest)
+    placeholders = frozenset(name for m in messages for name in m.template.placeholders)
+    retrieval, pool_digest = load_retrieval(path, doc, placeholders)
+    return Prompt(path, "chat", tuple(messages), demos, model, params, min_pass_rate, digest,
+                  retrieval, pool_digest)
 
 
 def _load_demos(path: Path, doc: Mapping[str, Any]) -> tuple[Demo, ...]:
@@ -368,9 +419,21 @@ def _load_demos(path: Path, doc: Mapping[str, Any]) -> tuple[Demo, ...]:
     if not isinstance(raw, list):
         raise PromptFileError(path, "demos must be a list", field="demos", line=_line(doc, "demos"),
                               fix="write demos: [] or a list of {inputs: {...}, output: ...}")
+    return _demo_list(path, raw, "demos")
+
+
+def read_demo_list(path: Path, raw: Any) -> tuple[Demo, ...]:
+    """A pool file's parsed content as demos (for write-back's read-back check)."""
+    if not isinstance(raw, list):
+        raise PromptFileError(path, "a pool file must be a non-empty list of demos", field="pool")
+    return _demo_list(path, raw, "pool")
+
+
+def _demo_list(path: Path, raw: list[Any], field_name: str) -> tuple[Demo, ...]:
+    """Entries of a demo list (`demos`, an inline pool or a pool file), each {inputs, output}."""
     demos = []
     for i, item in enumerate(raw):
-        fname = f"demos[{i}]"
+        fname = f"{field_name}[{i}]"
         ok = isinstance(item, Mapping) and set(item) <= {"inputs", "output"} and "output" in item
         inputs = item.get("inputs", {}) if isinstance(item, Mapping) else None
         if not ok or not isinstance(inputs, Mapping):
@@ -378,6 +441,113 @@ def _load_demos(path: Path, doc: Mapping[str, Any]) -> tuple[Demo, ...]:
                                   field=fname, line=_line(raw, i), fix="rewrite the demo in that form")
         demos.append(Demo({str(k): str(v) for k, v in inputs.items()}, str(item["output"])))
     return tuple(demos)
+
+
+# -- retrieval (retrieve:) ---------------------------------------------------------------------
+
+RETRIEVE_FIX = "write e.g. retrieve: {k: 4, by: bm25, pool: intent.pool.yaml} (see the README, Retrieved demos)"
+
+
+def load_retrieval(path: Path, doc: Mapping[str, Any],
+                   placeholders: frozenset[str]) -> tuple[RetrievalRule | None, str]:
+    """The prompt's retrieval rule, and the digest of the pool file it read ("" if inline)."""
+    raw = doc.get("retrieve")
+    if raw is None:
+        return None, ""
+    line = _line(doc, "retrieve")
+    if not isinstance(raw, Mapping):
+        raise PromptFileError(path, "retrieve must be a mapping", field="retrieve", line=line, fix=RETRIEVE_FIX)
+    unknown = [k for k in raw if k not in RETRIEVE_KEYS]
+    if unknown:
+        raise PromptFileError(path, f"unknown field {unknown[0]!r}; allowed: {', '.join(RETRIEVE_KEYS)}",
+                              field=f"retrieve.{unknown[0]}", line=_line(raw, unknown[0]), fix="remove or rename it")
+    k = raw.get("k", 4)
+    by = raw.get("by", "bm25")
+    order = raw.get("order", "nearest_last")
+    if isinstance(k, bool) or not isinstance(k, int) or not 1 <= k <= MAX_K:
+        raise PromptFileError(path, f"k must be a whole number from 1 to {MAX_K}, got {k!r}", field="retrieve.k",
+                              line=_line(raw, "k") or line, fix="write e.g. k: 4 (demos per call)")
+    if by not in SIMILARITIES:
+        raise PromptFileError(path, f"unknown similarity {by!r}; allowed: {', '.join(SIMILARITIES)}",
+                              field="retrieve.by", line=_line(raw, "by") or line,
+                              fix="write by: bm25 (needs no model) or by: embeddings")
+    if order not in ORDERS:
+        raise PromptFileError(path, f"unknown order {order!r}; allowed: {', '.join(ORDERS)}",
+                              field="retrieve.order", line=_line(raw, "order") or line,
+                              fix="write order: nearest_last (the most similar demo just before the input)")
+    pool_raw = raw.get("pool")
+    pool_digest = ""
+    if isinstance(pool_raw, str):
+        pool, pool_digest = _load_pool_file(path, pool_raw, _line(raw, "pool") or line)
+        pool_file: str | None = pool_raw
+    elif isinstance(pool_raw, list):
+        pool, pool_file = _demo_list(path, pool_raw, "retrieve.pool"), None
+    else:
+        raise PromptFileError(path, "retrieve.pool must name a pool file or list the demos inline",
+                              field="retrieve.pool", line=_line(raw, "pool") or line,
+                              fix="write pool: <name>.pool.yaml (a file next to the prompt) or a list of "
+                                  "{inputs: {...}, output: ...}")
+    rule = RetrievalRule(pool, int(k), str(by), str(order), pool_file)  # type: ignore[arg-type]
+    _check_rule(path, rule, placeholders)
+    return rule, pool_digest
+
+
+def _load_pool_file(path: Path, name: str, line: int | None) -> tuple[tuple[Demo, ...], str]:
+    """Read a pool sidecar: a YAML list of {inputs, output} next to the prompt file."""
+    _check_pool_name(path, name, line)
+    pool_path = path.parent / name
+    try:
+        data = pool_path.read_bytes()
+    except FileNotFoundError:
+        raise PromptFileError(path, f"pool file {name!r} not found (looked for {pool_path})", field="retrieve.pool",
+                              line=line, fix="create it with a list of {inputs: {...}, output: ...} entries, "
+                                             "or fix the name") from None
+    except OSError as exc:
+        raise PromptFileError(path, f"pool file {name!r} cannot be read: {exc.strerror}", field="retrieve.pool",
+                              line=line, fix="make the file readable") from None
+    if len(data) > MAX_POOL_FILE_BYTES:
+        raise PromptFileError(pool_path, f"is {len(data):,} bytes; pool files are limited to "
+                                         f"{MAX_POOL_FILE_BYTES:,}", fix="keep fewer, shorter demos in the pool")
+    try:
+        text = data.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise PromptFileError(pool_path, f"is not valid UTF-8 (byte {exc.start})",
+                              line=data[: exc.start].count(b"\n") + 1, fix="save the file as UTF-8") from None
+    raw = parse_yaml(pool_path, text)
+    if not isinstance(raw, list) or not raw:
+        raise PromptFileError(pool_path, "a pool file must be a non-empty list of demos", field="pool",
+                              fix="write one '- inputs: {...}\n  output: ...' entry per demo")
+    return _demo_list(pool_path, raw, "pool"), hashlib.sha256(data).hexdigest()
+
+
+def _check_pool_name(path: Path, name: str, line: int | None = None) -> None:
+    """Pool files live beside the prompt (or below its folder), so write-back stays in the project."""
+    relative = Path(name)
+    if relative.is_absolute() or ".." in relative.parts or relative.suffix.lower() not in YAML_SUFFIXES:
+        raise PromptFileError(path, f"pool file {name!r} must be a .yaml/.yml file in the prompt's folder "
+                                    "(or below it)", field="retrieve.pool", line=line,
+                              fix=f"write pool: {path.stem}.pool.yaml")
+
+
+def _check_rule(path: Path, rule: RetrievalRule, placeholders: frozenset[str]) -> None:
+    """A pool the prompt can render: not empty, keyed by the prompt's own placeholders."""
+    if rule.pool_file is not None:
+        _check_pool_name(path, rule.pool_file)
+    if not rule.pool:
+        raise PromptFileError(path, "the retrieval pool is empty", field="retrieve.pool",
+                              fix="add demos to the pool, or remove the retrieve section")
+    for i, demo in enumerate(rule.pool):
+        stray = sorted(set(demo.inputs) - placeholders)
+        if stray or not demo.inputs:
+            where = rule.pool_file or "retrieve.pool"
+            problem = (f"pool entry {i} of {where} has input(s) {stray} that are not placeholders of the prompt"
+                       if stray else f"pool entry {i} of {where} has no inputs to compare with a call's input")
+            raise PromptFileError(path, problem, field=f"retrieve.pool[{i}]",
+                                  fix=f"key the entry's inputs by the prompt's placeholders: {sorted(placeholders)}")
+    if rule.k < 1 or rule.k > MAX_K or rule.by not in SIMILARITIES or rule.order not in ORDERS:
+        raise PromptFileError(path, f"invalid retrieval rule k={rule.k!r}, by={rule.by!r}, order={rule.order!r}",
+                              field="retrieve", fix=f"k from 1 to {MAX_K}; by one of {', '.join(SIMILARITIES)}; "
+                                                    f"order one of {', '.join(ORDERS)}")
 
 
 def _check_params(path: Path, doc: Any, params: Mapping[str, Any]) -> None:

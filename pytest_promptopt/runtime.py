@@ -17,6 +17,7 @@ from .cache import ChatRequest, Reply, ReplyCache
 from .client import Budget, Completion, Endpoint, LMClient
 from .config import Settings
 from .defaults import EMBEDDED_MODEL
+from .embeddings import EmbeddingClient
 from .errors import CacheMissError, EndpointError, PromptOptError
 from .judge import SCORE_PARAMS, YESNO_PARAMS, JudgeFailed, grade
 from .prompts import Prompt, load_prompt
@@ -50,6 +51,7 @@ class Runtime:
         self._clients: dict[str, LMClient] = {}
         self._lock = threading.Lock()
         self._overrides: dict[str, Prompt] = {}
+        self._embedder: EmbeddingClient | None = None
         self.prompts: dict[str, Prompt] = {}  # every prompt file seen, as loaded from disk
 
     # -- endpoints -------------------------------------------------------------------------
@@ -114,7 +116,21 @@ class Runtime:
         active = self.active(prompt)
         client = self.client("task")
         model = client.endpoint.model if active.uses_model_default else str(active.model)
-        return client, client.request(active.render(variables), active.sampling(), model=model, sample=sample)
+        messages = active.render(variables, embed=self.embedder())
+        return client, client.request(messages, active.sampling(), model=model, sample=sample)
+
+    def embedder(self) -> EmbeddingClient | None:
+        """The task endpoint's embeddings, when an embedding model is set (retrieve by: embeddings)."""
+        model = self.settings.embedding_model
+        if not model:
+            return None
+        with self._lock:
+            if self._embedder is None:
+                rc = self.settings.role("task")
+                base_url = self.embedded_url if rc.embedded else (lambda: str(rc.base_url))
+                self._embedder = EmbeddingClient(base_url, model, self.cache, api_key=rc.api_key,
+                                                 timeout=self.settings.timeout, retries=self.settings.retries)
+            return self._embedder
 
     # -- prompts and overrides -------------------------------------------------------------
     def register(self, prompt: Prompt) -> None:
@@ -135,6 +151,8 @@ class Runtime:
     def close(self) -> None:
         for client in self._clients.values():
             client.close()
+        if self._embedder is not None:
+            self._embedder.close()
         self.cache.close()
 
 

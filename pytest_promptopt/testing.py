@@ -1,7 +1,8 @@
 """A scripted OpenAI-compatible HTTP server on 127.0.0.1, for tests and benchmarks.
 
 It answers `POST /v1/chat/completions` with whatever a responder function returns for the
-request's messages (optionally with top logprobs), and can inject faults (status codes, Retry-After, hangs, cut bodies,
+request's messages (optionally with top logprobs), `POST /v1/embeddings` with the vectors an
+embedder function returns (by default hashed word counts), and can inject faults (status codes, Retry-After, hangs, cut bodies,
 malformed JSON, empty choices, wrong content type) so the real `openai` client and our retry
 path are exercised end to end.
 """
@@ -9,7 +10,9 @@ path are exercised end to end.
 from __future__ import annotations
 
 import json
+import re
 import threading
+import zlib
 import time
 from collections import deque
 from collections.abc import Callable
@@ -21,6 +24,8 @@ Messages = list[dict[str, str]]
 # A responder returns the reply text, or {"content": text, "top_logprobs": [(token, logprob), ...]}
 # to also send an OpenAI-shaped `logprobs` object (the alternatives for the first token).
 Responder = Callable[[Messages, dict[str, Any]], "str | dict[str, Any]"]
+# An embedder returns one vector per input text.
+ServerEmbedder = Callable[[list[str]], list[list[float]]]
 
 
 @dataclass(frozen=True)
@@ -43,6 +48,17 @@ def echo_last_user(messages: Messages, body: dict[str, Any]) -> str:
     return next((m["content"] for m in reversed(messages) if m["role"] == "user"), "")
 
 
+def hashed_words(texts: list[str], dimensions: int = 64) -> list[list[float]]:
+    """Deterministic toy embeddings: word counts hashed into `dimensions` buckets."""
+    vectors = []
+    for text in texts:
+        vector = [0.0] * dimensions
+        for word in re.findall(r"\w+", text.casefold()):
+            vector[zlib.crc32(word.encode()) % dimensions] += 1.0
+        vectors.append(vector)
+    return vectors
+
+
 def _split_answer(answer: str | dict[str, Any]) -> tuple[str, dict[str, Any] | None]:
     """A responder's answer as (text, the choice's `logprobs` object or None)."""
     if isinstance(answer, str):
@@ -58,8 +74,11 @@ def _split_answer(answer: str | dict[str, Any]) -> tuple[str, dict[str, Any] | N
 
 
 class ScriptedServer:
-    def __init__(self, responder: Responder = echo_last_user, *, delay: float = 0.0) -> None:
+    def __init__(self, responder: Responder = echo_last_user, *, delay: float = 0.0,
+                 embedder: ServerEmbedder = hashed_words) -> None:
         self.responder = responder
+        self.embedder = embedder
+        self.embedding_requests: list[dict[str, Any]] = []
         self.delay = delay
         self.requests: list[dict[str, Any]] = []
         self.headers: list[dict[str, str]] = []
@@ -136,6 +155,9 @@ class ScriptedServer:
             def do_POST(self) -> None:
                 length = int(self.headers.get("Content-Length") or 0)
                 body = json.loads(self.rfile.read(length) or b"{}")
+                if self.path.rstrip("/").endswith("/embeddings"):
+                    server._embeddings(self, body)
+                    return
                 with server._lock:
                     server.requests.append(body)
                     server.headers.append({k.lower(): v for k, v in self.headers.items()})
@@ -170,6 +192,23 @@ class ScriptedServer:
                                         name="scripted-llm", daemon=True)
         self._thread.start()
         return self
+
+    def _embeddings(self, handler: Any, body: dict[str, Any]) -> None:
+        """`POST /v1/embeddings`: kept apart from chat requests, so `requests` counts chat calls only."""
+        with self._lock:
+            self.embedding_requests.append(body)
+        texts = body.get("input", [])
+        texts = [texts] if isinstance(texts, str) else list(texts)
+        try:
+            vectors = self.embedder(texts)
+        except Exception as exc:  # noqa: BLE001 - an embedder bug is a 500, visibly
+            handler._send(500, json.dumps({"error": {"message": f"embedder failed: {exc}"}}).encode())
+            return
+        payload = {"object": "list", "model": body.get("model", "scripted"),
+                   "data": [{"object": "embedding", "index": i, "embedding": v} for i, v in enumerate(vectors)],
+                   "usage": {"prompt_tokens": sum(len(t.split()) for t in texts),
+                             "total_tokens": sum(len(t.split()) for t in texts)}}
+        handler._send(200, json.dumps(payload).encode())
 
     def _inject(self, handler: Any, fault: Fault) -> bool:
         """Send the fault; return True if the request is fully answered."""

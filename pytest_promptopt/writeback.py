@@ -1,8 +1,10 @@
 """Write an improved prompt back into its file: minimal, comment-preserving and atomic.
 
-Only the fields that changed are touched (the instruction message and the demos), comments,
-key order, encoding (BOM) and newline style survive, and the file is replaced in one
-`os.replace` after checking that nobody changed it since it was loaded.
+Only the fields that changed are touched (the instruction message, the demos and the
+`retrieve:` section), comments, key order, encoding (BOM) and newline style survive, and the
+file is replaced in one `os.replace` after checking that nobody changed it since it was loaded.
+A retrieval pool goes to its sidecar file, written first and restored if the prompt file then
+cannot be written, so the two stay consistent.
 """
 
 from __future__ import annotations
@@ -23,7 +25,8 @@ from ruamel.yaml.comments import CommentedMap, CommentedSeq
 from ruamel.yaml.scalarstring import DoubleQuotedScalarString, LiteralScalarString
 
 from .errors import WriteBackError
-from .prompts import Prompt, examples_block_template, parse_yaml, read_prompt_text
+from .prompts import Demo, Prompt, examples_block_template, parse_yaml, read_demo_list, read_prompt_text
+from .retrieval import RetrievalRule
 
 try:  # POSIX only; elsewhere concurrent writers are caught by the digest check alone
     import fcntl
@@ -32,6 +35,7 @@ except ImportError:  # pragma: no cover
 
 _INDENTS = ((2, 2, 0), (2, 4, 2), (4, 4, 2), (4, 6, 4), (4, 4, 0), (3, 3, 0))
 BOM = b"\xef\xbb\xbf"
+MAX_POOL_DIFF_LINES = 40
 
 
 @dataclass(frozen=True)
@@ -42,15 +46,30 @@ class PendingWrite:
     expected_digest: str
     new_bytes: bytes
     old_bytes: bytes
+    # The retrieval pool's sidecar file, written together with this one. Its expected_digest
+    # is "" when the file must not exist yet (a new pool never overwrites a stranger's file).
+    sidecar: PendingWrite | None = None
 
     @property
     def changed(self) -> bool:
-        return self.new_bytes != self.old_bytes
+        return self.new_bytes != self.old_bytes or (self.sidecar is not None and self.sidecar.changed)
+
+    @property
+    def paths(self) -> tuple[Path, ...]:
+        return (self.path,) if self.sidecar is None else (self.path, self.sidecar.path)
 
     def diff(self) -> str:
         old = self.old_bytes.decode("utf-8-sig").splitlines(keepends=True)
         new = self.new_bytes.decode("utf-8-sig").splitlines(keepends=True)
-        return "".join(difflib.unified_diff(old, new, f"a/{self.path.name}", f"b/{self.path.name}"))
+        own = "".join(difflib.unified_diff(old, new, f"a/{self.path.name}", f"b/{self.path.name}"))
+        if self.sidecar is None:
+            return own
+        # A pool may hold thousands of entries: its part of the diff is cut, the file says the rest.
+        lines = self.sidecar.diff().splitlines(keepends=True)
+        if len(lines) > MAX_POOL_DIFF_LINES:
+            more = len(lines) - MAX_POOL_DIFF_LINES
+            lines = [*lines[:MAX_POOL_DIFF_LINES], f"... {more} more diff lines of {self.sidecar.path.name}\n"]
+        return own + "".join(lines)
 
 
 def plan_write(original: Prompt, candidate: Prompt) -> PendingWrite:
@@ -64,6 +83,9 @@ def plan_write(original: Prompt, candidate: Prompt) -> PendingWrite:
         )
     newline = "\r\n" if "\r\n" in text else "\n"
     normalized = text.replace("\r\n", "\n")
+    if original.kind == "text" and candidate.retrieval is not None:
+        raise WriteBackError(f"{path}: retrieved demos need a YAML chat prompt; a .txt/.md template has no "
+                             "place to declare them. Convert it to YAML to keep the retrieval rule")
     if original.kind == "text":
         new_text = candidate.instruction
         if candidate.demos:
@@ -76,7 +98,71 @@ def plan_write(original: Prompt, candidate: Prompt) -> PendingWrite:
     new_bytes = new_text.encode("utf-8")
     if data.startswith(BOM):
         new_bytes = BOM + new_bytes
-    return PendingWrite(path, original.source_digest, new_bytes, data)
+    return PendingWrite(path, original.source_digest, new_bytes, data, _plan_pool(original, candidate))
+
+
+def _plan_pool(original: Prompt, candidate: Prompt) -> PendingWrite | None:
+    """The sidecar write for the candidate's pool, if its pool lives in a file and changed."""
+    rule = candidate.retrieval
+    if rule is None or rule.pool_file is None:
+        return None
+    before = original.retrieval
+    path = original.path.parent / rule.pool_file
+    ours = before is not None and before.pool_file == rule.pool_file
+    if ours and before is not None and before.pool == rule.pool:
+        return None
+    try:
+        old = path.read_bytes()
+    except FileNotFoundError:
+        old = b""
+    except OSError as exc:
+        raise WriteBackError(f"{path}: the pool file cannot be read ({exc.strerror}); nothing was written") from None
+    expected = original.pool_digest if ours else ""
+    if old and hashlib.sha256(old).hexdigest() != expected:
+        what = "changed on disk since it was loaded" if ours else "already exists and is not this prompt's pool"
+        raise WriteBackError(f"{path}: the pool file {what}; not overwriting it. Move it away or rerun "
+                             "pytest --optimize on the current files.")
+    text = pool_file_text(original.path.name, rule.pool, old.decode("utf-8-sig", errors="replace"))
+    if read_demo_list(path, parse_yaml(path, text)) != rule.pool:  # never write what would not read back the same
+        raise WriteBackError(f"{path}: the pool would not read back as written; nothing was written")
+    return PendingWrite(path, expected, text.encode("utf-8"), old)
+
+
+POOL_HEADER = ("# Demo pool of {prompt}: its retrieve section picks the entries most similar to each\n"
+               "# call's input as demos. One entry per labelled case, {{inputs, output}}, like demos.\n")
+
+
+def pool_file_text(prompt_name: str, pool: tuple[Demo, ...], previous: str = "") -> str:
+    """A pool sidecar's text: the existing file's leading comment (or a header), then the list."""
+    lines = previous.replace("\r\n", "\n").splitlines(keepends=True)
+    header = "".join(ln for ln in _leading_comments(lines)) or POOL_HEADER.format(prompt=prompt_name)
+    yaml = YAML(typ="rt")
+    yaml.width = 1_000_000
+    yaml.indent(mapping=2, sequence=2, offset=0)
+    out = io.StringIO()
+    yaml.dump(_demo_seq(pool), out)
+    return header + out.getvalue()
+
+
+def _leading_comments(lines: list[str]) -> list[str]:
+    taken = []
+    for line in lines:
+        if not line.startswith("#"):
+            break
+        taken.append(line)
+    return taken
+
+
+def _demo_seq(demos: tuple[Demo, ...]) -> CommentedSeq:
+    seq = CommentedSeq()
+    for demo in demos:
+        item = CommentedMap()
+        inputs = CommentedMap((k, _quoted(v)) for k, v in demo.inputs.items())
+        inputs.fa.set_flow_style()
+        item["inputs"] = inputs
+        item["output"] = _quoted(demo.output)
+        seq.append(item)
+    return seq
 
 
 def _yaml_for(text: str) -> YAML:
@@ -113,18 +199,13 @@ def _rewrite_yaml(path: Path, text: str, original: Prompt, candidate: Prompt) ->
             _lift_end_of_line_comment(message, "content")
         message["content"] = new_value
     if candidate.demos != original.demos:
-        demos = CommentedSeq()
-        for demo in candidate.demos:
-            item = CommentedMap()
-            inputs = CommentedMap((k, _quoted(v)) for k, v in demo.inputs.items())
-            inputs.fa.set_flow_style()
-            item["inputs"] = inputs
-            item["output"] = _quoted(demo.output)
-            demos.append(item)
+        demos = _demo_seq(candidate.demos)
         if "demos" in doc:
             doc["demos"] = demos
         else:
             doc.insert(len(doc), "demos", demos)
+    if _rule_key(candidate.retrieval) != _rule_key(original.retrieval):
+        _set_retrieve(doc, candidate.retrieval)
     out = io.StringIO()
     yaml.dump(doc, out)
     new_text = out.getvalue()
@@ -132,6 +213,30 @@ def _rewrite_yaml(path: Path, text: str, original: Prompt, candidate: Prompt) ->
         new_text = new_text.rstrip("\n")
     parse_yaml(path, new_text)  # never write a file we could not read back
     return new_text
+
+
+def _rule_key(rule: RetrievalRule | None) -> tuple[object, ...] | None:
+    return None if rule is None else (rule.identity, rule.pool_file)
+
+
+def _set_retrieve(doc: CommentedMap, rule: RetrievalRule | None) -> None:
+    """Write the `retrieve:` section in place (its comments kept), or drop it for no rule.
+
+    Dropping it leaves the pool file alone: it may hold labelled cases the user wrote.
+    """
+    if rule is None:
+        doc.pop("retrieve", None)
+        return
+    section = doc.get("retrieve")
+    if not isinstance(section, CommentedMap):
+        section = CommentedMap()
+        after = list(doc).index("demos") + 1 if "demos" in doc else len(doc)
+        doc.insert(after, "retrieve", section)
+    section["k"] = rule.k
+    section["by"] = rule.by
+    if rule.order != "nearest_last" or "order" in section:
+        section["order"] = rule.order
+    section["pool"] = rule.pool_file if rule.pool_file is not None else _demo_seq(rule.pool)
 
 
 def _lift_end_of_line_comment(mapping: CommentedMap, key: str) -> None:
@@ -171,41 +276,92 @@ def _directory_lock(directory: Path) -> Iterator[None]:
 
 
 def apply_write(pending: PendingWrite) -> None:
-    """Replace the file atomically, unless someone changed it since it was loaded."""
+    """Replace the file atomically, unless someone changed it since it was loaded.
+
+    With a pool sidecar: both files are checked first, the sidecar is written, then the prompt
+    file; if the prompt file cannot be written the sidecar gets its old bytes back (or is
+    removed when it is new), so the prompt never names a pool it was not optimized with.
+    """
     path = pending.path
     if not pending.changed:
         return
+    _check_writable(path)
+    with _directory_lock(path.parent):
+        _check_unchanged(pending)
+        sidecar = pending.sidecar if pending.sidecar is not None and pending.sidecar.changed else None
+        if sidecar is not None:
+            _check_unchanged(sidecar)
+            if sidecar.old_bytes:
+                _check_writable(sidecar.path, "pool file")
+            _replace(sidecar.path, sidecar.new_bytes, _mode_of(sidecar.path, like=path))
+        try:
+            if pending.new_bytes != pending.old_bytes:
+                _replace(path, pending.new_bytes, _mode_of(path, like=path))
+        except BaseException:
+            if sidecar is not None:
+                _undo(sidecar, like=path)
+            raise
+
+
+def _check_writable(path: Path, what: str = "prompt file") -> None:
     # os.access alone says "writable" to root; no write bit at all is read-only for everyone
     if not os.access(path, os.W_OK) or not os.stat(path).st_mode & 0o222:
         raise WriteBackError(
-            f"{path}: the prompt file is read-only; the improved prompt was not written. "
+            f"{path}: the {what} is read-only; the improved prompt was not written. "
             "Make it writable (chmod u+w) and rerun, or use --optimize-dry-run to see the diff."
         )
-    with _directory_lock(path.parent):
-        current = path.read_bytes()
-        if hashlib.sha256(current).hexdigest() != pending.expected_digest:
-            raise WriteBackError(
-                f"{path}: the file changed on disk during the run (edited by you or another "
-                "process); not overwriting it. Rerun pytest --optimize on the current file."
-            )
-        mode = os.stat(path).st_mode & 0o7777
-        tmp: str | None = None
-        try:  # an interrupt anywhere in here leaves the old file and no temporary file
-            fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-            with os.fdopen(fd, "wb") as handle:
-                handle.write(pending.new_bytes)
-                handle.flush()
-                os.fsync(handle.fileno())
-            os.chmod(tmp, mode)
-            os.replace(tmp, path)
-        except BaseException:
-            if tmp is not None:
-                with contextlib.suppress(OSError):
-                    os.unlink(tmp)
-            raise
-        with contextlib.suppress(OSError):
-            dir_fd = os.open(path.parent, os.O_RDONLY)
-            try:
-                os.fsync(dir_fd)
-            finally:
-                os.close(dir_fd)
+
+
+def _check_unchanged(pending: PendingWrite) -> None:
+    try:
+        current = pending.path.read_bytes()
+    except FileNotFoundError:
+        current = None
+    if pending.expected_digest == "" and current in (None, b""):  # a new file, still absent
+        return
+    if current is None or hashlib.sha256(current).hexdigest() != pending.expected_digest:
+        raise WriteBackError(
+            f"{pending.path}: the file changed on disk during the run (edited by you or another "
+            "process); not overwriting it. Rerun pytest --optimize on the current file."
+        )
+
+
+def _mode_of(path: Path, like: Path) -> int:
+    """Permissions to keep: the file's own, or for a new file those of the prompt file."""
+    try:
+        return os.stat(path).st_mode & 0o7777
+    except FileNotFoundError:
+        return os.stat(like).st_mode & 0o7777
+
+
+def _undo(sidecar: PendingWrite, like: Path) -> None:
+    with contextlib.suppress(OSError):
+        if sidecar.old_bytes:
+            _replace(sidecar.path, sidecar.old_bytes, _mode_of(sidecar.path, like=like))
+        else:
+            sidecar.path.unlink()
+
+
+def _replace(path: Path, data: bytes, mode: int) -> None:
+    """Write `data` to a temporary file beside `path` and rename it over `path` in one step."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp: str | None = None
+    try:  # an interrupt anywhere in here leaves the old file and no temporary file
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.chmod(tmp, mode)
+        os.replace(tmp, path)
+    except BaseException:
+        if tmp is not None:
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
+        raise
+    with contextlib.suppress(OSError):
+        dir_fd = os.open(path.parent, os.O_RDONLY)
+        try:
+            os.fsync(dir_fd)
+        finally:
+            os.close(dir_fd)

@@ -26,9 +26,10 @@ Candidate = Mapping[str, Prompt]  # prompt key -> prompt
 
 
 def fingerprint(candidate: Candidate) -> str:
-    """Identity of a candidate's content (instruction and demos of each prompt)."""
+    """Identity of a candidate's content (instruction, demos and retrieval rule of each prompt)."""
     payload = [
-        (key, [(m.role, m.content) for m in p.messages], [d.to_dict() for d in p.demos])
+        (key, [(m.role, m.content) for m in p.messages], [d.to_dict() for d in p.demos],
+         p.retrieval.identity if p.retrieval is not None else None)
         for key, p in sorted(candidate.items())
     ]
     return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]

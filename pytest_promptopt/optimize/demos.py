@@ -12,9 +12,31 @@ import random
 from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Union
 
-from ..prompts import Demo
+from ..prompts import Demo, Prompt
 from ..record import CaseOutcome
+
+
+@dataclass(frozen=True)
+class Retrieve:
+    """A demo choice that retrieves `k` demos per call from a pool of train demos."""
+
+    pool: tuple[Demo, ...]
+    k: int
+    order: str = "nearest_last"
+
+
+DemoChoice = Union["tuple[DemoOption, ...]", Retrieve, None]  # None: the prompt's own demos
+
+
+def with_choice(prompt: Prompt, choice: DemoChoice) -> Prompt:
+    """`prompt` with the demo choice applied: its own demos, a static set, or retrieval."""
+    if choice is None:
+        return prompt
+    if isinstance(choice, Retrieve):
+        return prompt.with_retrieval(choice.pool, choice.k, order=choice.order)
+    return prompt.with_demos(tuple(o.demo for o in choice))
 
 
 @dataclass(frozen=True)
@@ -113,3 +135,22 @@ def recombine(scored_sets: Sequence[tuple[tuple[DemoOption, ...], float]], n_set
         if tuple(chosen) not in out:
             out.append(tuple(chosen))
     return out
+
+
+def retrieval_pool(prompt_key: str, cases: Sequence[CaseOutcome], train: set[str] | frozenset[str]) -> tuple[Demo, ...]:
+    """The pool for retrieved demos: the bootstrapped and labelled demos of the *train* cases,
+    in case order. Other cases are dropped even when passed in, so no case the acceptance test
+    scores can ever be shown its own answer."""
+    return pool_from_options(demo_pool(prompt_key, [c for c in cases if c.nodeid in train]), train)
+
+
+def pool_from_options(options: Sequence[DemoOption], train_nodeids: set[str] | frozenset[str]) -> tuple[Demo, ...]:
+    """Demos of the options that came from train cases, first occurrence of each input kept."""
+    pool: list[Demo] = []
+    seen: set[tuple[tuple[str, str], ...]] = set()
+    for option in options:
+        key = tuple(sorted(option.demo.inputs.items()))
+        if option.source in train_nodeids and key not in seen:
+            seen.add(key)
+            pool.append(option.demo)
+    return tuple(pool)

@@ -24,6 +24,7 @@ from .base import Candidate, Case, Evaluation, Feedback, OptimizationContext, Pr
 from .demos import DemoOption
 from .proposer import Proposer
 from .runlog import RunLog
+from .simplify import simplify
 
 
 def split_of(nodeid: str, fraction: float = VALIDATION_FRACTION) -> str:
@@ -78,7 +79,8 @@ class MemoProgram:
             for r in fresh.results:
                 self.memo[(fp, r.nodeid)] = r
             self.log.write("eval", candidate=fp, results=[r.to_dict() for r in fresh.results],
-                           prompts={k: {"instruction": p.instruction, "demos": [d.to_dict() for d in p.demos]}
+                           prompts={k: {"instruction": p.instruction, "demos": [d.to_dict() for d in p.demos],
+                                        "retrieve": p.retrieval.summary() if p.retrieval else None}
                                     for k, p in candidate.items()})
         return Evaluation(tuple(self.memo[(fp, n)] for n in nodeids))
 
@@ -175,60 +177,90 @@ class GroupResult:
 def optimize_group(group: Group, program: Program, *, strategy: Strategy, proposer: Proposer, budget: Budget,
                    usage: Callable[[], Mapping[str, Usage]], log: RunLog, settings: OptimizeSettings,
                    progress: Callable[..., None]) -> GroupResult:
-    """Search on train within the budget (the clients enforce it), then decide on validation
-    and holdout. Validation gets a reserve of the budget; holdout is outside it."""
-    started, before = time.perf_counter(), usage()
+    """Search on train within the budget (the clients enforce it), simplify the winner on train +
+    validation, then decide on validation and holdout. Simplification and validation get a
+    reserve of the budget; checking the winner on holdout is outside it."""
+    run = _GroupRun(group, program, strategy, proposer, budget, usage, log, settings)
     train, validation, original = group.train, group.validation, group.original
-    reserve = int(len(validation) * program.calls_per_case([c.nodeid for c in group.cases])) + 1
-    budget.max_requests = None if settings.budget is None else max(1, settings.budget - reserve)
-    estimate = strategy.estimate_calls(len(train), len(original), budget.max_requests) + reserve
-    log.write("start", prompts=sorted(original), strategy=strategy.name, seed=settings.seed, budget=settings.budget,
-              estimate=estimate, train=[c.nodeid for c in train], validation=[c.nodeid for c in validation],
-              resumed=log.resumed)
-    progress(f"{strategy.name}: {len(train)} train / {len(validation)} validation tests, "
-             f"estimated {estimate} LM calls", estimate=estimate)
-    memo = MemoProgram(program, budget, log, original, group.first_run)
-    validation_ids = {c.nodeid for c in validation}
-    first_validation = [o for o in group.first_run if o.nodeid in validation_ids]
-
-    def finish(decision: Decision, best: Candidate, train_after: float, validation_after: float | None = None,
-               holdout: Evaluation | None = None, notes: Sequence[str] = (),
-               searched: Mapping[str, Usage] | None = None, scored: Evaluation | None = None) -> GroupResult:
-        # the spend of search and validation; checking the winner on holdout is not part of it
-        spent = {role: u - before.get(role, Usage()) for role, u in (searched or usage()).items()}
-        log.write("decision", accepted=decision.accepted, reason=decision.reason, train_before=mean_score(train),
-                  train_after=train_after, validation_before=mean_score(validation), validation_after=validation_after,
-                  regressions=decision.regressions, calls={r: u.requests for r, u in spent.items()})
-        held = None if holdout is None else Scores(len(group.holdout), mean_score(group.holdout), holdout.mean)
-        return GroupResult(tuple(sorted(original)), strategy.name, decision,
-                           Scores(len(train), mean_score(train), train_after),
-                           Scores(len(validation), mean_score(validation), validation_after), held,
-                           estimate, settings.budget, spent, time.perf_counter() - started,
-                           tuple([*notes, *proposer.notes]), best, str(log.path),
-                           chance=chance_rate(first_validation, scored.results if scored else ()))
-
     if not train or not validation:
-        return finish(Decision(False, f"needs at least 2 test cases (has {len(group.cases)}): one to learn from, "
-                                      "one to validate"), original, mean_score(train))
-    result = strategy.run(OptimizationContext(original, train, memo, proposer, log.write, progress, settings.seed,
+        return run.finish(Decision(False, f"needs at least 2 test cases (has {len(group.cases)}): one to learn "
+                                          "from, one to validate"), original)
+    progress(f"{strategy.name}: {len(train)} train / {len(validation)} validation tests, "
+             f"estimated {run.estimate} LM calls", estimate=run.estimate)
+    result = strategy.run(OptimizationContext(original, train, run.memo, proposer, log.write, progress, settings.seed,
                                               lambda: budget.remaining))
-    best = result.best
+    run.notes.extend(result.notes)
+    run.train_after = result.train_score
+    if fingerprint(result.best) == fingerprint(original):
+        return run.finish(Decision(False, "no candidate beat the original on the train cases"), result.best)
+    budget.max_requests, budget.exhausted = settings.budget, False  # the reserve is for what follows
+    progress("simplifying the winner: each part it changed must earn its place")
+    best = run.simplify(result.best)
     if fingerprint(best) == fingerprint(original):
-        return finish(Decision(False, "no candidate beat the original on the train cases"), best, result.train_score,
-                      notes=result.notes)
-    budget.max_requests, budget.exhausted = settings.budget, False  # the reserve is for validation
+        return run.finish(Decision(False, "nothing the winner changed earned its place on train + validation"), best)
     try:
-        after = memo.evaluate(best, [c.nodeid for c in validation])
+        after = run.memo.evaluate(best, [c.nodeid for c in validation])
     except BudgetExhausted as exc:
-        return finish(Decision(False, f"budget ran out before validation finished ({exc})"), best,
-                      result.train_score, notes=result.notes)
+        return run.finish(Decision(False, f"budget ran out before validation finished ({exc})"), best)
     decision = decide_validation(validation, after, margin=settings.margin, max_regressions=settings.max_regressions)
-    held, searched = None, usage()
+    searched, held = usage(), None
     if decision.accepted and group.holdout:
         budget.max_requests = None  # checking the winner is not part of the search
-        held = memo.evaluate(best, [c.nodeid for c in group.holdout])
-    return finish(decide_holdout(decision, group.holdout, held), best, result.train_score, after.mean, held,
-                  result.notes, searched, after)
+        held = run.memo.evaluate(best, [c.nodeid for c in group.holdout])
+    return run.finish(decide_holdout(decision, group.holdout, held), best, after, held, searched)
+
+
+class _GroupRun:
+    """The bookkeeping of one optimize_group call: reserve, estimate, memo, notes, result."""
+
+    def __init__(self, group: Group, program: Program, strategy: Strategy, proposer: Proposer, budget: Budget,
+                 usage: Callable[[], Mapping[str, Usage]], log: RunLog, settings: OptimizeSettings) -> None:
+        self.group, self.strategy, self.proposer, self.usage, self.log = group, strategy, proposer, usage, log
+        self.settings, self.started, self.before = settings, time.perf_counter(), usage()
+        per_case = program.calls_per_case([c.nodeid for c in group.cases])
+        # validation once, and simplification a few times over train + validation
+        reserve = int(per_case * (len(group.validation) + SIMPLIFY_PASSES * len(group.cases))) + 1
+        if settings.budget is not None:
+            reserve = min(reserve, settings.budget // 2)
+        budget.max_requests = None if settings.budget is None else max(1, settings.budget - reserve)
+        self.estimate = strategy.estimate_calls(len(group.train), len(group.original), budget.max_requests) + reserve
+        log.write("start", prompts=sorted(group.original), strategy=strategy.name, seed=settings.seed,
+                  budget=settings.budget, estimate=self.estimate, train=[c.nodeid for c in group.train],
+                  validation=[c.nodeid for c in group.validation], resumed=log.resumed)
+        self.memo = MemoProgram(program, budget, log, group.original, group.first_run)
+        self.notes: list[str] = []
+        self.train_after = mean_score(group.train)
+
+    def simplify(self, best: Candidate) -> Candidate:
+        ids = [c.nodeid for c in self.group.cases]
+        simpler, removals = simplify(self.group.original, best, lambda c: self.memo.evaluate(c, ids))
+        for r in removals:
+            self.log.write("simplify", prompt=r.prompt, part=r.part, dropped=r.kept_out, score_with=r.score_with,
+                           score_without=r.score_without, noise=r.noise)
+        self.notes.extend(r.reason for r in removals if r.kept_out)
+        return simpler
+
+    def finish(self, decision: Decision, best: Candidate, after: Evaluation | None = None,
+               holdout: Evaluation | None = None, searched: Mapping[str, Usage] | None = None) -> GroupResult:
+        group, train, validation = self.group, self.group.train, self.group.validation
+        # the spend of search, simplification and validation; the holdout check is not part of it
+        spent = {role: u - self.before.get(role, Usage()) for role, u in (searched or self.usage()).items()}
+        v_after = None if after is None else after.mean
+        self.log.write("decision", accepted=decision.accepted, reason=decision.reason, train_before=mean_score(train),
+                       train_after=self.train_after, validation_before=mean_score(validation),
+                       validation_after=v_after, regressions=decision.regressions,
+                       calls={r: u.requests for r, u in spent.items()})
+        held = None if holdout is None else Scores(len(group.holdout), mean_score(group.holdout), holdout.mean)
+        first_validation = [o for o in group.first_run if o.nodeid in {c.nodeid for c in validation}]
+        return GroupResult(tuple(sorted(group.original)), self.strategy.name, decision,
+                           Scores(len(train), mean_score(train), self.train_after),
+                           Scores(len(validation), mean_score(validation), v_after), held,
+                           self.estimate, self.settings.budget, spent, time.perf_counter() - self.started,
+                           tuple([*self.notes, *self.proposer.notes]), best, str(self.log.path),
+                           chance=chance_rate(first_validation, after.results if after else ()))
+
+
+SIMPLIFY_PASSES = 3  # evaluations over train + validation reserved for simplifying a winner
 
 
 __all__ = ["Group", "GroupResult", "MemoProgram", "Scores", "assign_splits", "optimize_group", "split_of"]

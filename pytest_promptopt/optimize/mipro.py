@@ -18,7 +18,7 @@ from ..errors import BudgetExhausted
 from ..prompts import Prompt
 from .base import Candidate, OptimizationContext, StrategyResult
 from .feedback import Feedback
-from .demos import DemoOption, demo_sets, recombine
+from .demos import DemoChoice, Retrieve, demo_sets, pool_from_options, recombine, with_choice
 from .gradsum import apply_proposal, critique_from_failures
 from .search import Evaluator
 
@@ -39,6 +39,7 @@ class Mipro:
     max_trials: int = 24
     minibatch: int = 20
     full_eval_every: int = 5
+    retrieve_ks: tuple[int, ...] = (4, 8)  # retrieved-demo options screened with the static sets
     use_critique: bool = False
 
     def estimate_calls(self, n_train: int, n_prompts: int, budget: int | None = None) -> int:
@@ -46,7 +47,8 @@ class Mipro:
 
     def _planned_calls(self, n_train: int, n_prompts: int) -> int:
         unseen = 0.7 * n_train  # a case that is one of a set's demos does not score it
-        screening = unseen * (self.n_demo_sets * 0.25 + self.n_demo_sets / 2 * 0.25 + self.keep_demo_sets * 0.5
+        options = self.n_demo_sets + len(self.retrieve_ks)
+        screening = unseen * (options * 0.25 + options / 2 * 0.25 + self.keep_demo_sets * 0.5
                               + self.recombine_generations * self.recombined_sets
                               + self.reorder_sets * self.orders_per_set * 0.5 + self.keep_demo_sets * 0.5)
         proposals = self.rounds * (self.instructions_per_round + 2) + 2 + (7 if self.use_critique else 0)
@@ -111,10 +113,18 @@ class Mipro:
         best = evaluator.best_full()
         return StrategyResult(best.candidate, best.full or 0.0, tuple(notes))
 
-    def _demo_sets(self, ctx: OptimizationContext, key: str, rng: random.Random) -> list[tuple[DemoOption, ...] | None]:
-        pool = ctx.program.demo_pool(key, [c.nodeid for c in ctx.train])
-        sets: list[tuple[DemoOption, ...] | None] = [None, *demo_sets(pool, self.n_demo_sets, rng)]  # None: the file's own
+    def _demo_sets(self, ctx: OptimizationContext, key: str, rng: random.Random) -> list[DemoChoice]:
+        """The demo choices to screen: the prompt's own demos, static sets, and retrieval at each k."""
+        train = [c.nodeid for c in ctx.train]
+        pool = ctx.program.demo_pool(key, train)
+        sets: list[DemoChoice] = [None, *demo_sets(pool, self.n_demo_sets, rng)]
         ctx.log("demo_pool", prompt=key, size=len(pool), sets=len(sets) - 1, labelled=sum(o.kind == "labelled" for o in pool))
+        demos = pool_from_options(pool, set(train))
+        if not ctx.original[key].supports_retrieval:
+            return sets
+        for k in self.retrieve_ks:
+            if len(demos) > k:  # each case is left out of its own retrieval
+                sets.append(Retrieve(demos, k))
         return sets
 
     def _grounding(self, ctx: OptimizationContext) -> _Grounding:
@@ -146,7 +156,7 @@ class Mipro:
                 instructions.append(cand[key])
 
     def _screen(self, ctx: OptimizationContext, evaluator: Evaluator, key: str,
-                sets: list[tuple[DemoOption, ...] | None], rng: random.Random) -> list[tuple[DemoOption, ...] | None]:
+                sets: list[DemoChoice], rng: random.Random) -> list[DemoChoice]:
         """Successive halving over the demo sets (original instruction) on growing shares of the
         train cases, so the search below spends its trials on the few sets that work."""
         if len(sets) <= self.keep_demo_sets + 1:
@@ -155,9 +165,7 @@ class Mipro:
         rng.shuffle(ids)
 
         def candidate(i: int) -> Candidate:
-            chosen = sets[i]
-            base = ctx.original[key]
-            return {**ctx.original, key: base if chosen is None else base.with_demos(tuple(o.demo for o in chosen))}
+            return {**ctx.original, key: with_choice(ctx.original[key], sets[i])}
 
         alive = list(range(1, len(sets)))
         latest: dict[int, float] = {}
@@ -171,7 +179,7 @@ class Mipro:
         full = {i: evaluator.full_train(candidate(i), f"demo set {i}") for i in alive}
         latest.update(full)
         for generation in range(self.recombine_generations):
-            screened = [(sets[i], score) for i, score in latest.items() if sets[i] is not None]
+            screened = [(sets[i], score) for i, score in latest.items() if isinstance(sets[i], tuple)]
             for j, demo_set in enumerate(recombine(screened, self.recombined_sets, rng)):  # type: ignore[arg-type]
                 if demo_set in sets:
                     continue
@@ -184,7 +192,7 @@ class Mipro:
         ctx.log("demo_screening", prompt=key, kept=kept, train_scores={str(i): full[i] for i in kept})
         return [sets[0], *(sets[i] for i in kept)]
 
-    def _reorder(self, ctx: OptimizationContext, evaluator: Evaluator, sets: list[tuple[DemoOption, ...] | None],
+    def _reorder(self, ctx: OptimizationContext, evaluator: Evaluator, sets: list[DemoChoice],
                  full: dict[int, float], ids: list[str], candidate: Callable[[int], Candidate], rng: random.Random) -> None:
         """The same demos in another order can score very differently (a small model leans
         towards the answers of the last demos it saw), and train predicts held-out well across
@@ -193,7 +201,10 @@ class Mipro:
         variants: list[int] = []
         for i in sorted(full, key=lambda i: -full[i])[: self.reorder_sets]:
             for _ in range(self.orders_per_set):
-                shuffled = list(sets[i] or ())
+                chosen = sets[i]
+                if not isinstance(chosen, tuple):
+                    break  # retrieval orders its demos by similarity; the file's own demos stay as written
+                shuffled = list(chosen)
                 rng.shuffle(shuffled)
                 if tuple(shuffled) not in sets:
                     sets.append(tuple(shuffled))
@@ -208,7 +219,7 @@ class Mipro:
             ctx.progress(f"reordered demo set {i}: train {full[i]:.2f}")
 
     def _search(self, ctx: OptimizationContext, evaluator: Evaluator, keys: list[str],
-                instructions: dict[str, list[Prompt]], sets: dict[str, list[tuple[DemoOption, ...] | None]],
+                instructions: dict[str, list[Prompt]], sets: dict[str, list[DemoChoice]],
                 trials: int, round_: int, rng: random.Random, warm: dict[str, int] | None) -> dict[str, int]:
         sampler = optuna.samplers.TPESampler(seed=ctx.seed + round_, n_startup_trials=max(3, trials // 4), multivariate=True)
         study = optuna.create_study(direction="maximize", sampler=sampler)
@@ -223,9 +234,7 @@ class Mipro:
                 i = trial.suggest_int(f"instruction:{key}", 0, len(instructions[key]) - 1)
                 d = trial.suggest_int(f"demos:{key}", 0, len(sets[key]) - 1)
                 params[f"instruction:{key}"], params[f"demos:{key}"] = i, d
-                chosen = sets[key][d]
-                prompt = instructions[key][i]
-                candidate[key] = prompt if chosen is None else prompt.with_demos(tuple(o.demo for o in chosen))
+                candidate[key] = with_choice(instructions[key][i], sets[key][d])
             label = f"mipro r{round_ + 1} t{t + 1} " + " ".join(f"{k.rsplit('/', 1)[-1]}:i{params[f'instruction:{k}']}d{params[f'demos:{k}']}" for k in keys)
             score = evaluator.minibatch(candidate, self.minibatch, rng, label)
             study.tell(trial, score)

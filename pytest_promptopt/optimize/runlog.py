@@ -20,7 +20,8 @@ from ..prompts import Prompt
 
 
 def run_key(prompts: Iterable[Prompt], strategy: str, seed: int, budget: int | None) -> str:
-    parts = sorted(f"{p.key}:{p.source_digest}" for p in prompts)
+    # a retrieval pool file is part of the prompt: editing it starts a new run, as editing the prompt does
+    parts = sorted(f"{p.key}:{p.source_digest}" + (f":{p.pool_digest}" if p.pool_digest else "") for p in prompts)
     blob = json.dumps([parts, strategy, seed, budget])
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 

@@ -66,6 +66,9 @@ def _run_options(add: Any) -> None:
              f"its probability), auto (yesno for the embedded model, else score). Default {defaults.JUDGE_MODE}.")
     add("--promptopt-report", "string", default=None, metavar="PATH",
         help="write a JSON run report to PATH (relative to the current directory, or to the rootdir when set in ini)")
+    add("--promptopt-embedding-model", "string", default=None, metavar="MODEL",
+        help="embedding model of the task endpoint, for prompts that retrieve demos by: embeddings "
+             "(ini promptopt_embedding_model; env $PROMPTOPT_EMBEDDING_MODEL)")
 
 
 def _optimize_options(group: pytest.OptionGroup) -> None:

@@ -130,7 +130,7 @@ class PromptOptSession:
         for i, pending in enumerate(pending_writes):
             try:
                 apply_write(pending)
-                self.written.append(f"wrote {pending.path}")
+                self.written.append(f"wrote {', '.join(str(p) for p in pending.paths)}")
             except (WriteBackError, OSError) as exc:
                 self.write_errors.append(str(exc))
             except KeyboardInterrupt:

@@ -4,6 +4,7 @@ order; see config.py), into the frozen `Settings` the core reads. Bad values bec
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any
 
@@ -46,6 +47,8 @@ def build_settings(config: pytest.Config) -> Settings:
         report_path=path_setting(config, "promptopt_report"),
         judge_mode=_choice(config, "promptopt_judge_mode", JUDGE_MODES, defaults.JUDGE_MODE),
         optimize=_optimize_settings(config),
+        embedding_model=config.getoption("promptopt_embedding_model", None)
+        or _ini_value(config, "promptopt_embedding_model", str) or os.environ.get("PROMPTOPT_EMBEDDING_MODEL"),
     )
 
 

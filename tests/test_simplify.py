@@ -1,0 +1,123 @@
+"""What --optimize writes must earn its place: a winner is simplified part by part before it is
+written, and the summary says when a score is only chance."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from wordtask import WORD_PROMPT, WORD_TESTS, WORDS, is_optimizer
+
+from pytest_promptopt.testing import ScriptedServer
+
+# A strategy that returns the same winner every time: a new instruction and four demos.
+BOTH_STRATEGY = """
+from pytest_promptopt.optimize.base import StrategyResult
+
+
+class Both:
+    name = "both"
+
+    def estimate_calls(self, n_train, n_prompts, budget=None):
+        return 2 * n_train
+
+    def run(self, ctx):
+        (key, prompt), = ctx.original.items()
+        ids = [c.nodeid for c in ctx.train]
+        demos = tuple(o.demo for o in ctx.program.demo_pool(key, ids))[:4]
+        best = {key: prompt.with_instruction("Reverse the word letter by letter.").with_demos(demos)}
+        return StrategyResult(best, ctx.program.evaluate(best, ids).mean)
+
+
+def pytest_promptopt_strategies():
+    return {"both": Both}
+"""
+
+
+def has_demos(messages: list[dict[str, str]]) -> bool:
+    return any(m["role"] == "assistant" for m in messages)
+
+
+@pytest.fixture
+def word_suite(suite: pytest.Pytester) -> pytest.Pytester:
+    suite.makefile(".yaml", word=WORD_PROMPT)
+    suite.makepyfile(test_word=WORD_TESTS)
+    suite.makeconftest(BOTH_STRATEGY)
+    return suite
+
+
+def test_an_instruction_edit_that_does_nothing_is_not_written(word_suite: pytest.Pytester,
+                                                              scripted: ScriptedServer) -> None:
+    # the model reverses the word whenever it sees demos, whatever the instruction says
+    scripted.responder = lambda messages, body: (messages[-1]["content"][::-1] if has_demos(messages)
+                                                 else messages[-1]["content"])
+    result = word_suite.runpytest("--optimize", "--optimize-strategy=both", "--promptopt-report=r.json")
+    result.stdout.fnmatch_lines(["*note: dropped the instruction edit of word.yaml (1.000 -> 1.000 without it*",
+                                 "*accepted: validation 0.000 -> 1.000*"])
+    text = (word_suite.path / "word.yaml").read_text()
+    assert "content: Repeat the word.   # the instruction" in text  # untouched
+    assert "Reverse" not in text and "demos:" in text and "output:" in text
+    events = [json.loads(line) for line in open(_run_log(word_suite))]
+    assert [(e["part"], e["dropped"]) for e in events if e["event"] == "simplify"][0] == ("the instruction edit", True)
+    word_suite.runpytest().assert_outcomes(passed=len(WORDS))
+
+
+def test_demos_that_do_nothing_are_not_written(word_suite: pytest.Pytester, scripted: ScriptedServer) -> None:
+    # the model follows the instruction and ignores demos
+    def respond(messages: list[dict[str, str]], body: dict) -> str:
+        user = messages[-1]["content"]
+        return user[::-1] if "Reverse" in messages[0]["content"] else user
+
+    scripted.responder = respond
+    result = word_suite.runpytest("--optimize", "--optimize-strategy=both")
+    result.stdout.fnmatch_lines(["*note: dropped the demos of word.yaml (1.000 -> 1.000 without it*",
+                                 "*accepted: validation 0.000 -> 1.000*"])
+    text = (word_suite.path / "word.yaml").read_text()
+    assert "Reverse the word letter by letter." in text
+    assert "demos: []" in text and "output:" not in text
+    word_suite.runpytest().assert_outcomes(passed=len(WORDS))
+
+
+def _run_log(pytester: pytest.Pytester):
+    (log,) = (pytester.path / ".promptopt_cache" / "runs").glob("*.jsonl")
+    return log
+
+
+TWO_LABELS = """
+import pytest
+from pytest_promptopt import load_prompt
+p = load_prompt("nli.yaml")
+CASES = [(f"premise {i}", "entailment" if i % 4 else "neutral") for i in range(40)]
+
+@pytest.mark.parametrize("text,label", CASES)
+def test_nli(llm, text, label):
+    assert llm(p, text=text) == label
+"""
+
+NLI_PROMPT = """\
+messages:
+  - role: system
+    content: Say whether the hypothesis follows.
+  - role: user
+    content: "{text}"
+demos: []
+"""
+
+
+def test_the_summary_says_when_a_score_is_only_chance(suite: pytest.Pytester, scripted: ScriptedServer) -> None:
+    # A model that always answers the majority label once it has seen demos: 75% is chance here.
+    def respond(messages: list[dict[str, str]], body: dict) -> str:
+        if is_optimizer(messages):
+            return "Say whether the hypothesis follows."
+        return "entailment" if has_demos(messages) else "I am not sure."
+
+    scripted.responder = respond
+    suite.makefile(".yaml", nli=NLI_PROMPT)
+    suite.makepyfile(test_nli=TWO_LABELS)
+    result = suite.runpytest("--optimize", "--optimize-strategy=mipro", "--optimize-dry-run",
+                             "--promptopt-report=r.json", "--optimize-preset=light")
+    result.stdout.re_match_lines([r".*chance \(always the majority answer\) on validation: 0\.\d+; the candidate's "
+                                  r"0\.\d+ is within noise of it.*"])
+    (group,) = json.loads((suite.path / "r.json").read_text())["optimization"]["groups"]
+    assert group["chance"] == pytest.approx(group["validation"]["after"])
+    assert group["after_within_noise_of_chance"] is True
