@@ -12,6 +12,7 @@ import difflib
 import hashlib
 import io
 import os
+import re
 import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -20,10 +21,12 @@ from typing import Any
 
 from ruamel.yaml import YAML
 from ruamel.yaml.comments import CommentedMap, CommentedSeq
+from ruamel.yaml.events import DocumentEndEvent, DocumentStartEvent, ScalarEvent
+from ruamel.yaml.representer import RoundTripRepresenter
 from ruamel.yaml.scalarstring import DoubleQuotedScalarString, LiteralScalarString
 
 from .errors import WriteBackError
-from .prompts import Prompt, examples_block_template, parse_yaml, read_prompt_text
+from .prompts import MAX_PROMPT_FILE_BYTES, Prompt, examples_block_template, parse_yaml, read_prompt_text
 
 try:  # POSIX only; elsewhere concurrent writers are caught by the digest check alone
     import fcntl
@@ -38,10 +41,11 @@ BOM = b"\xef\xbb\xbf"
 class PendingWrite:
     """A computed rewrite, applied later in one batch."""
 
-    path: Path
+    path: Path  # the real path (symlinks resolved when the prompt was loaded): the file replaced
     expected_digest: str
     new_bytes: bytes
     old_bytes: bytes
+    notes: tuple[str, ...] = ()  # what was changed to make the file fit, said with the diff
 
     @property
     def changed(self) -> bool:
@@ -50,11 +54,36 @@ class PendingWrite:
     def diff(self) -> str:
         old = self.old_bytes.decode("utf-8-sig").splitlines(keepends=True)
         new = self.new_bytes.decode("utf-8-sig").splitlines(keepends=True)
-        return "".join(difflib.unified_diff(old, new, f"a/{self.path.name}", f"b/{self.path.name}"))
+        # the real path (a symlink's target), so the header says which file on disk is replaced
+        return "".join(difflib.unified_diff(old, new, str(self.path), f"{self.path} (new)"))
 
 
 def plan_write(original: Prompt, candidate: Prompt) -> PendingWrite:
-    """Compute the new file bytes for `candidate`, which was derived from `original`."""
+    """Compute the new file bytes for `candidate`, which was derived from `original`. Demos
+    that would take the file over the loader's size limit are left out, last first, and a
+    note says so: the written file must load on the next run."""
+    demos = candidate.demos
+    while True:
+        pending = _plan_bytes(original, candidate.with_demos(demos))
+        if len(pending.new_bytes) <= MAX_PROMPT_FILE_BYTES:
+            break
+        if not demos or demos == original.demos:
+            raise WriteBackError(
+                f"{original.path}: the improved prompt would be {len(pending.new_bytes):,} bytes, over the "
+                f"{MAX_PROMPT_FILE_BYTES:,}-byte limit for prompt files; not written. "
+                "Keep large inputs out of the tests the optimizer learns demos from."
+            )
+        demos = demos[:-1]
+    dropped = len(candidate.demos) - len(demos)
+    if dropped:
+        note = (f"{dropped} of {len(candidate.demos)} demo(s) left out of {original.path}: with them the file "
+                f"would be over the {MAX_PROMPT_FILE_BYTES:,}-byte limit for prompt files (the demos copy each "
+                "case's inputs); the validation score was measured with all of them")
+        pending = PendingWrite(pending.path, pending.expected_digest, pending.new_bytes, pending.old_bytes, (note,))
+    return pending
+
+
+def _plan_bytes(original: Prompt, candidate: Prompt) -> PendingWrite:
     path = original.path
     text, data = read_prompt_text(path)
     if hashlib.sha256(data).hexdigest() != original.source_digest:
@@ -62,29 +91,63 @@ def plan_write(original: Prompt, candidate: Prompt) -> PendingWrite:
             f"{path}: the file changed on disk since it was loaded; not overwriting it. "
             "Rerun pytest --optimize on the current file."
         )
-    newline = "\r\n" if "\r\n" in text else "\n"
-    normalized = text.replace("\r\n", "\n")
+    crlf = "\r\n" in text
     if original.kind == "text":
         new_text = candidate.instruction
         if candidate.demos:
             new_text = examples_block_template(candidate.demos) + new_text
     else:
-        new_text = _rewrite_yaml(path, normalized, original, candidate)
-    new_text = new_text.replace("\r\n", "\n")  # a text template keeps the file's CRLF; never double it
-    if newline != "\n":
-        new_text = new_text.replace("\n", newline)
+        new_text = _rewrite_yaml(path, text.replace("\r\n", "\n"), original, candidate)
+    if crlf:  # the file's newline style for new lines; a CRLF already there (in the text) stays one
+        new_text = re.sub(r"(?<!\r)\n", "\r\n", new_text)
     new_bytes = new_text.encode("utf-8")
     if data.startswith(BOM):
         new_bytes = BOM + new_bytes
     return PendingWrite(path, original.source_digest, new_bytes, data)
 
 
+class _TildeNullRepresenter(RoundTripRepresenter):
+    """Writes a null as `~`, for files that spell it so (ruamel writes an empty value)."""
+
+
+_TildeNullRepresenter.add_representer(
+    type(None), lambda representer, data: representer.represent_scalar("tag:yaml.org,2002:null", "~")
+)
+
+
+@dataclass(frozen=True)
+class _DocumentStyle:
+    """How the file spells what the round-trip loader does not keep: `~` nulls, `---` and `...`."""
+
+    tilde_nulls: bool
+    explicit_start: bool
+    explicit_end: bool
+
+    @classmethod
+    def of(cls, text: str) -> _DocumentStyle:
+        events = list(YAML(typ="rt").parse(io.StringIO(text)))
+        return cls(
+            any(isinstance(e, ScalarEvent) and e.style is None and e.value == "~" for e in events),
+            any(isinstance(e, DocumentStartEvent) and e.explicit for e in events),
+            any(isinstance(e, DocumentEndEvent) and e.explicit for e in events),
+        )
+
+    def dumper(self) -> YAML:
+        yaml = YAML(typ="rt")
+        if self.tilde_nulls:
+            yaml.Representer = _TildeNullRepresenter
+        yaml.explicit_start = self.explicit_start or None
+        yaml.explicit_end = self.explicit_end or None
+        return yaml
+
+
 def _yaml_for(text: str) -> YAML:
     """A round-trip dumper whose indentation reproduces the file, or comes closest to it."""
     best: tuple[int, YAML] | None = None
     want = text.rstrip("\n").splitlines()
+    style = _DocumentStyle.of(text)
     for mapping, sequence, offset in _INDENTS:
-        yaml = YAML(typ="rt")
+        yaml = style.dumper()
         yaml.width = 1_000_000
         yaml.preserve_quotes = True
         yaml.indent(mapping=mapping, sequence=sequence, offset=offset)
@@ -146,11 +209,18 @@ def _lift_end_of_line_comment(mapping: CommentedMap, key: str) -> None:
     mapping.yaml_set_comment_before_after_key(key, before=text, indent=column)
 
 
+def _block_safe(value: str) -> bool:
+    """A block scalar (|) reads back exactly only without CRs (YAML turns CRLF into LF)."""
+    return "\n" in value and "\r" not in value
+
+
 def _quoted(value: str) -> Any:
-    return LiteralScalarString(value) if "\n" in value else DoubleQuotedScalarString(value)
+    return LiteralScalarString(value) if _block_safe(value) else DoubleQuotedScalarString(value)
 
 
 def _scalar_like(old: Any, new: str) -> Any:
+    if "\r" in new:
+        return DoubleQuotedScalarString(new)  # escaped as \r\n: the text reads back unchanged
     if isinstance(old, LiteralScalarString) or "\n" in new:
         return LiteralScalarString(new)
     return DoubleQuotedScalarString(new) if isinstance(old, DoubleQuotedScalarString) else new
@@ -168,6 +238,38 @@ def _directory_lock(directory: Path) -> Iterator[None]:
     finally:
         fcntl.flock(fd, fcntl.LOCK_UN)
         os.close(fd)
+
+
+def _remove_leftovers(path: Path) -> None:
+    """Temporary files of an earlier write killed mid-way (SIGKILL, power loss). Called under the
+    directory lock, so no write of ours is using them."""
+    for leftover in path.parent.glob(f".{glob_escape(path.name)}.*.tmp"):
+        with contextlib.suppress(OSError):
+            leftover.unlink()
+
+
+def glob_escape(name: str) -> str:
+    return re.sub(r"([*?\[])", r"[\1]", name)
+
+
+def _copy_ownership(path: Path, tmp: str, before: os.stat_result) -> None:
+    """The new file gets the old one's mode, and its owner, group and extended attributes
+    where this process may set them (root may; others keep their own)."""
+    os.chmod(tmp, before.st_mode & 0o7777)
+    with contextlib.suppress(OSError):
+        os.chown(tmp, before.st_uid, before.st_gid)
+    with contextlib.suppress(OSError):
+        os.chmod(tmp, before.st_mode & 0o7777)  # chown clears setuid/setgid bits: set them again
+    for name in _xattrs(path):
+        with contextlib.suppress(OSError):
+            os.setxattr(tmp, name, os.getxattr(path, name))
+
+
+def _xattrs(path: Path) -> list[str]:
+    try:
+        return os.listxattr(path) if hasattr(os, "listxattr") else []
+    except OSError:
+        return []
 
 
 def apply_write(pending: PendingWrite) -> None:
@@ -188,7 +290,8 @@ def apply_write(pending: PendingWrite) -> None:
                 f"{path}: the file changed on disk during the run (edited by you or another "
                 "process); not overwriting it. Rerun pytest --optimize on the current file."
             )
-        mode = os.stat(path).st_mode & 0o7777
+        _remove_leftovers(path)
+        before = os.stat(path)
         tmp: str | None = None
         try:  # an interrupt anywhere in here leaves the old file and no temporary file
             fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
@@ -196,7 +299,7 @@ def apply_write(pending: PendingWrite) -> None:
                 handle.write(pending.new_bytes)
                 handle.flush()
                 os.fsync(handle.fileno())
-            os.chmod(tmp, mode)
+            _copy_ownership(path, tmp, before)
             os.replace(tmp, path)
         except BaseException:
             if tmp is not None:

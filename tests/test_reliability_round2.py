@@ -225,3 +225,21 @@ def test_reply_with_no_answer_at_all_is_not_retried_and_not_an_outage(scripted: 
             client.complete(client.request([{"role": "user", "content": "q"}]))
     assert scripted.count == 2  # one attempt each, and the second was still sent
     client.close()
+
+
+# -- High: --optimize never writes a file the loader then refuses -------------------------------
+
+def test_planned_write_leaves_out_demos_that_would_not_fit_and_says_so(tmp_path: Path) -> None:
+    from pytest_promptopt.prompts import MAX_PROMPT_FILE_BYTES, Demo, load_prompt
+    from pytest_promptopt.writeback import apply_write, plan_write
+
+    path = tmp_path / "word.yaml"
+    path.write_text("messages:\n  - role: system\n    content: Repeat the word.\n"
+                    "  - role: user\n    content: '{word}'\ndemos: []\n")
+    original = load_prompt(path)
+    big = [Demo({"word": c * 400_000}, c) for c in "abc"]  # demos copy each case's 400 KB input
+    pending = plan_write(original, original.with_demos(tuple(big)))
+    assert len(pending.new_bytes) <= MAX_PROMPT_FILE_BYTES
+    assert pending.notes and "1 of 3 demo(s) left out" in pending.notes[0] and "1,000,000-byte limit" in pending.notes[0]
+    apply_write(pending)
+    assert load_prompt(path).demos == tuple(big[:2])  # the next run loads it

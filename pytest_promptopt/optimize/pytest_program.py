@@ -226,6 +226,8 @@ def _report(ps: PromptOptSession, config: pytest.Config, o: GroupOutcome, root: 
         verb = "would write (dry run)" if dry else "writing"
         say(f"  accepted: {o.reason}; {verb} {', '.join(display(str(w.path), root) for w in o.writes)}")
         for w in o.writes:
+            for note in w.notes:
+                say(f"  note: {note}")
             for line in w.diff().splitlines():
                 say("    " + line)
             if not dry:
