@@ -393,6 +393,8 @@ class LMClient:
                     messages=request.message_dicts,  # type: ignore[arg-type]
                     **request.param_dict,
                 )
+        except ReplyRefused as exc:  # asking again would fetch the same oversized reply
+            raise fail(f"reply refused: {exc}", False) from None
         except openai.APITimeoutError:
             raise fail(f"no answer within {self.timeout:g} s (timeout), which bounds the whole call: "
                        "connecting, headers and body", True) from None

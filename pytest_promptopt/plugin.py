@@ -31,7 +31,7 @@ from .config import (
 from .errors import ConfigError, PromptOptError
 from .judge import JUDGE_MODES
 from .record import TestRecord, current_record
-from .report import JUDGE_KEY, CaseOutcome, display
+from .report import JUDGE_KEY, CaseOutcome, display, report_path_problem
 from .runtime import LLM, JudgeCall, Runtime
 from .session import PromptOptSession
 
@@ -158,9 +158,17 @@ def build_settings(config: pytest.Config) -> Settings:
         prices=prices,
         min_pass_rate=_ini_value(config, "promptopt_min_pass_rate", fraction),
         judge_threshold=_ini_or(_ini_typed(config, "promptopt_judge_threshold", fraction), 0.7),
-        report_path=_path_setting(config, "promptopt_report"),
+        report_path=_report_path(config),
         judge_mode=judge_mode,
     )
+
+
+def _report_path(config: pytest.Config) -> Path | None:
+    path = _path_setting(config, "promptopt_report")
+    problem = report_path_problem(path) if path is not None else None
+    if problem is not None:
+        raise pytest.UsageError(f"--promptopt-report: {problem}")
+    return path
 
 
 def _path_setting(config: pytest.Config, name: str) -> Path | None:

@@ -6,6 +6,7 @@ workers merge on the controller exactly like a single-process run.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import tempfile
@@ -138,11 +139,39 @@ def table(summaries: list[PromptSummary], root: Path | None) -> list[str]:
     return [fmt.format(*headers), fmt.format(*("-" * w for w in widths))] + [fmt.format(*r) for r in rows]
 
 
+def report_path_problem(path: Path) -> str | None:
+    """Why a report could not be written at `path` (checked when options are parsed, so a bad
+    path is a usage error before any test runs); None when it can."""
+    if path.is_dir():
+        return f"{path} is a directory; give a file path, such as {path / 'promptopt-report.json'}"
+    ancestor = path.parent
+    while not ancestor.exists() and ancestor != ancestor.parent:
+        ancestor = ancestor.parent
+    if not ancestor.is_dir():
+        return f"{path} is under {ancestor}, which is a file, not a directory; choose another path"
+    if not os.access(ancestor, os.W_OK | os.X_OK):
+        return f"{path}: the folder {ancestor} is not writable; choose another path"
+    return None
+
+
+def _umask() -> int:
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
 def write_json(path: Path, payload: Mapping[str, Any]) -> None:
-    """Write the JSON report atomically (a half-written report is worse than none)."""
+    """Write the JSON report atomically (a half-written report is worse than none), with the
+    mode any new file gets (0666 less the umask), not mkstemp's private 0600."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    with os.fdopen(fd, "w", encoding="utf-8") as handle:
-        json.dump(payload, handle, indent=2, sort_keys=False)
-        handle.write("\n")
-    os.replace(tmp, path)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        os.fchmod(fd, 0o666 & ~_umask())
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            json.dump(payload, handle, indent=2, sort_keys=False)
+            handle.write("\n")
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
