@@ -416,36 +416,41 @@ class LMClient:
             if isinstance(exc, OSError) or type(exc).__module__.split(".")[0] in _TRANSPORT_MODULES:
                 raise fail(f"connection error: {type(exc).__name__}: {_short(str(exc))}", True) from None
             raise
-        if isinstance(response, str):  # the client hands back the raw body of a non-JSON content type
-            raise fail("the response is not JSON (wrong content type; does the base URL end in the API "
-                       f"path, such as /v1?): {_short(response, 120)!r}", True)
-        choices = getattr(response, "choices", None)
-        if not isinstance(choices, list) or not choices:
-            raise fail("the response has no choices", True)
-        message = getattr(choices[0], "message", None)
-        if message is None:
-            raise fail("the response's choice has no message", True)
-        text = message_text(message)
-        if text is None:
-            # a well-formed reply without an answer: asking again would get the same, and it
-            # says nothing about the endpoint's health (not retried, not counted against it)
-            raise fail("the reply has no text, refusal or tool call "
-                       f"(finish_reason {getattr(choices[0], 'finish_reason', None)!r})", False)
-        usage = getattr(response, "usage", None)
-        return Reply(
-            clean_text(text),
-            token_count(getattr(usage, "prompt_tokens", 0)),
-            token_count(getattr(usage, "completion_tokens", 0)),
-            clean_text(str(getattr(response, "model", "") or "")),
-            clean_text(str(getattr(choices[0], "finish_reason", "") or "")),
-            _top_logprobs(choices[0]),
-        )
+        return _reply_from(response, fail)
 
     def close(self) -> None:
         if self._pool is not None:
             self._pool.shutdown(wait=False, cancel_futures=True)
         if self._openai is not None:
             self._openai.close()
+
+
+def _reply_from(response: Any, fail: Callable[..., EndpointError]) -> Reply:
+    """The Reply in a decoded response; raises `fail(...)` for one that holds no answer."""
+    if isinstance(response, str):  # the client hands back the raw body of a non-JSON content type
+        raise fail("the response is not JSON (wrong content type; does the base URL end in the API "
+                   f"path, such as /v1?): {_short(response, 120)!r}", True)
+    choices = getattr(response, "choices", None)
+    if not isinstance(choices, list) or not choices:
+        raise fail("the response has no choices", True)
+    message = getattr(choices[0], "message", None)
+    if message is None:
+        raise fail("the response's choice has no message", True)
+    text = message_text(message)
+    if text is None:
+        # a well-formed reply without an answer: asking again would get the same, and it
+        # says nothing about the endpoint's health (not retried, not counted against it)
+        raise fail("the reply has no text, refusal or tool call "
+                   f"(finish_reason {getattr(choices[0], 'finish_reason', None)!r})", False)
+    usage = getattr(response, "usage", None)
+    return Reply(
+        clean_text(text),
+        token_count(getattr(usage, "prompt_tokens", 0)),
+        token_count(getattr(usage, "completion_tokens", 0)),
+        clean_text(str(getattr(response, "model", "") or "")),
+        clean_text(str(getattr(choices[0], "finish_reason", "") or "")),
+        _top_logprobs(choices[0]),
+    )
 
 
 def message_text(message: Any) -> str | None:
