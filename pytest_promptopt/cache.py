@@ -1,14 +1,20 @@
 """Disk cache of LM replies (diskcache: SQLite underneath, safe across processes).
 
-The key hashes everything that changes the answer: model, messages, sampling parameters,
-tools/response format and a sample index for repeated draws. Never the API key, never the
-endpoint's URL (an embedded server gets a new port every session).
+The key hashes everything that changes the answer: who serves it (`served_by`: the embedded
+model's weights file, or a real endpoint's address), the model name, messages, sampling
+parameters, tools/response format and a sample index for repeated draws. Never the API key, nor
+the credentials or query of a URL, nor the embedded server's port (new every session).
+
+Entries are JSON text, never pickles: a cache folder may be committed, shared or planted, and
+reading it must not run code. Every entry is checked field by field on read; anything else is a
+miss that is called again and rewritten.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import math
 import sqlite3
 import warnings
 from collections.abc import Mapping, Sequence
@@ -20,7 +26,8 @@ from typing import Any
 
 import diskcache
 
-CACHE_FORMAT = 1
+CACHE_FORMAT = 2  # 2: JSON text entries, `served_by` in the key (1 was pickled dicts)
+MAX_TOKEN_COUNT = 10**12  # a stored token count above this is not a count
 
 
 class RecordMode(str, Enum):
@@ -46,6 +53,10 @@ class ChatRequest:
     messages: tuple[tuple[str, str], ...]
     params: tuple[tuple[str, Any], ...] = ()
     sample: int = 0  # distinct draws of the same request (k-of-n repeats)
+    # Who answers: "embedded:<weights file>" for the embedded model (whatever model name was
+    # asked for, it answers), else the endpoint's address without credentials. Part of the key:
+    # an answer is only served for a request to the model that produced it.
+    served_by: str = ""
 
     @classmethod
     def build(
@@ -54,12 +65,14 @@ class ChatRequest:
         messages: Sequence[Mapping[str, str]],
         params: Mapping[str, Any] | None = None,
         sample: int = 0,
+        served_by: str = "",
     ) -> ChatRequest:
         return cls(
             model,
             tuple((m["role"], m["content"]) for m in messages),
             tuple(sorted((params or {}).items())),
             sample,
+            served_by,
         )
 
     @property
@@ -78,6 +91,7 @@ class ChatRequest:
             "messages": self.messages,
             "params": self.params,
             "sample": self.sample,
+            "served_by": self.served_by,
         }
         blob = json.dumps(payload, sort_keys=True, ensure_ascii=False, separators=(",", ":"), default=str)
         return hashlib.sha256(blob.encode("utf-8")).hexdigest()
@@ -113,26 +127,89 @@ class Reply:
 
     @classmethod
     def from_record(cls, record: Any) -> Reply | None:
-        """A reply from a stored record; None for anything not written by this format."""
+        """A reply from a stored record; None (a miss) for anything not written by this format:
+        wrong types, non-finite numbers, counts that are not counts, unencodable text."""
         if not isinstance(record, dict) or record.get("v") != CACHE_FORMAT:
             return None
-        text = record.get("text")
-        if not isinstance(text, str):
+        text, model, finish = record.get("text"), record.get("model", ""), record.get("finish_reason", "")
+        if not all(_is_clean_text(value) for value in (text, model, finish)):
             return None
-        top: list[tuple[str, float]] = []
-        for pair in record.get("top_logprobs", ()):  # absent in records written before it existed
-            if (not isinstance(pair, (list, tuple)) or len(pair) != 2 or not isinstance(pair[0], str)
-                    or not isinstance(pair[1], (int, float)) or isinstance(pair[1], bool)):
-                return None  # not ours: a miss, never a wrong verdict
-            top.append((pair[0], float(pair[1])))
-        return cls(
-            text,
-            int(record.get("prompt_tokens", 0)),
-            int(record.get("completion_tokens", 0)),
-            str(record.get("model", "")),
-            str(record.get("finish_reason", "")),
-            tuple(top),
-        )
+        counts = (record.get("prompt_tokens", 0), record.get("completion_tokens", 0))
+        if not all(_is_count(value) for value in counts):
+            return None
+        top = _logprob_pairs(record.get("top_logprobs", []))
+        if top is None:
+            return None
+        return cls(text, counts[0], counts[1], model, finish, top)
+
+
+def _is_clean_text(value: Any) -> bool:
+    """A str that encodes as UTF-8 (no lone surrogates)."""
+    if not isinstance(value, str):
+        return False
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def _is_count(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and 0 <= value <= MAX_TOKEN_COUNT
+
+
+def _logprob_pairs(raw: Any) -> tuple[tuple[str, float], ...] | None:
+    """[[token, logprob], ...] as pairs; None if any item has another shape."""
+    if not isinstance(raw, list):
+        return None
+    pairs: list[tuple[str, float]] = []
+    for pair in raw:
+        if not isinstance(pair, list) or len(pair) != 2 or not _is_clean_text(pair[0]):
+            return None
+        logprob = pair[1]
+        if isinstance(logprob, bool) or not isinstance(logprob, (int, float)) or not math.isfinite(logprob):
+            return None
+        pairs.append((pair[0], float(logprob)))
+    return tuple(pairs)
+
+
+def encode_record(record: Mapping[str, Any]) -> str:
+    """A record as the JSON text that is stored (keys sorted, so entries diff cleanly)."""
+    return json.dumps(record, ensure_ascii=False, sort_keys=True, allow_nan=False)
+
+
+def decode_record(value: Any) -> Any:
+    """The stored JSON text back as data; None for anything that is not such text."""
+    if not isinstance(value, str):
+        return None
+    try:
+        return json.loads(value, parse_constant=_refuse_constant)
+    except (ValueError, RecursionError):
+        return None
+
+
+def _refuse_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not a value a reply holds")
+
+
+class NotData(Exception):
+    """A stored value that is not plain text or bytes (a pickle): never loaded."""
+
+
+class DataOnlyDisk(diskcache.Disk):
+    """diskcache's storage with unpickling taken out: values and keys are read back only if
+    they were stored as text or bytes. A pickled entry (an older version's, or a planted one)
+    raises NotData, which the cache treats as a miss."""
+
+    def fetch(self, mode: int, filename: str | None, value: Any, read: bool) -> Any:
+        if mode == diskcache.core.MODE_PICKLE:
+            raise NotData("a pickled cache value")
+        return super().fetch(mode, filename, value, read)
+
+    def get(self, key: Any, raw: bool) -> Any:
+        if not raw:
+            raise NotData("a pickled cache key")
+        return super().get(key, raw)
 
 
 class ReplyCache:
@@ -150,7 +227,8 @@ class ReplyCache:
     def _open(self, directory: Path) -> None:
         try:
             directory.mkdir(parents=True, exist_ok=True)
-            self._store = diskcache.Cache(str(directory / "replies"), size_limit=2**33, eviction_policy="none")
+            self._store = diskcache.Cache(str(directory / "replies"), size_limit=2**33, eviction_policy="none",
+                                          disk=DataOnlyDisk)
             self._store.get("__probe__")
         except (OSError, sqlite3.Error) as exc:
             self._disable(f"cannot use the cache folder {directory}: {exc}")
@@ -166,34 +244,21 @@ class ReplyCache:
         return self._store is not None
 
     def get(self, request: ChatRequest) -> Reply | None:
-        if self._store is None or not self.mode.reads:
-            return None
-        try:
-            record = self._store.get(request.cache_key)
-        except (OSError, sqlite3.Error) as exc:
-            self._disable(f"the cache could not be read: {exc}")
-            return None
-        except Exception:  # noqa: BLE001 - an unreadable pickle is a miss, never a wrong answer
-            return None
-        return Reply.from_record(record)
+        return Reply.from_record(self.get_record(request.cache_key))
 
     def put(self, request: ChatRequest, reply: Reply) -> None:
-        if self._store is None or not self.mode.writes:
-            return
-        try:
-            self._store.set(request.cache_key, reply.to_record())
-        except (OSError, sqlite3.Error) as exc:
-            self._disable(f"the cache could not be written: {exc}")
+        self.put_record(request.cache_key, reply.to_record())
 
     def get_record(self, key: str) -> Any:
-        """A raw stored record by key (embeddings use this); None on a miss or when not reading."""
+        """The stored record (JSON data) by key; None on a miss, when not reading, or for
+        anything that is not JSON text (a pickle is never loaded)."""
         if self._store is None or not self.mode.reads:
             return None
         try:
-            return self._store.get(key)
+            return decode_record(self._store.get(key))
         except (OSError, sqlite3.Error) as exc:
             self._disable(f"the cache could not be read: {exc}")
-        except Exception:  # noqa: BLE001 - an unreadable pickle is a miss
+        except Exception:  # noqa: BLE001 - a pickle or an unreadable value is a miss, never a wrong answer
             pass
         return None
 
@@ -201,7 +266,7 @@ class ReplyCache:
         if self._store is None or not self.mode.writes:
             return
         try:
-            self._store.set(key, record)
+            self._store.set(key, encode_record(record))
         except (OSError, sqlite3.Error) as exc:
             self._disable(f"the cache could not be written: {exc}")
 
@@ -212,4 +277,4 @@ class ReplyCache:
     def __len__(self) -> int:
         if self._store is None:
             return 0
-        return sum(1 for k in self._store.iterkeys() if k != "__probe__")
+        return len(self._store)  # diskcache's own count: no key is loaded, so none is unpickled

@@ -6,27 +6,33 @@ optimizer can submit many at once; identical requests in flight are sent once.
 
 from __future__ import annotations
 
+import json
+import math
 import random
-import re
 import threading
 import time
+import urllib.parse
 from collections.abc import Callable, Iterable, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
-from .cache import ChatRequest, RecordMode, Reply, ReplyCache
+from . import redaction
+from .cache import MAX_TOKEN_COUNT, ChatRequest, RecordMode, Reply, ReplyCache
 from .defaults import CONCURRENCY, RETRIES, TIMEOUT_S
 from .errors import BudgetExhausted, CacheMissError, EndpointError
+from .redaction import display_url, url_secrets
 from .usage import Usage
 
 RETRYABLE_STATUS = frozenset({408, 409, 425, 429, 500, 502, 503, 504})
 MAX_BACKOFF_S = 30.0
+MAX_REPLY_BYTES = 16 * 1024 * 1024  # a chat reply is text: anything larger is refused, not buffered
 # An endpoint whose calls failed this many times in a row, every retry spent, is treated as down:
 # further calls fail at once, naming the endpoint and its last error, and one call is let
 # through per cool-down to see whether it is back. A run against a dead endpoint then ends in
 # seconds instead of retrying every remaining call with backoff.
 _TRANSPORT_MODULES = frozenset({"httpx", "httpx2", "httpcore", "httpcore2", "h11", "anyio", "ssl"})
+API_KEY_MARK = "[api key]"
 DOWN_AFTER = 3
 DOWN_COOLDOWN_S = 10.0
 
@@ -40,9 +46,31 @@ class Endpoint:
     model: str
     api_key: str = field(default="", repr=False)
     role: str = "task"
+    # The cache key's `served_by`: set for the embedded model (its weights file), else derived
+    # from the base URL (see `endpoint_address`).
+    identity: str = ""
 
     def describe(self) -> str:
-        return f"model {self.model!r} at {self.base_url}"
+        return f"model {self.model!r} at {display_url(self.base_url)}"
+
+    def redact(self, text: str) -> str:
+        """`text` without the API key or the base URL's credentials and query values."""
+        return redaction.redact(redaction.redact(text, [self.api_key], API_KEY_MARK), url_secrets(self.base_url))
+
+    @property
+    def served_by(self) -> str:
+        return self.identity or endpoint_address(self.base_url)
+
+
+def endpoint_address(base_url: str) -> str:
+    """Who answers, for the cache key: scheme, host, port and path of the base URL, without the
+    user, password or query (credentials never go into a key)."""
+    parts = urllib.parse.urlsplit(base_url.strip())
+    try:
+        port = f":{parts.port}" if parts.port else ""
+    except ValueError:
+        port = ""
+    return f"{parts.scheme.lower()}://{(parts.hostname or '').lower()}{port}{parts.path.rstrip('/')}"
 
 
 @dataclass(frozen=True)
@@ -122,7 +150,9 @@ class LMClient:
         resolve_base_url: Callable[[], str] | None = None,
         down_after: int = DOWN_AFTER,
         down_cooldown_s: float = DOWN_COOLDOWN_S,
+        max_reply_bytes: int = MAX_REPLY_BYTES,
     ) -> None:
+        self.max_reply_bytes = max_reply_bytes
         self.endpoint = endpoint
         self._resolve_base_url = resolve_base_url  # lazy endpoint: the embedded server starts on first miss
         self.cache = cache
@@ -156,7 +186,8 @@ class LMClient:
     # -- calls -----------------------------------------------------------------------------
     def request(self, messages: Iterable[Mapping[str, str]], params: Mapping[str, Any] | None = None,
                 *, model: str | None = None, sample: int = 0) -> ChatRequest:
-        return ChatRequest.build(model or self.endpoint.model, list(messages), params, sample)
+        return ChatRequest.build(model or self.endpoint.model, list(messages), params, sample,
+                                 self.endpoint.served_by)
 
     def complete(self, request: ChatRequest, *, budgeted: bool = True) -> Completion:
         if budgeted:
@@ -224,13 +255,16 @@ class LMClient:
         if self._openai is None:
             import openai
 
-            if self._resolve_base_url is not None:
+            from .transport import GuardedTransport
+
+            if self._resolve_base_url is not None:  # the identity (the cache key) stays the model's
                 self.endpoint = replace(self.endpoint, base_url=self._resolve_base_url())
             self._openai = openai.OpenAI(
                 base_url=self.endpoint.base_url,
                 api_key=self.endpoint.api_key or "not-needed",
                 timeout=self.timeout,
                 max_retries=0,  # retries are ours: Retry-After, budget and accounting
+                http_client=openai.DefaultHttpxClient(transport=GuardedTransport()),
             )
         return self._openai
 
@@ -251,7 +285,7 @@ class LMClient:
             f"LM call to {self.endpoint.describe()} not sent: the endpoint failed {failed} calls in a row "
             f"after retries (last: {last}); the next call goes out in {wait:.0f} s. "
             "Check that the server is up and reachable, or raise --promptopt-timeout/--promptopt-retries",
-            base_url=self.endpoint.base_url, model=self.endpoint.model, retryable=True,
+            base_url=display_url(self.endpoint.base_url), model=self.endpoint.model, retryable=True,
         )
 
     def _note_outcome(self, failure: EndpointError | None) -> None:
@@ -316,26 +350,35 @@ class LMClient:
     def _send(self, request: ChatRequest) -> Reply:
         import openai
 
+        from .transport import ReplyRefused, call_limits
+
         client = self._client()
         where = self.endpoint.describe()
 
         def fail(what: str, retryable: bool, retry_after: float | None = None) -> EndpointError:
-            # an error body may quote the key back (proxies, "invalid key sk-..."): never repeat it
-            what = redact(what, self.endpoint.api_key)
-            err = EndpointError(f"LM call to {where} failed: {what}", base_url=self.endpoint.base_url,
+            # an error body may quote the key or the URL back (proxies, "invalid key sk-..."): never repeat it
+            what = self.endpoint.redact(what)
+            err = EndpointError(f"LM call to {where} failed: {what}", base_url=display_url(self.endpoint.base_url),
                                 model=request.model, retryable=retryable)
             err.retry_after = retry_after  # type: ignore[attr-defined]
             return err
 
         try:
-            response = client.chat.completions.create(
-                model=request.model,
-                messages=request.message_dicts,  # type: ignore[arg-type]
-                **request.param_dict,
-            )
+            with call_limits(self.timeout, self.max_reply_bytes):  # the whole call, headers and body
+                response = client.chat.completions.create(
+                    model=request.model,
+                    messages=request.message_dicts,  # type: ignore[arg-type]
+                    **request.param_dict,
+                )
+        except ReplyRefused as exc:  # asking again would fetch the same oversized reply
+            raise fail(f"reply refused: {exc}", False) from None
         except openai.APITimeoutError:
-            raise fail(f"no answer within {self.timeout:g} s (timeout)", True) from None
+            raise fail(f"no answer within {self.timeout:g} s (timeout), which bounds the whole call: "
+                       "connecting, headers and body", True) from None
         except openai.APIConnectionError as exc:
+            refused = _cause_of_type(exc, ReplyRefused)
+            if refused is not None:  # asking again would fetch the same oversized reply
+                raise fail(f"reply refused: {refused}", False) from None
             raise fail(f"connection error: {_cause(exc)}", True) from None
         except openai.APIStatusError as exc:
             status = exc.status_code
@@ -350,31 +393,80 @@ class LMClient:
             if isinstance(exc, OSError) or type(exc).__module__.split(".")[0] in _TRANSPORT_MODULES:
                 raise fail(f"connection error: {type(exc).__name__}: {_short(str(exc))}", True) from None
             raise
-        if isinstance(response, str):  # the client hands back the raw body of a non-JSON content type
-            raise fail("the response is not JSON (wrong content type; does the base URL end in the API "
-                       f"path, such as /v1?): {_short(response, 120)!r}", True)
-        choices = getattr(response, "choices", None)
-        if not isinstance(choices, list) or not choices:
-            raise fail("the response has no choices", True)
-        message = getattr(choices[0], "message", None)
-        text = getattr(message, "content", None)
-        if not isinstance(text, str):
-            raise fail(f"the response has no message text (got {type(response).__name__})", True)
-        usage = getattr(response, "usage", None)
-        return Reply(
-            text,
-            int(getattr(usage, "prompt_tokens", 0) or 0),
-            int(getattr(usage, "completion_tokens", 0) or 0),
-            str(getattr(response, "model", "") or ""),
-            str(getattr(choices[0], "finish_reason", "") or ""),
-            _top_logprobs(choices[0]),
-        )
+        return _reply_from(response, fail)
 
     def close(self) -> None:
         if self._pool is not None:
             self._pool.shutdown(wait=False, cancel_futures=True)
         if self._openai is not None:
             self._openai.close()
+
+
+def _reply_from(response: Any, fail: Callable[..., EndpointError]) -> Reply:
+    """The Reply in a decoded response; raises `fail(...)` for one that holds no answer."""
+    if isinstance(response, str):  # the client hands back the raw body of a non-JSON content type
+        raise fail("the response is not JSON (wrong content type; does the base URL end in the API "
+                   f"path, such as /v1?): {_short(response, 120)!r}", True)
+    choices = getattr(response, "choices", None)
+    if not isinstance(choices, list) or not choices:
+        raise fail("the response has no choices", True)
+    message = getattr(choices[0], "message", None)
+    if message is None:
+        raise fail("the response's choice has no message", True)
+    text = message_text(message)
+    if text is None:
+        # a well-formed reply without an answer: asking again would get the same, and it
+        # says nothing about the endpoint's health (not retried, not counted against it)
+        raise fail("the reply has no text, refusal or tool call "
+                   f"(finish_reason {getattr(choices[0], 'finish_reason', None)!r})", False)
+    usage = getattr(response, "usage", None)
+    return Reply(
+        clean_text(text),
+        token_count(getattr(usage, "prompt_tokens", 0)),
+        token_count(getattr(usage, "completion_tokens", 0)),
+        clean_text(str(getattr(response, "model", "") or "")),
+        clean_text(str(getattr(choices[0], "finish_reason", "") or "")),
+        _top_logprobs(choices[0]),
+    )
+
+
+def message_text(message: Any) -> str | None:
+    """What the model answered: its text; else its refusal, as written (a refusal is an answer
+    the test sees); else its tool calls as JSON; None when the message has none of these."""
+    content = getattr(message, "content", None)
+    if isinstance(content, str):
+        return content
+    refusal = getattr(message, "refusal", None)
+    if isinstance(refusal, str) and refusal:
+        return refusal
+    functions = [getattr(call, "function", None) for call in getattr(message, "tool_calls", None) or ()]
+    functions.append(getattr(message, "function_call", None))  # the older single-call form
+    calls = [_function_call(f) for f in functions if f is not None]
+    return json.dumps(calls, ensure_ascii=False) if calls else None
+
+
+def _function_call(function: Any) -> dict[str, str]:
+    return {"name": str(getattr(function, "name", "") or ""), "arguments": str(getattr(function, "arguments", "") or "")}
+
+
+def clean_text(text: str) -> str:
+    """Reply text as it is cached and handed to tests: lone surrogates (which no file or
+    terminal can encode) become U+FFFD; proper surrogate pairs become their character."""
+    try:
+        text.encode("utf-8")
+        return text
+    except UnicodeEncodeError:
+        return text.encode("utf-16", "surrogatepass").decode("utf-16", "replace")
+
+
+def token_count(value: Any) -> int:
+    """A usage number from the reply; 0 for anything that is not a plausible count (a string,
+    a negative or non-finite number): usage is reporting, never a reason to lose an answer."""
+    if isinstance(value, bool):
+        return 0
+    if isinstance(value, float) and math.isfinite(value) and value.is_integer():
+        value = int(value)
+    return value if isinstance(value, int) and 0 <= value <= MAX_TOKEN_COUNT else 0
 
 
 def _top_logprobs(choice: Any) -> tuple[tuple[str, float], ...]:
@@ -385,8 +477,9 @@ def _top_logprobs(choice: Any) -> tuple[tuple[str, float], ...]:
     pairs: list[tuple[str, float]] = []
     for item in getattr(content[0], "top_logprobs", None) or ():
         token, logprob = getattr(item, "token", None), getattr(item, "logprob", None)
-        if isinstance(token, str) and isinstance(logprob, (int, float)) and not isinstance(logprob, bool):
-            pairs.append((token, float(logprob)))
+        if (isinstance(token, str) and isinstance(logprob, (int, float)) and not isinstance(logprob, bool)
+                and math.isfinite(logprob)):
+            pairs.append((clean_text(token), float(logprob)))
     return tuple(pairs)
 
 
@@ -395,24 +488,31 @@ def _retry_after(headers: Mapping[str, str]) -> float | None:
     if value is None:
         return None
     try:
-        return float(value)
+        seconds = float(value)
+        return seconds if math.isfinite(seconds) else None  # "nan", "inf": no usable hint
     except ValueError:
         from email.utils import parsedate_to_datetime
 
         try:
             return max(0.0, parsedate_to_datetime(value).timestamp() - time.time())
-        except (TypeError, ValueError):
+        except (TypeError, ValueError, OverflowError):
             return None
 
 
 def redact(text: str, secret: str) -> str:
-    """`text` with the API key (and any run of its first 8+ characters, as in "sk-abc123...")
-    replaced by a marker."""
-    if len(secret) < 8:
-        return text
-    text = text.replace(secret, "[api key]")
-    head = re.escape(secret[:8])
-    return re.sub(head + r"[\w\-.*]*", "[api key]", text)
+    """`text` with the API key replaced by a marker, whatever its length (and any run of its
+    first 8 characters, as in "sk-abc123...")."""
+    return redaction.redact(text, [secret], API_KEY_MARK)
+
+
+def _cause_of_type(exc: BaseException, kind: type[BaseException]) -> BaseException | None:
+    """The first exception of `kind` in the chain of causes of `exc` (bounded: chains can loop)."""
+    current: BaseException | None = exc
+    for _ in range(20):
+        if current is None or isinstance(current, kind):
+            return current
+        current = current.__cause__ or current.__context__
+    return None
 
 
 def _cause(exc: BaseException) -> str:

@@ -75,16 +75,23 @@ def yesno_messages(output: str, criteria: str, expected: str | None = None) -> l
     return [{"role": "system", "content": YESNO_SYSTEM}, {"role": "user", "content": "\n".join(parts)}]
 
 
-_NUMBER = r"(-?\d+(?:\.\d+)?)"
+# Every pattern here reads model output, so each must run in linear time: possessive
+# quantifiers (*+, ++, ?+) never give back what they matched, and a number may not start inside
+# another number (the lookbehind), so a long run of spaces or digits is scanned once, not once
+# per starting point.
+_NUMBER = r"(?<![\d.])(-?\d++(?:\.\d++)?+)"
 # "score", optional quotes/bold, an optional "(0-1)" range note, ":" or "=", then the number.
 # The sign is never part of the separator, so "score: -1" is out of range rather than 1.
 _SCORE_LINE = re.compile(
-    r"score[\"'*]*\s*(?:\([^)\n]*\))?\s*[:=]?\s*[\"'*]*\s*" + _NUMBER + r"\s*(%|/\s*(\d+))?", re.IGNORECASE
+    r"score[\"'*]*+\s*+(?:\([^)\n]*+\))?+\s*+[:=]?+\s*+[\"'*]*+\s*+" + _NUMBER + r"\s*+(%|/\s*+(\d++))?+",
+    re.IGNORECASE,
 )
-_FRACTION = re.compile(_NUMBER + r"\s*/\s*(10|5|100)\b")
-_PERCENT = re.compile(_NUMBER + r"\s*%")
-_SCORE_OF = re.compile(r"\bscore of\s+" + _NUMBER + r"\s*(?:/\s*(\d+)|out of\s+(\d+))?", re.IGNORECASE)
-_REASON = re.compile(r"reason\W{0,3}\s*(.+)", re.IGNORECASE | re.DOTALL)
+_FRACTION = re.compile(_NUMBER + r"\s*+/\s*+(10|5|100)\b")
+_PERCENT = re.compile(_NUMBER + r"\s*+%")
+_SCORE_OF = re.compile(r"\bscore of\s++" + _NUMBER + r"\s*+(?:/\s*+(\d++)|out of\s++(\d++))?+", re.IGNORECASE)
+_REASON = re.compile(r"reason\W{0,3}+\s*+(.+)", re.IGNORECASE | re.DOTALL)
+_JSON_OBJECT = re.compile(r"\{[^{}]*+\}")
+_BARE_NUMBER = re.compile(r"\s*+" + _NUMBER + r"\s*+\.?+\s*+")
 
 
 def _normalize(value: float, denominator: float | None) -> float | None:
@@ -99,7 +106,7 @@ def parse_verdict(text: str, *, threshold: float, criteria: str = "") -> Verdict
     """Read a score from a judge reply. Raises JudgeError (a test failure) if there is none."""
     score: float | None = None
     reason = ""
-    for match in re.finditer(r"\{[^{}]*\}", text):
+    for match in _JSON_OBJECT.finditer(text):
         try:
             data = json.loads(match.group(0))
         except ValueError:
@@ -118,7 +125,7 @@ def parse_verdict(text: str, *, threshold: float, criteria: str = "") -> Verdict
         score = _normalize(float(m.group(1)), float(m.group(2)))
     if score is None and (m := _PERCENT.search(text)):
         score = _normalize(float(m.group(1)), 100.0)
-    if score is None and re.fullmatch(r"\s*" + _NUMBER + r"\s*\.?\s*", text):
+    if score is None and _BARE_NUMBER.fullmatch(text):
         score = _normalize(float(text.strip().rstrip(".")), None)
     if score is None:
         raise JudgeError(

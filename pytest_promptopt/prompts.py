@@ -11,6 +11,9 @@ from __future__ import annotations
 
 import hashlib
 import io
+import os
+import re
+import stat
 import sys
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
@@ -20,6 +23,12 @@ from typing import Any, Literal
 
 from ruamel.yaml import YAML
 from ruamel.yaml.error import MarkedYAMLError, YAMLError
+from ruamel.yaml.events import (
+    AliasEvent,
+    CollectionEndEvent,
+    CollectionStartEvent,
+    ScalarEvent,
+)
 
 from .errors import ConfigError, PromptFileError, PromptOptError, TemplateError
 from .demo import Demo
@@ -28,6 +37,9 @@ from .template import Template, TemplateOrigin, escape
 
 MAX_PROMPT_FILE_BYTES = 1_000_000
 MAX_POOL_FILE_BYTES = 10_000_000  # a pool sidecar holds many labelled cases; still bounded
+MAX_YAML_DEPTH = 50  # a prompt file nests 4 levels; deeper is an accident or an attack
+MAX_NUMBER_DIGITS = 100  # longer "numbers" would be costly or impossible to convert
+_NUMBER_LIKE = re.compile(r"[-+]?+[0-9][0-9_]*+")
 TEXT_SUFFIXES = (".txt", ".md")
 YAML_SUFFIXES = (".yaml", ".yml")
 ROLES = ("system", "developer", "user", "assistant")
@@ -235,14 +247,62 @@ def examples_block_template(demos: tuple[Demo, ...]) -> str:
     return escape(examples_block(demos))
 
 
+_EXAMPLES_HEAD = "Examples:\n\n"
+
+
+def split_examples_block(source: str) -> tuple[tuple[Demo, ...], str]:
+    """A text prompt's source as (demos, template): the examples block that write-back put at
+    the top is read back as demos, so a second optimization replaces it instead of stacking a
+    second block above it. Only a block that `examples_block_template` writes exactly as found
+    counts; anything else stays part of the template."""
+    end = source.find("\n\n\n", len(_EXAMPLES_HEAD) - 2) if source.startswith(_EXAMPLES_HEAD) else -1
+    if end < 0:
+        return (), source
+    block = source[: end + 3]
+    body = block[len(_EXAMPLES_HEAD):-2].replace("{{", "{").replace("}}", "}")
+    demos: list[Demo] = []
+    for entry in body.removesuffix("\n").split("\n\nInput: "):
+        inputs, found, output = entry.removeprefix("Input: ").partition("\nOutput: ")
+        pairs = [item.partition(": ") for item in inputs.split("; ")] if inputs else []
+        if not found or any(not sep for _, sep, _ in pairs):
+            return (), source
+        demos.append(Demo({k: v for k, _, v in pairs}, output))
+    if examples_block_template(tuple(demos)) != block:
+        return (), source
+    return tuple(demos), source[len(block):]
+
+
 # -- loading -------------------------------------------------------------------------------
 
 _yaml = YAML(typ="rt")
 
 
-def read_prompt_text(path: Path) -> tuple[str, bytes]:
+def _check_regular_file(path: Path) -> int:
+    """The file's size; only a regular file is read: a FIFO or device would block or never end."""
     try:
-        data = path.read_bytes()
+        mode = os.stat(path).st_mode
+    except FileNotFoundError:
+        raise PromptFileError(path, "prompt file not found", fix="check the path passed to load_prompt") from None
+    except OSError as exc:
+        raise PromptFileError(path, f"cannot be read: {exc.strerror}", fix="make the file readable") from None
+    if stat.S_ISDIR(mode):
+        raise PromptFileError(path, "is a directory, not a prompt file", fix="pass a .yaml, .txt or .md file")
+    if not stat.S_ISREG(mode):
+        raise PromptFileError(path, "is not a regular file (a FIFO, device or socket); prompt files are read whole",
+                              fix="pass a regular .yaml, .txt or .md file")
+    return os.stat(path).st_size
+
+
+def _read_bounded(path: Path) -> bytes:
+    """At most one byte over the limit, so a file that grows while read still ends."""
+    with open(path, "rb") as handle:
+        return handle.read(MAX_PROMPT_FILE_BYTES + 1)
+
+
+def read_prompt_text(path: Path) -> tuple[str, bytes]:
+    size = _check_regular_file(path)
+    try:
+        data = _read_bounded(path)
     except FileNotFoundError:
         raise PromptFileError(path, "prompt file not found", fix="check the path passed to load_prompt") from None
     except IsADirectoryError:
@@ -252,7 +312,7 @@ def read_prompt_text(path: Path) -> tuple[str, bytes]:
     if len(data) > MAX_PROMPT_FILE_BYTES:
         raise PromptFileError(
             path,
-            f"is {len(data):,} bytes; prompt files are limited to {MAX_PROMPT_FILE_BYTES:,}",
+            f"is {max(size, len(data)):,} bytes; prompt files are limited to {MAX_PROMPT_FILE_BYTES:,}",
             fix="keep large data out of the prompt file and pass it as a variable",
         )
     try:
@@ -287,9 +347,10 @@ def load_prompt(path: str | Path, *, root: Path | None = None) -> Prompt:
         if not text.strip():
             raise PromptFileError(p, "the template is empty (a .txt/.md prompt file is the user message itself)",
                                   line=1, fix="write the prompt text, with {placeholders} for the variables")
-        template = Template(text, TemplateOrigin(p, "template", 1))
+        demos, source = split_examples_block(text)
+        template = Template(source, TemplateOrigin(p, "template", 1 + text[: len(text) - len(source)].count("\n")))
         template.validate()
-        return Prompt(p, "text", (Message("user", template),), source_digest=digest)
+        return Prompt(p, "text", (Message("user", template),), demos, source_digest=digest)
     if suffix in YAML_SUFFIXES:
         return _prompt_from_yaml(p, text, digest)
     raise PromptFileError(
@@ -299,8 +360,31 @@ def load_prompt(path: str | Path, *, root: Path | None = None) -> Prompt:
     )
 
 
+def _check_yaml_events(path: Path, text: str) -> None:
+    """Refuse, before anything is built, what would blow up building it: aliases (each can
+    expand to a copy of a large tree: "billion laughs"), deep nesting and huge integers."""
+    depth = 0
+    for event in _yaml.parse(io.StringIO(text)):
+        line = event.start_mark.line + 1 if event.start_mark is not None else None
+        if isinstance(event, AliasEvent):
+            raise PromptFileError(path, f"YAML alias *{event.anchor} is not allowed in prompt files", line=line,
+                                  fix="write the value out in full instead of referring to an anchor")
+        if isinstance(event, CollectionStartEvent):
+            depth += 1
+            if depth > MAX_YAML_DEPTH:
+                raise PromptFileError(path, f"nested more than {MAX_YAML_DEPTH} levels deep", line=line,
+                                      fix="flatten the YAML: a prompt file needs a few levels")
+        elif isinstance(event, CollectionEndEvent):
+            depth -= 1
+        elif (isinstance(event, ScalarEvent) and event.style is None and len(event.value) > MAX_NUMBER_DIGITS
+              and _NUMBER_LIKE.fullmatch(event.value)):
+            raise PromptFileError(path, f"a number of {len(event.value):,} digits", line=line,
+                                  fix=f"quote it if it is text; numbers are limited to {MAX_NUMBER_DIGITS} digits")
+
+
 def parse_yaml(path: Path, text: str) -> Any:
     try:
+        _check_yaml_events(path, text)
         return _yaml.load(io.StringIO(text))
     except MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark

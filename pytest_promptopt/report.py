@@ -9,12 +9,12 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from .atomic import write_atomic
 from .optimize.loop import GroupResult
 from .record import JUDGE_KEY, CaseOutcome
 from .usage import Usage
@@ -146,11 +146,21 @@ def optimization_lines(o: GroupResult, display: Callable[[str], str], dry_run: b
     return lines
 
 
+def report_path_problem(path: Path) -> str | None:
+    """Why a report could not be written at `path` (checked when options are parsed, so a bad
+    path is a usage error before any test runs); None when it can."""
+    if path.is_dir():
+        return f"{path} is a directory; give a file path, such as {path / 'promptopt-report.json'}"
+    ancestor = path.parent
+    while not ancestor.exists() and ancestor != ancestor.parent:
+        ancestor = ancestor.parent
+    if not ancestor.is_dir():
+        return f"{path} is under {ancestor}, which is a file, not a directory; choose another path"
+    if not os.access(ancestor, os.W_OK | os.X_OK):
+        return f"{path}: the folder {ancestor} is not writable; choose another path"
+    return None
+
+
 def write_json(path: Path, payload: Mapping[str, Any]) -> None:
-    """Write the JSON report atomically (a half-written report is worse than none)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    with os.fdopen(fd, "w", encoding="utf-8") as handle:
-        json.dump(payload, handle, indent=2, sort_keys=False)
-        handle.write("\n")
-    os.replace(tmp, path)
+    """Write the JSON report atomically: a half-written report is worse than none."""
+    write_atomic(path, (json.dumps(payload, indent=2, sort_keys=False) + "\n").encode("utf-8"))

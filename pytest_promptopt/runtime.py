@@ -13,6 +13,7 @@ from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
+from . import local
 from .cache import ChatRequest, Reply, ReplyCache
 from .client import Budget, Completion, Endpoint, LMClient
 from .config import Settings
@@ -25,6 +26,7 @@ from .record import JUDGE_KEY, TestRecord, Trace, Verdict
 from .usage import Usage
 
 EmbeddedStarter = Callable[[], str]  # returns the embedded server's base URL
+EmbeddedIdentity = Callable[[], str]  # the embedded model's identity for the cache key
 
 
 def _complete(client: LMClient, request: ChatRequest, record: TestRecord, key: str, what: str) -> Completion:
@@ -42,8 +44,10 @@ def _complete(client: LMClient, request: ChatRequest, record: TestRecord, key: s
 
 
 class Runtime:
-    def __init__(self, settings: Settings, root: Path, start_embedded: EmbeddedStarter | None = None) -> None:
+    def __init__(self, settings: Settings, root: Path, start_embedded: EmbeddedStarter | None = None,
+                 embedded_identity: EmbeddedIdentity = local.embedded_identity) -> None:
         self.settings = settings
+        self._embedded_identity = embedded_identity
         self.root = root
         self.cache = ReplyCache(settings.cache_dir, settings.record_mode)
         self._start_embedded = start_embedded
@@ -73,7 +77,8 @@ class Runtime:
         rc = self.settings.role(role)
         if rc.embedded:
             # The embedded server is only started when a call is not served by the cache.
-            endpoint = Endpoint("", rc.model or EMBEDDED_MODEL, "", role)
+            # It answers whatever model name is asked for: its own identity goes into the key.
+            endpoint = Endpoint("", rc.model or EMBEDDED_MODEL, "", role, self._embedded_identity())
         else:
             assert rc.base_url is not None
             endpoint = Endpoint(rc.base_url, rc.model or "", rc.api_key, role)

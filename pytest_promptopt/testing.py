@@ -22,7 +22,9 @@ from typing import Any
 
 Messages = list[dict[str, str]]
 # A responder returns the reply text, or {"content": text, "top_logprobs": [(token, logprob), ...]}
-# to also send an OpenAI-shaped `logprobs` object (the alternatives for the first token).
+# to also send an OpenAI-shaped `logprobs` object (the alternatives for the first token), or
+# {"message": {...}} and/or {"usage": {...}} to send those objects as given (refusals, tool
+# calls, hostile usage numbers).
 Responder = Callable[[Messages, dict[str, Any]], "str | dict[str, Any]"]
 # An embedder returns one vector per input text.
 ServerEmbedder = Callable[[list[str]], list[list[float]]]
@@ -35,7 +37,9 @@ class Fault:
     kind: str = "status"
     status: int = 500
     retry_after: str | None = None
-    seconds: float = 0.0  # for "hang"
+    seconds: float = 0.0  # for "hang"; for "trickle", the pause between pieces
+    body: bytes = b""  # for "raw", the body; for "trickle", the whole HTTP response, sent 4 bytes at a time
+    headers: tuple[tuple[str, str], ...] = ()  # for "raw"
 
 
 class _Server(ThreadingHTTPServer):
@@ -63,7 +67,7 @@ def _split_answer(answer: str | dict[str, Any]) -> tuple[str, dict[str, Any] | N
     """A responder's answer as (text, the choice's `logprobs` object or None)."""
     if isinstance(answer, str):
         return answer, None
-    text = str(answer["content"])
+    text = str(answer.get("content", ""))
     top = [(str(token), float(logprob)) for token, logprob in answer.get("top_logprobs", ())]
     if not top:
         return text, None
@@ -169,6 +173,7 @@ class ScriptedServer:
                 try:
                     answer = server.responder(body.get("messages", []), body)
                     text, logprobs = _split_answer(answer)
+                    given = answer if isinstance(answer, dict) else {}
                 except Exception as exc:  # noqa: BLE001 - a responder bug is a 500, visibly
                     self._send(500, json.dumps({"error": {"message": f"responder failed: {exc}"}}).encode())
                     return
@@ -179,9 +184,10 @@ class ScriptedServer:
                     "created": int(time.time()),
                     "model": body.get("model", "scripted"),
                     "choices": [{"index": 0, "finish_reason": "stop",
-                                 "message": {"role": "assistant", "content": text}, "logprobs": logprobs}],
-                    "usage": {"prompt_tokens": prompt_tokens, "completion_tokens": len(text.split()),
-                              "total_tokens": prompt_tokens + len(text.split())},
+                                 "message": given.get("message", {"role": "assistant", "content": text}),
+                                 "logprobs": logprobs}],
+                    "usage": given.get("usage", {"prompt_tokens": prompt_tokens, "completion_tokens": len(text.split()),
+                                                 "total_tokens": prompt_tokens + len(text.split())}),
                 }
                 self._send(200, json.dumps(payload).encode())
 
@@ -235,6 +241,20 @@ class ScriptedServer:
         if fault.kind == "empty":
             handler._send(200, json.dumps({"id": "x", "object": "chat.completion", "created": 0,
                                            "model": "scripted", "choices": []}).encode())
+            return True
+        if fault.kind == "raw":
+            handler.send_response(fault.status)
+            for k, v in (("Content-Length", str(len(fault.body))), *fault.headers):
+                handler.send_header(k, v)
+            handler.end_headers()
+            handler.wfile.write(fault.body)
+            return True
+        if fault.kind == "trickle":  # a whole HTTP response (status line, headers, body) 4 bytes at a time
+            handler.close_connection = True
+            for start in range(0, len(fault.body), 4):
+                handler.wfile.write(fault.body[start:start + 4])
+                handler.wfile.flush()
+                time.sleep(fault.seconds)
             return True
         if fault.kind == "content_type":
             handler._send(200, b"<html><body>gateway says hello</body></html>", content_type="text/html")

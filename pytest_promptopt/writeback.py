@@ -14,18 +14,29 @@ import difflib
 import hashlib
 import io
 import os
-import tempfile
+import re
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 from ruamel.yaml import YAML
 from ruamel.yaml.comments import CommentedMap, CommentedSeq
+from ruamel.yaml.events import DocumentEndEvent, DocumentStartEvent, ScalarEvent
+from ruamel.yaml.representer import RoundTripRepresenter
 from ruamel.yaml.scalarstring import DoubleQuotedScalarString, LiteralScalarString
 
+from .atomic import write_atomic
 from .errors import WriteBackError
-from .prompts import Demo, Prompt, examples_block_template, parse_yaml, read_demo_list, read_prompt_text
+from .prompts import (
+    MAX_PROMPT_FILE_BYTES,
+    Demo,
+    Prompt,
+    examples_block_template,
+    parse_yaml,
+    read_demo_list,
+    read_prompt_text,
+)
 from .retrieval import RetrievalRule
 
 try:  # POSIX only; elsewhere concurrent writers are caught by the digest check alone
@@ -42,13 +53,14 @@ MAX_POOL_DIFF_LINES = 40
 class PendingWrite:
     """A computed rewrite, applied later in one batch."""
 
-    path: Path
+    path: Path  # the real path (symlinks resolved when the prompt was loaded): the file replaced
     expected_digest: str
     new_bytes: bytes
     old_bytes: bytes
     # The retrieval pool's sidecar file, written together with this one. Its expected_digest
     # is "" when the file must not exist yet (a new pool never overwrites a stranger's file).
     sidecar: PendingWrite | None = None
+    notes: tuple[str, ...] = ()  # what was changed to make the file fit, said with the diff
 
     @property
     def changed(self) -> bool:
@@ -61,7 +73,8 @@ class PendingWrite:
     def diff(self) -> str:
         old = self.old_bytes.decode("utf-8-sig").splitlines(keepends=True)
         new = self.new_bytes.decode("utf-8-sig").splitlines(keepends=True)
-        own = "".join(difflib.unified_diff(old, new, f"a/{self.path.name}", f"b/{self.path.name}"))
+        # the real path (a symlink's target), so the header says which file on disk is replaced
+        own = "".join(difflib.unified_diff(old, new, str(self.path), f"{self.path} (new)"))
         if self.sidecar is None:
             return own
         # A pool may hold thousands of entries: its part of the diff is cut, the file says the rest.
@@ -73,7 +86,31 @@ class PendingWrite:
 
 
 def plan_write(original: Prompt, candidate: Prompt) -> PendingWrite:
-    """Compute the new file bytes for `candidate`, which was derived from `original`."""
+    """Compute the new file bytes for `candidate`, which was derived from `original`. Demos
+    that would take the file over the loader's size limit are left out, last first, and a
+    note says so: the written file must load on the next run."""
+    demos = candidate.demos
+    while True:
+        pending = _plan_bytes(original, candidate.with_demos(demos))
+        if len(pending.new_bytes) <= MAX_PROMPT_FILE_BYTES:
+            break
+        if not demos or demos == original.demos:
+            raise WriteBackError(
+                f"{original.path}: the improved prompt would be {len(pending.new_bytes):,} bytes, over the "
+                f"{MAX_PROMPT_FILE_BYTES:,}-byte limit for prompt files; not written. "
+                "Keep large inputs out of the tests the optimizer learns demos from."
+            )
+        demos = demos[:-1]
+    dropped = len(candidate.demos) - len(demos)
+    if dropped:
+        note = (f"{dropped} of {len(candidate.demos)} demo(s) left out of {original.path}: with them the file "
+                f"would be over the {MAX_PROMPT_FILE_BYTES:,}-byte limit for prompt files (the demos copy each "
+                "case's inputs); the validation score was measured with all of them")
+        pending = replace(pending, notes=(note,))
+    return pending
+
+
+def _plan_bytes(original: Prompt, candidate: Prompt) -> PendingWrite:
     path = original.path
     text, data = read_prompt_text(path)
     if hashlib.sha256(data).hexdigest() != original.source_digest:
@@ -81,20 +118,18 @@ def plan_write(original: Prompt, candidate: Prompt) -> PendingWrite:
             f"{path}: the file changed on disk since it was loaded; not overwriting it. "
             "Rerun pytest --optimize on the current file."
         )
-    newline = "\r\n" if "\r\n" in text else "\n"
-    normalized = text.replace("\r\n", "\n")
     if original.kind == "text" and candidate.retrieval is not None:
         raise WriteBackError(f"{path}: retrieved demos need a YAML chat prompt; a .txt/.md template has no "
                              "place to declare them. Convert it to YAML to keep the retrieval rule")
+    crlf = "\r\n" in text
     if original.kind == "text":
         new_text = candidate.instruction
         if candidate.demos:
             new_text = examples_block_template(candidate.demos) + new_text
     else:
-        new_text = _rewrite_yaml(path, normalized, original, candidate)
-    new_text = new_text.replace("\r\n", "\n")  # a text template keeps the file's CRLF; never double it
-    if newline != "\n":
-        new_text = new_text.replace("\n", newline)
+        new_text = _rewrite_yaml(path, text.replace("\r\n", "\n"), original, candidate)
+    if crlf:  # the file's newline style for new lines; a CRLF already there (in the text) stays one
+        new_text = re.sub(r"(?<!\r)\n", "\r\n", new_text)
     new_bytes = new_text.encode("utf-8")
     if data.startswith(BOM):
         new_bytes = BOM + new_bytes
@@ -165,12 +200,48 @@ def _demo_seq(demos: tuple[Demo, ...]) -> CommentedSeq:
     return seq
 
 
+class _TildeNullRepresenter(RoundTripRepresenter):
+    """Writes a null as `~`, for files that spell it so (ruamel writes an empty value)."""
+
+
+_TildeNullRepresenter.add_representer(
+    type(None), lambda representer, data: representer.represent_scalar("tag:yaml.org,2002:null", "~")
+)
+
+
+@dataclass(frozen=True)
+class _DocumentStyle:
+    """How the file spells what the round-trip loader does not keep: `~` nulls, `---` and `...`."""
+
+    tilde_nulls: bool
+    explicit_start: bool
+    explicit_end: bool
+
+    @classmethod
+    def of(cls, text: str) -> _DocumentStyle:
+        events = list(YAML(typ="rt").parse(io.StringIO(text)))
+        return cls(
+            any(isinstance(e, ScalarEvent) and e.style is None and e.value == "~" for e in events),
+            any(isinstance(e, DocumentStartEvent) and e.explicit for e in events),
+            any(isinstance(e, DocumentEndEvent) and e.explicit for e in events),
+        )
+
+    def dumper(self) -> YAML:
+        yaml = YAML(typ="rt")
+        if self.tilde_nulls:
+            yaml.Representer = _TildeNullRepresenter
+        yaml.explicit_start = self.explicit_start or None
+        yaml.explicit_end = self.explicit_end or None
+        return yaml
+
+
 def _yaml_for(text: str) -> YAML:
     """A round-trip dumper whose indentation reproduces the file, or comes closest to it."""
     best: tuple[int, YAML] | None = None
     want = text.rstrip("\n").splitlines()
+    style = _DocumentStyle.of(text)
     for mapping, sequence, offset in _INDENTS:
-        yaml = YAML(typ="rt")
+        yaml = style.dumper()
         yaml.width = 1_000_000
         yaml.preserve_quotes = True
         yaml.indent(mapping=mapping, sequence=sequence, offset=offset)
@@ -251,11 +322,18 @@ def _lift_end_of_line_comment(mapping: CommentedMap, key: str) -> None:
     mapping.yaml_set_comment_before_after_key(key, before=text, indent=column)
 
 
+def _block_safe(value: str) -> bool:
+    """A block scalar (|) reads back exactly only without CRs (YAML turns CRLF into LF)."""
+    return "\n" in value and "\r" not in value
+
+
 def _quoted(value: str) -> Any:
-    return LiteralScalarString(value) if "\n" in value else DoubleQuotedScalarString(value)
+    return LiteralScalarString(value) if _block_safe(value) else DoubleQuotedScalarString(value)
 
 
 def _scalar_like(old: Any, new: str) -> Any:
+    if "\r" in new:
+        return DoubleQuotedScalarString(new)  # escaped as \r\n: the text reads back unchanged
     if isinstance(old, LiteralScalarString) or "\n" in new:
         return LiteralScalarString(new)
     return DoubleQuotedScalarString(new) if isinstance(old, DoubleQuotedScalarString) else new
@@ -293,10 +371,10 @@ def apply_write(pending: PendingWrite) -> None:
             _check_unchanged(sidecar)
             if sidecar.old_bytes:
                 _check_writable(sidecar.path, "pool file")
-            _replace(sidecar.path, sidecar.new_bytes, _mode_of(sidecar.path, like=path))
+            write_atomic(sidecar.path, sidecar.new_bytes, like=path)
         try:
             if pending.new_bytes != pending.old_bytes:
-                _replace(path, pending.new_bytes, _mode_of(path, like=path))
+                write_atomic(path, pending.new_bytes)
         except BaseException:
             if sidecar is not None:
                 _undo(sidecar, like=path)
@@ -326,42 +404,9 @@ def _check_unchanged(pending: PendingWrite) -> None:
         )
 
 
-def _mode_of(path: Path, like: Path) -> int:
-    """Permissions to keep: the file's own, or for a new file those of the prompt file."""
-    try:
-        return os.stat(path).st_mode & 0o7777
-    except FileNotFoundError:
-        return os.stat(like).st_mode & 0o7777
-
-
 def _undo(sidecar: PendingWrite, like: Path) -> None:
     with contextlib.suppress(OSError):
         if sidecar.old_bytes:
-            _replace(sidecar.path, sidecar.old_bytes, _mode_of(sidecar.path, like=like))
+            write_atomic(sidecar.path, sidecar.old_bytes, like=like)
         else:
             sidecar.path.unlink()
-
-
-def _replace(path: Path, data: bytes, mode: int) -> None:
-    """Write `data` to a temporary file beside `path` and rename it over `path` in one step."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp: str | None = None
-    try:  # an interrupt anywhere in here leaves the old file and no temporary file
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.chmod(tmp, mode)
-        os.replace(tmp, path)
-    except BaseException:
-        if tmp is not None:
-            with contextlib.suppress(OSError):
-                os.unlink(tmp)
-        raise
-    with contextlib.suppress(OSError):
-        dir_fd = os.open(path.parent, os.O_RDONLY)
-        try:
-            os.fsync(dir_fd)
-        finally:
-            os.close(dir_fd)

@@ -59,10 +59,10 @@ def make_client(server: ScriptedServer, sleeps: Sleeps) -> Iterator[ClientFactor
     clients: list[LMClient] = []
 
     def make(cache: ReplyCache | None = None, *, base_url: str | None = None,
-             sleep: Callable[[float], None] | None = None, **kwargs: Any) -> LMClient:
+             sleep: Callable[[float], None] | None = None, identity: str = "", **kwargs: Any) -> LMClient:
         kwargs.setdefault("max_retries", 3)
         kwargs.setdefault("timeout", 10.0)
-        client = LMClient(Endpoint(base_url or server.base_url, "test-model", api_key=API_KEY),
+        client = LMClient(Endpoint(base_url or server.base_url, "test-model", api_key=API_KEY, identity=identity),
                           cache if cache is not None else ReplyCache(None), sleep=sleep or sleeps, **kwargs)
         clients.append(client)
         return client
@@ -361,14 +361,16 @@ def test_complete_many_returns_failures(make_client: ClientFactory) -> None:
 
 def test_lazy_base_url_resolved_only_on_a_miss(tmp_path: Path, make_client: ClientFactory,
                                                server: ScriptedServer) -> None:
-    ask(make_client(ReplyCache(tmp_path)))  # record
+    embedded = "embedded:model.gguf:1"  # a lazy (embedded) endpoint's key carries its own identity
+    ask(make_client(ReplyCache(tmp_path), identity=embedded))  # record
     resolved: list[str] = []
 
     def resolve() -> str:
         resolved.append(server.base_url)
         return server.base_url
 
-    lazy = make_client(ReplyCache(tmp_path), base_url="http://not-started.invalid/v1", resolve_base_url=resolve)
+    lazy = make_client(ReplyCache(tmp_path), base_url="http://not-started.invalid/v1", resolve_base_url=resolve,
+                       identity=embedded)
     assert ask(lazy).cached
     assert resolved == []  # a cache hit must not start the embedded server
     assert ask(lazy, "new question").text == "new question"

@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 
-from pytest_promptopt.cache import ChatRequest, Reply, ReplyCache
+from pytest_promptopt.cache import CACHE_FORMAT, ChatRequest, Reply, ReplyCache
 from pytest_promptopt.client import Endpoint, LMClient
 from pytest_promptopt.config import RoleConfig, Settings
 from pytest_promptopt.errors import JudgeError
@@ -162,7 +162,7 @@ def test_reply_record_round_trip_with_top_logprobs() -> None:
 
 
 def test_old_records_without_top_logprobs_load() -> None:
-    old = {"v": 1, "text": "hi", "prompt_tokens": 3, "completion_tokens": 4, "model": "m", "finish_reason": "stop"}
+    old = {"v": CACHE_FORMAT, "text": "hi", "prompt_tokens": 3, "completion_tokens": 4, "model": "m", "finish_reason": "stop"}
     assert Reply.from_record(old) == Reply("hi", 3, 4, "m", "stop")
 
 

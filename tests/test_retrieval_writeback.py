@@ -46,7 +46,7 @@ def test_new_rule_writes_the_section_and_a_sidecar(tmp_path: Path) -> None:
     original = load_prompt(path)
     candidate = original.with_retrieval(POOL, k=3)
     pending = plan_write(original, candidate)
-    assert "+retrieve:" in pending.diff() and "b/intent.pool.yaml" in pending.diff()
+    assert "+retrieve:" in pending.diff() and "intent.pool.yaml (new)" in pending.diff()
     apply_write(pending)
     text = path.read_text()
     # the rest of the file is untouched: comments, key order, the static demos line

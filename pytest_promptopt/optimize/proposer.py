@@ -91,9 +91,13 @@ class Proposal:
 def clean_instruction(text: str) -> str:
     """The instruction inside an LM reply: no code fences, labels or wrapping quotes."""
     text = text.strip()
-    fenced = re.search(r"```(?:\w+)?\s*(.*?)```", text, re.DOTALL)
-    if fenced:
-        text = fenced.group(1).strip()
+    # str.find, not a lazy regex: a reply full of unclosed fences must not take quadratic time
+    start = text.find("```")
+    end = text.find("```", start + 3) if start >= 0 else -1
+    if end >= 0:
+        inner = text[start + 3:end]
+        tag = re.match(r"\w++", inner)  # a language tag right after the fence
+        text = inner[tag.end() if tag else 0:].strip()
     text = re.sub(r"^(new |improved |proposed )?(instruction|prompt)\s*:\s*", "", text, flags=re.IGNORECASE)
     if len(text) >= 2 and text[0] == text[-1] and text[0] in "\"'":
         text = text[1:-1].strip()

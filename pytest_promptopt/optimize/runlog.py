@@ -39,6 +39,9 @@ class RunLog:
         else:
             self.path = directory / f"{key}-{time.strftime('%Y%m%dT%H%M%S')}-{os.getpid()}.jsonl"
         self._handle = open(self.path, "a", encoding="utf-8")  # noqa: SIM115 - closed in close()
+        if _ends_torn(self.path):  # a crash cut the last line: the next event starts on its own line
+            self._handle.write("\n")
+            self._handle.flush()
 
     @property
     def resumed(self) -> bool:
@@ -55,6 +58,16 @@ class RunLog:
 
     def close(self) -> None:
         self._handle.close()
+
+
+def _ends_torn(path: Path) -> bool:
+    """True when the file is not empty and its last line has no newline."""
+    with open(path, "rb") as handle:
+        handle.seek(0, os.SEEK_END)
+        if handle.tell() == 0:
+            return False
+        handle.seek(-1, os.SEEK_END)
+        return handle.read(1) != b"\n"
 
 
 def _read(path: Path) -> Iterable[dict[str, Any]]:

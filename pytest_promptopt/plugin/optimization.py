@@ -103,7 +103,8 @@ def run_optimization(session: pytest.Session, runtime: Runtime, settings: Optimi
                 planned = [plan_write(group.original[k], result.best[k]) for k in keys if result.best[k] != group.original[k]]
             except WriteBackError as exc:
                 errors.append(str(exc))
-        groups.append(replace(result, diff="".join(w.diff() for w in planned)))
+        groups.append(replace(result, diff="".join(w.diff() for w in planned),
+                              notes=(*result.notes, *(note for w in planned for note in w.notes))))
         writes.extend(() if settings.dry_run else planned)
     return OptimizationRun(tuple(notes), tuple(groups), tuple(writes), tuple(program.unscored), tuple(errors))
 

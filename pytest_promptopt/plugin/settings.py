@@ -25,6 +25,7 @@ from ..config import (
 )
 from ..errors import ConfigError
 from ..judge import JUDGE_MODES
+from ..report import report_path_problem
 
 
 def build_settings(config: pytest.Config) -> Settings:
@@ -44,7 +45,7 @@ def build_settings(config: pytest.Config) -> Settings:
         min_pass_rate=_ini_value(config, "promptopt_min_pass_rate", fraction),
         min_pass_rate_override=config.getoption("promptopt_min_pass_rate", None),
         judge_threshold=_typed(config, "promptopt_judge_threshold", fraction, defaults.JUDGE_THRESHOLD),
-        report_path=path_setting(config, "promptopt_report"),
+        report_path=_report_path(config),
         judge_mode=_choice(config, "promptopt_judge_mode", JUDGE_MODES, defaults.JUDGE_MODE),
         optimize=_optimize_settings(config),
         embedding_model=config.getoption("promptopt_embedding_model", None)
@@ -99,6 +100,14 @@ def _ini_value(config: pytest.Config, name: str, convert: Any) -> Any:
         return convert(str(raw))
     except Exception as exc:  # noqa: BLE001 - argparse.ArgumentTypeError and ValueError alike
         raise pytest.UsageError(f"ini option {name} = {raw!r}: {exc}") from None
+
+
+def _report_path(config: pytest.Config) -> Path | None:
+    path = path_setting(config, "promptopt_report")
+    problem = report_path_problem(path) if path is not None else None
+    if problem is not None:
+        raise pytest.UsageError(f"--promptopt-report: {problem}")
+    return path
 
 
 def path_setting(config: pytest.Config, name: str) -> Path | None:
