@@ -12,7 +12,9 @@ from typing import Any
 import pytest
 
 from . import hookspecs
+from .baseline import BaselineError
 from .cache import RecordMode
+from .compare import DEFAULT_ALPHA
 from .config import (
     ROLES,
     Settings,
@@ -29,9 +31,10 @@ from .config import (
     resolve_roles,
 )
 from .errors import ConfigError, PromptOptError
+from .gate import BaselineSettings, load_baseline
 from .judge import JUDGE_MODES
 from .record import TestRecord, current_record
-from .report import JUDGE_KEY, CaseOutcome, display
+from .report import JUDGE_KEY, CaseOutcome, case_details, display
 from .runtime import LLM, JudgeCall, Runtime
 from .session import PromptOptSession
 
@@ -87,6 +90,17 @@ def pytest_addoption(parser: pytest.Parser) -> None:
              "its probability), auto (default: yesno for the embedded model, else score)")
     add("--promptopt-report", "string", default=None, metavar="PATH",
         help="write a JSON run report to PATH (relative to the current directory, or to the rootdir when set in ini)")
+    add("--promptopt-baseline", "string", default=None, metavar="PATH",
+        help="compare the run with this baseline file and gate on it (see --promptopt-alpha, --promptopt-max-drop); "
+             "relative to the current directory, or to the rootdir when set in ini")
+    group.addoption("--promptopt-save-baseline", dest="promptopt_save_baseline", default=None, metavar="PATH",
+                    help="write this run's baseline (per prompt and case: verdict, score, output, prompt digest) to PATH")
+    add("--promptopt-alpha", "string", default=None, type=fraction, metavar="ALPHA",
+        help="significance level of the baseline gate's exact McNemar test (default 0.05)")
+    add("--promptopt-max-drop", "string", default=None, type=fraction, metavar="RATE",
+        help="also fail a prompt whose pass rate on the cases paired with the baseline fell by more than RATE (0..1)")
+    add("--promptopt-html", "string", default=None, metavar="PATH",
+        help="write a self-contained HTML report to PATH (relative to the current directory, or to the rootdir when set in ini)")
     parser.addini("promptopt_prices", "per-model prices: 'model = input_usd_per_1M, output_usd_per_1M' per line",
                   type="linelist", default=[])
 
@@ -163,6 +177,17 @@ def build_settings(config: pytest.Config) -> Settings:
     )
 
 
+def build_baseline_settings(config: pytest.Config) -> BaselineSettings:
+    save = config.getoption("promptopt_save_baseline", None)
+    return BaselineSettings(
+        baseline_path=_path_setting(config, "promptopt_baseline"),
+        save_path=resolve_path(save, config.invocation_params.dir) if save else None,
+        alpha=_ini_or(_ini_typed(config, "promptopt_alpha", fraction), DEFAULT_ALPHA),
+        max_drop=_ini_typed(config, "promptopt_max_drop", fraction),
+        html_path=_path_setting(config, "promptopt_html"),
+    )
+
+
 def _path_setting(config: pytest.Config, name: str) -> Path | None:
     """A command-line path is relative to the invocation directory (like --junitxml), an ini path
     to the rootdir (like cache_dir); `~` and `$VARS` are expanded in both."""
@@ -188,7 +213,13 @@ def pytest_configure(config: pytest.Config) -> None:
     settings = build_settings(config)
     if config.getoption("optimize") and _xdist_active(config):
         raise pytest.UsageError("--optimize runs in one process: drop -n/--numprocesses for the optimization run")
+    baseline_settings = build_baseline_settings(config)
+    try:  # a baseline that cannot be read stops the run before any LM call
+        loaded = load_baseline(baseline_settings) if not hasattr(config, "workerinput") else None
+    except BaselineError as exc:
+        raise pytest.UsageError(str(exc)) from None
     session = PromptOptSession(config, settings)
+    session.baseline_settings, session.loaded_baseline = baseline_settings, loaded
     config.stash[SESSION_KEY] = session
     config.pluginmanager.register(session, "promptopt-session")
     config.add_cleanup(session.close)
@@ -306,7 +337,9 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
                             "cache_hits": sum(t.cached for t in record.judge_traces)}
     outcome = CaseOutcome(item.nodeid, passed, record.score(passed), usage,
                           {k: runtime.prompts[k].min_pass_rate for k in usage if k in runtime.prompts},
-                          call.duration, record.errors[0][1][:500] if record.errors else "")
+                          call.duration, record.errors[0][1][:500] if record.errors else "",
+                          digests={k: runtime.prompts[k].source_digest for k in usage if k in runtime.prompts},
+                          **case_details(record, _failure_message(report)))
     if record.errors:
         _session(item.config).note_unscored(item.nodeid, record.errors[0][1])
     report.promptopt = outcome.to_dict()  # plain data: survives xdist serialization

@@ -14,6 +14,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from .record import TestRecord
+
 JUDGE_KEY = "<judge>"
 
 
@@ -28,18 +30,53 @@ class CaseOutcome:
     min_pass_rates: Mapping[str, float | None] = field(default_factory=dict)
     duration: float = 0.0
     error: str = ""  # the first failed LM call's message: the case could not be scored
+    # What the baseline and the HTML report show of the case, all plain data (see case_details):
+    message: str = ""  # why the test failed (assertion, judge, error), bounded
+    judged: bool = False  # the score came from judge() verdicts, not pass/fail
+    calls: tuple[Mapping[str, Any], ...] = ()  # {"prompt", "messages", "output"} per llm() call
+    verdicts: tuple[Mapping[str, Any], ...] = ()  # {"score", "threshold", "reason", "criteria"}
+    digests: Mapping[str, str] = field(default_factory=dict)  # prompt key -> sha256 of its file
 
     def to_dict(self) -> dict[str, Any]:
         return {"nodeid": self.nodeid, "passed": self.passed, "score": self.score,
                 "prompts": {k: dict(v) for k, v in self.prompts.items()},
                 "min_pass_rates": dict(self.min_pass_rates), "duration": self.duration,
-                "error": self.error}
+                "error": self.error, "message": self.message, "judged": self.judged,
+                "calls": [dict(c) for c in self.calls], "verdicts": [dict(v) for v in self.verdicts],
+                "digests": dict(self.digests)}
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> CaseOutcome:
         return cls(str(data["nodeid"]), bool(data["passed"]), float(data["score"]),
                    dict(data.get("prompts", {})), dict(data.get("min_pass_rates", {})),
-                   float(data.get("duration", 0.0)), str(data.get("error", "")))
+                   float(data.get("duration", 0.0)), str(data.get("error", "")),
+                   str(data.get("message", "")), bool(data.get("judged", False)),
+                   tuple(data.get("calls", ())), tuple(data.get("verdicts", ())), dict(data.get("digests", {})))
+
+    def output_of(self, key: str) -> str | None:
+        """The last output of prompt `key` in this case (None if the case did not call it)."""
+        outputs = [str(c.get("output", "")) for c in self.calls if c.get("prompt") == key]
+        return outputs[-1] if outputs else None
+
+
+TEXT_LIMIT = 4000  # characters kept of one message or output: reports stay readable and bounded
+CALL_LIMIT = 50  # llm() calls kept per case
+
+
+def bounded(text: str, limit: int = TEXT_LIMIT) -> str:
+    return text if len(text) <= limit else text[:limit] + f"... [{len(text) - limit} more characters]"
+
+
+def case_details(record: TestRecord, message: str) -> dict[str, Any]:
+    """The CaseOutcome fields that describe what a test did, from its record (plain data)."""
+    calls = tuple({"prompt": t.prompt_key, "output": bounded(t.output),
+                   "messages": [{"role": str(m.get("role", "")), "content": bounded(str(m.get("content", "")))}
+                                for m in t.messages]}
+                  for t in record.traces[:CALL_LIMIT])
+    verdicts = tuple({"score": v.score, "threshold": v.threshold, "reason": bounded(v.reason, 1000),
+                      "criteria": bounded(v.criteria, 1000)} for v in record.verdicts[:CALL_LIMIT])
+    return {"message": bounded(message, 2000), "judged": bool(record.verdicts), "calls": calls,
+            "verdicts": verdicts}
 
 
 @dataclass(frozen=True)
@@ -146,3 +183,16 @@ def write_json(path: Path, payload: Mapping[str, Any]) -> None:
         json.dump(payload, handle, indent=2, sort_keys=False)
         handle.write("\n")
     os.replace(tmp, path)
+
+
+def write_text_atomic(path: Path, text: str) -> None:
+    """Write a text file (baseline, HTML report) in one os.replace: never half-written."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8", newline="\n") as handle:
+            handle.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise

@@ -19,6 +19,8 @@ from . import local
 from .cache import RecordMode
 from .config import Settings
 from .errors import LocalModelError, WriteBackError
+from .gate import BaselineResult, BaselineSettings, finish, html_document, write_html
+from .baseline import Baseline
 from .report import CaseOutcome, PromptSummary, summarize, table, write_json
 from .runtime import Runtime
 from .writeback import PendingWrite, apply_write
@@ -47,6 +49,10 @@ class PromptOptSession:
         self.started = time.perf_counter()
         self.optimizing = False
         self.unscored_runs: list[tuple[str, str]] = []  # (node id, error) of optimizer re-runs
+        self.baseline_settings = BaselineSettings()  # set by the plugin with the loaded baseline
+        self.loaded_baseline: Baseline | None = None
+        self.baseline_result: BaselineResult | None = None
+        self.optimization_outcomes: list[Any] = []  # the optimizer's GroupOutcomes, for the HTML report
         self._previous_sigterm: Any = None
         if not self.is_worker and config.getoption("optimize", False):
             self._sigterm_as_interrupt()
@@ -128,6 +134,7 @@ class PromptOptSession:
             f"the LM call failed, so each counted as a failure with score 0; first: {self.unscored_runs[0][1]}"
         )
 
+    @pytest.hookimpl(tryfirst=True)  # before junitxml writes its file: the gate testcases go into it
     def pytest_sessionfinish(self, session: pytest.Session, exitstatus: int) -> None:
         if self.is_worker:
             return
@@ -136,7 +143,10 @@ class PromptOptSession:
             default_min_pass_rate=self.settings.min_pass_rate,
             override_min_pass_rate=self.config.getoption("promptopt_min_pass_rate", None),
         )
-        if any(s.gate_failed for s in self.summaries) and session.exitstatus == pytest.ExitCode.OK:
+        self.baseline_result = finish(self.baseline_settings, self.loaded_baseline, self.outcomes,
+                                      self.config.rootpath, incomplete=_incomplete(session, exitstatus))
+        gate_failed = any(s.gate_failed for s in self.summaries) or self.baseline_result.gate_failed
+        if gate_failed and session.exitstatus == pytest.ExitCode.OK:
             session.exitstatus = pytest.ExitCode.TESTS_FAILED
         if exitstatus == pytest.ExitCode.INTERRUPTED or session.exitstatus == pytest.ExitCode.INTERRUPTED:
             self._not_written(self.pending_writes)
@@ -144,6 +154,26 @@ class PromptOptSession:
         self._flush_writes(session)
         if self.settings.report_path is not None:
             write_json(self.settings.report_path, self.json_report())
+        if self.baseline_settings.html_path is not None:
+            write_html(self.baseline_settings.html_path, self._html())
+        _junit_gates(self.config, self.summaries, self.baseline_result)
+
+    def _html(self) -> str:
+        from .report_data import describe_write, optimization_view
+
+        assert self.baseline_result is not None
+        root = self.config.rootpath
+        dry = bool(self.config.getoption("optimize_dry_run", False))
+        written = [w.path for o in self.optimization_outcomes for w in o.writes if _holds(w.path, w.new_bytes)]
+        views = [optimization_view(o, root, describe_write(o, dry, written)) for o in self.optimization_outcomes]
+        return html_document(self.baseline_result, self.outcomes, root, optimizations=views,
+                             gate_lines=self._gate_lines(), record_mode=self.settings.record_mode.value,
+                             secrets=[r.api_key for r in self.settings.roles.values()])
+
+    def _gate_lines(self) -> list[str]:
+        root = self.config.rootpath
+        return [f"gate failed: {s.to_dict(root)['prompt']} passed {s.pass_rate:.1%} of {s.cases} cases; "
+                f"at least {s.min_pass_rate:.0%} required" for s in self.summaries if s.gate_failed]
 
     def _flush_writes(self, session: pytest.Session) -> None:
         """Write-back happens once, at the end, in this process only."""
@@ -181,12 +211,17 @@ class PromptOptSession:
             "tests": [o.to_dict() for o in self.outcomes],
             "cache": {"hits": sum(int(u.get("cache_hits", 0)) for o in self.outcomes for u in o.prompts.values()),
                       "calls": sum(int(u.get("calls", 0)) for o in self.outcomes for u in o.prompts.values())},
-            "gate": "failed" if any(s.gate_failed for s in self.summaries) else "passed",
+            "gate": "failed" if any(s.gate_failed for s in self.summaries) or self._baseline_failed() else "passed",
             "optimization": self.optimization_lines,
+            "baseline": None if self.baseline_result is None else self.baseline_result.to_dict(),
         }
 
+    def _baseline_failed(self) -> bool:
+        return self.baseline_result is not None and self.baseline_result.gate_failed
+
     def pytest_terminal_summary(self, terminalreporter: Any) -> None:
-        if self.is_worker or not (self.summaries or self.optimization_lines or self.write_errors):
+        baseline_lines = self.baseline_result.terminal_lines() if self.baseline_result is not None else []
+        if self.is_worker or not (self.summaries or self.optimization_lines or self.write_errors or baseline_lines):
             return
         tr = terminalreporter
         root = Path(self.config.rootpath)
@@ -198,10 +233,12 @@ class PromptOptSession:
                 if s.errors:
                     tr.write_line(f"not scored: {s.errors} of {s.cases} cases of {s.to_dict(root)['prompt']} "
                                   f"(counted as failed): the LM call failed; first: {s.first_error}", red=True)
-            for s in self.summaries:
-                if s.gate_failed:
-                    tr.write_line(f"gate failed: {s.to_dict(root)['prompt']} passed {s.pass_rate:.1%} of "
-                                  f"{s.cases} cases; at least {s.min_pass_rate:.0%} required", red=True)
+            for line in self._gate_lines():
+                tr.write_line(line, red=True)
+        if baseline_lines:
+            tr.write_sep("=", "promptopt: baseline")
+            for text, bad in baseline_lines:
+                tr.write_line(text, red=bad)
         if self.optimization_lines or self.write_errors:
             tr.write_sep("=", "promptopt: optimization")
             for line in self.optimization_lines:
@@ -210,6 +247,41 @@ class PromptOptSession:
                 tr.write_line(f"not written: {line}", red=True)
         if self.settings.report_path is not None:
             tr.write_line(f"promptopt report: {self.settings.report_path}")
+        if self.baseline_settings.html_path is not None:
+            tr.write_line(f"promptopt HTML report: {self.baseline_settings.html_path}")
+
+
+def _incomplete(session: pytest.Session, exitstatus: int) -> str:
+    """Why this run does not stand for the whole suite (then it is not saved as a baseline)."""
+    if exitstatus == pytest.ExitCode.INTERRUPTED or session.exitstatus == pytest.ExitCode.INTERRUPTED:
+        return "the run was interrupted"
+    if session.shouldstop or session.shouldfail:
+        return f"the run stopped early ({session.shouldstop or session.shouldfail})"
+    return ""
+
+
+def _junit_gates(config: pytest.Config, summaries: list[PromptSummary], result: BaselineResult | None) -> None:
+    """One JUnit testcase per gated prompt (min pass rate, baseline), failed when its gate failed,
+    so CI systems that read JUnit show why a session with only passing tests failed."""
+    from _pytest.junitxml import xml_key
+
+    xml = config.stash.get(xml_key, None)
+    if xml is None:
+        return
+    root = config.rootpath
+    gates = [(f"min_pass_rate[{s.to_dict(root)['prompt']}]", s.gate_failed,
+              f"passed {s.pass_rate:.1%} of {s.cases} cases; at least {s.min_pass_rate:.0%} required")
+             for s in summaries if s.min_pass_rate is not None]
+    if result is not None and result.comparison is not None:
+        gates += [(f"baseline[{p.prompt}]", p.gate_failed, p.gate_reason) for p in result.comparison.prompts]
+    for name, failed, reason in gates:
+        nodeid = f"promptopt::gate::{name}"
+        for when, outcome in (("call", "failed" if failed else "passed"), ("teardown", "passed")):
+            xml.pytest_runtest_logreport(pytest.TestReport(
+                nodeid, ("promptopt", None, f"gate::{name}"), {}, outcome,
+                reason if failed and when == "call" else None, when, user_properties=[("promptopt_gate", reason)]))
+    if gates:
+        xml.add_global_property("promptopt_gate", "failed" if any(f for _, f, _ in gates) else "passed")
 
 
 def _raise_interrupt(signum: int, frame: Any) -> None:

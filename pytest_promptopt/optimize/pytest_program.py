@@ -233,6 +233,7 @@ def _report(ps: PromptOptSession, config: pytest.Config, o: GroupOutcome, root: 
     else:
         say(f"  not written: {o.reason}")
     say(f"  run log: {o.log_path}")
+    ps.optimization_outcomes.append(o)  # for the HTML report: decision, usage, diff, run log
 
 
 def _groups(targets: list[str], by_prompt: dict[str, list[str]], baseline: dict[str, TestRecord]) -> list[list[str]]:
