@@ -256,7 +256,8 @@ def summary_lines(comparison: Comparison, limit: int = REGRESSION_LIMIT) -> list
         lines.append((f"  {change.nodeid} ({prompt})", True))
         lines.append((f"    output then: {_one_line(change.then.output)}", False))
         lines.append((f"    output now:  {_one_line(change.now.output)}", False))
-        lines.append((f"    failure now: {_one_line(change.now.message or '(no message)', quote=False)}", False))
+        reason = change.now.message.strip().splitlines()[0] if change.now.message.strip() else "(no message)"
+        lines.append((f"    failure now: {_one_line(reason, quote=False)}", False))  # its first line; all in the reports
     if len(regressions) > limit:
         lines.append((f"  ... and {len(regressions) - limit} more regressed case(s); every case is in the JSON "
                       "and HTML reports", True))

@@ -279,7 +279,7 @@ def _junit_gates(config: pytest.Config, summaries: list[PromptSummary], result: 
         for when, outcome in (("call", "failed" if failed else "passed"), ("teardown", "passed")):
             xml.pytest_runtest_logreport(pytest.TestReport(
                 nodeid, ("promptopt", None, f"gate::{name}"), {}, outcome,
-                reason if failed and when == "call" else None, when, user_properties=[("promptopt_gate", reason)]))
+                reason if failed and when == "call" else None, when, user_properties=[("promptopt_gate_reason", reason)]))
     if gates:
         xml.add_global_property("promptopt_gate", "failed" if any(f for _, f, _ in gates) else "passed")
 
