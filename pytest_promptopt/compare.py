@@ -120,18 +120,18 @@ class PromptComparison:
     # -- scores ----------------------------------------------------------------------------
     @cached_property
     def score_now(self) -> MeanEstimate:
-        return mean_interval([c.score for c in self.cases_now])
+        return mean_interval([c.score for c in self.cases_now], bounds=(0.0, 1.0))
 
     @cached_property
     def score_then(self) -> MeanEstimate:
-        return mean_interval([c.score for c in self.cases_then])
+        return mean_interval([c.score for c in self.cases_then], bounds=(0.0, 1.0))
 
     @cached_property
     def score_change(self) -> MeanEstimate:
         """Mean paired score difference (now - then) over cases judge-scored in both runs."""
         diffs = [c.now.score - c.then.score for c in self.paired  # type: ignore[union-attr]
                  if c.now.judged and c.then.judged]  # type: ignore[union-attr]
-        return mean_interval(diffs)
+        return mean_interval(diffs, bounds=(-1.0, 1.0))
 
     # -- gate ------------------------------------------------------------------------------
     @cached_property

@@ -284,9 +284,12 @@ def _curve_chart(points: Sequence[CurvePoint], v_before: float, v_after: float |
 
 
 def _best_line(points: Sequence[CurvePoint], xy: object) -> str:
+    """The best full-train score so far, as steps: it holds until a better one is measured."""
     best, coords = -1.0, []
     for p in points:
         if p.kind == "train" and p.score > best:
+            if coords:
+                coords.append(xy(p.calls, best))  # type: ignore[operator]
             best = p.score
             coords.append(xy(p.calls, best))  # type: ignore[operator]
     if not coords:
@@ -307,6 +310,8 @@ def _optimization_section(o: OptimizationView) -> str:
     table = "".join(f"<tr><th>{_esc(a)}</th><td>{_esc(b)}</td></tr>" for a, b in rows)
     return (f'<section class="optimization"><h2>Optimization: {_esc(", ".join(o.prompts))}</h2>'
             f"<table>{table}</table>{_curve_chart(o.curve, o.validation_before, o.validation_after)}"
+            '<p class="muted">Score against LM calls spent: grey dots minibatch scores, blue dots full-train scores, '
+            "the line the best full-train score so far; dashed: validation before (grey) and after (green).</p>"
             f"{_diff(o.diff)}</section>")
 
 

@@ -30,6 +30,10 @@ class Interval:
     def contains(self, value: float) -> bool:
         return self.low <= value <= self.high
 
+    def clipped(self, low: float, high: float) -> Interval:
+        """Limited to the range the quantity can take (a t interval of scores in 0..1 can reach past 1)."""
+        return Interval(max(low, self.low), min(high, self.high))
+
 
 @dataclass(frozen=True)
 class MeanEstimate:
@@ -116,8 +120,10 @@ def t_quantile(p: float, df: int) -> float:
     return (low + high) / 2
 
 
-def mean_interval(values: Sequence[float], confidence: float = 0.95) -> MeanEstimate:
-    """Mean with the Student t interval; pass paired differences for a paired interval."""
+def mean_interval(values: Sequence[float], confidence: float = 0.95,
+                  bounds: tuple[float, float] | None = None) -> MeanEstimate:
+    """Mean with the Student t interval, clipped to `bounds` when given (the range the values
+    can take); pass paired differences for a paired interval."""
     n = len(values)
     if n == 0:
         return MeanEstimate(0, 0.0, None)
@@ -126,7 +132,8 @@ def mean_interval(values: Sequence[float], confidence: float = 0.95) -> MeanEsti
         return MeanEstimate(n, mean, None)
     variance = math.fsum((v - mean) ** 2 for v in values) / (n - 1)
     half = t_quantile(1 - (1 - confidence) / 2, n - 1) * math.sqrt(variance / n)
-    return MeanEstimate(n, mean, Interval(mean - half, mean + half))
+    interval = Interval(mean - half, mean + half)
+    return MeanEstimate(n, mean, interval if bounds is None else interval.clipped(*bounds))
 
 
 __all__ = ["Z_95", "Interval", "MeanEstimate", "binomial_cdf", "mcnemar_exact", "mean_interval", "t_cdf",

@@ -50,7 +50,9 @@ class PendingWrite:
     def diff(self) -> str:
         old = self.old_bytes.decode("utf-8-sig").splitlines(keepends=True)
         new = self.new_bytes.decode("utf-8-sig").splitlines(keepends=True)
-        return "".join(difflib.unified_diff(old, new, f"a/{self.path.name}", f"b/{self.path.name}"))
+        lines = difflib.unified_diff(old, new, f"a/{self.path.name}", f"b/{self.path.name}")
+        # a last line without a newline is marked as git marks it, so it does not run into the next one
+        return "".join(line if line.endswith("\n") else line + "\n\\ No newline at end of file\n" for line in lines)
 
 
 def plan_write(original: Prompt, candidate: Prompt) -> PendingWrite:

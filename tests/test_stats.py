@@ -83,3 +83,11 @@ def test_mean_interval_is_the_student_t_interval() -> None:
     assert mean_interval([]).n == 0
     flat = mean_interval([0.2, 0.2, 0.2])
     assert flat.interval is not None and (flat.interval.low, flat.interval.high) == pytest.approx((0.2, 0.2))
+
+
+def test_mean_interval_is_clipped_to_the_range_of_the_values() -> None:
+    free = mean_interval([1.0] * 8 + [0.0])
+    assert free.interval is not None and free.interval.high > 1  # 0/1 scores: the t interval overshoots
+    clipped = mean_interval([1.0] * 8 + [0.0], bounds=(0.0, 1.0))
+    assert clipped.interval is not None and clipped.interval.high == 1.0
+    assert clipped.interval.low == pytest.approx(free.interval.low)
