@@ -16,12 +16,13 @@ from typing import Any
 import pytest
 
 from . import local
+from .baseline import Baseline
 from .cache import RecordMode
 from .config import Settings
 from .errors import LocalModelError, WriteBackError
 from .gate import BaselineResult, BaselineSettings, finish, html_document, write_html
-from .baseline import Baseline
 from .report import CaseOutcome, PromptSummary, summarize, table, write_json
+from .report_data import describe_write, optimization_view
 from .runtime import Runtime
 from .writeback import PendingWrite, apply_write
 
@@ -134,8 +135,10 @@ class PromptOptSession:
             f"the LM call failed, so each counted as a failure with score 0; first: {self.unscored_runs[0][1]}"
         )
 
-    @pytest.hookimpl(tryfirst=True)  # before junitxml writes its file: the gate testcases go into it
-    def pytest_sessionfinish(self, session: pytest.Session, exitstatus: int) -> None:
+    @pytest.hookimpl(tryfirst=True, specname="pytest_sessionfinish")
+    def pytest_sessionfinish_gates(self, session: pytest.Session, exitstatus: int) -> None:
+        """The gates, before junitxml writes its file in its own pytest_sessionfinish: the gate
+        testcases go into it. Write-back stays in the plain hook below, as before."""
         if self.is_worker:
             return
         self.summaries = summarize(
@@ -148,6 +151,11 @@ class PromptOptSession:
         gate_failed = any(s.gate_failed for s in self.summaries) or self.baseline_result.gate_failed
         if gate_failed and session.exitstatus == pytest.ExitCode.OK:
             session.exitstatus = pytest.ExitCode.TESTS_FAILED
+        _junit_gates(self.config, self.summaries, self.baseline_result)
+
+    def pytest_sessionfinish(self, session: pytest.Session, exitstatus: int) -> None:
+        if self.is_worker:
+            return
         if exitstatus == pytest.ExitCode.INTERRUPTED or session.exitstatus == pytest.ExitCode.INTERRUPTED:
             self._not_written(self.pending_writes)
             self.pending_writes.clear()
@@ -156,11 +164,8 @@ class PromptOptSession:
             write_json(self.settings.report_path, self.json_report())
         if self.baseline_settings.html_path is not None:
             write_html(self.baseline_settings.html_path, self._html())
-        _junit_gates(self.config, self.summaries, self.baseline_result)
 
     def _html(self) -> str:
-        from .report_data import describe_write, optimization_view
-
         assert self.baseline_result is not None
         root = self.config.rootpath
         dry = bool(self.config.getoption("optimize_dry_run", False))
