@@ -26,7 +26,7 @@ def _unavailable(reason: str) -> None:
 
 
 @pytest.fixture
-def browser(monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
+def browser(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[Any]:
     try:
         from selenium import webdriver
         from selenium.webdriver.chrome.service import Service
@@ -43,7 +43,11 @@ def browser(monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
                 "--window-size=1280,1600"):
         options.add_argument(arg)
     options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
-    driver = webdriver.Chrome(service=Service(executable_path=chromedriver), options=options)
+    scratch = tmp_path / "chromium"  # its profile and shared-memory files: under the test's tmp dir, not /tmp
+    scratch.mkdir()
+    options.add_argument(f"--user-data-dir={scratch / 'profile'}")
+    service = Service(executable_path=chromedriver, env={**os.environ, "TMPDIR": str(scratch)})
+    driver = webdriver.Chrome(service=service, options=options)
     try:
         yield driver
     finally:

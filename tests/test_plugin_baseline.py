@@ -237,3 +237,15 @@ def test_xdist_and_replay_mode(words: pytest.Pytester, scripted: ScriptedServer)
     assert report["gate"] == "failed" and report["record_mode"] == "replay"
     assert len(report["baseline"]["comparison"]["prompts"][0]["regressed"]) == 6
     assert _junit_case(words, "baseline[shout.yaml]").find("failure") is not None
+
+
+def test_junit_shows_the_min_pass_rate_gate_too(words: pytest.Pytester, scripted: ScriptedServer) -> None:
+    words.makefile(".yaml", shout=SHOUT.format(how="Mumble."))
+    words.makepyfile(test_shout=TESTS.replace("def test_shout", "@pytest.mark.xfail(reason='known')\ndef test_shout"))
+    result = words.runpytest("--promptopt-min-pass-rate=0.5", "--junitxml=junit.xml")
+    assert result.ret == pytest.ExitCode.TESTS_FAILED  # every test xfailed or xpassed: only the gate fails
+    failure = _junit_case(words, "min_pass_rate[shout.yaml]").find("failure")
+    assert failure is not None and failure.get("message") == "passed 25.0% of 8 cases; at least 50% required"
+    passing = words.runpytest("--promptopt-min-pass-rate=0.25", "--junitxml=junit.xml")
+    assert passing.ret == pytest.ExitCode.OK
+    assert _junit_case(words, "min_pass_rate[shout.yaml]").find("failure") is None
