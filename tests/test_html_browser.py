@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -26,7 +27,7 @@ def _unavailable(reason: str) -> None:
 
 
 @pytest.fixture
-def browser(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[Any]:
+def browser(monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
     try:
         from selenium import webdriver
         from selenium.webdriver.chrome.service import Service
@@ -43,15 +44,19 @@ def browser(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[Any]:
                 "--window-size=1280,1600"):
         options.add_argument(arg)
     options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
-    scratch = tmp_path / "chromium"  # its profile and shared-memory files: under the test's tmp dir, not /tmp
-    scratch.mkdir()
+    # Chromium's profile and its singleton socket, in a directory of its own that is removed after
+    # the test; short, because a Unix socket path longer than 107 bytes makes Chromium exit.
+    scratch = Path(tempfile.mkdtemp(prefix="promptopt-chromium-"))
     options.add_argument(f"--user-data-dir={scratch / 'profile'}")
     service = Service(executable_path=chromedriver, env={**os.environ, "TMPDIR": str(scratch)})
-    driver = webdriver.Chrome(service=service, options=options)
     try:
-        yield driver
+        driver = webdriver.Chrome(service=service, options=options)
+        try:
+            yield driver
+        finally:
+            driver.quit()
     finally:
-        driver.quit()
+        shutil.rmtree(scratch, ignore_errors=True)
 
 
 @pytest.fixture(autouse=True)
