@@ -6,6 +6,8 @@
   test on the discordant pairs (the only pairs that carry information about a change).
 - `mean_interval`: a mean with its Student t interval; on paired differences it is the paired
   interval of a mean score change.
+- `wilson_interval` and `paired_noise`: the optimizer's acceptance helpers (as on main, kept
+  verbatim so both branches share one statistics module).
 """
 
 from __future__ import annotations
@@ -16,6 +18,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 Z_95 = 1.959963984540054  # the standard normal's 97.5% quantile: a two-sided 95% interval
+Z95 = 1.959964  # two-sided 95%
+Z95_ONE_SIDED = 1.644854
 
 
 @dataclass(frozen=True)
@@ -136,5 +140,26 @@ def mean_interval(values: Sequence[float], confidence: float = 0.95,
     return MeanEstimate(n, mean, interval if bounds is None else interval.clipped(*bounds))
 
 
-__all__ = ["Z_95", "Interval", "MeanEstimate", "binomial_cdf", "mcnemar_exact", "mean_interval", "t_cdf",
+def wilson_interval(successes: float, n: int, z: float = Z95) -> tuple[float, float]:
+    """The Wilson score interval of a proportion (95% by default); (0, 1) when n is 0."""
+    if n <= 0:
+        return 0.0, 1.0
+    p = successes / n
+    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
+    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
+    return max(0.0, centre - half), min(1.0, centre + half)
+
+
+def paired_noise(differences: Sequence[float], z: float = Z95_ONE_SIDED) -> float:
+    """How large a mean paired difference must be to stand out of noise: z standard errors of
+    the mean (one-sided 95% by default). 0 with fewer than 2 pairs: there is no spread to see."""
+    n = len(differences)
+    if n < 2:
+        return 0.0
+    mean = sum(differences) / n
+    variance = sum((d - mean) ** 2 for d in differences) / (n - 1)
+    return z * math.sqrt(variance / n)
+
+
+__all__ = ["Z95", "Z95_ONE_SIDED", "Z_95", "Interval", "paired_noise", "wilson_interval", "MeanEstimate", "binomial_cdf", "mcnemar_exact", "mean_interval", "t_cdf",
            "t_quantile", "wilson"]
