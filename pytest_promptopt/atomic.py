@@ -45,6 +45,11 @@ def write_atomic(path: Path, data: bytes, *, like: Path | None = None) -> None:
             os.close(dir_fd)
 
 
+def write_text_atomic(path: Path, text: str) -> None:
+    """A text file (baseline, HTML report) as UTF-8 with "\n" newlines, never half-written."""
+    write_atomic(path, text.encode("utf-8"))
+
+
 def remove_leftovers(path: Path) -> None:
     """Temporary files of an earlier write of `path` that was killed mid-way."""
     for leftover in path.parent.glob(f".{glob_escape(path.name)}.*.tmp"):

@@ -67,6 +67,19 @@ class OptimizeSettings:
 
 
 @dataclass(frozen=True)
+class BaselineSettings:
+    baseline_path: Path | None = None  # compare with this baseline
+    save_path: Path | None = None  # write this run's baseline here
+    alpha: float = defaults.BASELINE_ALPHA  # significance level of the McNemar test
+    max_drop: float | None = None  # largest allowed fall of the paired pass rate (None: not checked)
+    html_path: Path | None = None
+
+    @property
+    def active(self) -> bool:
+        return any(p is not None for p in (self.baseline_path, self.save_path, self.html_path))
+
+
+@dataclass(frozen=True)
 class Settings:
     roles: Mapping[str, RoleConfig]
     cache_dir: Path
@@ -81,6 +94,7 @@ class Settings:
     report_path: Path | None = None
     judge_mode: str = defaults.JUDGE_MODE  # auto | score | yesno (see judge.JUDGE_MODES)
     optimize: OptimizeSettings = field(default_factory=OptimizeSettings)
+    baseline: BaselineSettings = field(default_factory=BaselineSettings)
     embedding_model: str | None = None  # for retrieve by: embeddings, through the task endpoint
 
     @property

@@ -21,6 +21,9 @@ CACHE_DIR_NAME = ".promptopt_cache"  # under the rootdir
 JUDGE_THRESHOLD = 0.7  # judge() passes at or above this score
 JUDGE_MODE = "auto"  # auto | score | yesno
 
+# -- the baseline gate ------------------------------------------------------------------------
+BASELINE_ALPHA = 0.05  # significance level of the exact McNemar test on paired cases
+
 # -- --optimize --------------------------------------------------------------------------------
 OPTIMIZE_STRATEGY = "auto"
 OPTIMIZE_PRESET = "medium"

@@ -130,18 +130,29 @@ class TestRecord:
     def calls(self) -> tuple[Call, ...]:
         """The prompt calls as plain data, each with its expected answer where one was seen."""
         expected = {lb.trace_index: lb.expected for lb in self.labels}
-        return tuple(Call(t.prompt_key, dict(t.variables), t.output, expected.get(i))
+        return tuple(Call(t.prompt_key, dict(t.variables), t.output, expected.get(i),
+                          tuple({"role": str(m.get("role", "")), "content": bounded(str(m.get("content", "")))}
+                                for m in t.messages))
                      for i, t in enumerate(self.traces))
 
     def outcome(self, passed: bool, message: str, *, duration: float = 0.0,
-                min_pass_rates: Mapping[str, float | None] | None = None) -> CaseOutcome:
-        return CaseOutcome(self.nodeid, passed, self.score(passed), message[:MAX_MESSAGE], self.calls(),
+                min_pass_rates: Mapping[str, float | None] | None = None,
+                digests: Mapping[str, str] | None = None) -> CaseOutcome:
+        verdicts = tuple({"score": v.score, "threshold": v.threshold, "reason": bounded(v.reason, 1000),
+                          "criteria": bounded(v.criteria, 1000)} for v in self.verdicts[:CALL_LIMIT])
+        return CaseOutcome(self.nodeid, passed, self.score(passed), message[:MAX_MESSAGE], self.calls()[:CALL_LIMIT],
                            self.usage_by_prompt(), dict(min_pass_rates or {}), duration,
-                           self.errors[0][1][:500] if self.errors else "")
+                           self.errors[0][1][:500] if self.errors else "", verdicts, dict(digests or {}))
 
 
 MAX_MESSAGE = 2000  # characters of a failure message kept for reports and the optimizer
 MAX_OUTPUT = 10_000  # characters of an output kept in reports and run logs
+TEXT_LIMIT = 4000  # characters kept of one rendered message or judge text in reports
+CALL_LIMIT = 50  # LM calls and verdicts kept per case in reports
+
+
+def bounded(text: str, limit: int = TEXT_LIMIT) -> str:
+    return text if len(text) <= limit else text[:limit] + f"... [{len(text) - limit} more characters]"
 
 
 @dataclass(frozen=True)
@@ -153,16 +164,19 @@ class Call:
     inputs: Mapping[str, str]
     output: str
     expected: str | None = None
+    messages: tuple[Mapping[str, str], ...] = ()  # as rendered and sent, each content bounded
 
     def to_dict(self) -> dict[str, Any]:
         return {"prompt": self.prompt_key, "inputs": dict(self.inputs), "output": self.output[:MAX_OUTPUT],
-                "expected": self.expected}
+                "expected": self.expected, "messages": [dict(m) for m in self.messages]}
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> Call:
         expected = data.get("expected")
+        messages = tuple({"role": str(m.get("role", "")), "content": str(m.get("content", ""))}
+                         for m in data.get("messages", ()) if isinstance(m, Mapping))
         return cls(str(data["prompt"]), {str(k): str(v) for k, v in dict(data.get("inputs", {})).items()},
-                   str(data.get("output", "")), None if expected is None else str(expected))
+                   str(data.get("output", "")), None if expected is None else str(expected), messages)
 
 
 @dataclass(frozen=True)
@@ -180,6 +194,18 @@ class CaseOutcome:
     min_pass_rates: Mapping[str, float | None] = field(default_factory=dict)
     duration: float = 0.0
     error: str = ""  # the first failed LM call's message: the case could not be scored
+    verdicts: tuple[Mapping[str, Any], ...] = ()  # {"score", "threshold", "reason", "criteria"} per judge()
+    digests: Mapping[str, str] = field(default_factory=dict)  # prompt key -> sha256 of its file
+
+    @property
+    def judged(self) -> bool:
+        """The score came from judge() verdicts, not from pass/fail."""
+        return bool(self.verdicts)
+
+    def output_of(self, key: str) -> str | None:
+        """The last output of prompt `key` in this case (None if the case did not call it)."""
+        outputs = [c.output for c in self.calls if c.prompt_key == key]
+        return outputs[-1] if outputs else None
 
     @property
     def requests(self) -> int:
@@ -194,14 +220,16 @@ class CaseOutcome:
         return {"nodeid": self.nodeid, "passed": self.passed, "score": self.score,
                 "message": self.message[:MAX_MESSAGE], "calls": [c.to_dict() for c in self.calls],
                 "usage": {k: u.to_dict() for k, u in self.usage.items()},
-                "min_pass_rates": dict(self.min_pass_rates), "duration": self.duration, "error": self.error}
+                "min_pass_rates": dict(self.min_pass_rates), "duration": self.duration, "error": self.error,
+                "verdicts": [dict(v) for v in self.verdicts], "digests": dict(self.digests)}
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> CaseOutcome:
         return cls(str(data["nodeid"]), bool(data["passed"]), float(data["score"]), str(data.get("message", "")),
                    tuple(Call.from_dict(c) for c in data.get("calls", ())),
                    {str(k): Usage.from_dict(u) for k, u in dict(data.get("usage", {})).items()},
-                   dict(data.get("min_pass_rates", {})), float(data.get("duration", 0.0)), str(data.get("error", "")))
+                   dict(data.get("min_pass_rates", {})), float(data.get("duration", 0.0)), str(data.get("error", "")),
+                   tuple(dict(v) for v in data.get("verdicts", ())), dict(data.get("digests", {})))
 
 
 def _derived(actual: str, output: str) -> bool:

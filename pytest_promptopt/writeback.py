@@ -74,15 +74,17 @@ class PendingWrite:
         old = self.old_bytes.decode("utf-8-sig").splitlines(keepends=True)
         new = self.new_bytes.decode("utf-8-sig").splitlines(keepends=True)
         # the real path (a symlink's target), so the header says which file on disk is replaced
-        own = "".join(difflib.unified_diff(old, new, str(self.path), f"{self.path} (new)"))
+        lines = difflib.unified_diff(old, new, str(self.path), f"{self.path} (new)")
+        # a last line without a newline is marked as git marks it, so it does not run into the next one
+        own = "".join(line if line.endswith("\n") else line + "\n\\ No newline at end of file\n" for line in lines)
         if self.sidecar is None:
             return own
         # A pool may hold thousands of entries: its part of the diff is cut, the file says the rest.
-        lines = self.sidecar.diff().splitlines(keepends=True)
-        if len(lines) > MAX_POOL_DIFF_LINES:
-            more = len(lines) - MAX_POOL_DIFF_LINES
-            lines = [*lines[:MAX_POOL_DIFF_LINES], f"... {more} more diff lines of {self.sidecar.path.name}\n"]
-        return own + "".join(lines)
+        pool = self.sidecar.diff().splitlines(keepends=True)
+        if len(pool) > MAX_POOL_DIFF_LINES:
+            more = len(pool) - MAX_POOL_DIFF_LINES
+            pool = [*pool[:MAX_POOL_DIFF_LINES], f"... {more} more diff lines of {self.sidecar.path.name}\n"]
+        return own + "".join(pool)
 
 
 def plan_write(original: Prompt, candidate: Prompt) -> PendingWrite:

@@ -264,3 +264,11 @@ def test_read_only_file_refused(tmp_path: Path) -> None:
         assert sorted(p.name for p in tmp_path.iterdir()) == ["p.yaml"]
     finally:
         os.chmod(path, 0o644)
+
+
+def test_diff_of_a_file_without_final_newline_keeps_lines_apart(tmp_path: Path) -> None:
+    path = write_bytes(tmp_path, "p.yaml", YAML_PROMPT.rstrip("\n").encode())
+    original = load_prompt(path)
+    diff = plan_write(original, original.with_instruction(NEW_INSTRUCTION)).diff()
+    assert "\\ No newline at end of file\n" in diff
+    assert all(line[:1] in ("-", "+", " ", "@", "\\") for line in diff.splitlines())  # nothing ran together

@@ -16,7 +16,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from ..defaults import allowed_regressions
-from ..stats import paired_noise, wilson_interval
+from ..stats import paired_noise, wilson
 from ..record import CaseOutcome
 from .base import Case, Evaluation
 
@@ -98,5 +98,4 @@ def within_chance(score: float, n: int, chance: float | None) -> bool:
     """`score` on `n` cases is within noise of `chance`: its 95% Wilson interval contains it."""
     if chance is None:
         return False
-    low, high = wilson_interval(score * n, n)
-    return low <= chance <= high
+    return wilson(round(score * n), n).contains(chance)

@@ -10,7 +10,9 @@ from typing import Any
 import pytest
 
 from ..assertion import compared_values
+from ..baseline import BaselineError
 from ..errors import ConfigError, PromptOptError
+from ..gate import load_baseline
 from ..markers import MARKER_HELP, marker_options
 from ..optimize import strategies
 from ..record import TestRecord, current_record
@@ -44,7 +46,11 @@ def pytest_configure(config: pytest.Config) -> None:
             raise pytest.UsageError(str(exc)) from None
         if _xdist_active(config):
             raise pytest.UsageError("--optimize runs in one process: drop -n/--numprocesses for the optimization run")
-    session = PromptOptSession(config, settings)
+    try:  # a baseline that cannot be read stops the run before any LM call
+        loaded = load_baseline(settings.baseline) if not hasattr(config, "workerinput") else None
+    except BaselineError as exc:
+        raise pytest.UsageError(str(exc)) from None
+    session = PromptOptSession(config, settings, loaded)
     config.stash[SESSION_KEY] = session
     config.pluginmanager.register(session, "promptopt-session")
     config.add_cleanup(session.close)
@@ -123,9 +129,10 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
         if call.when == "call" and call.excinfo is not None and not record.labels:
             _note_plain_assert(record, call.excinfo)
         runtime = session_of(item.config).runtime
-        own_gates = {k: runtime.prompts[k].min_pass_rate for k in record.prompt_keys if k in runtime.prompts}
+        prompts = {k: runtime.prompts[k] for k in record.prompt_keys if k in runtime.prompts}
         outcome = record.outcome(report.passed, _failure_message(report), duration=call.duration,
-                                 min_pass_rates=own_gates)
+                                 min_pass_rates={k: p.min_pass_rate for k, p in prompts.items()},
+                                 digests={k: p.source_digest for k, p in prompts.items()})
         item.stash[OUTCOME_KEY] = outcome
         if call.when == "call" and (record.traces or record.verdicts or record.errors):
             _attach(item, report, outcome, record)

@@ -66,9 +66,26 @@ def _run_options(add: Any) -> None:
              f"its probability), auto (yesno for the embedded model, else score). Default {defaults.JUDGE_MODE}.")
     add("--promptopt-report", "string", default=None, metavar="PATH",
         help="write a JSON run report to PATH (relative to the current directory, or to the rootdir when set in ini)")
+    _baseline_options(add)
     add("--promptopt-embedding-model", "string", default=None, metavar="MODEL",
         help="embedding model of the task endpoint, for prompts that retrieve demos by: embeddings "
              "(ini promptopt_embedding_model; env $PROMPTOPT_EMBEDDING_MODEL)")
+
+
+def _baseline_options(add: Any) -> None:
+    add("--promptopt-baseline", "string", default=None, metavar="PATH",
+        help="compare the run with this baseline file and gate on it (see --promptopt-alpha, --promptopt-max-drop); "
+             "relative to the current directory, or to the rootdir when set in ini")
+    add("--promptopt-save-baseline", None, default=None, metavar="PATH",
+        help="write this run's baseline (per prompt and case: verdict, score, output, prompt digest) to PATH")
+    add("--promptopt-alpha", "string", default=None, type=fraction, metavar="ALPHA",
+        help=f"significance level of the baseline gate's exact McNemar test (default {defaults.BASELINE_ALPHA})")
+    add("--promptopt-max-drop", "string", default=None, type=fraction, metavar="RATE",
+        help="also fail a prompt whose pass rate on the cases paired with the baseline fell by more than RATE "
+             "(0..1; default: not checked)")
+    add("--promptopt-html", "string", default=None, metavar="PATH",
+        help="write a self-contained HTML report to PATH (relative to the current directory, or to the rootdir "
+             "when set in ini)")
 
 
 def _optimize_options(group: pytest.OptionGroup) -> None:

@@ -17,17 +17,21 @@ import pytest
 
 from .. import local
 from ..cache import RecordMode
+from ..baseline import Baseline
 from ..config import Settings
 from ..errors import LocalModelError, WriteBackError
+from ..gate import BaselineResult, finish, html_document, write_html
 from ..record import CaseOutcome
 from ..report import PromptSummary, display, optimization_lines, summarize, table, write_json
+from ..report_data import describe_write, optimization_view
 from ..runtime import Runtime
 from ..writeback import PendingWrite, apply_write
+from .gates import gate_lines, incomplete, junit_gates
 from .optimization import OptimizationRun, run_optimization
 
 
 class PromptOptSession:
-    def __init__(self, config: pytest.Config, settings: Settings) -> None:
+    def __init__(self, config: pytest.Config, settings: Settings, baseline: Baseline | None = None) -> None:
         self.config = config
         self.settings = settings
         self.is_worker = hasattr(config, "workerinput")
@@ -44,8 +48,11 @@ class PromptOptSession:
         self.outcomes: list[CaseOutcome] = []
         self.pending_writes: list[PendingWrite] = []
         self.written: list[str] = []  # what the write-back wrote, as the user names the files
+        self.written_paths: list[Path] = []
         self.write_errors: list[str] = []
         self.optimization: OptimizationRun | None = None
+        self.loaded_baseline = baseline  # the baseline to compare with, read when options were parsed
+        self.baseline_result: BaselineResult | None = None
         self.summaries: list[PromptSummary] = []
         self.started = time.perf_counter()
         self._previous_sigterm: Any = None
@@ -107,7 +114,10 @@ class PromptOptSession:
             self.write_errors.extend(self.optimization.errors)
         return result
 
-    def pytest_sessionfinish(self, session: pytest.Session, exitstatus: int) -> None:
+    @pytest.hookimpl(tryfirst=True, specname="pytest_sessionfinish")
+    def pytest_sessionfinish_gates(self, session: pytest.Session, exitstatus: int) -> None:
+        """The gates, before junitxml writes its file in its own pytest_sessionfinish: the gate
+        testcases go into it. Write-back stays in the plain hook below."""
         if self.is_worker:
             return
         self.summaries = summarize(
@@ -115,14 +125,37 @@ class PromptOptSession:
             default_min_pass_rate=self.settings.min_pass_rate,
             override_min_pass_rate=self.settings.min_pass_rate_override,
         )
-        if any(s.gate_failed for s in self.summaries) and session.exitstatus == pytest.ExitCode.OK:
+        self.baseline_result = finish(self.settings.baseline, self.loaded_baseline, self.outcomes,
+                                      self.config.rootpath, incomplete=incomplete(session, exitstatus))
+        if self.gate_failed and session.exitstatus == pytest.ExitCode.OK:
             session.exitstatus = pytest.ExitCode.TESTS_FAILED
+        junit_gates(self.config, self.summaries, self.baseline_result)
+
+    @property
+    def gate_failed(self) -> bool:
+        baseline = self.baseline_result is not None and self.baseline_result.gate_failed
+        return baseline or any(s.gate_failed for s in self.summaries)
+
+    def pytest_sessionfinish(self, session: pytest.Session, exitstatus: int) -> None:
+        if self.is_worker:
+            return
         if exitstatus == pytest.ExitCode.INTERRUPTED or session.exitstatus == pytest.ExitCode.INTERRUPTED:
             self._not_written(self.pending_writes)
             self.pending_writes.clear()
         self._flush_writes(session)
         if self.settings.report_path is not None:
             write_json(self.settings.report_path, self.json_report())
+        if self.settings.baseline.html_path is not None and self.baseline_result is not None:
+            write_html(self.settings.baseline.html_path, self._html(self.baseline_result))
+
+    def _html(self, result: BaselineResult) -> str:
+        root = self.config.rootpath
+        groups = self.optimization.groups if self.optimization is not None else ()
+        dry = self.settings.optimize.dry_run
+        views = [optimization_view(g, root, describe_write(g, dry, self.written_paths)) for g in groups]
+        return html_document(result, self.outcomes, root, optimizations=views,
+                             gate_lines=gate_lines(self.summaries, root), record_mode=self.settings.record_mode.value,
+                             secrets=[r.api_key for r in self.settings.roles.values()])
 
     def _flush_writes(self, session: pytest.Session) -> None:
         """Write-back happens once, at the end, in this process only."""
@@ -130,6 +163,7 @@ class PromptOptSession:
         for i, pending in enumerate(pending_writes):
             try:
                 apply_write(pending)
+                self.written_paths.extend(pending.paths)
                 self.written.append(f"wrote {', '.join(str(p) for p in pending.paths)}")
             except (WriteBackError, OSError) as exc:
                 self.write_errors.append(str(exc))
@@ -161,7 +195,8 @@ class PromptOptSession:
             "prompts": [s.to_dict(root) for s in self.summaries],
             "tests": [o.to_dict() for o in self.outcomes],
             "cache": {"hits": sum(u.cache_hits for u in usage), "calls": sum(u.requests for u in usage)},
-            "gate": "failed" if any(s.gate_failed for s in self.summaries) else "passed",
+            "gate": "failed" if self.gate_failed else "passed",
+            "baseline": None if self.baseline_result is None else self.baseline_result.to_dict(),
             "optimization": None if run is None else {
                 "notes": list(run.notes),
                 "groups": [g.to_dict(lambda k: display(k, root)) for g in run.groups],
@@ -183,11 +218,16 @@ class PromptOptSession:
 
     def pytest_terminal_summary(self, terminalreporter: Any) -> None:
         lines = self._optimization_lines()
-        if self.is_worker or not (self.summaries or lines or self.write_errors):
+        baseline_lines = self.baseline_result.terminal_lines() if self.baseline_result is not None else []
+        if self.is_worker or not (self.summaries or lines or self.write_errors or baseline_lines):
             return
         tr = terminalreporter
         if self.summaries:
             self._write_prompt_table(tr)
+        if baseline_lines:
+            tr.write_sep("=", "promptopt: baseline")
+            for text, bad in baseline_lines:
+                tr.write_line(text, red=bad)
         if lines or self.write_errors:
             tr.write_sep("=", "promptopt: optimization")
             for line in lines:
@@ -196,6 +236,8 @@ class PromptOptSession:
                 tr.write_line(f"not written: {line}", red=True)
         if self.settings.report_path is not None:
             tr.write_line(f"promptopt report: {self.settings.report_path}")
+        if self.settings.baseline.html_path is not None:
+            tr.write_line(f"promptopt HTML report: {self.settings.baseline.html_path}")
 
     def _write_prompt_table(self, tr: Any) -> None:
         root = Path(self.config.rootpath)
@@ -206,10 +248,8 @@ class PromptOptSession:
             if s.errors:
                 tr.write_line(f"not scored: {s.errors} of {s.cases} cases of {display(s.key, root)} "
                               f"(counted as failed): the LM call failed; first: {s.first_error}", red=True)
-        for s in self.summaries:
-            if s.gate_failed:
-                tr.write_line(f"gate failed: {display(s.key, root)} passed {s.pass_rate:.1%} of "
-                              f"{s.cases} cases; at least {s.min_pass_rate:.0%} required", red=True)
+        for line in gate_lines(self.summaries, root):
+            tr.write_line(line, red=True)
 
 
 SESSION_KEY = pytest.StashKey[PromptOptSession]()

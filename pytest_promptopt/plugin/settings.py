@@ -13,6 +13,7 @@ import pytest
 from .. import defaults
 from ..cache import RecordMode
 from ..config import (
+    BaselineSettings,
     OptimizeSettings,
     Settings,
     fraction,
@@ -48,6 +49,7 @@ def build_settings(config: pytest.Config) -> Settings:
         report_path=_report_path(config),
         judge_mode=_choice(config, "promptopt_judge_mode", JUDGE_MODES, defaults.JUDGE_MODE),
         optimize=_optimize_settings(config),
+        baseline=_baseline_settings(config),
         embedding_model=config.getoption("promptopt_embedding_model", None)
         or _ini_value(config, "promptopt_embedding_model", str) or os.environ.get("PROMPTOPT_EMBEDDING_MODEL"),
     )
@@ -73,6 +75,17 @@ def _optimize_settings(config: pytest.Config) -> OptimizeSettings:
         margin=option("optimize_margin", defaults.OPTIMIZE_MARGIN),
         max_regressions=config.getoption("optimize_max_regressions", None),
         context_tokens=config.getoption("optimize_context_tokens", None),
+    )
+
+
+def _baseline_settings(config: pytest.Config) -> BaselineSettings:
+    save = config.getoption("promptopt_save_baseline", None)
+    return BaselineSettings(
+        baseline_path=path_setting(config, "promptopt_baseline"),
+        save_path=resolve_path(save, config.invocation_params.dir) if save else None,
+        alpha=_typed(config, "promptopt_alpha", fraction, defaults.BASELINE_ALPHA),
+        max_drop=_typed(config, "promptopt_max_drop", fraction, None),
+        html_path=path_setting(config, "promptopt_html"),
     )
 
 
