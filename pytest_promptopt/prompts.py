@@ -421,58 +421,8 @@ def _content_first_line(node: Any, key: str, text: str) -> int | None:
 
 
 def _prompt_from_yaml(path: Path, text: str, digest: str) -> Prompt:
-    doc = parse_yaml(path, text)
-    if not isinstance(doc, Mapping):
-        raise PromptFileError(
-            path,
-            f"top level must be a mapping with a 'messages' list, got {type(doc).__name__}",
-            fix="start the file with 'messages:' (see the README for the format)",
-        )
-    unknown = [k for k in doc if k not in TOP_LEVEL_KEYS]
-    if unknown:
-        raise PromptFileError(
-            path,
-            f"unknown field {unknown[0]!r}; allowed: {', '.join(TOP_LEVEL_KEYS)}",
-            field=str(unknown[0]),
-            line=_line(doc, unknown[0]),
-            fix="remove or rename the field",
-        )
-    raw_messages = doc.get("messages")
-    if raw_messages is None:
-        raise PromptFileError(
-            path, "missing 'messages'", field="messages",
-            fix="add 'messages:' with a list of {role, content} entries",
-        )
-    if not isinstance(raw_messages, list) or not raw_messages:
-        raise PromptFileError(
-            path, "'messages' must be a non-empty list", field="messages", line=_line(doc, "messages"),
-            fix="write messages as a list of {role: ..., content: ...} mappings",
-        )
-    messages: list[Message] = []
-    for i, raw in enumerate(raw_messages):
-        fname = f"messages[{i}]"
-        if not isinstance(raw, Mapping):
-            raise PromptFileError(path, "each message must be a mapping", field=fname,
-                                  line=_line(raw_messages, i), fix="write {role: user, content: ...}")
-        extra = [k for k in raw if k not in ("role", "content")]
-        if extra:
-            raise PromptFileError(path, f"unknown message field {extra[0]!r}; allowed: role, content",
-                                  field=fname, line=_line(raw, extra[0]), fix="remove the field")
-        role = raw.get("role")
-        if role not in ROLES:
-            raise PromptFileError(path, f"unknown role {role!r}; allowed: {', '.join(ROLES)}",
-                                  field=f"{fname}.role", line=_line(raw, "role") or _line(raw_messages, i),
-                                  fix="use one of the allowed roles")
-        content = raw.get("content")
-        if not isinstance(content, str):
-            raise PromptFileError(path, f"content must be text, got {type(content).__name__}",
-                                  field=f"{fname}.content", line=_line(raw, "content") or _line(raw_messages, i),
-                                  fix="quote the content or use a block scalar (content: |)")
-        origin = TemplateOrigin(path, f"{fname}.content", _content_first_line(raw, "content", text))
-        template = Template(str(content), origin)
-        template.validate()
-        messages.append(Message(str(role), template))
-
+    doc = _top_level(path, parse_yaml(path, text))
+    messages = _messages(path, doc, text)
     demos = _load_demos(path, doc)
     params: dict[str, Any] = {}
     for key in SAMPLING_KEYS:
@@ -494,6 +444,66 @@ def _prompt_from_yaml(path: Path, text: str, digest: str) -> Prompt:
     retrieval, pool_digest = load_retrieval(path, doc, placeholders)
     return Prompt(path, "chat", tuple(messages), demos, model, params, min_pass_rate, digest,
                   retrieval, pool_digest)
+
+
+def _top_level(path: Path, doc: Any) -> Mapping[str, Any]:
+    if not isinstance(doc, Mapping):
+        raise PromptFileError(
+            path,
+            f"top level must be a mapping with a 'messages' list, got {type(doc).__name__}",
+            fix="start the file with 'messages:' (see the README for the format)",
+        )
+    unknown = [k for k in doc if k not in TOP_LEVEL_KEYS]
+    if unknown:
+        raise PromptFileError(
+            path,
+            f"unknown field {unknown[0]!r}; allowed: {', '.join(TOP_LEVEL_KEYS)}",
+            field=str(unknown[0]),
+            line=_line(doc, unknown[0]),
+            fix="remove or rename the field",
+        )
+    return doc
+
+
+def _messages(path: Path, doc: Mapping[str, Any], text: str) -> list[Message]:
+    raw_messages = doc.get("messages")
+    if raw_messages is None:
+        raise PromptFileError(
+            path, "missing 'messages'", field="messages",
+            fix="add 'messages:' with a list of {role, content} entries",
+        )
+    if not isinstance(raw_messages, list) or not raw_messages:
+        raise PromptFileError(
+            path, "'messages' must be a non-empty list", field="messages", line=_line(doc, "messages"),
+            fix="write messages as a list of {role: ..., content: ...} mappings",
+        )
+    return [_message(path, raw_messages, i, text) for i in range(len(raw_messages))]
+
+
+def _message(path: Path, raw_messages: list[Any], i: int, text: str) -> Message:
+    fname = f"messages[{i}]"
+    raw = raw_messages[i]
+    if not isinstance(raw, Mapping):
+        raise PromptFileError(path, "each message must be a mapping", field=fname,
+                              line=_line(raw_messages, i), fix="write {role: user, content: ...}")
+    extra = [k for k in raw if k not in ("role", "content")]
+    if extra:
+        raise PromptFileError(path, f"unknown message field {extra[0]!r}; allowed: role, content",
+                              field=fname, line=_line(raw, extra[0]), fix="remove the field")
+    role = raw.get("role")
+    if role not in ROLES:
+        raise PromptFileError(path, f"unknown role {role!r}; allowed: {', '.join(ROLES)}",
+                              field=f"{fname}.role", line=_line(raw, "role") or _line(raw_messages, i),
+                              fix="use one of the allowed roles")
+    content = raw.get("content")
+    if not isinstance(content, str):
+        raise PromptFileError(path, f"content must be text, got {type(content).__name__}",
+                              field=f"{fname}.content", line=_line(raw, "content") or _line(raw_messages, i),
+                              fix="quote the content or use a block scalar (content: |)")
+    origin = TemplateOrigin(path, f"{fname}.content", _content_first_line(raw, "content", text))
+    template = Template(str(content), origin)
+    template.validate()
+    return Message(str(role), template)
 
 
 def _load_demos(path: Path, doc: Mapping[str, Any]) -> tuple[Demo, ...]:

@@ -162,34 +162,7 @@ class ScriptedServer:
                 if self.path.rstrip("/").endswith("/embeddings"):
                     server._embeddings(self, body)
                     return
-                with server._lock:
-                    server.requests.append(body)
-                    server.headers.append({k.lower(): v for k, v in self.headers.items()})
-                fault = server._next_fault()
-                if server.delay:
-                    time.sleep(server.delay)
-                if fault is not None and server._inject(self, fault):
-                    return
-                try:
-                    answer = server.responder(body.get("messages", []), body)
-                    text, logprobs = _split_answer(answer)
-                    given = answer if isinstance(answer, dict) else {}
-                except Exception as exc:  # noqa: BLE001 - a responder bug is a 500, visibly
-                    self._send(500, json.dumps({"error": {"message": f"responder failed: {exc}"}}).encode())
-                    return
-                prompt_tokens = sum(len(m.get("content", "").split()) for m in body.get("messages", []))
-                payload = {
-                    "id": f"chatcmpl-{len(server.requests)}",
-                    "object": "chat.completion",
-                    "created": int(time.time()),
-                    "model": body.get("model", "scripted"),
-                    "choices": [{"index": 0, "finish_reason": "stop",
-                                 "message": given.get("message", {"role": "assistant", "content": text}),
-                                 "logprobs": logprobs}],
-                    "usage": given.get("usage", {"prompt_tokens": prompt_tokens, "completion_tokens": len(text.split()),
-                                                 "total_tokens": prompt_tokens + len(text.split())}),
-                }
-                self._send(200, json.dumps(payload).encode())
+                server._chat(self, body)
 
         self._httpd = _Server(("127.0.0.1", 0), Handler)
         self._httpd.daemon_threads = True
@@ -198,6 +171,37 @@ class ScriptedServer:
                                         name="scripted-llm", daemon=True)
         self._thread.start()
         return self
+
+    def _chat(self, handler: Any, body: dict[str, Any]) -> None:
+        """`POST /v1/chat/completions`: recorded, delayed, faulted or answered by the responder."""
+        with self._lock:
+            self.requests.append(body)
+            self.headers.append({k.lower(): v for k, v in handler.headers.items()})
+        fault = self._next_fault()
+        if self.delay:
+            time.sleep(self.delay)
+        if fault is not None and self._inject(handler, fault):
+            return
+        try:
+            answer = self.responder(body.get("messages", []), body)
+            text, logprobs = _split_answer(answer)
+            given = answer if isinstance(answer, dict) else {}
+        except Exception as exc:  # noqa: BLE001 - a responder bug is a 500, visibly
+            handler._send(500, json.dumps({"error": {"message": f"responder failed: {exc}"}}).encode())
+            return
+        prompt_tokens = sum(len(m.get("content", "").split()) for m in body.get("messages", []))
+        payload = {
+            "id": f"chatcmpl-{len(self.requests)}",
+            "object": "chat.completion",
+            "created": int(time.time()),
+            "model": body.get("model", "scripted"),
+            "choices": [{"index": 0, "finish_reason": "stop",
+                         "message": given.get("message", {"role": "assistant", "content": text}),
+                         "logprobs": logprobs}],
+            "usage": given.get("usage", {"prompt_tokens": prompt_tokens, "completion_tokens": len(text.split()),
+                                         "total_tokens": prompt_tokens + len(text.split())}),
+        }
+        handler._send(200, json.dumps(payload).encode())
 
     def _embeddings(self, handler: Any, body: dict[str, Any]) -> None:
         """`POST /v1/embeddings`: kept apart from chat requests, so `requests` counts chat calls only."""
