@@ -59,24 +59,26 @@ class Preset:
 
 PRESETS: dict[str, Preset] = {
     "light": Preset(
-        budget=800,
-        mipro={"n_demo_sets": 8, "keep_demo_sets": 3, "recombined_sets": 2, "recombine_generations": 1,
-               "reorder_sets": 1, "orders_per_set": 4, "rounds": 1, "instructions_per_round": 2,
-               "max_trials": 8, "minibatch": 16, "full_eval_every": 4, "retrieve_ks": (4,)},
-        gradsum={"beam": 2, "rounds": 2, "gradients_per_round": 4, "edits": 2, "minibatch": 16},
+        budget=500,
+        mipro={"n_demo_sets": 3, "keep_demo_sets": 2, "recombined_sets": 1, "recombine_generations": 0,
+               "reorder_sets": 0, "orders_per_set": 2, "rounds": 1, "instructions_per_round": 1,
+               "max_trials": 2, "minibatch": 10, "full_eval_every": 2, "retrieve_ks": (4,), "critique_cases": 2},
+        gradsum={"beam": 2, "rounds": 2, "gradients_per_round": 3, "edits": 1, "minibatch": 12},
     ),
     "medium": Preset(
         budget=OPTIMIZE_BUDGET,
         mipro={"n_demo_sets": 40, "keep_demo_sets": 5, "recombined_sets": 4, "recombine_generations": 2,
                "reorder_sets": 2, "orders_per_set": 8, "rounds": 2, "instructions_per_round": 3,
-               "max_trials": 24, "minibatch": 20, "full_eval_every": 5, "retrieve_ks": (4, 8)},
+               "max_trials": 24, "minibatch": 20, "full_eval_every": 5, "retrieve_ks": (4, 8),
+               "critique_cases": 6},
         gradsum={"beam": 3, "rounds": 4, "gradients_per_round": 6, "edits": 3, "minibatch": 24},
     ),
     "heavy": Preset(
         budget=8000,
         mipro={"n_demo_sets": 64, "keep_demo_sets": 8, "recombined_sets": 6, "recombine_generations": 3,
                "reorder_sets": 3, "orders_per_set": 10, "rounds": 3, "instructions_per_round": 4,
-               "max_trials": 48, "minibatch": 32, "full_eval_every": 5, "retrieve_ks": (2, 4, 8, 12)},
+               "max_trials": 48, "minibatch": 32, "full_eval_every": 5, "retrieve_ks": (2, 4, 8, 12),
+               "critique_cases": 10},
         gradsum={"beam": 4, "rounds": 6, "gradients_per_round": 10, "edits": 4, "minibatch": 32},
     ),
 }

@@ -134,7 +134,7 @@ def test_help_states_the_real_defaults(pytester: pytest.Pytester) -> None:
     assert f"LM calls in flight at once (default {defaults.CONCURRENCY})" in flat
     assert f"default pass threshold of judge() (default {defaults.JUDGE_THRESHOLD})" in flat
     assert "previously passing validation tests a candidate may break (default: 20% of them, at least 1)" in flat
-    assert f"(default: the preset's: light 800, medium {defaults.OPTIMIZE_BUDGET}, heavy 8000)" in flat
+    assert f"(default: the preset's: light 500, medium {defaults.OPTIMIZE_BUDGET}, heavy 8000)" in flat
 
 
 # -- the acceptance rule, branch by branch ------------------------------------------------------

@@ -207,7 +207,8 @@ def test_json_report_content(gated: pytest.Pytester, scripted: ScriptedServer) -
     key = str(gated.path / "shout.yaml")
     assert tests["test_shout.py::test_wrong"]["usage"][key]["requests"] == 1
     assert tests["test_shout.py::test_wrong"]["calls"] == [
-        {"prompt": key, "inputs": {"text": "x"}, "output": "X", "expected": "y"}]
+        {"prompt": key, "inputs": {"text": "x"}, "output": "X", "expected": "y",
+         "messages": [{"role": "system", "content": "Shout."}, {"role": "user", "content": "x"}]}]
     assert tests["test_shout.py::test_wrong"]["message"].startswith("AssertionError: assert 'X' == 'y'")
     assert report["cache"] == {"hits": 0, "calls": 3}
     # a cached, gate-free second run

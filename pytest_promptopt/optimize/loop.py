@@ -221,7 +221,7 @@ class _GroupRun:
         # validation once, and simplification a few times over train + validation
         reserve = int(per_case * (len(group.validation) + SIMPLIFY_PASSES * len(group.cases))) + 1
         if settings.budget is not None:
-            reserve = min(reserve, settings.budget // 2)
+            reserve = min(reserve, settings.budget // 4)
         budget.max_requests = None if settings.budget is None else max(1, settings.budget - reserve)
         self.estimate = strategy.estimate_calls(len(group.train), len(group.original), budget.max_requests) + reserve
         log.write("start", prompts=sorted(group.original), strategy=strategy.name, seed=settings.seed,
@@ -260,7 +260,7 @@ class _GroupRun:
                            chance=chance_rate(first_validation, after.results if after else ()))
 
 
-SIMPLIFY_PASSES = 3  # evaluations over train + validation reserved for simplifying a winner
+SIMPLIFY_PASSES = 2  # evaluations over train + validation reserved for simplifying a winner
 
 
 __all__ = ["Group", "GroupResult", "MemoProgram", "Scores", "assign_splits", "optimize_group", "split_of"]

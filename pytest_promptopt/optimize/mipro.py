@@ -40,6 +40,7 @@ class Mipro:
     minibatch: int = 20
     full_eval_every: int = 5
     retrieve_ks: tuple[int, ...] = (4, 8)  # retrieved-demo options screened with the static sets
+    critique_cases: int = 6  # failed train cases whose gradients make auto's critique
     use_critique: bool = False
 
     def estimate_calls(self, n_train: int, n_prompts: int, budget: int | None = None) -> int:
@@ -51,7 +52,7 @@ class Mipro:
         screening = unseen * (options * 0.25 + options / 2 * 0.25 + self.keep_demo_sets * 0.5
                               + self.recombine_generations * self.recombined_sets
                               + self.reorder_sets * self.orders_per_set * 0.5 + self.keep_demo_sets * 0.5)
-        proposals = self.rounds * (self.instructions_per_round + 2) + 2 + (7 if self.use_critique else 0)
+        proposals = self.rounds * (self.instructions_per_round + 2) + 2 + (self.critique_cases + 1 if self.use_critique else 0)
         per_trial = min(self.minibatch, n_train) + unseen / self.full_eval_every
         return int(n_prompts * (screening + proposals) + self.max_trials * per_trial + 3 * unseen)
 
@@ -63,11 +64,17 @@ class Mipro:
         if budget is None or estimate <= budget:
             return self
         f = max(0.0, budget / estimate)
-        return replace(self, n_demo_sets=max(4, int(self.n_demo_sets * f)), keep_demo_sets=max(2, round(self.keep_demo_sets * f)),
-                       recombined_sets=max(1, round(self.recombined_sets * f)),
-                       recombine_generations=max(1, round(self.recombine_generations * f)),
-                       orders_per_set=max(2, round(self.orders_per_set * f)), reorder_sets=1 if f < 0.5 else self.reorder_sets,
-                       rounds=1 if f < 0.5 else self.rounds, max_trials=max(4, int(self.max_trials * f)))
+
+        def shrink(value: int, floor: int) -> int:  # in proportion, to a floor; never larger than planned
+            return min(value, max(floor, round(value * f)))
+
+        return replace(self, n_demo_sets=min(self.n_demo_sets, max(4, int(self.n_demo_sets * f))),
+                       keep_demo_sets=shrink(self.keep_demo_sets, 2), recombined_sets=shrink(self.recombined_sets, 1),
+                       recombine_generations=shrink(self.recombine_generations, 1),
+                       orders_per_set=shrink(self.orders_per_set, 2),
+                       reorder_sets=min(self.reorder_sets, 1) if f < 0.5 else self.reorder_sets,
+                       rounds=1 if f < 0.5 else self.rounds,
+                       max_trials=min(self.max_trials, max(4, int(self.max_trials * f))))
 
     def _trials(self, ctx: OptimizationContext, calls_per_case: float, n_prompts: int) -> int:
         remaining = ctx.budget_remaining()
@@ -136,7 +143,7 @@ class Mipro:
         failed = [c.nodeid for c in ctx.train if not c.passed]
         failures = ctx.program.feedback(ctx.program.evaluate(ctx.original, failed).results)
         random.Random(ctx.seed + 1).shuffle(failures)
-        critique = critique_from_failures(proposer, ctx.original, failures, 6, 0, ctx) if self.use_critique else ""
+        critique = critique_from_failures(proposer, ctx.original, failures, self.critique_cases, 0, ctx) if self.use_critique else ""
         return _Grounding(data, program, tuple(failures), critique)
 
     def _propose(self, ctx: OptimizationContext, key: str, instructions: list[Prompt],
