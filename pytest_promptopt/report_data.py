@@ -7,7 +7,6 @@ outcomes, the run log under `.promptopt_cache/runs/`) and is frozen, so the rend
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,6 +15,7 @@ from typing import Any
 from .baseline import prompt_name
 from .optimize.loop import GroupResult
 from .record import JUDGE_KEY, CaseOutcome
+from .optimize.runlog import read_events as runlog_events
 from .usage import Usage
 
 ROLES = ("task", "judge", "optimizer")
@@ -114,17 +114,9 @@ def describe_write(result: GroupResult, dry_run: bool, written: Sequence[Path]) 
 def read_events(path: Path) -> Iterator[dict[str, Any]]:
     """The events of a run log; a missing log or a line cut by a crash is skipped."""
     try:
-        handle = open(path, encoding="utf-8")  # noqa: SIM115 - closed below
+        yield from runlog_events(path)
     except OSError:
         return
-    with handle:
-        for line in handle:
-            try:
-                event = json.loads(line)
-            except ValueError:
-                continue
-            if isinstance(event, dict):
-                yield event
 
 
 def search_curve(events: Iterable[Mapping[str, Any]]) -> tuple[CurvePoint, ...]:
@@ -139,7 +131,7 @@ def search_curve(events: Iterable[Mapping[str, Any]]) -> tuple[CurvePoint, ...]:
     for event in events:
         kind = event.get("event")
         if kind == "eval":
-            calls += sum(int(r.get("requests", 0)) for r in event.get("results", ()) if isinstance(r, dict))
+            calls += sum(_requests(r) for r in event.get("results", ()) if isinstance(r, dict))
         elif kind in ("optimizer_reply", "optimizer_error"):
             calls += 1
         elif kind == "score" and isinstance(event.get("score"), (int, float)):
@@ -148,6 +140,14 @@ def search_curve(events: Iterable[Mapping[str, Any]]) -> tuple[CurvePoint, ...]:
         elif kind == "decision" and isinstance(event.get("train_before"), (int, float)):
             points.insert(0, CurvePoint(0, float(event["train_before"]), "train"))
     return _thin(points)
+
+
+def _requests(result: Mapping[str, Any]) -> int:
+    """The LM calls one logged case result asked for (its usage, cached or not)."""
+    try:
+        return CaseOutcome.from_dict(result).requests
+    except (KeyError, TypeError, ValueError):
+        return 0
 
 
 def _thin(points: list[CurvePoint]) -> tuple[CurvePoint, ...]:

@@ -101,13 +101,18 @@ def test_prompt_statistics_against_the_baseline() -> None:
     assert parsed.count("svg", **{"class": "intervals"}) == 1 and parsed.count("svg", **{"class": "histogram"}) == 1
 
 
+def logged(nodeid: str, requests: int) -> dict[str, Any]:
+    """A case result as the run log holds it."""
+    return CaseOutcome(nodeid, True, 1.0, usage={KEY: Usage(requests=requests)}).to_dict()
+
+
 def test_search_curve_counts_calls_as_the_budget_does() -> None:
     events = [
         {"event": "start"},
-        {"event": "eval", "results": [{"requests": 2}, {"requests": 3}]},
+        {"event": "eval", "results": [logged("t1", 2), logged("t2", 3)]},
         {"event": "score", "split": "minibatch", "score": 0.4},
         {"event": "optimizer_reply"},
-        {"event": "eval", "results": [{"requests": 4}]},
+        {"event": "eval", "results": [logged("t1", 4)]},
         {"event": "score", "split": "train", "score": 0.75},
         {"event": "decision", "train_before": 0.25},
     ]

@@ -35,7 +35,7 @@ class RunLog:
         existing = sorted(directory.glob(f"{key}-*.jsonl"))
         if resume and existing:
             self.path = existing[-1]
-            self.replayed = list(_read(self.path))
+            self.replayed = list(read_events(self.path))
         else:
             self.path = directory / f"{key}-{time.strftime('%Y%m%dT%H%M%S')}-{os.getpid()}.jsonl"
         self._handle = open(self.path, "a", encoding="utf-8")  # noqa: SIM115 - closed in close()
@@ -70,7 +70,7 @@ def _ends_torn(path: Path) -> bool:
         return handle.read(1) != b"\n"
 
 
-def _read(path: Path) -> Iterable[dict[str, Any]]:
+def read_events(path: Path) -> Iterable[dict[str, Any]]:
     """Events of a log; a line cut by a crash (the last one) is skipped."""
     with open(path, encoding="utf-8") as handle:
         for line in handle:
