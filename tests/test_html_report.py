@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from wordtask import WORD_PROMPT, WORD_TESTS, is_optimizer
+from wordtask import WORD_PROMPT, WORD_TESTS, reverse_when_told
 
 from pytest_promptopt.baseline import Baseline, BaselineCase, PromptCases
 from pytest_promptopt.compare import compare
@@ -160,13 +160,7 @@ def test_round_trip_escapes_output_and_hides_the_api_key(pytester: pytest.Pytest
 
 
 def test_optimization_section_shows_search_decision_and_diff(pytester: pytest.Pytester, scripted: ScriptedServer) -> None:
-    def respond(messages: list[dict[str, str]], body: dict[str, Any]) -> str:
-        if is_optimizer(messages):
-            return "Reverse the word letter by letter."
-        user = messages[-1]["content"]
-        return user[::-1] if "Reverse" in messages[0]["content"] else user
-
-    scripted.responder = respond
+    scripted.responder = reverse_when_told()
     pytester.makeini(f"[pytest]\npromptopt_base_url = {scripted.base_url}\npromptopt_model = scripted\n")
     pytester.makefile(".yaml", word=WORD_PROMPT)
     pytester.makepyfile(test_word=WORD_TESTS)

@@ -12,21 +12,11 @@ import time
 from pathlib import Path
 
 import pytest
-from wordtask import WORD_PROMPT, WORD_TESTS, WORDS, is_optimizer
+from wordtask import WORD_PROMPT, WORD_TESTS, WORDS, is_optimizer, reverse_when_told
 
 from pytest_promptopt.testing import ScriptedServer
 
 PROMPT, TEST = WORD_PROMPT, WORD_TESTS
-
-
-def reverse_when_told(proposal: str):
-    def respond(messages: list[dict[str, str]], body: dict) -> str:
-        if is_optimizer(messages):
-            return proposal
-        user = messages[-1]["content"]
-        return user[::-1] if "Reverse" in messages[0]["content"] else user
-
-    return respond
 
 
 @pytest.fixture

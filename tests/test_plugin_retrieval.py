@@ -158,15 +158,9 @@ def test_embeddings_without_a_model_fail_naming_the_setting(suite: pytest.Pytest
 
 
 def test_optimize_keeps_the_retrieve_section_and_the_pool_file(suite: pytest.Pytester, scripted: ScriptedServer) -> None:
-    from wordtask import WORD_PROMPT, WORD_TESTS, WORDS, is_optimizer
+    from wordtask import WORD_PROMPT, WORD_TESTS, WORDS, reverse_when_told
 
-    def respond(messages: list[dict[str, str]], body: dict[str, Any]) -> str:
-        if is_optimizer(messages):
-            return "Reverse the word letter by letter."
-        user = messages[-1]["content"]
-        return user[::-1] if "Reverse" in messages[0]["content"] else user
-
-    scripted.responder = respond
+    scripted.responder = reverse_when_told()
     prompt = WORD_PROMPT + "retrieve:\n  k: 1   # one neighbour\n  pool: word.pool.yaml\n"
     pool = "# hand-labelled\n- inputs: {word: zulu}\n  output: uluz\n- inputs: {word: yankee}\n  output: eeknay\n"
     (suite.path / "word.yaml").write_text(prompt)

@@ -29,3 +29,16 @@ def test_word(llm, word):
 
 def is_optimizer(messages: list[dict[str, str]]) -> bool:
     return messages[0]["content"].startswith("You improve instructions")
+
+
+def reverse_when_told(proposal: str = "Reverse the word letter by letter."):
+    """A scripted model that reverses the word only when the system prompt says "Reverse", and an
+    optimizer model that always proposes `proposal`: a better prompt really passes more tests."""
+
+    def respond(messages: list[dict[str, str]], body: dict) -> str:
+        if is_optimizer(messages):
+            return proposal
+        user = messages[-1]["content"]
+        return user[::-1] if "Reverse" in messages[0]["content"] else user
+
+    return respond
