@@ -92,6 +92,7 @@ class TestRecord:
     # LM calls that failed (endpoint error after retries, replay miss): (prompt key, message).
     # Such a case could not be scored; it still counts, as a failure, for its prompt.
     errors: list[tuple[str, str]] = field(default_factory=list)
+    compared: bool = False  # pytest's assertion rewriting reported a failed comparison of this run
 
     def score(self, passed: bool) -> float:
         """The metric: mean judge score when judges ran, else the share of passing runs."""

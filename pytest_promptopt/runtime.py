@@ -16,7 +16,7 @@ from typing import Any
 from . import local
 from .cache import ChatRequest, Reply, ReplyCache
 from .client import Budget, Completion, Endpoint, LMClient
-from .config import Settings
+from .config import ROLES, Settings
 from .defaults import EMBEDDED_MODEL
 from .embeddings import EmbeddingClient
 from .errors import CacheMissError, EndpointError, PromptOptError
@@ -99,7 +99,7 @@ class Runtime:
 
     def usage(self) -> dict[str, Usage]:
         """What each role's client has spent so far in this session."""
-        return {role: self.client(role).usage() for role in ("task", "judge", "optimizer")}
+        return {role: self.client(role).usage() for role in ROLES}
 
     def budget_exhausted(self) -> bool:
         return any(c.budget is not None and c.budget.exhausted for c in self._clients.values())
@@ -107,7 +107,7 @@ class Runtime:
     @contextlib.contextmanager
     def budgeted(self, budget: Budget) -> Iterator[None]:
         """Every role's calls count against `budget` (and stop at its caps) inside the block."""
-        clients = [self.client(role) for role in ("task", "judge", "optimizer")]
+        clients = [self.client(role) for role in ROLES]
         for client in clients:
             client.budget = budget
         try:

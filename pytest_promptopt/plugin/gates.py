@@ -3,6 +3,8 @@ a run stood for the whole suite (only then is it saved as a baseline)."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from ..gate import BaselineResult
@@ -18,8 +20,8 @@ def incomplete(session: pytest.Session, exitstatus: int) -> str:
     return ""
 
 
-def gate_lines(summaries: list[PromptSummary], root: object) -> list[str]:
-    return [f"gate failed: {display(s.key, root)} passed {s.pass_rate:.1%} of {s.cases} cases; "  # type: ignore[arg-type]
+def gate_lines(summaries: list[PromptSummary], root: Path) -> list[str]:
+    return [f"gate failed: {display(s.key, root)} passed {s.pass_rate:.1%} of {s.cases} cases; "
             f"at least {s.min_pass_rate:.0%} required" for s in summaries if s.gate_failed]
 
 

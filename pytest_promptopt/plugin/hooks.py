@@ -89,6 +89,8 @@ def pytest_runtest_call(item: pytest.Item) -> Any:
 def pytest_assertrepr_compare(config: pytest.Config, op: str, left: object, right: object) -> None:
     """A failed `assert output == expected` tells us the expected answer (a labelled demo)."""
     record = current_record.get()
+    if record is not None:
+        record.compared = True
     if record is not None and op == "==":
         record.note_expected(left, right)
         record.note_expected(right, left)
@@ -126,7 +128,7 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
     report = yield
     if call.when == "call" or (call.when == "setup" and report.failed):
         record = item.stash.get(RECORD_KEY, None) or TestRecord(item.nodeid)
-        if call.when == "call" and call.excinfo is not None and not record.labels:
+        if call.when == "call" and call.excinfo is not None and not record.compared:
             _note_plain_assert(record, call.excinfo)
         runtime = session_of(item.config).runtime
         prompts = {k: runtime.prompts[k] for k in record.prompt_keys if k in runtime.prompts}
@@ -152,7 +154,9 @@ def _attach(item: pytest.Item, report: pytest.TestReport, outcome: Any, record: 
 
 
 def _note_plain_assert(record: TestRecord, excinfo: pytest.ExceptionInfo[BaseException]) -> None:
-    """Without assertion rewriting, read the failed `assert out == expected` from its frame."""
+    """Without assertion rewriting (`--assert=plain`, or a module pytest does not rewrite), read
+    the failed `assert out == expected` from its frame. Skipped when rewriting already reported
+    the comparison: reading the statement's source is not free, and re-runs pay it per failure."""
     if type(excinfo.value) is not AssertionError or not record.traces:
         return
     entry = excinfo.traceback[-1]
