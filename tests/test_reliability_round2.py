@@ -19,7 +19,7 @@ import pytest
 from pytest_promptopt import local
 from pytest_promptopt.cache import ChatRequest, Reply, ReplyCache
 from pytest_promptopt.client import Endpoint, LMClient
-from pytest_promptopt.errors import EndpointError
+from pytest_promptopt.errors import EndpointError, LocalModelError
 from pytest_promptopt.testing import Fault, ScriptedServer
 
 ASK = """
@@ -597,3 +597,17 @@ def test_garbage_usage_and_retry_after_nan_keep_the_case_in_the_table(
     result.assert_outcomes(passed=1)
     result.stdout.fnmatch_lines(["ask.yaml*1*1*100.0%*"])
     assert scripted.count == 2  # the 429 was retried, the garbage usage did not fail the answer
+
+
+@pytest.mark.parametrize("raw, expected", [("", None), ("1", 1), (" 3 ", 3)])
+def test_embedded_server_threads_come_from_the_environment(monkeypatch: pytest.MonkeyPatch, raw: str,
+                                                           expected: int | None) -> None:
+    monkeypatch.setenv(local.THREADS_ENV, raw)
+    assert local.server_threads() == (expected or max(1, min(4, os.cpu_count() or 1)))
+
+
+@pytest.mark.parametrize("raw", ["0", "two", "-1", "1.5"])
+def test_a_bad_thread_count_names_the_variable_and_the_fix(monkeypatch: pytest.MonkeyPatch, raw: str) -> None:
+    monkeypatch.setenv(local.THREADS_ENV, raw)
+    with pytest.raises(LocalModelError, match=rf"PROMPTOPT_EMBEDDED_THREADS must be a whole number.*{raw!r}.*unset it"):
+        local.server_threads()
