@@ -13,11 +13,12 @@ from pytest_promptopt.client import Budget
 from pytest_promptopt.errors import BudgetExhausted
 from pytest_promptopt.optimize.base import (
     Candidate,
+    Case,
     Evaluation,
     OptimizationContext,
     fingerprint,
 )
-from pytest_promptopt.optimize.demos import demo_pool, demo_sets, recombine
+from pytest_promptopt.optimize.demos import DemoOption, demo_pool, demo_sets, recombine
 from pytest_promptopt.optimize.gradsum import apply_proposal
 from pytest_promptopt.optimize.loop import MemoProgram, assign_splits, split_of
 from pytest_promptopt.optimize.proposer import Proposal, as_guidance, clean_instruction
@@ -164,3 +165,50 @@ def test_a_discarded_proposal_names_the_prompt_file_of_its_group(tmp_path: Path)
     assert candidate is not None and candidate[prompts[0].key] is prompts[0]
     assert candidate[prompts[1].key].instruction == "Explain {label} briefly."
     assert len(notes) == 1
+
+
+class RetrievalFavouringProgram:
+    """Retrieval candidates fail the first quarter of `hard` cases and pass everything else;
+    static demo sets pass half the cases. On full train retrieval is the best choice; on the
+    first quarter of the shuffled cases (the halving's first share) it is the worst."""
+
+    def __init__(self, hard: set[str]) -> None:
+        self.hard = hard
+        self.cases: dict[str, set[str]] = {}
+
+    def evaluate(self, candidate: Candidate, nodeids: Sequence[str]) -> Evaluation:
+        retrieving = any(p.retrieval is not None for p in candidate.values())
+        self.cases.setdefault("retrieval" if retrieving else fingerprint(candidate), set()).update(nodeids)
+
+        def passed(n: str) -> bool:
+            return n not in self.hard if retrieving else int(n.rsplit("-", 1)[1]) % 2 == 0
+
+        return Evaluation(tuple(CaseOutcome(n, passed(n), float(passed(n)), "") for n in nodeids))
+
+    def inputs(self, nodeid: str) -> tuple[dict[str, str], ...]:
+        return ({"text": nodeid, "labels": "a, b"},)
+
+
+def test_retrieval_options_are_scored_on_every_train_case_not_dropped_by_the_first_share(tmp_path: Path) -> None:
+    from pytest_promptopt.optimize.demos import Retrieve
+    from pytest_promptopt.optimize.mipro import Mipro
+    from pytest_promptopt.optimize.search import Evaluator
+    from pytest_promptopt.prompts import Demo
+
+    path = tmp_path / "intent.yaml"
+    path.write_text("messages:\n  - role: system\n    content: 'Pick one of {labels}.'\n  - role: user\n    content: '{text}'\n")
+    prompt = load_prompt(path)
+    ids = [f"t::case-{i}" for i in range(40)]
+    shuffled = list(ids)
+    random.Random(0).shuffle(shuffled)
+    program = RetrievalFavouringProgram(set(shuffled[:10]))
+    train = [Case(n, "train", False, 0.0) for n in ids]
+    ctx = OptimizationContext({prompt.key: prompt}, train, program, None, lambda event, **f: None,
+                              lambda message: None, 0, lambda: None)
+    pool = tuple(Demo({"text": f"example {i}"}, "a") for i in range(5))
+    statics = [(DemoOption(Demo({"text": f"static {i}"}, "b"), f"s::{i}", "labelled"),) for i in range(8)]
+    sets = [None, *statics, Retrieve(pool, 2)]
+    kept = Mipro(keep_demo_sets=2, recombine_generations=0, reorder_sets=0)._screen(
+        ctx, Evaluator(ctx), prompt.key, sets, random.Random(0))
+    assert program.cases["retrieval"] == set(ids)  # scored on all 40, 30 of them passing
+    assert isinstance(kept[1], Retrieve)  # and ranked first after screening

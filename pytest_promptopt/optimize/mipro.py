@@ -48,8 +48,8 @@ class Mipro:
 
     def _planned_calls(self, n_train: int, n_prompts: int) -> int:
         unseen = 0.7 * n_train  # a case that is one of a set's demos does not score it
-        options = self.n_demo_sets + len(self.retrieve_ks)
-        screening = unseen * (options * 0.25 + options / 2 * 0.25 + self.keep_demo_sets * 0.5
+        options = self.n_demo_sets
+        screening = n_train * len(self.retrieve_ks) + unseen * (options * 0.25 + options / 2 * 0.25 + self.keep_demo_sets * 0.5
                               + self.recombine_generations * self.recombined_sets
                               + self.reorder_sets * self.orders_per_set * 0.5 + self.keep_demo_sets * 0.5)
         proposals = self.rounds * (self.instructions_per_round + 2) + 2 + (self.critique_cases + 1 if self.use_critique else 0)
@@ -59,12 +59,19 @@ class Mipro:
     def fitted(self, budget: int | None, n_train: int, n_prompts: int) -> Mipro:
         """This search shrunk to fit `budget` LM calls: fewer demo sets, recombinations, orders
         and trials, in proportion, so a small budget still reaches the search instead of
-        spending everything on screening."""
+        spending everything on screening. The floors can keep a shrunk plan above the budget,
+        so the proportion is tightened until the plan fits or reaches its floors."""
         estimate = self._planned_calls(n_train, n_prompts)
         if budget is None or estimate <= budget:
             return self
-        f = max(0.0, budget / estimate)
+        plan = self
+        for tighter in (1.0, 0.9, 0.8, 0.7, 0.6, 0.5):
+            plan = self._shrunk(max(0.0, tighter * budget / estimate))
+            if plan._planned_calls(n_train, n_prompts) <= budget:
+                break
+        return plan
 
+    def _shrunk(self, f: float) -> Mipro:
         def shrink(value: int, floor: int) -> int:  # in proportion, to a floor; never larger than planned
             return min(value, max(floor, round(value * f)))
 
@@ -74,6 +81,7 @@ class Mipro:
                        orders_per_set=shrink(self.orders_per_set, 2),
                        reorder_sets=min(self.reorder_sets, 1) if f < 0.5 else self.reorder_sets,
                        rounds=1 if f < 0.5 else self.rounds,
+                       retrieve_ks=self.retrieve_ks[:1] if f < 0.5 else self.retrieve_ks,
                        max_trials=min(self.max_trials, max(4, int(self.max_trials * f))))
 
     def _trials(self, ctx: OptimizationContext, calls_per_case: float, n_prompts: int) -> int:
@@ -174,16 +182,23 @@ class Mipro:
         def candidate(i: int) -> Candidate:
             return {**ctx.original, key: with_choice(ctx.original[key], sets[i])}
 
-        alive = list(range(1, len(sets)))
+        # Retrieval options skip the halving: they are few, each is its own regime (its cost per
+        # call grows with k), and a quarter of the train cases is too few to rank them.
+        retrieval = [i for i in range(1, len(sets)) if isinstance(sets[i], Retrieve)]
+        alive = [i for i in range(1, len(sets)) if i not in retrieval]
         latest: dict[int, float] = {}
         for share in (0.25, 0.5):
             part = ids[: max(1, int(len(ids) * share))]
+            if not alive:
+                break
             scores = {i: evaluator.evaluate(candidate(i), part).mean for i in alive}
             latest.update(scores)
             alive = sorted(alive, key=lambda i: -scores[i])[: max(self.keep_demo_sets, len(alive) // 2)]
             ctx.progress(f"screening demo sets on {len(part)} train tests: {len(alive)} left, "
                          f"best {max(scores.values()):.2f}")
         full = {i: evaluator.full_train(candidate(i), f"demo set {i}") for i in alive}
+        full.update({i: evaluator.full_train(candidate(i), f"retrieve k={sets[i].k}")  # type: ignore[union-attr]
+                     for i in retrieval})
         latest.update(full)
         for generation in range(self.recombine_generations):
             screened = [(sets[i], score) for i, score in latest.items() if isinstance(sets[i], tuple)]
