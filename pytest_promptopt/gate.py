@@ -7,17 +7,19 @@ run's case outcomes; it shows what `finish` returns and fails the session when i
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+import hashlib
+from collections.abc import Collection, Iterable, Sequence
+from dataclasses import dataclass, replace
 from pathlib import Path
 
-from .baseline import Baseline, load, missing_message, save, snapshot
+from .baseline import Baseline, load, missing_message, prompt_name, save, snapshot
 from .compare import Comparison, compare, summary_lines
 from .config import BaselineSettings
 from .html_report import HtmlInput, render
 from .atomic import write_text_atomic
 from .record import CaseOutcome
 from .report_data import OptimizationView
+from .writeback import PendingWrite
 
 
 @dataclass(frozen=True)
@@ -53,9 +55,10 @@ def load_baseline(settings: BaselineSettings) -> Baseline | None:
 
 
 def finish(settings: BaselineSettings, loaded: Baseline | None, outcomes: Iterable[CaseOutcome], root: Path,
-           *, incomplete: str = "") -> BaselineResult:
-    """Compare this run with the loaded baseline, and save its own baseline when asked.
-    `incomplete` says why the run did not finish (then no baseline is saved)."""
+           *, incomplete: str = "", save: bool = True) -> BaselineResult:
+    """Compare this run with the loaded baseline, and save its own baseline when asked (unless
+    `save` is False: `save_after_write_back` saves it later). `incomplete` says why the run did
+    not finish (then no baseline is saved)."""
     now = snapshot(outcomes, root)
     comparison, note = None, ""
     if settings.baseline_path is not None:
@@ -66,8 +69,54 @@ def finish(settings: BaselineSettings, loaded: Baseline | None, outcomes: Iterab
                                  baseline_path=str(settings.baseline_path))
             note = (f"compared with baseline {settings.baseline_path} (alpha {settings.alpha:g}, maximum drop "
                     f"{'not set' if settings.max_drop is None else f'{settings.max_drop:.1%}'})")
-    saved, failed = _save(settings.save_path, now, incomplete)
+    saved, failed = _save(settings.save_path, now, incomplete) if save else ("", False)
     return BaselineResult(now, loaded, comparison, note, saved, failed)
+
+
+@dataclass(frozen=True)
+class WrittenGroup:
+    """One optimization's winner: the writes it needed, by prompt key, and its outcome on every
+    case of the group (empty when it was not scored on all of them)."""
+
+    writes: tuple[tuple[str, PendingWrite], ...]
+    outcomes: tuple[CaseOutcome, ...]
+
+
+def save_after_write_back(result: BaselineResult, path: Path | None, outcomes: Sequence[CaseOutcome],
+                          groups: Sequence[WrittenGroup], written: Collection[Path], root: Path,
+                          incomplete: str = "") -> BaselineResult:
+    """Save the baseline of the prompts as the files hold them at the end of an `--optimize` run.
+
+    A prompt the optimization wrote gets the winner's outcomes (the optimizer re-ran every case
+    of its group with the winner, the same tests with the same text) and the written file's
+    digest; every other case is the run's. When a write failed, or the winner was not scored on
+    every case, the run's cases are saved and the message says so."""
+    if path is None:
+        return result
+    final = {o.nodeid: o for o in outcomes}
+    digests: dict[str, str] = {}
+    said: list[str] = []
+    for group in groups:
+        if not group.writes:
+            continue  # nothing written: the run's cases are of the file as it is
+        names = ", ".join(prompt_name(k, root) for k, _ in group.writes)
+        if not all(w.path in written for _, w in group.writes):
+            said.append(f"{names} from before write-back (not written)")
+        elif not group.outcomes:
+            said.append(f"{names} from before write-back (the optimizer did not score the written prompt on every "
+                        "case; run pytest --promptopt-save-baseline again to record it)")
+        else:
+            final.update({o.nodeid: o for o in group.outcomes})
+            digests.update({prompt_name(k, root): hashlib.sha256(w.new_bytes).hexdigest() for k, w in group.writes})
+            ids, keys = {o.nodeid for o in group.outcomes}, {k for k, _ in group.writes}
+            kept = sum(1 for o in final.values() if o.nodeid not in ids and keys & set(o.usage))
+            said.append(f"{names} as written by the optimization ({len(group.outcomes)} case(s) re-scored "
+                        "by its re-runs of the written prompt" + (f"; {kept} kept from the run above, whose LM "
+                                                                  "call failed" if kept else "") + ")")
+    now = snapshot(final.values(), root)
+    now = Baseline({n: replace(p, digest=digests.get(n, p.digest)) for n, p in now.prompts.items()})
+    saved, failed = _save(path, now, incomplete)
+    return replace(result, saved=saved + ("; " + "; ".join(said) if said and not failed else ""), save_failed=failed)
 
 
 def _save(path: Path | None, now: Baseline, incomplete: str) -> tuple[str, bool]:
@@ -96,4 +145,5 @@ def write_html(path: Path, document: str) -> None:
     write_text_atomic(path, document)
 
 
-__all__ = ["BaselineResult", "BaselineSettings", "finish", "html_document", "load_baseline", "write_html"]
+__all__ = ["BaselineResult", "BaselineSettings", "WrittenGroup", "finish", "html_document", "load_baseline",
+           "save_after_write_back", "write_html"]

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from .atomic import write_atomic
+from .optimize.before import before_lines
 from .optimize.loop import GroupResult
 from .record import JUDGE_KEY, CaseOutcome
 from .usage import Usage
@@ -124,6 +125,7 @@ def optimization_lines(o: GroupResult, display: Callable[[str], str], dry_run: b
     lines = [f"{names}: strategy {o.strategy}, {o.train.cases} train / {o.validation.cases} validation tests",
              f"  validation score {o.validation.before:.3f} -> {after}; train score {o.train.before:.3f} -> "
              f"{o.train.after or 0.0:.3f}",
+             *before_lines(o.baseline_before, o.after_by_split),
              f"  LM calls {o.calls} of budget {o.budget} (estimated {o.estimate}): {calls}; {o.seconds:.1f} s"]
     for note in dict.fromkeys(o.notes):
         for key in o.prompts:  # notes name prompts by key; show them as the heading does

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from .baseline import prompt_name
+from .optimize.before import before_lines
 from .optimize.loop import GroupResult
 from .record import JUDGE_KEY, CaseOutcome
 from .optimize.runlog import read_events as runlog_events
@@ -72,6 +73,7 @@ class OptimizationView:
     write_status: str  # "written", "not written: dry run", "not written: <why>"
     log_path: str
     curve: tuple[CurvePoint, ...] = ()
+    baseline: tuple[str, ...] = ()  # the saved baseline as the "before", as the terminal says it
 
     @property
     def calls(self) -> int:
@@ -98,7 +100,8 @@ def optimization_view(result: GroupResult, root: Path, write_status: str) -> Opt
         tuple(prompt_name(k, root) for k in result.prompts), result.strategy, result.accepted, result.decision.reason,
         result.train.before, result.train.after or 0.0, result.validation.before, result.validation.after,
         usage, result.diff, write_status, result.log_path,
-        search_curve(read_events(Path(result.log_path))) if result.log_path else ())
+        search_curve(read_events(Path(result.log_path))) if result.log_path else (),
+        tuple(line.strip() for line in before_lines(result.baseline_before, result.after_by_split)))
 
 
 def describe_write(result: GroupResult, dry_run: bool, written: Sequence[Path]) -> str:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 from pathlib import Path
 
@@ -19,6 +20,9 @@ from pytest_promptopt.baseline import (
     save,
     snapshot,
 )
+from pytest_promptopt.config import BaselineSettings
+from pytest_promptopt.gate import WrittenGroup, finish, save_after_write_back
+from pytest_promptopt.writeback import PendingWrite
 from pytest_promptopt.compare import GONE, NEW, NOW_FAILING, NOW_PASSING, STILL_FAILING, STILL_PASSING, compare, summary_lines
 from pytest_promptopt.record import JUDGE_KEY, Call, CaseOutcome
 from pytest_promptopt.usage import Usage
@@ -205,3 +209,42 @@ def test_terminal_section_lists_regressions_capped_and_shows_control_characters(
                           "    failure now: assert 'red' == 'T'"]
     assert lines[-1].startswith("  ... and 9 more regressed case(s)")
     assert not any("\x1b" in line for line in lines)
+
+
+def _written_group(tmp_path: Path, outcomes: tuple[CaseOutcome, ...]) -> tuple[WrittenGroup, Path]:
+    path = tmp_path / "prompts" / "intent.yaml"
+    return WrittenGroup(((str(path), PendingWrite(path, "d1", b"new\n", b"old\n")),), outcomes), path
+
+
+def test_after_write_back_the_winner_is_saved_only_when_written_and_scored_on_every_case(tmp_path: Path) -> None:
+    key = str(tmp_path / "prompts" / "intent.yaml")
+    other = str(tmp_path / "prompts" / "other.yaml")
+    run = [outcome("t::a", False, "x", key=key), outcome("t::b", False, "y", key=key),
+           outcome("t::c", True, "z", key=other)]
+    winner = (outcome("t::a", True, "X", key=key), outcome("t::b", True, "Y", key=key))
+    settings = BaselineSettings(save_path=tmp_path / "b.json")
+    result = finish(settings, None, run, tmp_path, save=False)
+    assert result.saved == "" and not (tmp_path / "b.json").exists()
+
+    group, path = _written_group(tmp_path, winner)
+    saved = save_after_write_back(result, settings.save_path, run, [group], [path], tmp_path)
+    data = json.loads((tmp_path / "b.json").read_text())["prompts"]
+    assert {n: c["verdict"] for n, c in data["prompts/intent.yaml"]["cases"].items()} == {"t::a": "passed",
+                                                                                         "t::b": "passed"}
+    assert data["prompts/intent.yaml"]["digest"] == hashlib.sha256(b"new\n").hexdigest()
+    assert data["prompts/other.yaml"] == {"digest": "d1", "cases": {"t::c": {
+        "judged": False, "output": "z", "score": 1.0, "verdict": "passed"}}}
+    assert saved.saved.endswith("prompts/intent.yaml as written by the optimization (2 case(s) re-scored by its "
+                                "re-runs of the written prompt)")
+
+    not_written = save_after_write_back(result, settings.save_path, run, [group], [], tmp_path)
+    assert not_written.saved.endswith("prompts/intent.yaml from before write-back (not written)")
+    unscored, _ = _written_group(tmp_path, ())
+    partial = save_after_write_back(result, settings.save_path, run, [unscored], [path], tmp_path)
+    assert "from before write-back (the optimizer did not score the written prompt on every case" in partial.saved
+    data = json.loads((tmp_path / "b.json").read_text())["prompts"]["prompts/intent.yaml"]
+    assert data["digest"] == "d1" and {c["verdict"] for c in data["cases"].values()} == {"failed"}
+    stopped = save_after_write_back(result, settings.save_path, run, [group], [path], tmp_path,
+                                    incomplete="the run was interrupted")
+    assert stopped.save_failed and "the file is unchanged" in stopped.saved
+    assert json.loads((tmp_path / "b.json").read_text())["prompts"]["prompts/intent.yaml"]["digest"] == "d1"

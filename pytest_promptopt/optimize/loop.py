@@ -20,6 +20,7 @@ from ..errors import BudgetExhausted
 from ..record import CaseOutcome
 from ..usage import Usage
 from .acceptance import Decision, chance_rate, decide_holdout, decide_validation, mean_score, within_chance
+from .before import BaselineBefore
 from .base import Candidate, Case, Evaluation, Feedback, OptimizationContext, Program, Strategy, fingerprint
 from .demos import DemoOption
 from .proposer import Proposer
@@ -147,10 +148,20 @@ class GroupResult:
     log_path: str = ""
     diff: str = ""  # what writing the winner changes; set by the caller that plans the write
     chance: float | None = None  # validation score of always giving the majority answer, if known
+    # The accepted winner's outcome on every case and holdout case (empty when rejected, or when
+    # one was never scored): what the tests give once the winner is written.
+    outcomes: tuple[CaseOutcome, ...] = field(default=(), compare=False)
+    baseline_before: tuple[BaselineBefore, ...] = ()  # set by the caller when a baseline was given
 
     @property
     def accepted(self) -> bool:
         return self.decision.accepted
+
+    @property
+    def after_by_split(self) -> dict[str, float | None]:
+        """The chosen candidate's mean score per split (None: not scored there)."""
+        return {"train": self.train.after, "validation": self.validation.after,
+                "holdout": None if self.holdout is None else self.holdout.after}
 
     @property
     def calls(self) -> int:
@@ -171,7 +182,8 @@ class GroupResult:
                 "estimate": self.estimate, "budget": self.budget, "calls": self.calls,
                 "usage": {role: u.to_dict() for role, u in self.usage.items()},
                 "seconds": round(self.seconds, 3), "notes": list(self.notes), "log": self.log_path,
-                "diff": self.diff, "chance": self.chance, "after_within_noise_of_chance": self.after_is_chance}
+                "diff": self.diff, "chance": self.chance, "after_within_noise_of_chance": self.after_is_chance,
+                "baseline_before": [b.to_dict() for b in self.baseline_before]}
 
 
 def optimize_group(group: Group, program: Program, *, strategy: Strategy, proposer: Proposer, budget: Budget,
@@ -257,7 +269,13 @@ class _GroupRun:
                            Scores(len(validation), mean_score(validation), v_after), held,
                            self.estimate, self.settings.budget, spent, time.perf_counter() - self.started,
                            tuple([*self.notes, *self.proposer.notes]), best, str(self.log.path),
-                           chance=chance_rate(first_validation, after.results if after else ()))
+                           chance=chance_rate(first_validation, after.results if after else ()),
+                           outcomes=self._winner_outcomes(best) if decision.accepted else ())
+
+    def _winner_outcomes(self, best: Candidate) -> tuple[CaseOutcome, ...]:
+        fp, memo = fingerprint(best), self.memo.memo
+        ids = [c.nodeid for c in (*self.group.cases, *self.group.holdout)]
+        return tuple(memo[(fp, n)] for n in ids) if all((fp, n) in memo for n in ids) else ()
 
 
 SIMPLIFY_PASSES = 2  # evaluations over train + validation reserved for simplifying a winner

@@ -11,12 +11,14 @@ from pathlib import Path
 
 import pytest
 
+from ..baseline import Baseline, prompt_name
 from ..client import Budget
 from ..config import OptimizeSettings
 from ..defaults import EMBEDDED_CONTEXT_TOKENS, OPTIMIZER_CONTEXT_TOKENS
 from ..errors import WriteBackError
 from ..optimize import strategies
 from ..optimize.base import Case, Strategy
+from ..optimize.before import BaselineBefore, before_from_baseline
 from ..optimize.loop import Group, GroupResult, assign_splits, optimize_group
 from ..optimize.proposer import Proposer, ProposerLimits
 from ..optimize.runlog import RunLog, run_key
@@ -36,6 +38,7 @@ class OptimizationRun:
     writes: tuple[PendingWrite, ...] = ()  # to apply at the end of the session (none in a dry run)
     unscored: tuple[tuple[str, str], ...] = ()  # (node id, error) of re-runs whose LM call failed
     errors: tuple[str, ...] = ()  # planned writes that could not be made
+    planned: tuple[tuple[tuple[str, PendingWrite], ...], ...] = ()  # per group: (prompt key, write) its winner needs
 
 
 @dataclass
@@ -76,7 +79,9 @@ def _targets(rec: _Recorded, settings: OptimizeSettings, root: Path, notes: list
     return [k for k, ids in rec.by_prompt.items() if any(not rec.outcomes[n].passed for n in ids)]
 
 
-def run_optimization(session: pytest.Session, runtime: Runtime, settings: OptimizeSettings) -> OptimizationRun:
+def run_optimization(session: pytest.Session, runtime: Runtime, settings: OptimizeSettings,
+                     baseline: tuple[Baseline, str] | None = None) -> OptimizationRun:
+    """`baseline`: the loaded baseline and its path as given, shown as each group's "before"."""
     config = session.config
     root = Path(config.rootpath)
     rec = _recorded(session.items)
@@ -91,22 +96,35 @@ def run_optimization(session: pytest.Session, runtime: Runtime, settings: Optimi
     program = PytestProgram(runtime, rec.items, rec.outcomes)
     factory = strategies.choose(strategies.registry(config.hook.pytest_promptopt_strategies()), settings.strategy)
     tr = config.pluginmanager.get_plugin("terminalreporter")
-    groups, writes, errors = [], [], []
+    groups, writes, errors, per_group = [], [], [], []
     for keys in _groups(targets, rec):
         group = _group(keys, rec, runtime)
         label = ", ".join(display(k, root) for k in keys)
         strategy = strategies.with_preset(factory(), settings.preset)
         result = _optimize(group, program, strategy, runtime, settings, Progress(tr, runtime, label, settings.budget))
-        planned: list[PendingWrite] = []
+        planned: list[tuple[str, PendingWrite]] = []
         if result.accepted:
             try:
-                planned = [plan_write(group.original[k], result.best[k]) for k in keys if result.best[k] != group.original[k]]
+                planned = [(k, plan_write(group.original[k], result.best[k]))
+                           for k in keys if result.best[k] != group.original[k]]
             except WriteBackError as exc:
                 errors.append(str(exc))
-        groups.append(replace(result, diff="".join(w.diff() for w in planned),
-                              notes=(*result.notes, *(note for w in planned for note in w.notes))))
-        writes.extend(() if settings.dry_run else planned)
-    return OptimizationRun(tuple(notes), tuple(groups), tuple(writes), tuple(program.unscored), tuple(errors))
+        groups.append(replace(result, diff="".join(w.diff() for _, w in planned),
+                              notes=(*result.notes, *(note for _, w in planned for note in w.notes)),
+                              baseline_before=_before(group, baseline, root)))
+        writes.extend(() if settings.dry_run else (w for _, w in planned))
+        per_group.append(() if settings.dry_run else tuple(planned))  # a dry run: the files are what ran
+    return OptimizationRun(tuple(notes), tuple(groups), tuple(writes), tuple(program.unscored), tuple(errors),
+                           tuple(per_group))
+
+
+def _before(group: Group, baseline: tuple[Baseline, str] | None, root: Path) -> tuple[BaselineBefore, ...]:
+    if baseline is None:
+        return ()
+    prompts = {prompt_name(k, root): p.source_digest for k, p in group.original.items()}
+    splits = {"train": [c.nodeid for c in group.train], "validation": [c.nodeid for c in group.validation],
+              "holdout": [c.nodeid for c in group.holdout]}
+    return before_from_baseline(baseline[0], baseline[1], prompts, splits)
 
 
 def _group(keys: list[str], rec: _Recorded, runtime: Runtime) -> Group:

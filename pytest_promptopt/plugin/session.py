@@ -20,7 +20,7 @@ from ..cache import RecordMode
 from ..baseline import Baseline
 from ..config import Settings
 from ..errors import LocalModelError, WriteBackError
-from ..gate import BaselineResult, finish, html_document, write_html
+from ..gate import BaselineResult, WrittenGroup, finish, html_document, save_after_write_back, write_html
 from ..record import CaseOutcome
 from ..report import PromptSummary, display, optimization_lines, summarize, table, write_json
 from ..report_data import describe_write, optimization_view
@@ -109,7 +109,9 @@ class PromptOptSession:
     def pytest_runtestloop(self, session: pytest.Session) -> Any:
         result = yield
         if self.settings.optimize.enabled and not session.shouldstop:
-            self.optimization = run_optimization(session, self.runtime, self.settings.optimize)
+            path = self.settings.baseline.baseline_path
+            before = None if self.loaded_baseline is None or path is None else (self.loaded_baseline, str(path))
+            self.optimization = run_optimization(session, self.runtime, self.settings.optimize, before)
             self.pending_writes.extend(self.optimization.writes)
             self.write_errors.extend(self.optimization.errors)
         return result
@@ -125,8 +127,11 @@ class PromptOptSession:
             default_min_pass_rate=self.settings.min_pass_rate,
             override_min_pass_rate=self.settings.min_pass_rate_override,
         )
+        # After --optimize the baseline is saved once the write-back is done (pytest_sessionfinish):
+        # it records the prompts as the files hold them then.
         self.baseline_result = finish(self.settings.baseline, self.loaded_baseline, self.outcomes,
-                                      self.config.rootpath, incomplete=incomplete(session, exitstatus))
+                                      self.config.rootpath, incomplete=incomplete(session, exitstatus),
+                                      save=self.optimization is None)
         if self.gate_failed and session.exitstatus == pytest.ExitCode.OK:
             session.exitstatus = pytest.ExitCode.TESTS_FAILED
         junit_gates(self.config, self.summaries, self.baseline_result)
@@ -143,6 +148,11 @@ class PromptOptSession:
             self._not_written(self.pending_writes)
             self.pending_writes.clear()
         self._flush_writes(session)
+        if self.optimization is not None and self.baseline_result is not None:
+            self.baseline_result = save_after_write_back(
+                self.baseline_result, self.settings.baseline.save_path, self.outcomes,
+                [WrittenGroup(writes, g.outcomes) for g, writes in zip(self.optimization.groups, self.optimization.planned)],
+                self.written_paths, self.config.rootpath, incomplete(session, exitstatus))
         if self.settings.report_path is not None:
             write_json(self.settings.report_path, self.json_report())
         if self.settings.baseline.html_path is not None and self.baseline_result is not None:
