@@ -195,7 +195,7 @@ class ScriptedServer:
             "object": "chat.completion",
             "created": int(time.time()),
             "model": body.get("model", "scripted"),
-            "choices": [{"index": 0, "finish_reason": "stop",
+            "choices": [{"index": 0, "finish_reason": given.get("finish_reason", "stop"),
                          "message": given.get("message", {"role": "assistant", "content": text}),
                          "logprobs": logprobs}],
             "usage": given.get("usage", {"prompt_tokens": prompt_tokens, "completion_tokens": len(text.split()),

@@ -96,3 +96,28 @@ def test_proposals_see_failed_cases_and_build_on_the_best_instruction_so_far(
     # the second round builds on the instruction that scored best in the first
     assert "CURRENT INSTRUCTION (the best so far):\nReverse the word letter by letter." in last
     assert "SCORE 1.00:\nReverse the word letter by letter." in last
+
+
+def test_a_long_instruction_gets_room_for_a_whole_rewrite_and_a_cut_off_reply_is_dropped(
+        scripted: ScriptedServer, tmp_path: Path) -> None:
+    # A production system prompt of ~6,000 characters: a rewrite must not be cut at a fixed
+    # 600 tokens / 2,000 characters, and a reply that hit its token limit is not an instruction.
+    long_instruction = "Classify the message. " + "Follow the policy in detail. " * 200 + "Input: {text}"
+    path = tmp_path / "long.txt"
+    path.write_text(long_instruction + "\n")
+    prompt = load_prompt(path)
+    rewrite = long_instruction.replace("Classify", "Label")
+    bodies: list[dict] = []
+    replies = iter([{"content": rewrite}, {"content": rewrite[:3000], "finish_reason": "length"}])
+
+    def respond(messages: list[dict[str, str]], body: dict) -> dict:
+        bodies.append(body)
+        return next(replies)
+
+    scripted.responder = respond
+    ask = proposer(scripted, tmp_path, 16_000)
+    (whole,) = [p for p in ask.edit(prompt, "", 1, 0) if p.kind == "rewrite"]
+    assert whole.text == rewrite  # all of it, not the first 2,000 characters
+    assert bodies[0]["max_tokens"] >= 2 * len(long_instruction) // 3
+    assert [p for p in ask.edit(prompt, "", 1, 1) if p.kind == "rewrite"] == []
+    assert ask.notes == [f"discarded an optimizer reply cut off at {bodies[1]['max_tokens']} tokens (edit:1)"]

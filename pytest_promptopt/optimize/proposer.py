@@ -88,8 +88,9 @@ class Proposal:
     source: str  # "editor" | "proposer"
 
 
-def clean_instruction(text: str) -> str:
-    """The instruction inside an LM reply: no code fences, labels or wrapping quotes."""
+def clean_instruction(text: str, limit: int = 2000) -> str:
+    """The instruction inside an LM reply: no code fences, labels or wrapping quotes; at most
+    `limit` characters (a reply is untrusted input)."""
     text = text.strip()
     # str.find, not a lazy regex: a reply full of unclosed fences must not take quadratic time
     start = text.find("```")
@@ -101,7 +102,7 @@ def clean_instruction(text: str) -> str:
     text = re.sub(r"^(new |improved |proposed )?(instruction|prompt)\s*:\s*", "", text, flags=re.IGNORECASE)
     if len(text) >= 2 and text[0] == text[-1] and text[0] in "\"'":
         text = text[1:-1].strip()
-    return text[:2000]
+    return text[:limit]
 
 
 def as_guidance(text: str) -> str:
@@ -119,21 +120,41 @@ class Proposer:
         self.limits = limits
         self.notes: list[str] = []
 
-    def _ask(self, user: str, *, purpose: str, max_tokens: int, draw: int = 0, temperature: float = 0.7) -> str | None:
+    def _proposal_room(self, prompt: Prompt) -> tuple[int, int]:
+        """Reply tokens and characters a rewrite of `prompt`'s instruction may take: a long
+        production instruction must fit whole (twice its size leaves room to grow), within
+        half the optimizer model's context."""
+        size = len(prompt.instruction)
+        tokens = min(max(self.limits.proposal_tokens, 2 * size // CHARS_PER_TOKEN + 100), self.limits.context_tokens // 2)
+        return tokens, max(2000, 3 * size)
+
+    def _rewrite(self, prompt: Prompt, user: str, purpose: str, draw: int, source: str) -> Proposal | None:
+        """One rewritten instruction, or None when the reply is empty or was cut off by its
+        token limit (half an instruction would be scored as if it were one)."""
+        tokens, chars = self._proposal_room(prompt)
+        reply = self._ask(user, purpose=purpose, draw=draw, max_tokens=tokens, whole=True)
+        return Proposal(clean_instruction(reply, chars), "rewrite", source) if reply else None
+
+    def _ask(self, user: str, *, purpose: str, max_tokens: int, draw: int = 0, temperature: float = 0.7,
+             whole: bool = False) -> str | None:
         seed = int(hashlib.sha256(f"{self.seed}:{purpose}:{draw}".encode()).hexdigest()[:8], 16)
         request = self.client.request(
             [{"role": "system", "content": SYSTEM}, {"role": "user", "content": user}],
             {"temperature": temperature, "max_tokens": max_tokens, "seed": seed},
         )
         try:
-            text = self.client.complete(request).text.strip()
+            reply = self.client.complete(request).reply
         except BudgetExhausted:
             raise
         except PromptOptError as exc:
             self.notes.append(f"optimizer model call failed ({purpose}): {exc}")
             self.log("optimizer_error", purpose=purpose, error=str(exc))
             return None
-        self.log("optimizer_reply", purpose=purpose, draw=draw, reply=text)
+        text = reply.text.strip()
+        self.log("optimizer_reply", purpose=purpose, draw=draw, reply=text, finish_reason=reply.finish_reason)
+        if whole and reply.finish_reason == "length":
+            self.notes.append(f"discarded an optimizer reply cut off at {max_tokens} tokens ({purpose})")
+            return None
         return text
 
     # -- GRAD-SUM --------------------------------------------------------------------------
@@ -159,9 +180,8 @@ class Proposer:
                 "Reply with the new instruction only.")
         out: list[Proposal] = []
         for draw in range(n):
-            reply = self._ask(user, purpose=f"edit:{round_}", draw=draw, max_tokens=self.limits.proposal_tokens)
-            if reply:
-                out.append(Proposal(clean_instruction(reply), "rewrite", "editor"))
+            if (proposal := self._rewrite(prompt, user, f"edit:{round_}", draw, "editor")) is not None:
+                out.append(proposal)
         if critique:
             out.append(Proposal(prompt.instruction.rstrip() + "\n" + as_guidance(critique), "augment", "editor"))
         return out
@@ -190,9 +210,9 @@ class Proposer:
         for draw in range(n):
             tip = TIPS[(self.seed + draw + round_ * n) % len(TIPS)]
             user = self._proposal_request(prompt, data_summary, program_summary, history, failures, critique, tip)
-            reply = self._ask(user, purpose=f"propose:{round_}", draw=draw, max_tokens=self.limits.proposal_tokens)
-            if reply:
-                out.append(Proposal(clean_instruction(reply), "rewrite", "proposer"))
+            proposal = self._rewrite(prompt, user, f"propose:{round_}", draw, "proposer")
+            if proposal is not None:
+                out.append(proposal)
                 if draw == 0:
                     out.append(Proposal(prompt.instruction.rstrip() + "\n" + as_guidance(tip), "augment", "proposer"))
         return out
