@@ -88,7 +88,8 @@ class AheadReport:
     sent: int = 0  # sent ahead and answered
     failed: int = 0  # sent ahead and failed: not cached, the test makes the call itself
     inline: int = 0  # not predictable (input derived from an output, prompt unreadable): left to the test
-    seconds: float = 0.0
+    seconds: float = 0.0  # the whole send-ahead, from rendering the first call to the last answer
+    setup_seconds: float = 0.0  # of which building the HTTP client (importing openai: once per process)
     concurrency: int = 1
     unused: int | None = None  # answered ahead, then asked for by no test (None until the run ended)
     failures: tuple[str, ...] = field(default=())  # first few error messages, for the summary
@@ -99,12 +100,13 @@ class AheadReport:
     def to_dict(self) -> dict[str, Any]:
         return {"tests": self.tests, "calls": self.calls, "cached": self.cached, "sent": self.sent,
                 "failed": self.failed, "inline": self.inline, "seconds": round(self.seconds, 3),
+                "setup_seconds": round(self.setup_seconds, 3),
                 "concurrency": self.concurrency, "unused": self.unused}
 
     def line(self) -> str:
         unused = "" if self.unused is None else f"; {self.unused} sent ahead but not used by the run"
         return (f"sent {self.sent + self.failed} LM calls ahead for {self.tests} tests at concurrency "
-                f"{self.concurrency} in {self.seconds:.1f} s ({self.cached} of {self.calls} logged calls already "
+                f"{self.concurrency} in {self.seconds:.1f} s ({self.setup_seconds:.1f} s of it starting the client; {self.cached} of {self.calls} logged calls already "
                 f"cached, {self.failed} failed and were left to their tests, {self.inline} not predictable){unused}")
 
 
@@ -116,8 +118,8 @@ def send_ahead(runtime: Runtime, logs: Mapping[str, Sequence[RecordedCall]]) -> 
     while plan.wave():
         pass
     return AheadReport(len(logs), sum(len(c) for c in logs.values()), plan.cached, plan.sent, plan.failed,
-                       plan.inline, time.perf_counter() - started, runtime.client("task").concurrency,
-                       failures=tuple(plan.failures[:3]))
+                       plan.inline, time.perf_counter() - started, plan.setup_seconds,
+                       runtime.client("task").concurrency, failures=tuple(plan.failures[:3]))
 
 
 class _Plan:
@@ -128,6 +130,7 @@ class _Plan:
         self.settled: set[Ref] = set()  # answered, failed or left to the test
         self.prompts: dict[str, Prompt | None] = {}
         self.cached = self.sent = self.failed = self.inline = 0
+        self.setup_seconds = 0.0
         self.failures: list[str] = []
 
     def wave(self) -> bool:
@@ -165,6 +168,12 @@ class _Plan:
 
     def _send(self, client: LMClient, pending: list[tuple[Ref, ChatRequest]]) -> None:
         unique = list(dict.fromkeys(request for _, request in pending))
+        started = time.perf_counter()
+        try:
+            client.connect()  # timed apart: a fixed cost per process, not a cost per call
+        except PromptOptError:
+            pass  # the embedded model could not start: each call reports it as it fails
+        self.setup_seconds += time.perf_counter() - started
         results = dict(zip((r.cache_key for r in unique), client.send_ahead(unique)))
         for result in results.values():  # counted per request sent: two tests may ask the same
             if isinstance(result, BaseException):

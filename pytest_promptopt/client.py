@@ -307,6 +307,11 @@ class LMClient:
         with self._lock:
             return self._client_locked()
 
+    def connect(self) -> None:
+        """Build the HTTP client now (importing openai costs about a second, once per process);
+        for the embedded model this starts the server."""
+        self._client().chat.completions  # noqa: B018 - openai imports its resources on first access
+
     def _client_locked(self) -> openai.OpenAI:
         if self._openai is None:
             import openai
