@@ -216,16 +216,19 @@ def main() -> None:
         raise SystemExit(f"promptfoo is not installed: npm install --prefix {NODE_PREFIX} node@22 "
                          f"promptfoo@{PROMPTFOO_VERSION}")
     started = time.perf_counter()
+    load_before = os.getloadavg()[0]
     data = measure(args.cases, args.delay, args.repeats)
     lines = summarize(data, args.cases, args.delay)
     data.update({"cases": args.cases, "delay_s": args.delay, "promptfoo": PROMPTFOO_VERSION,
                  "python": platform.python_version(), "cpus": os.cpu_count(),
                  "wall_s": round(time.perf_counter() - started, 1),
+                 "load_average": [round(load_before, 2), round(os.getloadavg()[0], 2)],
                  "command": "nice -n 19 python bench/bench_concurrency.py " + " ".join(sys.argv[1:])})
     args.out.mkdir(parents=True, exist_ok=True)
     head = (f"## A regression run against a slow endpoint: {args.cases} cases, {args.delay * 1000:.0f} ms per call\n\n"
             f"`{data['command']}` ({data['cpus']} CPUs, Python {data['python']}, promptfoo {PROMPTFOO_VERSION} on "
-            f"Node 22; whole bench {data['wall_s']:.0f} s)\n\n")
+            f"Node 22; whole bench {data['wall_s']:.0f} s; load average {data['load_average'][0]} before, "
+            f"{data['load_average'][1]} after)\n\n")
     (args.out / "concurrency.md").write_text(head + "\n".join(lines) + "\n")
     (args.out / "concurrency.json").write_text(json.dumps(data, indent=1) + "\n")
     print(head + "\n".join(lines))
