@@ -36,17 +36,17 @@ class Value:
     @classmethod
     def from_dict(cls, data: Any) -> Value:
         if not isinstance(data, Mapping):
-            raise ValueError("an input is not an object")
+            raise TypeError("an input is not an object")
         if "output_of" in data:
             index = data["output_of"]
             if not isinstance(index, int) or isinstance(index, bool) or index < 0:
-                raise ValueError("output_of is not a call index")
+                raise TypeError("output_of is not a call index")
             return cls(output_of=index)
         if data.get("derived") is True:
             return cls(derived=True)
         text = data.get("text")
         if not isinstance(text, str):
-            raise ValueError("an input has no text")
+            raise TypeError("an input has no text")
         return cls(text)
 
 
@@ -74,13 +74,13 @@ class RecordedCall:
     @classmethod
     def from_dict(cls, data: Any) -> RecordedCall:
         if not isinstance(data, Mapping) or data.get("kind") not in (LLM, JUDGE):
-            raise ValueError("a call has no known kind")
+            raise TypeError("a call has no known kind")
         inputs = data.get("inputs", {})
         sample, prompt, mode = data.get("sample", 0), data.get("prompt", ""), data.get("mode", "")
         if not isinstance(inputs, Mapping) or not isinstance(sample, int) or isinstance(sample, bool):
-            raise ValueError("a call's inputs or sample are malformed")
+            raise TypeError("a call's inputs or sample are malformed")
         if not isinstance(prompt, str) or not isinstance(mode, str):
-            raise ValueError("a call's prompt or mode is not text")
+            raise TypeError("a call's prompt or mode is not text")
         return cls(data["kind"], prompt, {str(k): Value.from_dict(v) for k, v in inputs.items()}, sample, mode)
 
 

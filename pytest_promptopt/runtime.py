@@ -14,8 +14,9 @@ from pathlib import Path
 from typing import Any
 
 from . import local
-from .calllog import JUDGE, LLM as LLM_CALL
 from .cache import ChatRequest, Reply, ReplyCache
+from .calllog import JUDGE
+from .calllog import LLM as LLM_CALL
 from .client import Budget, Completion, Endpoint, LMClient
 from .config import ROLES, Settings
 from .defaults import EMBEDDED_MODEL

@@ -119,8 +119,8 @@ def test_sent_ahead_is_the_sequential_run(words: pytest.Pytester, scripted: Scri
     assert _order(ahead) == _order(sequential) and len(_order(ahead)) == 14
     assert _comparable(ahead_report) == _comparable(sequential_report)
     assert _replies(words.path / "a") == _replies(words.path / "b")
-    ahead.stdout.fnmatch_lines(["promptopt: sent 18 LM calls ahead for 14 tests at concurrency 8 *"
-                                "0 sent ahead but not used by the run"])
+    ahead.stdout.fnmatch_lines(["promptopt: sent 18 LM calls ahead for 14 tests at concurrency 8 *; "
+                                + "0 sent ahead but not used by the run"])
 
 
 def test_sent_ahead_calls_count_as_the_tests_own(words: pytest.Pytester, scripted: ScriptedServer) -> None:
