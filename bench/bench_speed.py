@@ -9,8 +9,8 @@
             re-runs a candidate's test items) against a scripted server on 127.0.0.1 that answers
             after a fixed delay, at client concurrency 1, 4, 16, 64. Speed-up against the ideal
             delay x cases / concurrency. Target: within 20% of ideal (efficiency >= 0.8) at 16.
-            A plain `pytest` run calls `llm()` synchronously, one test after another, so
-            `--promptopt-concurrency` only matters to the optimizer: this is the path measured.
+            The optimizer's path (a plain `pytest` run sends its calls ahead through the same
+            bounded pool, `LMClient.send_ahead`; bench_concurrency.py times that end to end).
 4. optimizer
             A real `pytest --optimize` on a generated suite against a scripted server with a fixed
             per-call delay and replies that depend on the prompt. The server records when each
@@ -471,8 +471,9 @@ METHOD = """\
   children) is shown too: on a busy machine it is steadier than the wall time. The overhead
   includes fixed per-session costs (opening the cache, loading the prompt file) spread over N.
 - **xdist.** The same two suites with `-n 2`, interleaved with the `-n 0` runs above.
-- **Concurrency.** A normal `pytest` run calls `llm()` synchronously, test after test, so
-  `--promptopt-concurrency` does not change it; the optimizer does use it: before re-running a
+- **Concurrency.** The client's bounded pool, as the optimizer uses it (a plain run sends its
+  logged calls ahead through the same pool; `bench/bench_concurrency.py` times that end to end against
+  promptfoo): before re-running a
   candidate's test items it sends their predictable calls through `LMClient.prefetch`
   (`complete_many` on a thread pool bounded by the concurrency), and the items then hit the cache.
   That is the path timed here: `prefetch` of N distinct uncached requests, fresh cache per run, a

@@ -173,6 +173,13 @@ class LMClient:
         self._failed_in_a_row = 0  # calls that failed after every retry, since the last success
         self._down_until = 0.0  # time.monotonic() before which calls are not sent
         self._last_failure = ""
+        # After a 429 (or a Retry-After), no call of this client is sent before this time: the
+        # whole pool waits, not only the call that was refused, so a rate limit is not hammered.
+        self._pause_until = 0.0
+        # Replies sent ahead by `send_ahead` and not yet asked for: the test that asks gets the
+        # completion as it was made (not cached, its cost and latency), exactly as if it had
+        # sent the call itself. Whatever is left at the end was sent for nothing.
+        self._fresh: dict[str, Completion] = {}
 
     # -- accounting ------------------------------------------------------------------------
     def usage(self) -> Usage:
@@ -194,6 +201,11 @@ class LMClient:
             if self.budget is not None:
                 self.budget.reserve()
             self._account(requests=1)
+        if self._fresh:
+            with self._lock:
+                fresh = self._fresh.pop(request.cache_key, None)
+            if fresh is not None:
+                return fresh
         cached = self.cache.get(request)
         if cached is not None:
             if budgeted:
@@ -232,13 +244,57 @@ class LMClient:
         if len(todo) > 1:
             self.complete_many(todo, budgeted=False)
 
+    def send_ahead(self, requests: list[ChatRequest]) -> list[Completion | BaseException]:
+        """Send uncached requests concurrently for a plain run's tests, which ask for them later.
+
+        Not counted as requests (each test's own call is); a success is cached and kept for the
+        test that asks (see `_fresh`). A failure is not cached and leaves the endpoint's health
+        record alone: the test makes the call again, inline, and reports it as it would have.
+        After `down_after` failures in a row nothing more is sent ahead (a dead endpoint costs
+        the tests their usual few seconds, not a round of retries per call first).
+        """
+        failed_in_a_row = 0
+        lock = threading.Lock()
+
+        def send(request: ChatRequest) -> Completion:
+            nonlocal failed_in_a_row
+            with lock:
+                if failed_in_a_row >= self.down_after:
+                    raise EndpointError(f"not sent ahead: {self.down_after} calls ahead failed in a row",
+                                        base_url=display_url(self.endpoint.base_url), model=request.model,
+                                        retryable=True)
+            try:
+                completion = self._call_with_retries(request, note=False)
+            except EndpointError:
+                with lock:
+                    failed_in_a_row += 1
+                raise
+            with lock:
+                failed_in_a_row = 0
+            with self._lock:
+                self._fresh[request.cache_key] = completion
+            return completion
+
+        return self._map(send, list(dict.fromkeys(requests)))
+
+    def unused_ahead(self) -> int:
+        """How many replies sent ahead no call asked for (then forgets them: later calls, such
+        as the optimizer's re-runs, find them in the cache as usual)."""
+        with self._lock:
+            unused, self._fresh = len(self._fresh), {}
+        return unused
+
     def complete_many(self, requests: list[ChatRequest], *, budgeted: bool = True) -> list[Completion | BaseException]:
         """Run requests concurrently through the pool; failures are returned, not raised."""
+        return self._map(lambda r: self.complete(r, budgeted=budgeted), requests)
+
+    def _map(self, call: Callable[[ChatRequest], Completion],
+             requests: list[ChatRequest]) -> list[Completion | BaseException]:
         if self._pool is None:
             with self._lock:
                 if self._pool is None:
                     self._pool = ThreadPoolExecutor(self.concurrency, thread_name_prefix="promptopt-lm")
-        futures = [self._pool.submit(self.complete, r, budgeted=budgeted) for r in requests]
+        futures = [self._pool.submit(call, r) for r in requests]
         out: list[Completion | BaseException] = []
         for fut in futures:
             try:
@@ -250,6 +306,11 @@ class LMClient:
     def _client(self) -> openai.OpenAI:
         with self._lock:
             return self._client_locked()
+
+    def connect(self) -> None:
+        """Build the HTTP client now (importing openai costs about a second, once per process);
+        for the embedded model this starts the server."""
+        self._client().chat.completions  # noqa: B018 - openai imports its resources on first access
 
     def _client_locked(self) -> openai.OpenAI:
         if self._openai is None:
@@ -288,6 +349,17 @@ class LMClient:
             base_url=display_url(self.endpoint.base_url), model=self.endpoint.model, retryable=True,
         )
 
+    def _wait_for_pause(self, slept_until: float) -> None:
+        """Wait out the pool's pause, beyond what this call already slept (to `slept_until`)."""
+        with self._lock:
+            wait = self._pause_until - max(time.monotonic(), slept_until)
+        if wait > 0:
+            self._sleep(wait)
+
+    def _pause(self, until: float) -> None:
+        with self._lock:
+            self._pause_until = max(self._pause_until, until)
+
     def _note_outcome(self, failure: EndpointError | None) -> None:
         with self._lock:
             if failure is None:
@@ -299,7 +371,8 @@ class LMClient:
             if self._failed_in_a_row >= self.down_after and self._down_until <= time.monotonic():
                 self._down_until = time.monotonic() + self.down_cooldown_s
 
-    def _call_with_retries(self, request: ChatRequest) -> Completion:
+    def _call_with_retries(self, request: ChatRequest, *, note: bool = True) -> Completion:
+        """Send with retries; `note`: the outcome counts toward the endpoint's health record."""
         down = self._endpoint_down()
         if down is not None:
             self._account(errors=1)
@@ -308,8 +381,10 @@ class LMClient:
         max_retries = 0 if self._failed_in_a_row >= self.down_after else self.max_retries
         attempt = 0
         started = time.perf_counter()
+        slept_until = 0.0
         while True:
             attempt += 1
+            self._wait_for_pause(slept_until)
             with self._slots:
                 t0 = time.perf_counter()
                 try:
@@ -325,13 +400,14 @@ class LMClient:
                               completion_tokens=reply.completion_tokens, cost=cost)
                 if self.budget is not None:
                     self.budget.add_tokens(reply.total_tokens)
-                self._note_outcome(None)
+                if note:
+                    self._note_outcome(None)
                 self.cache.put(request, reply)
                 return Completion(reply, False, time.perf_counter() - started, attempt, cost)
             self._account(api_calls=1)
             if not error.retryable or attempt > max_retries:
                 self._account(errors=1)
-                if error.retryable:  # a refused request (400, 401) says nothing about the endpoint's health
+                if error.retryable and note:  # a refused request (400, 401) says nothing about the endpoint's health
                     self._note_outcome(error)
                 if attempt > 1:
                     raise EndpointError(f"{error} (gave up after {attempt} attempts)",
@@ -339,7 +415,12 @@ class LMClient:
                                         retryable=error.retryable) from error
                 raise error
             self._account(retries=1)
-            self._sleep(self._backoff(attempt, getattr(error, "retry_after", None)))
+            retry_after = getattr(error, "retry_after", None)
+            delay = self._backoff(attempt, retry_after)
+            slept_until = time.monotonic() + delay
+            if retry_after is not None or getattr(error, "status", None) == 429:
+                self._pause(slept_until)  # the endpoint said "slow down": to every call of the pool
+            self._sleep(delay)
 
     @staticmethod
     def _backoff(attempt: int, retry_after: float | None) -> float:
@@ -355,12 +436,13 @@ class LMClient:
         client = self._client()
         where = self.endpoint.describe()
 
-        def fail(what: str, retryable: bool, retry_after: float | None = None) -> EndpointError:
+        def fail(what: str, retryable: bool, retry_after: float | None = None, status: int | None = None) -> EndpointError:
             # an error body may quote the key or the URL back (proxies, "invalid key sk-..."): never repeat it
             what = self.endpoint.redact(what)
             err = EndpointError(f"LM call to {where} failed: {what}", base_url=display_url(self.endpoint.base_url),
                                 model=request.model, retryable=retryable)
             err.retry_after = retry_after  # type: ignore[attr-defined]
+            err.status = status  # type: ignore[attr-defined]
             return err
 
         try:
@@ -383,7 +465,7 @@ class LMClient:
         except openai.APIStatusError as exc:
             status = exc.status_code
             raise fail(f"HTTP {status}: {_short(exc.message)}", status in RETRYABLE_STATUS,
-                       _retry_after(exc.response.headers)) from None
+                       _retry_after(exc.response.headers), status) from None
         except openai.APIError as exc:  # malformed body and the like
             raise fail(f"bad response: {_short(str(exc))}", True) from None
         except ValueError as exc:  # JSON that does not decode

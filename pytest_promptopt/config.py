@@ -86,7 +86,7 @@ class Settings:
     record_mode: RecordMode = RecordMode(defaults.RECORD_MODE)
     timeout: float = defaults.TIMEOUT_S
     retries: int = defaults.RETRIES
-    concurrency: int = defaults.CONCURRENCY
+    concurrency: int | None = None  # None: by endpoint (see concurrency_for)
     prices: Mapping[str, Price] = field(default_factory=dict)
     min_pass_rate: float | None = None  # ini: the gate of prompts whose file sets none
     min_pass_rate_override: float | None = None  # command line: the gate of every prompt
@@ -111,6 +111,12 @@ class Settings:
 
     def role(self, name: str) -> RoleConfig:
         return self.roles[name]
+
+    def concurrency_for(self, role: str) -> int:
+        """LM calls in flight at once for `role`: the setting, else by endpoint (defaults.py)."""
+        if self.concurrency is not None:
+            return self.concurrency
+        return defaults.EMBEDDED_CONCURRENCY if self.roles[role].embedded else defaults.CONCURRENCY
 
 
 Lookup = Callable[[str], object]

@@ -13,7 +13,11 @@ from dataclasses import dataclass
 EMBEDDED_MODEL = "smollm2-135m-instruct"  # the name the embedded server is asked for
 TIMEOUT_S = 120.0  # one LM call
 RETRIES = 4  # on 429, 5xx, timeouts and broken connections
-CONCURRENCY = 4  # LM calls in flight at once, per role
+# LM calls in flight at once, per role: a hosted endpoint serves many at a time (and says 429
+# when it wants fewer; the client then backs off); the embedded server answers one at a time,
+# so more would only queue there and eat into each call's timeout.
+CONCURRENCY = 8
+EMBEDDED_CONCURRENCY = 1
 RECORD_MODE = "normal"  # normal | replay | refresh | off
 CACHE_DIR_NAME = ".promptopt_cache"  # under the rootdir
 

@@ -13,6 +13,7 @@ from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from .calllog import CallLog
 from .usage import Usage, total
 
 if TYPE_CHECKING:
@@ -93,6 +94,7 @@ class TestRecord:
     # Such a case could not be scored; it still counts, as a failure, for its prompt.
     errors: list[tuple[str, str]] = field(default_factory=list)
     compared: bool = False  # pytest's assertion rewriting reported a failed comparison of this run
+    call_log: CallLog = field(default_factory=CallLog)  # what the calls were made of, for the next run
 
     def score(self, passed: bool) -> float:
         """The metric: mean judge score when judges ran, else the share of passing runs."""

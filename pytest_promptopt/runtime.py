@@ -15,6 +15,8 @@ from typing import Any
 
 from . import local
 from .cache import ChatRequest, Reply, ReplyCache
+from .calllog import JUDGE
+from .calllog import LLM as LLM_CALL
 from .client import Budget, Completion, Endpoint, LMClient
 from .config import ROLES, Settings
 from .defaults import EMBEDDED_MODEL
@@ -57,6 +59,7 @@ class Runtime:
         self._overrides: dict[str, Prompt] = {}
         self._embedder: EmbeddingClient | None = None
         self.prompts: dict[str, Prompt] = {}  # every prompt file seen, as loaded from disk
+        self._resolved_root: Path | None = None
 
     # -- endpoints -------------------------------------------------------------------------
     def set_embedded_url(self, url: str) -> None:
@@ -87,7 +90,7 @@ class Runtime:
             self.cache,
             timeout=self.settings.timeout,
             max_retries=self.settings.retries,
-            concurrency=self.settings.concurrency,
+            concurrency=self.settings.concurrency_for(role),
             price=self.settings.prices.get(endpoint.model),
             resolve_base_url=self.embedded_url if rc.embedded else None,
         )
@@ -137,6 +140,19 @@ class Runtime:
                                                  timeout=self.settings.timeout, retries=self.settings.retries)
             return self._embedder
 
+    def prompt_name(self, prompt: Prompt) -> str:
+        """How the call log names a prompt file: relative to the rootdir when under it (the
+        log stays valid when the checkout moves), else absolute."""
+        if self._resolved_root is None:
+            self._resolved_root = self.root.resolve()  # prompt paths are resolved when loaded
+        try:
+            return prompt.path.relative_to(self._resolved_root).as_posix()
+        except ValueError:
+            return str(prompt.path)
+
+    def prompt_path(self, name: str) -> Path:
+        return (self._resolved_root or self.root) / name  # an absolute name stays absolute
+
     # -- prompts and overrides -------------------------------------------------------------
     def register(self, prompt: Prompt) -> None:
         self.prompts.setdefault(prompt.key, prompt)
@@ -183,7 +199,10 @@ class LLM:
         client, request = self._runtime.task_request(prompt, variables, self.sample)
         messages = request.message_dicts
         model = request.model
+        log = self._record.call_log
+        index = log.begin(LLM_CALL, self._runtime.prompt_name(prompt), variables, sample=self.sample)
         completion = _complete(client, request, self._record, prompt.key, f"prompt {prompt.path}")
+        log.done(index, completion.text)
         self._record.traces.append(Trace.of(prompt.key, variables, tuple(messages), model, completion))
         return completion.text
 
@@ -215,6 +234,9 @@ class JudgeCall:
         """Grade without failing the test; the verdict still counts toward the score."""
         limit = self.default_threshold if threshold is None else threshold
         mode = self.mode
+        if isinstance(output, str) and isinstance(criteria, str) and 0 <= limit <= 1:  # else no call is made
+            inputs = {"output": output, "criteria": criteria} | ({} if expected is None else {"expected": expected})
+            self._record.call_log.begin(JUDGE, "", inputs, sample=self.sample, mode=mode)
         verdict = grade(lambda messages: self._ask(messages, mode), output, criteria,
                         expected=expected, threshold=limit, mode=mode)
         self._record.verdicts.append(verdict)

@@ -131,7 +131,8 @@ def test_expected_answers_are_seen_without_assertion_rewriting(word_suite: pytes
 def test_help_states_the_real_defaults(pytester: pytest.Pytester) -> None:
     out = pytester.runpytest("--help").stdout.str()
     flat = " ".join(out.split())
-    assert f"LM calls in flight at once (default {defaults.CONCURRENCY})" in flat
+    assert (f"(default {defaults.CONCURRENCY} for an endpoint, {defaults.EMBEDDED_CONCURRENCY} for the embedded model)"
+            in flat)
     assert f"default pass threshold of judge() (default {defaults.JUDGE_THRESHOLD})" in flat
     assert "previously passing validation tests a candidate may break (default: 20% of them, at least 1)" in flat
     assert f"(default: the preset's: light 500, medium {defaults.OPTIMIZE_BUDGET}, heavy 8000)" in flat

@@ -126,6 +126,56 @@ def test_429_without_retry_after_uses_backoff(
     assert 0.5 <= sleeps[1] <= 1.0
 
 
+def test_429_pauses_the_whole_pool(make_client: ClientFactory, server: ScriptedServer, sleeps: Sleeps) -> None:
+    """After a 429 with Retry-After, the next call of the client waits too (it was never refused
+    itself): a rate-limited endpoint is not hammered by the rest of the pool."""
+    client = make_client()
+    server.fail_next(Fault(status=429, retry_after="2"))
+    ask(client, "first")
+    ask(client, "second")
+    assert sleeps[0] == 2.0  # the refused call's own backoff
+    assert len(sleeps) == 2 and 1.0 < sleeps[1] <= 2.0  # the other call waited out the pause
+    assert server.count == 3
+
+
+def test_500_does_not_pause_the_pool(make_client: ClientFactory, server: ScriptedServer, sleeps: Sleeps) -> None:
+    client = make_client()
+    server.fail_next(Fault(status=500))
+    ask(client, "first")
+    ask(client, "second")
+    assert len(sleeps) == 1  # only the failed call's own backoff
+
+
+def test_send_ahead_hands_the_completion_to_its_caller(make_client: ClientFactory, server: ScriptedServer,
+                                                       tmp_path: Path) -> None:
+    """A call sent ahead is the asking test's own call: not cached, counted once, and a reply
+    nobody asked for is reported as unused."""
+    client = make_client(ReplyCache(tmp_path))
+    requests = [client.request(msgs(t)) for t in ("a", "b", "c")]
+    client.send_ahead([*requests, requests[0]])
+    assert server.count == 3
+    assert client.usage().requests == 0 and client.usage().api_calls == 3
+    done = client.complete(requests[0])
+    assert not done.cached and done.attempts == 1 and done.reply.completion_tokens == 1
+    assert client.complete(requests[0]).cached  # a second ask is a plain cache hit
+    assert client.usage().requests == 2 and client.usage().api_calls == 3 and server.count == 3
+    assert client.unused_ahead() == 2 and client.unused_ahead() == 0
+    assert client.complete(requests[1]).cached  # once forgotten, the cache serves it
+
+
+def test_send_ahead_failures_leave_the_endpoint_health_alone(make_client: ClientFactory, server: ScriptedServer,
+                                                             tmp_path: Path) -> None:
+    """Failures ahead stop the sending after `down_after` in a row, are not cached, and do not
+    mark the endpoint down: the tests then make their calls and report them as always."""
+    client = make_client(ReplyCache(tmp_path), max_retries=0, down_after=2)
+    server.responder = lambda messages, body: (_ for _ in ()).throw(RuntimeError("no"))
+    out = client.send_ahead([client.request(msgs(str(i))) for i in range(6)])
+    assert all(isinstance(r, EndpointError) for r in out)
+    assert server.count <= 2 + client.concurrency  # stopped sending once 2 failed in a row
+    server.responder = echo_last_user
+    assert ask(client, "0").text == "0"  # not cached as a failure, and the endpoint is not "down"
+
+
 def test_real_sleep_honours_retry_after(make_client: ClientFactory, server: ScriptedServer) -> None:
     server.fail_next(Fault(status=429, retry_after="0.2"))
     client = make_client(sleep=time.sleep)

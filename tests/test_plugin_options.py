@@ -389,3 +389,20 @@ def test_options_are_listed_in_help_even_with_bad_settings(pytester: pytest.Pyte
         assert flag in out
     for ini in ("promptopt_record", "promptopt_cache_dir", "promptopt_base_url", "promptopt_min_pass_rate"):
         assert ini in out
+
+
+def test_concurrency_defaults_by_endpoint(pytester: pytest.Pytester, scripted: ScriptedServer) -> None:
+    """8 calls in flight for an endpoint, 1 for the embedded model (it answers one at a time);
+    the option sets every role. The embedded server is never started: no call is made."""
+    pytester.makepyfile("""
+        def test_it(promptopt_runtime):
+            print("concurrency", {r: promptopt_runtime.client(r).concurrency for r in ("task", "judge")})
+        """)
+    embedded = pytester.runpytest("-s")
+    embedded.stdout.fnmatch_lines(["*concurrency {'task': 1, 'judge': 1}*"])
+    endpoint = pytester.runpytest("-s", f"--promptopt-base-url={scripted.base_url}", "--promptopt-model=m")
+    endpoint.stdout.fnmatch_lines(["*concurrency {'task': 8, 'judge': 8}*"])
+    both = pytester.runpytest("-s", f"--promptopt-judge-base-url={scripted.base_url}", "--promptopt-judge-model=m")
+    both.stdout.fnmatch_lines(["*concurrency {'task': 1, 'judge': 8}*"])
+    given = pytester.runpytest("-s", "--promptopt-concurrency=3")
+    given.stdout.fnmatch_lines(["*concurrency {'task': 3, 'judge': 3}*"])

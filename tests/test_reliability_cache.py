@@ -59,9 +59,11 @@ def test_damaged_cache_database_one_warning_right_answers(
 ) -> None:
     cache_dir = cached_suite.path / ".promptopt_cache"
     cached_suite.runpytest().assert_outcomes(passed=len(TEXTS))
-    (database,) = cache_dir.rglob("cache.db")
-    data = database.read_bytes()
-    database.write_bytes(b"not a database " * 100 if damage == "garbage" else data[: len(data) // 2])
+    databases = sorted(cache_dir.rglob("cache.db"))  # the replies, and each test's logged calls
+    assert [d.parent.name for d in databases] == ["calls", "replies"]
+    for database in databases:
+        data = database.read_bytes()
+        database.write_bytes(b"not a database " * 100 if damage == "garbage" else data[: len(data) // 2])
     for leftover in cache_dir.rglob("cache.db-*"):  # the write-ahead log would repair the cut
         leftover.unlink()
     sent = scripted.count

@@ -55,7 +55,9 @@ def _run_options(add: Any) -> None:
     add("--promptopt-retries", "string", default=None, type=non_negative_int, metavar="N",
         help=f"retries on 429/5xx/timeouts (default {defaults.RETRIES})")
     add("--promptopt-concurrency", "string", default=None, type=positive_int, metavar="N",
-        help=f"LM calls in flight at once (default {defaults.CONCURRENCY})")
+        help=f"LM calls in flight at once, per role; a plain run sends its tests' predictable calls "
+             f"ahead at this concurrency (default {defaults.CONCURRENCY} for an endpoint, "
+             f"{defaults.EMBEDDED_CONCURRENCY} for the embedded model)")
     add("--promptopt-min-pass-rate", "string", default=None, type=fraction, metavar="RATE",
         help="fail the session if a prompt's pass rate is below RATE (0..1); on the command line it "
              "overrides min_pass_rate in prompt files, in ini it is the default for prompts without one")

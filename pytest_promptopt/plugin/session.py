@@ -16,6 +16,7 @@ from typing import Any
 import pytest
 
 from .. import local
+from ..ahead import AheadReport, CallStore
 from ..cache import RecordMode
 from ..baseline import Baseline
 from ..config import Settings
@@ -26,6 +27,7 @@ from ..report import PromptSummary, display, optimization_lines, summarize, tabl
 from ..report_data import describe_write, optimization_view
 from ..runtime import Runtime
 from ..writeback import PendingWrite, apply_write
+from .ahead import log_calls, send_ahead_for, should_send_ahead
 from .gates import gate_lines, incomplete, junit_gates
 from .optimization import OptimizationRun, run_optimization
 
@@ -54,6 +56,8 @@ class PromptOptSession:
         self.loaded_baseline = baseline  # the baseline to compare with, read when options were parsed
         self.baseline_result: BaselineResult | None = None
         self.summaries: list[PromptSummary] = []
+        self.calls = CallStore(settings.cache_dir, settings.record_mode)  # each test's calls, for the next run
+        self.ahead: AheadReport | None = None
         self.started = time.perf_counter()
         self._previous_sigterm: Any = None
         if not self.is_worker and settings.optimize.enabled:
@@ -95,6 +99,7 @@ class PromptOptSession:
 
     def close(self) -> None:
         self._restore_sigterm()
+        self.calls.close()
         self.runtime.close()
         if self._server is not None:
             self._server.stop()
@@ -107,7 +112,15 @@ class PromptOptSession:
 
     @pytest.hookimpl(wrapper=True)
     def pytest_runtestloop(self, session: pytest.Session) -> Any:
-        result = yield
+        if should_send_ahead(session, self.runtime):
+            self.ahead = send_ahead_for(session, self.runtime, self.calls)
+        try:
+            result = yield
+        finally:
+            log_calls(session, self.calls)
+            unused = sum(client.unused_ahead() for client in self.runtime.clients().values())
+            if self.ahead is not None:
+                self.ahead = self.ahead.finished(unused)
         if self.settings.optimize.enabled and not session.shouldstop:
             path = self.settings.baseline.baseline_path
             before = None if self.loaded_baseline is None or path is None else (self.loaded_baseline, str(path))
@@ -205,6 +218,7 @@ class PromptOptSession:
             "prompts": [s.to_dict(root) for s in self.summaries],
             "tests": [o.to_dict() for o in self.outcomes],
             "cache": {"hits": sum(u.cache_hits for u in usage), "calls": sum(u.requests for u in usage)},
+            "ahead": None if self.ahead is None else self.ahead.to_dict(),
             "gate": "failed" if self.gate_failed else "passed",
             "baseline": None if self.baseline_result is None else self.baseline_result.to_dict(),
             "optimization": None if run is None else {
@@ -229,11 +243,14 @@ class PromptOptSession:
     def pytest_terminal_summary(self, terminalreporter: Any) -> None:
         lines = self._optimization_lines()
         baseline_lines = self.baseline_result.terminal_lines() if self.baseline_result is not None else []
-        if self.is_worker or not (self.summaries or lines or self.write_errors or baseline_lines):
+        ahead = self.ahead if self.ahead is not None and (self.ahead.sent or self.ahead.failed) else None
+        if self.is_worker or not (self.summaries or lines or self.write_errors or baseline_lines or ahead):
             return
         tr = terminalreporter
         if self.summaries:
             self._write_prompt_table(tr)
+        if ahead is not None:
+            tr.write_line(f"promptopt: {ahead.line()}", red=bool(ahead.unused))
         if baseline_lines:
             tr.write_sep("=", "promptopt: baseline")
             for text, bad in baseline_lines:

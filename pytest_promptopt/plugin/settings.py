@@ -41,7 +41,7 @@ def build_settings(config: pytest.Config) -> Settings:
         record_mode=RecordMode(_choice(config, "promptopt_record", [m.value for m in RecordMode], defaults.RECORD_MODE)),
         timeout=_typed(config, "promptopt_timeout", positive_float, defaults.TIMEOUT_S),
         retries=_typed(config, "promptopt_retries", non_negative_int, defaults.RETRIES),
-        concurrency=_typed(config, "promptopt_concurrency", positive_int, defaults.CONCURRENCY),
+        concurrency=_typed(config, "promptopt_concurrency", positive_int, None),
         prices=prices,
         min_pass_rate=_ini_value(config, "promptopt_min_pass_rate", fraction),
         min_pass_rate_override=config.getoption("promptopt_min_pass_rate", None),
