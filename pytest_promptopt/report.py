@@ -30,6 +30,7 @@ class PromptSummary:
     min_pass_rate: float | None
     errors: int = 0  # cases whose LM call failed: not scored, counted as failed
     first_error: str = ""
+    xfailed: int = 0  # cases marked xfail: not in `cases`, pass rate or gate (their calls are in `usage`)
 
     @property
     def pass_rate(self) -> float:
@@ -41,7 +42,8 @@ class PromptSummary:
 
     @property
     def gate_failed(self) -> bool:
-        return self.min_pass_rate is not None and self.pass_rate + 1e-12 < self.min_pass_rate
+        """Below its minimum pass rate; a prompt with no counted case (all xfail) has nothing to gate."""
+        return self.min_pass_rate is not None and self.cases > 0 and self.pass_rate + 1e-12 < self.min_pass_rate
 
     def to_dict(self, root: Path | None = None) -> dict[str, Any]:
         u = self.usage
@@ -49,7 +51,7 @@ class PromptSummary:
                 "pass_rate": round(self.pass_rate, 4), "mean_score": round(self.mean_score, 4),
                 "calls": u.requests, "tokens": u.tokens, "cost": round(u.cost, 6),
                 "cache_hits": u.cache_hits, "min_pass_rate": self.min_pass_rate,
-                "gate": "failed" if self.gate_failed else "passed", "errors": self.errors}
+                "gate": "failed" if self.gate_failed else "passed", "errors": self.errors, "xfailed": self.xfailed}
 
 
 def display(key: str, root: Path | None) -> str:
@@ -74,7 +76,7 @@ def summarize(outcomes: Iterable[CaseOutcome], default_min_pass_rate: float | No
         if gate is None:
             gate = row.own_min if row.own_min is not None else default_min_pass_rate
         out.append(PromptSummary(key, row.cases, row.passed, row.score_sum, row.usage,
-                                 None if key == JUDGE_KEY else gate, row.errors, row.first_error))
+                                 None if key == JUDGE_KEY else gate, row.errors, row.first_error, row.xfailed))
     return out
 
 
@@ -87,12 +89,16 @@ class _Row:
     own_min: float | None = None
     errors: int = 0
     first_error: str = ""
+    xfailed: int = 0
 
     def add(self, case: CaseOutcome, key: str, usage: Usage) -> None:
+        self.usage = self.usage + usage
+        if case.xfail:  # an expected failure, as pytest counts it: neither passed nor failed
+            self.xfailed += 1
+            return
         self.cases += 1
         self.passed += int(case.passed)
         self.score_sum += case.score
-        self.usage = self.usage + usage
         if usage.errors:
             self.errors += 1
             self.first_error = self.first_error or case.error
@@ -105,10 +111,10 @@ def table(summaries: list[PromptSummary], root: Path | None) -> list[str]:
     headers = ("prompt", "cases", "passed", "pass rate", "mean score", "calls", "cache hits", "tokens", "cost", "gate")
     rows = []
     for s in summaries:
-        gate = "-" if s.min_pass_rate is None else (
+        gate = "-" if s.min_pass_rate is None else "- (no cases)" if not s.cases else (
             f"FAIL (< {s.min_pass_rate:.0%})" if s.gate_failed else f"ok (>= {s.min_pass_rate:.0%})")
-        rows.append((display(s.key, root), str(s.cases), str(s.passed), f"{s.pass_rate:.1%}",
-                     f"{s.mean_score:.3f}", str(s.usage.requests),
+        rows.append((display(s.key, root), str(s.cases), str(s.passed), f"{s.pass_rate:.1%}" if s.cases else "-",
+                     f"{s.mean_score:.3f}" if s.cases else "-", str(s.usage.requests),
                      f"{s.usage.cache_hits} ({s.usage.cache_hit_rate:.0%})", f"{s.usage.tokens:,}",
                      f"${s.usage.cost:.4f}", gate))
     widths = [max(len(h), *(len(r[i]) for r in rows)) if rows else len(h) for i, h in enumerate(headers)]

@@ -180,6 +180,7 @@ class LLM:
         if not isinstance(prompt, Prompt):
             prompt = self.load(prompt)
         self._runtime.register(prompt)
+        self._record.ask(prompt.key)
         client, request = self._runtime.task_request(prompt, variables, self.sample)
         messages = request.message_dicts
         model = request.model

@@ -144,7 +144,7 @@ class PromptOptSession:
             self.pending_writes.clear()
         self._flush_writes(session)
         if self.settings.report_path is not None:
-            write_json(self.settings.report_path, self.json_report())
+            write_json(self.settings.report_path, {**self.json_report(), "exit_code": int(session.exitstatus)})
         if self.settings.baseline.html_path is not None and self.baseline_result is not None:
             write_html(self.settings.baseline.html_path, self._html(self.baseline_result))
 
@@ -248,6 +248,9 @@ class PromptOptSession:
             if s.errors:
                 tr.write_line(f"not scored: {s.errors} of {s.cases} cases of {display(s.key, root)} "
                               f"(counted as failed): the LM call failed; first: {s.first_error}", red=True)
+        xfailed = [f"{s.xfailed} case(s) of {display(s.key, root)}" for s in self.summaries if s.xfailed]
+        if xfailed:
+            tr.write_line(f"expected failures (xfail) left out of the pass rate: {', '.join(xfailed)}")
         for line in gate_lines(self.summaries, root):
             tr.write_line(line, red=True)
 
