@@ -123,6 +123,12 @@ class Prompt:
         """A copy whose instruction message is `text`; placeholders must stay the same."""
         index = self.instruction_index
         old = self.messages[index]
+        # A proposal rarely ends the way the file's text does: keep the original's trailing line
+        # breaks, so a `content: |` block stays `|` on write-back and the message differs only
+        # where the proposal changed it.
+        ending = old.content[len(old.content.rstrip("\n")):]
+        if ending and not text.endswith("\n"):
+            text += ending
         origin = TemplateOrigin(self.path, f"messages[{index}].content (proposed)")
         new = Template(text, origin)
         new.validate()
