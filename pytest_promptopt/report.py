@@ -45,11 +45,12 @@ class PromptSummary:
         """Below its minimum pass rate; a prompt with no counted case (all xfail) has nothing to gate."""
         return self.min_pass_rate is not None and self.cases > 0 and self.pass_rate + 1e-12 < self.min_pass_rate
 
-    def to_dict(self, root: Path | None = None) -> dict[str, Any]:
+    def to_dict(self, root: Path | None = None, priced: bool = True) -> dict[str, Any]:
+        """`priced`: a price is configured for the model, else the cost is unknown (null)."""
         u = self.usage
         return {"prompt": display(self.key, root), "cases": self.cases, "passed": self.passed,
                 "pass_rate": round(self.pass_rate, 4), "mean_score": round(self.mean_score, 4),
-                "calls": u.requests, "tokens": u.tokens, "cost": round(u.cost, 6),
+                "calls": u.requests, "tokens": u.tokens, "cost": round(u.cost, 6) if priced else None,
                 "cache_hits": u.cache_hits, "min_pass_rate": self.min_pass_rate,
                 "gate": "failed" if self.gate_failed else "passed", "errors": self.errors, "xfailed": self.xfailed}
 
@@ -107,7 +108,13 @@ class _Row:
             self.own_min = own
 
 
-def table(summaries: list[PromptSummary], root: Path | None) -> list[str]:
+def money(cost: float, known: bool) -> str:
+    """A cost as shown: `-` when no price is configured for the model (unknown is not zero)."""
+    return f"${cost:.4f}" if known else "-"
+
+
+def table(summaries: list[PromptSummary], root: Path | None, priced: Callable[[str], bool] = lambda key: True) -> list[str]:
+    """The per-prompt table; `priced(key)` says whether the cost of that row's calls is known."""
     headers = ("prompt", "cases", "passed", "pass rate", "mean score", "calls", "cache hits", "tokens", "cost", "gate")
     rows = []
     for s in summaries:
@@ -116,17 +123,19 @@ def table(summaries: list[PromptSummary], root: Path | None) -> list[str]:
         rows.append((display(s.key, root), str(s.cases), str(s.passed), f"{s.pass_rate:.1%}" if s.cases else "-",
                      f"{s.mean_score:.3f}" if s.cases else "-", str(s.usage.requests),
                      f"{s.usage.cache_hits} ({s.usage.cache_hit_rate:.0%})", f"{s.usage.tokens:,}",
-                     f"${s.usage.cost:.4f}", gate))
+                     money(s.usage.cost, priced(s.key)), gate))
     widths = [max(len(h), *(len(r[i]) for r in rows)) if rows else len(h) for i, h in enumerate(headers)]
     fmt = "  ".join("{:<%d}" % w for w in widths)
     return [fmt.format(*headers), fmt.format(*("-" * w for w in widths))] + [fmt.format(*r) for r in rows]
 
 
-def optimization_lines(o: GroupResult, display: Callable[[str], str], dry_run: bool) -> list[str]:
-    """The terminal lines of one group's optimization."""
+def optimization_lines(o: GroupResult, display: Callable[[str], str], dry_run: bool,
+                       priced: Callable[[str], bool] = lambda role: False) -> list[str]:
+    """The terminal lines of one group's optimization; a role's cost is shown when `priced(role)`."""
     names = ", ".join(display(k) for k in o.prompts)
     after = "not run" if o.validation.after is None else f"{o.validation.after:.3f}"
-    calls = ", ".join(f"{role} {u.requests} ({u.api_calls} sent, {u.tokens:,} tokens)" for role, u in o.usage.items())
+    calls = ", ".join(f"{role} {u.requests} ({u.api_calls} sent, {u.tokens:,} tokens"
+                      + (f", {money(u.cost, True)})" if priced(role) else ")") for role, u in o.usage.items())
     lines = [f"{names}: strategy {o.strategy}, {o.train.cases} train / {o.validation.cases} validation tests",
              f"  validation score {o.validation.before:.3f} -> {after}; train score {o.train.before:.3f} -> "
              f"{o.train.after or 0.0:.3f}",

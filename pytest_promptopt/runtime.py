@@ -88,7 +88,7 @@ class Runtime:
             timeout=self.settings.timeout,
             max_retries=self.settings.retries,
             concurrency=self.settings.concurrency,
-            price=self.settings.prices.get(endpoint.model),
+            price=self.settings.prices.get(endpoint.model),  # the endpoint's model: what Settings.price_of reads
             resolve_base_url=self.embedded_url if rc.embedded else None,
         )
         with self._lock:

@@ -8,6 +8,17 @@ from typing import Any
 from ..runtime import Runtime
 
 
+def write_apart(tr: Any, line: str) -> None:
+    """A line of its own: pytest's write_line starts a new line only after a file name, and
+    under -q (or after the final [100%]) the test letters are on the current line."""
+    tr.ensure_newline()
+    writer = getattr(tr, "_tw", None)
+    if writer is not None and getattr(writer, "width_of_current_line", 0):
+        writer.line()
+    tr.write_line(line)
+    tr.flush()
+
+
 class Progress:
     """Throttled progress lines: per prompt, step, best score, calls of budget, ETA."""
 

@@ -19,14 +19,17 @@ from .. import local
 from ..cache import RecordMode
 from ..baseline import Baseline
 from ..config import Settings
+from ..defaults import EMBEDDED_MODEL
 from ..errors import LocalModelError, WriteBackError
+from ..header import header_lines
 from ..gate import BaselineResult, finish, html_document, write_html
-from ..record import CaseOutcome
+from ..record import JUDGE_KEY, CaseOutcome
 from ..report import PromptSummary, display, optimization_lines, summarize, table, write_json
 from ..report_data import describe_write, optimization_view
 from ..runtime import Runtime
 from ..writeback import PendingWrite, apply_write
 from .gates import gate_lines, incomplete, junit_gates
+from .progress import write_apart
 from .optimization import OptimizationRun, run_optimization
 
 
@@ -77,12 +80,34 @@ class PromptOptSession:
                 signal.signal(signal.SIGTERM, self._previous_sigterm)
             self._previous_sigterm = None
 
+    # -- header ----------------------------------------------------------------------------
+    def pytest_report_header(self, config: pytest.Config) -> list[str]:
+        if self.is_worker:
+            return []
+        return header_lines(self.settings, config.rootpath, optimize=self.settings.optimize.enabled)
+
+    @pytest.hookimpl(trylast=True)
+    def pytest_sessionstart(self, session: pytest.Session) -> None:
+        """Under -q pytest prints no header: the run header still gets its one line."""
+        tr = self.config.pluginmanager.get_plugin("terminalreporter")
+        if self.is_worker or tr is None or self.config.get_verbosity() >= 0:
+            return
+        for line in header_lines(self.settings, self.config.rootpath, optimize=self.settings.optimize.enabled,
+                                 quiet=True):
+            tr.write_line(line)
+
     # -- embedded model --------------------------------------------------------------------
     def _start_embedded(self) -> str:
+        tr = self.config.pluginmanager.get_plugin("terminalreporter")
+        say = (lambda text: write_apart(tr, text)) if tr is not None else (lambda text: None)
+        say(f"promptopt: starting the embedded model ({EMBEDDED_MODEL}, llama.cpp server on 127.0.0.1): "
+            "a call was not in the cache")
+        started = time.perf_counter()
         try:
             self._server = local.start()
         except LocalModelError as exc:
             pytest.exit(f"pytest-promptopt: {exc}", returncode=pytest.ExitCode.USAGE_ERROR)
+        say(f"promptopt: embedded model ready at {self._server.base_url} ({time.perf_counter() - started:.1f} s)")
         return self._server.base_url
 
     def embedded_url_for_workers(self) -> str | None:
@@ -192,7 +217,7 @@ class PromptOptSession:
             "version": 2,
             "duration_s": round(time.perf_counter() - self.started, 3),
             "record_mode": self.settings.record_mode.value,
-            "prompts": [s.to_dict(root) for s in self.summaries],
+            "prompts": [s.to_dict(root, self._priced(s.key)) for s in self.summaries],
             "tests": [o.to_dict() for o in self.outcomes],
             "cache": {"hits": sum(u.cache_hits for u in usage), "calls": sum(u.requests for u in usage)},
             "gate": "failed" if self.gate_failed else "passed",
@@ -209,7 +234,8 @@ class PromptOptSession:
         run, root = self.optimization, Path(self.config.rootpath)
         lines = [] if run is None else list(run.notes)
         for group in () if run is None else run.groups:
-            lines += optimization_lines(group, lambda k: display(k, root), self.settings.optimize.dry_run)
+            lines += optimization_lines(group, lambda k: display(k, root), self.settings.optimize.dry_run,
+                                        lambda role: self.settings.price_of(role) is not None)
         if run is not None and run.unscored:
             tests = len({n for n, _ in run.unscored})
             lines.append(f"could not score {len(run.unscored)} test run(s) of {tests} test(s) during the optimization: "
@@ -239,10 +265,14 @@ class PromptOptSession:
         if self.settings.baseline.html_path is not None:
             tr.write_line(f"promptopt HTML report: {self.settings.baseline.html_path}")
 
+    def _priced(self, key: str) -> bool:
+        """A prompt's calls go to the task model, the judge row's to the judge model."""
+        return self.settings.price_of("judge" if key == JUDGE_KEY else "task") is not None
+
     def _write_prompt_table(self, tr: Any) -> None:
         root = Path(self.config.rootpath)
         tr.write_sep("=", "promptopt: prompts")
-        for line in table(self.summaries, root):
+        for line in table(self.summaries, root, self._priced):
             tr.write_line(line)
         for s in self.summaries:
             if s.errors:
