@@ -65,6 +65,7 @@ class OptimizeSettings:
     margin: float = defaults.OPTIMIZE_MARGIN
     max_regressions: int | None = None  # None: defaults.allowed_regressions decides
     context_tokens: int | None = None  # the optimizer model's context; None: by endpoint (see defaults)
+    progress_interval: float = defaults.PROGRESS_INTERVAL_S  # seconds between progress lines in CI, at most
 
 
 @dataclass(frozen=True)

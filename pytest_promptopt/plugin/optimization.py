@@ -96,7 +96,9 @@ def run_optimization(session: pytest.Session, runtime: Runtime, settings: Optimi
         group = _group(keys, rec, runtime)
         label = ", ".join(display(k, root) for k in keys)
         strategy = strategies.with_preset(factory(), settings.preset)
-        result = _optimize(group, program, strategy, runtime, settings, Progress(tr, runtime, label, settings.budget))
+        with Progress(tr, lambda: _requests(runtime), label, settings.budget,
+                      interval=settings.progress_interval) as progress:
+            result = _optimize(group, program, strategy, runtime, settings, progress)
         planned: list[PendingWrite] = []
         if result.accepted:
             try:
@@ -107,6 +109,10 @@ def run_optimization(session: pytest.Session, runtime: Runtime, settings: Optimi
                               notes=(*result.notes, *(note for w in planned for note in w.notes))))
         writes.extend(() if settings.dry_run else planned)
     return OptimizationRun(tuple(notes), tuple(groups), tuple(writes), tuple(program.unscored), tuple(errors))
+
+
+def _requests(runtime: Runtime) -> int:
+    return sum(c.usage().requests for c in runtime.clients().values())
 
 
 def _group(keys: list[str], rec: _Recorded, runtime: Runtime) -> Group:
