@@ -180,7 +180,8 @@ class PromptOptSession:
         views = [optimization_view(g, root, describe_write(g, dry, self.written_paths)) for g in groups]
         return html_document(result, self.outcomes, root, optimizations=views,
                              gate_lines=gate_lines(self.summaries, root), record_mode=self.settings.record_mode.value,
-                             secrets=[r.api_key for r in self.settings.roles.values()])
+                             secrets=[r.api_key for r in self.settings.roles.values()],
+                             priced_roles=[r for r in self.settings.roles if self.settings.price_of(r) is not None])
 
     def _flush_writes(self, session: pytest.Session) -> None:
         """Write-back happens once, at the end, in this process only."""
