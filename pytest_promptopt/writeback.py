@@ -239,7 +239,18 @@ class _DocumentStyle:
 
 
 def _yaml_for(text: str) -> YAML:
-    """A round-trip dumper whose indentation reproduces the file, or comes closest to it."""
+    """A dumper of new values (demos, a retrieve section) indented as the file is, or as close
+    to it as one of the usual indentations comes; it writes no document markers (`---`, `...`):
+    what it writes goes inside the document."""
+    chosen = _indent_of(text)
+    yaml = YAML(typ="rt")
+    yaml.width = 1_000_000
+    yaml.indent(mapping=chosen.map_indent, sequence=chosen.sequence_indent, offset=chosen.sequence_dash_offset)
+    return yaml
+
+
+def _indent_of(text: str) -> YAML:
+    """The round-trip dumper whose indentation reproduces the file, or comes closest to it."""
     best: tuple[int, YAML] | None = None
     want = text.rstrip("\n").splitlines()
     style = _DocumentStyle.of(text)
@@ -334,7 +345,8 @@ def _retrieve_edits(text: str, root: Any, dumper: YAML, rule: RetrievalRule | No
         if found is not None:
             return yaml_edit.replace_value(text, *found, new)
         demos = yaml_edit.entry(root, "demos")
-        return [yaml_edit.add_key(text, yaml_edit.content_end(demos[1] if demos else root, text), 0, "retrieve", new)]
+        after = yaml_edit.value_end(text, *demos) if demos else yaml_edit.content_end(root, text)
+        return [yaml_edit.add_key(text, after, 0, "retrieve", new)]
     column = section.value[0][0].start_mark.column
     edits = []
     for name, value in fields.items():

@@ -77,7 +77,17 @@ def content_end(node: Node, text: str) -> int:
     if getattr(node, "flow_style", False) or not node.value:
         return int(node.end_mark.index)
     last = node.value[-1]
-    return content_end(last[1] if isinstance(last, tuple) else last, text)
+    return value_end(text, *last) if isinstance(last, tuple) else content_end(last, text)
+
+
+def is_empty(value: Node) -> bool:
+    """`key:` with nothing after it (a null): the composer marks it at the next token."""
+    return isinstance(value, ScalarNode) and value.value == "" and value.style is None
+
+
+def value_end(text: str, key: Node, value: Node) -> int:
+    """Where the key's entry ends: its value's end, or the key's own for an empty value."""
+    return int(key.end_mark.index) if is_empty(value) else content_end(value, text)
 
 
 def _after_colon(text: str, key: Node) -> int:
@@ -87,9 +97,14 @@ def _after_colon(text: str, key: Node) -> int:
 def replace_value(text: str, key: Node, value: Node, new: Value) -> list[Edit]:
     """The edits that make `new` the value of `key`; bytes outside the old value stay."""
     key_line_end = line_end(text, key.end_mark.index)
-    end = content_end(value, text)
+    end = value_end(text, key, value)
     edits: list[Edit] = []
-    if value.start_mark.line == key.start_mark.line:
+    if is_empty(value):
+        if new.head:
+            at = _after_colon(text, key)
+            edits.append(Edit(at, at, " " + new.head))
+        region = (key_line_end, key_line_end)
+    elif value.start_mark.line == key.start_mark.line:
         start = value.start_mark.index
         block_scalar = isinstance(value, ScalarNode) and value.style in ("|", ">")
         head_end = start + len(_BLOCK_HEADER.match(text, start).group()) if block_scalar else end  # type: ignore[union-attr]
@@ -120,7 +135,7 @@ def add_key(text: str, after: int, column: int, key: str, new: Value) -> Edit:
 def remove_key(text: str, key: Node, value: Node) -> Edit:
     """The key's lines, from its line's start to the end of its value (line break included)."""
     start = text.rfind("\n", 0, key.start_mark.index) + 1
-    end = line_end(text, content_end(value, text))
+    end = line_end(text, value_end(text, key, value))
     return Edit(start, min(len(text), end + 1), "")
 
 
@@ -174,5 +189,5 @@ def _block_scalar(new: str, style: str, indent: int, key_column: int) -> Value |
     return Value(style + chomp + digit, tuple(" " * indent + line if line else "" for line in lines))
 
 
-__all__ = ["Edit", "Value", "add_key", "apply", "compose", "content_end", "dumped", "entry", "remove_key",
-           "replace_value", "scalar_texts"]
+__all__ = ["Edit", "Value", "add_key", "apply", "compose", "content_end", "dumped", "entry", "is_empty",
+           "remove_key", "replace_value", "scalar_texts", "value_end"]

@@ -369,3 +369,22 @@ def test_demos_edit_changes_only_the_demos_value(tmp_path: Path) -> None:
     rewrite(path, demos=())
     assert path.read_bytes() == before.replace(b"demos: []                 #", b"demos: []" + b" " * 20 + b"#")
     assert load_prompt(path).demos == ()
+
+
+def test_demos_and_markers_and_crlf_only_the_demos_change(tmp_path: Path) -> None:
+    text = ("---\r\n# head\r\nmessages:\r\n- role: system\r\n  content: Classify.    # instr\r\n"
+            "- role: user\r\n  content: '{message}'\r\ndemos:      # none yet\r\n...\r\n")
+    path = write_bytes(tmp_path, "p.yaml", text.encode())
+    demos = (Demo({"message": "hi"}, "greet"),)
+    assert rewrite(path, demos=demos).demos == demos
+    data = path.read_bytes()
+    assert data == text.replace("demos:      # none yet\r\n",
+                                'demos:      # none yet\r\n- inputs: {message: "hi"}\r\n  output: "greet"\r\n').encode()
+
+
+def test_demos_added_after_a_last_key_without_value(tmp_path: Path) -> None:
+    text = "messages:\n  - role: user\n    content: '{message}'\ndescription:\n"
+    path = write_bytes(tmp_path, "p.yaml", text.encode())
+    demos = (Demo({"message": "hi"}, "greet"),)
+    assert rewrite(path, demos=demos).demos == demos
+    assert path.read_bytes().decode().startswith(text)
