@@ -72,3 +72,19 @@ def test_optimize_in_ci_prints_progress_lines_apart_from_the_dots(suite: pytest.
     assert any(re.search(r"best train 1\.000", ln) for ln in progress[1:]), progress
     stamps = [int(re.search(r"\| (\d+) s \|", ln).group(1)) for ln in progress]  # type: ignore[union-attr]
     assert all(b - a <= 1 for a, b in zip(stamps, stamps[1:])), stamps  # never a gap of more than 0.1 s + rounding
+
+
+def test_heartbeats_are_not_swallowed_by_output_capture(suite: pytest.Pytester, scripted: ScriptedServer) -> None:
+    """In a real process pytest captures fd 1 while a test runs, and the optimizer re-runs tests:
+    a heartbeat during a slow re-run still reaches the log."""
+    scripted.responder = reverse_when_told("Echo the word back exactly.")
+    suite.makefile(".yaml", word=WORD_PROMPT)
+    # each test takes 0.25 s inside its call phase, where pytest captures fd 1
+    suite.makepyfile(test_word=WORD_TESTS.replace("    assert llm(", "    import time; time.sleep(0.25)\n    assert llm("))
+    ini = (suite.path / "tox.ini").read_text().rstrip("\n") + "\npromptopt_progress_interval = 0.1\n"
+    (suite.path / "tox.ini").write_text(ini)
+    result = suite.runpytest_subprocess("-q", "-p", "no:cacheprovider", "--optimize", "--optimize-dry-run",
+                                        "--optimize-strategy=mipro", "--optimize-budget=16")
+    progress = [ln for ln in result.outlines if "[promptopt]" in ln]
+    assert all(ln.startswith("[promptopt] word.yaml: ") and LINE.match(ln) for ln in progress), progress
+    assert len(progress) >= 10, progress  # 4 s of slow calls, a line every 0.1 s at least; stage lines alone are few

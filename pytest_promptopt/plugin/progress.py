@@ -7,6 +7,8 @@ without one, so a long stage (a slow endpoint, a big minibatch) never looks like
 
 from __future__ import annotations
 
+import contextlib
+import os
 import threading
 import time
 from collections.abc import Callable
@@ -47,7 +49,7 @@ class Progress:
         self.interval = interval
         self.tty = bool(getattr(tr, "isatty", False)) if tty is None else tty
         self.started = time.monotonic()
-        self.last = time.monotonic()  # the first heartbeat comes one interval after the start
+        self.last = float("-inf")  # when the last line was written
         self.start_requests = requests()
         self.estimate = budget or 0
         self.stage = "starting"
@@ -56,6 +58,12 @@ class Progress:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._open_line = False  # in a terminal: a progress line is showing, not yet ended
+        # The heartbeat speaks while a test is being re-run, when pytest's fd capture has fd 1
+        # pointing at a temporary file: it writes to a copy of the terminal's descriptor, taken
+        # now, between tests. (A file without a descriptor, as under pytester, is not captured.)
+        self._fd: int | None = None
+        with contextlib.suppress(AttributeError, OSError, ValueError):
+            self._fd = os.dup(tr._tw._file.fileno())
 
     def __call__(self, message: str, *, estimate: int | None = None,
                  best: Callable[[], float | None] | None = None) -> None:
@@ -68,6 +76,7 @@ class Progress:
 
     def __enter__(self) -> Progress:
         if self.tr is not None:
+            fresh_line(self.tr)  # the heartbeat may speak first, and cannot see the test letters
             self._thread = threading.Thread(target=self._beat, name="promptopt-progress", daemon=True)
             self._thread.start()
         return self
@@ -80,11 +89,14 @@ class Progress:
             if self._open_line:
                 self.tr.write_line("")  # end the rewritten line: what follows starts on a line of its own
                 self._open_line = False
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
 
     def _beat(self) -> None:
         while True:
             with self._lock:
-                due = self.last + self.interval - time.monotonic()
+                due = max(self.last, self.started) + self.interval - time.monotonic()
             if due > 0:
                 if self._stop.wait(due):
                     return
@@ -101,14 +113,18 @@ class Progress:
             if not heartbeat and not self.tty and now - self.last < MIN_GAP_S:
                 return
             text = self.text(now)
-            if self.tty:
+            if heartbeat and self._fd is not None:
+                self.tr.flush()
+                ending = "" if self.tty else "\n"  # the main thread left the cursor where this goes
+                os.write(self._fd, (("\r" if self.tty else "") + text + ending).encode("utf-8", "replace"))
+            elif self.tty:
                 if not self._open_line:
                     fresh_line(self.tr)
                 self.tr.rewrite(text, erase=True)
                 self.tr.flush()
-                self._open_line = True
             else:
                 write_apart(self.tr, text)
+            self._open_line = self.tty
             self.last = now
 
     def text(self, now: float) -> str:
