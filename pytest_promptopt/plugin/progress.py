@@ -58,6 +58,7 @@ class Progress:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._open_line = False  # in a terminal: a progress line is showing, not yet ended
+        self._width = 0  # of the last line written
         # The heartbeat speaks while a test is being re-run, when pytest's fd capture has fd 1
         # pointing at a temporary file: it writes to a copy of the terminal's descriptor, taken
         # now, between tests. (A file without a descriptor, as under pytester, is not captured.)
@@ -115,8 +116,9 @@ class Progress:
             text = self.text(now)
             if heartbeat and self._fd is not None:
                 self.tr.flush()
-                ending = "" if self.tty else "\n"  # the main thread left the cursor where this goes
-                os.write(self._fd, (("\r" if self.tty else "") + text + ending).encode("utf-8", "replace"))
+                # the main thread left the cursor where this goes; in a terminal, over the old line
+                line = "\r" + text.ljust(self._width) if self.tty else text + "\n"
+                os.write(self._fd, line.encode("utf-8", "replace"))
             elif self.tty:
                 if not self._open_line:
                     fresh_line(self.tr)
@@ -125,6 +127,7 @@ class Progress:
             else:
                 write_apart(self.tr, text)
             self._open_line = self.tty
+            self._width = len(text)
             self.last = now
 
     def text(self, now: float) -> str:
