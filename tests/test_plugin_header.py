@@ -69,8 +69,8 @@ def test_quiet_keeps_the_header_to_one_line(shouting: pytest.Pytester) -> None:
 def test_the_optimizer_role_is_named_under_optimize(shouting: pytest.Pytester, scripted: ScriptedServer) -> None:
     result = shouting.runpytest("--optimize", "--optimize-dry-run", "--promptopt-optimizer-model=big",
                                 f"--promptopt-optimizer-base-url={scripted.base_url}")
-    result.stdout.fnmatch_lines(["promptopt: task scripted @ *; judge: as task; "
-                                 f"optimizer: big @ {scripted.base_url} (from --promptopt-optimizer-base-url)"])
+    result.stdout.fnmatch_lines([("promptopt: task scripted @ *; judge: as task; "
+                                  f"optimizer: big @ {scripted.base_url} (from --promptopt-optimizer-base-url)")])
 
 
 def test_cost_is_a_dash_without_prices_and_shown_with_them(shouting: pytest.Pytester) -> None:
@@ -116,8 +116,8 @@ def test_the_embedded_model_starting_is_said_on_a_line_of_its_own(pytester: pyte
     result = pytester.runpytest("-q", "-p", "no:randomly")
     result.assert_outcomes(passed=2)
     result.stdout.fnmatch_lines([
-        "promptopt: task smollm2-135m-instruct on the embedded model (started when a call is not in the cache); "
-        "judge: as task; record normal, cache .promptopt_cache",
+        ("promptopt: task smollm2-135m-instruct on the embedded model (started when a call is not in the cache); "
+         "judge: as task; record normal, cache .promptopt_cache"),
         "promptopt: starting the embedded model (*): a call was not in the cache",
         f"promptopt: embedded model ready at {url} (*s)",
     ])

@@ -4,6 +4,7 @@ rewritten in place in a terminal, never glued to the test letters."""
 from __future__ import annotations
 
 import io
+import itertools
 import re
 import time
 
@@ -71,7 +72,7 @@ def test_optimize_in_ci_prints_progress_lines_apart_from_the_dots(suite: pytest.
     assert all(LINE.match(ln) for ln in progress), progress
     assert any(re.search(r"best train 1\.000", ln) for ln in progress[1:]), progress
     stamps = [int(re.search(r"\| (\d+) s \|", ln).group(1)) for ln in progress]  # type: ignore[union-attr]
-    assert all(b - a <= 1 for a, b in zip(stamps, stamps[1:])), stamps  # never a gap of more than 0.1 s + rounding
+    assert all(b - a <= 1 for a, b in itertools.pairwise(stamps)), stamps  # never a gap of more than 0.1 s + rounding
 
 
 def test_heartbeats_are_not_swallowed_by_output_capture(suite: pytest.Pytester, scripted: ScriptedServer) -> None:

@@ -17,7 +17,7 @@ from pytest_promptopt.prompts import load_prompt
 from pytest_promptopt.testing import ScriptedServer
 
 README = Path(__file__).resolve().parent.parent / "README.md"
-FENCE = re.compile(r"^```(\w*)\n(.*?)^```", re.S | re.M)
+FENCE = re.compile(r"^```(\w*)\n(.*?)^```", re.DOTALL | re.MULTILINE)
 NAMED = re.compile(r"`([\w./-]+\.(?:ya?ml|txt|md|py))`")
 
 
@@ -61,7 +61,7 @@ def test_every_readme_test_runs_as_written(suite: pytest.Pytester, scripted: Scr
             (suite.path / name).parent.mkdir(parents=True, exist_ok=True)
             (suite.path / name).write_text(code, encoding="utf-8")
     result = suite.runpytest("-p", "no:randomly", *{name for _, name in tests if name})
-    defined = sum(len(re.findall(r"^def test_", code, re.M)) for code, _ in tests)
+    defined = sum(len(re.findall(r"^def test_", code, re.MULTILINE)) for code, _ in tests)
     result.assert_outcomes(passed=defined)
 
 

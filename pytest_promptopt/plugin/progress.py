@@ -75,7 +75,7 @@ class Progress:
         self.stage = message
         self._emit(heartbeat=False)
 
-    def __enter__(self) -> Progress:
+    def __enter__(self) -> Progress:  # noqa: PYI034 - Self needs Python 3.11; 3.10 is supported
         if self.tr is not None:
             fresh_line(self.tr)  # the heartbeat may speak first, and cannot see the test letters
             self._thread = threading.Thread(target=self._beat, name="promptopt-progress", daemon=True)
