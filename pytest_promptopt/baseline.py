@@ -79,6 +79,8 @@ def snapshot(outcomes: Iterable[CaseOutcome], root: Path) -> Baseline:
     grouped: dict[str, dict[str, BaselineCase]] = {}
     digests: dict[str, str] = {}
     for outcome in outcomes:
+        if outcome.xfail:  # an expected failure is neither a pass nor a failure to compare
+            continue
         for key in outcome.usage:
             if key == JUDGE_KEY:
                 continue

@@ -42,6 +42,7 @@ class RoleConfig:
     base_url: str | None
     model: str | None
     api_key: str = field(default="", repr=False)
+    source: str = ""  # where the base URL came from, as the run header says it ("$OPENAI_BASE_URL")
 
     @property
     def embedded(self) -> bool:
@@ -64,6 +65,7 @@ class OptimizeSettings:
     margin: float = defaults.OPTIMIZE_MARGIN
     max_regressions: int | None = None  # None: defaults.allowed_regressions decides
     context_tokens: int | None = None  # the optimizer model's context; None: by endpoint (see defaults)
+    progress_interval: float = defaults.PROGRESS_INTERVAL_S  # seconds between progress lines in CI, at most
 
 
 @dataclass(frozen=True)
@@ -118,6 +120,10 @@ class Settings:
             return self.concurrency
         return defaults.EMBEDDED_CONCURRENCY if self.roles[role].embedded else defaults.CONCURRENCY
 
+    def price_of(self, role: str) -> Price | None:
+        """The configured price of the role's model; None: its cost is unknown (shown as -)."""
+        return self.prices.get(self.role(role).model or defaults.EMBEDDED_MODEL)
+
 
 Lookup = Callable[[str], object]
 
@@ -126,27 +132,33 @@ def resolve_roles(cli: Lookup, ini: Lookup, env: Mapping[str, str] | None = None
     """Resolve base URL, key and model for every role. `cli`/`ini` return None when unset."""
     env = os.environ if env is None else env
 
-    def pick(role: str, what: str) -> str | None:
+    def found(role: str, what: str) -> tuple[str | None, str]:
+        """The value and where it came from."""
         name = option_name(role, what)
-        for source in (cli(name), ini(name)):
-            if source not in (None, ""):
-                return str(source)
+        for value, source in ((cli(name), "--" + name.replace("_", "-")), (ini(name), f"ini {name}")):
+            if value not in (None, ""):
+                return str(value), source
         for var in env_names(role, what):
             if env.get(var):
-                return env[var]
-        return None
+                return env[var], f"${var}"
+        return None, ""
+
+    def pick(role: str, what: str) -> str | None:
+        return found(role, what)[0]
 
     roles: dict[str, RoleConfig] = {}
-    task = RoleConfig("task", pick("task", "base_url"), pick("task", "model"), pick("task", "api_key") or "")
+    task_url, task_source = found("task", "base_url")
+    task = RoleConfig("task", task_url, pick("task", "model"), pick("task", "api_key") or "", task_source)
     roles["task"] = task
     for role in ("judge", "optimizer"):
-        base_url = pick(role, "base_url")
+        base_url, source = found(role, "base_url")
         own_endpoint = base_url is not None and base_url != task.base_url
         roles[role] = RoleConfig(
             role,
             base_url or task.base_url,
             pick(role, "model") or (None if own_endpoint else task.model),
             pick(role, "api_key") or ("" if own_endpoint else task.api_key),
+            source or task.source,
         )
     for rc in roles.values():
         if rc.base_url is not None and not rc.model:

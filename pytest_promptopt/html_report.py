@@ -19,6 +19,7 @@ from .baseline import Baseline, prompt_name
 from .client import redact
 from .compare import GONE, NEW, NOW_FAILING, NOW_PASSING, Comparison, PromptComparison
 from .record import JUDGE_KEY, Call, CaseOutcome, bounded
+from .report import money
 from .report_data import CurvePoint, OptimizationView, RoleUsage, usage_in_tests
 from .stats import Interval, MeanEstimate
 
@@ -36,6 +37,7 @@ class HtmlInput:
     gate_lines: tuple[str, ...] = ()  # why the session's gates failed, as the terminal says it
     record_mode: str = "normal"
     secrets: tuple[str, ...] = ()  # API keys: never shown
+    priced_roles: tuple[str, ...] = ()  # roles whose model has a configured price; others' cost is "-"
 
     @property
     def regressed_ids(self) -> frozenset[str]:
@@ -186,7 +188,8 @@ def _usage_table(data: HtmlInput, name: str) -> str:
         if name in view.prompts:
             rows.extend(view.usage)
     body = "".join(f"<tr><td>{_esc(u.role)}</td><td>{_esc(u.phase)}</td><td>{u.calls}</td>"
-                   f"<td>{u.cache_hits}</td><td>{u.tokens:,}</td><td>${u.cost:.4f}</td></tr>" for u in rows)
+                   f"<td>{u.cache_hits}</td><td>{u.tokens:,}</td><td>{money(u.cost, u.role in data.priced_roles)}</td></tr>"
+                   for u in rows)
     return ('<table class="usage"><tr><th>role</th><th>phase</th><th>calls</th><th>cache hits</th>'
             f"<th>tokens</th><th>cost</th></tr>{body}</table>")
 

@@ -123,6 +123,12 @@ class Prompt:
         """A copy whose instruction message is `text`; placeholders must stay the same."""
         index = self.instruction_index
         old = self.messages[index]
+        # A proposal rarely ends the way the file's text does: keep the original's trailing line
+        # breaks, so a `content: |` block stays `|` on write-back and the message differs only
+        # where the proposal changed it.
+        ending = old.content[len(old.content.rstrip("\n")):]
+        if ending and not text.endswith("\n"):
+            text += ending
         origin = TemplateOrigin(self.path, f"messages[{index}].content (proposed)")
         new = Template(text, origin)
         new.validate()
@@ -325,19 +331,19 @@ def read_prompt_text(path: Path) -> tuple[str, bytes]:
     return text, data
 
 
-def load_prompt(path: str | Path, *, root: Path | None = None) -> Prompt:
+def load_prompt(path: str | Path, *, root: Path | None = None, near: Path | None = None) -> Prompt:
     """Load and validate a prompt file.
 
     A relative path is looked up next to the calling module first (so a test file can say
     `load_prompt("prompts/intent.yaml")` wherever pytest is started), then under `root`
-    (default: the current directory).
+    (default: the current directory). `near` names the caller's folder for a wrapper (the `llm`
+    fixture passes its caller's, so `llm("prompts/x.yaml")` follows the same rule).
     """
     p = Path(path)
     if not p.is_absolute():
-        candidates = [(root or Path.cwd()) / p]
-        caller = sys._getframe(1).f_globals.get("__file__")
-        if caller and root is None:
-            candidates.insert(0, Path(caller).parent / p)
+        if near is None and root is None:
+            near = caller_folder(1)
+        candidates = [d / p for d in (near, root or Path.cwd()) if d is not None]
         p = next((c for c in candidates if c.exists()), candidates[-1])
     p = p.resolve()
     text, data = read_prompt_text(p)
@@ -358,6 +364,12 @@ def load_prompt(path: str | Path, *, root: Path | None = None) -> Prompt:
         f"unsupported prompt file type {suffix or '(none)'!r}",
         fix="use .yaml/.yml for chat prompts or .txt/.md for a plain template",
     )
+
+
+def caller_folder(depth: int) -> Path | None:
+    """The folder of the module `depth` frames above the caller of this function."""
+    caller = sys._getframe(depth + 1).f_globals.get("__file__")
+    return Path(caller).parent if caller else None
 
 
 def _check_yaml_events(path: Path, text: str) -> None:
@@ -387,11 +399,25 @@ def parse_yaml(path: Path, text: str) -> Any:
         _check_yaml_events(path, text)
         return _yaml.load(io.StringIO(text))
     except MarkedYAMLError as exc:
-        mark = exc.problem_mark or exc.context_mark
-        line = mark.line + 1 if mark is not None else None
-        raise PromptFileError(path, f"invalid YAML: {exc.problem or exc}", line=line, fix="fix the YAML syntax") from None
+        raise _yaml_syntax_error(path, exc) from None
     except YAMLError as exc:
         raise PromptFileError(path, f"invalid YAML: {exc}", fix="fix the YAML syntax") from None
+
+
+def _yaml_syntax_error(path: Path, exc: MarkedYAMLError) -> PromptFileError:
+    """Named where the problem starts: the parser notices an unclosed quote or bracket where it
+    gives up (often the end of the file), and its context mark is where that construct opened."""
+    start, found = exc.context_mark, exc.problem_mark
+    where = start or found
+    at = f"line {where.line + 1}, column {where.column + 1}" if where is not None else ""
+    problem = f"invalid YAML: {exc.problem or exc}" + (f" ({at})" if at else "")
+    if start is not None and found is not None and found.line != start.line:
+        problem = f"invalid YAML: {exc.context} ({at}), {exc.problem} (line {found.line + 1})"
+    elif start is not None and exc.context:
+        problem = f"invalid YAML: {exc.context}: {exc.problem} ({at})"
+    return PromptFileError(path, problem, line=where.line + 1 if where is not None else None,
+                           fix="fix the YAML syntax there: close the quote or bracket opened on that line, "
+                               "or indent the line as its neighbours")
 
 
 def _line(node: Any, key: Any = None) -> int | None:

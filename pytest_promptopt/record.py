@@ -95,6 +95,13 @@ class TestRecord:
     errors: list[tuple[str, str]] = field(default_factory=list)
     compared: bool = False  # pytest's assertion rewriting reported a failed comparison of this run
     call_log: CallLog = field(default_factory=CallLog)  # what the calls were made of, for the next run
+    # Every prompt the test asked for, called or not: a test that fails before its LM call (a
+    # template error) still counts against the prompt it meant to call.
+    prompts_asked: list[str] = field(default_factory=list)
+
+    def ask(self, prompt_key: str) -> None:
+        if prompt_key not in self.prompts_asked:
+            self.prompts_asked.append(prompt_key)
 
     def score(self, passed: bool) -> float:
         """The metric: mean judge score when judges ran, else the share of passing runs."""
@@ -106,7 +113,7 @@ class TestRecord:
 
     @property
     def prompt_keys(self) -> list[str]:
-        return list(dict.fromkeys(t.prompt_key for t in self.traces))
+        return list(dict.fromkeys([*self.prompts_asked, *(t.prompt_key for t in self.traces)]))
 
     def note_expected(self, actual: Any, expected: Any) -> None:
         """Remember `expected` as the right answer if `actual` is (derived from) a traced output."""
@@ -121,7 +128,7 @@ class TestRecord:
 
     def usage_by_prompt(self) -> dict[str, Usage]:
         """Per prompt key (and JUDGE_KEY for judge calls): what this test spent."""
-        out: dict[str, Usage] = {}
+        out: dict[str, Usage] = {key: Usage() for key in self.prompts_asked}
         for t in self.traces:
             out[t.prompt_key] = out.get(t.prompt_key, Usage()) + t.usage
         for key, _ in self.errors:
@@ -140,12 +147,12 @@ class TestRecord:
 
     def outcome(self, passed: bool, message: str, *, duration: float = 0.0,
                 min_pass_rates: Mapping[str, float | None] | None = None,
-                digests: Mapping[str, str] | None = None) -> CaseOutcome:
+                digests: Mapping[str, str] | None = None, xfail: bool = False) -> CaseOutcome:
         verdicts = tuple({"score": v.score, "threshold": v.threshold, "reason": bounded(v.reason, 1000),
                           "criteria": bounded(v.criteria, 1000)} for v in self.verdicts[:CALL_LIMIT])
         return CaseOutcome(self.nodeid, passed, self.score(passed), message[:MAX_MESSAGE], self.calls()[:CALL_LIMIT],
                            self.usage_by_prompt(), dict(min_pass_rates or {}), duration,
-                           self.errors[0][1][:500] if self.errors else "", verdicts, dict(digests or {}))
+                           self.errors[0][1][:500] if self.errors else "", verdicts, dict(digests or {}), xfail)
 
 
 MAX_MESSAGE = 2000  # characters of a failure message kept for reports and the optimizer
@@ -199,6 +206,9 @@ class CaseOutcome:
     error: str = ""  # the first failed LM call's message: the case could not be scored
     verdicts: tuple[Mapping[str, Any], ...] = ()  # {"score", "threshold", "reason", "criteria"} per judge()
     digests: Mapping[str, str] = field(default_factory=dict)  # prompt key -> sha256 of its file
+    # Marked xfail (failed as expected, or passed anyway): pytest counts it apart from passed and
+    # failed, and so do the pass rates and gates; its calls still count as spent.
+    xfail: bool = False
 
     @property
     def judged(self) -> bool:
@@ -224,7 +234,7 @@ class CaseOutcome:
                 "message": self.message[:MAX_MESSAGE], "calls": [c.to_dict() for c in self.calls],
                 "usage": {k: u.to_dict() for k, u in self.usage.items()},
                 "min_pass_rates": dict(self.min_pass_rates), "duration": self.duration, "error": self.error,
-                "verdicts": [dict(v) for v in self.verdicts], "digests": dict(self.digests)}
+                "verdicts": [dict(v) for v in self.verdicts], "digests": dict(self.digests), "xfail": self.xfail}
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> CaseOutcome:
@@ -232,7 +242,8 @@ class CaseOutcome:
                    tuple(Call.from_dict(c) for c in data.get("calls", ())),
                    {str(k): Usage.from_dict(u) for k, u in dict(data.get("usage", {})).items()},
                    dict(data.get("min_pass_rates", {})), float(data.get("duration", 0.0)), str(data.get("error", "")),
-                   tuple(dict(v) for v in data.get("verdicts", ())), dict(data.get("digests", {})))
+                   tuple(dict(v) for v in data.get("verdicts", ())), dict(data.get("digests", {})),
+                   bool(data.get("xfail", False)))
 
 
 def _derived(actual: str, output: str) -> bool:

@@ -31,6 +31,7 @@ class PromptSummary:
     min_pass_rate: float | None
     errors: int = 0  # cases whose LM call failed: not scored, counted as failed
     first_error: str = ""
+    xfailed: int = 0  # cases marked xfail: not in `cases`, pass rate or gate (their calls are in `usage`)
 
     @property
     def pass_rate(self) -> float:
@@ -42,15 +43,17 @@ class PromptSummary:
 
     @property
     def gate_failed(self) -> bool:
-        return self.min_pass_rate is not None and self.pass_rate + 1e-12 < self.min_pass_rate
+        """Below its minimum pass rate; a prompt with no counted case (all xfail) has nothing to gate."""
+        return self.min_pass_rate is not None and self.cases > 0 and self.pass_rate + 1e-12 < self.min_pass_rate
 
-    def to_dict(self, root: Path | None = None) -> dict[str, Any]:
+    def to_dict(self, root: Path | None = None, priced: bool = True) -> dict[str, Any]:
+        """`priced`: a price is configured for the model, else the cost is unknown (null)."""
         u = self.usage
         return {"prompt": display(self.key, root), "cases": self.cases, "passed": self.passed,
                 "pass_rate": round(self.pass_rate, 4), "mean_score": round(self.mean_score, 4),
-                "calls": u.requests, "tokens": u.tokens, "cost": round(u.cost, 6),
+                "calls": u.requests, "tokens": u.tokens, "cost": round(u.cost, 6) if priced else None,
                 "cache_hits": u.cache_hits, "min_pass_rate": self.min_pass_rate,
-                "gate": "failed" if self.gate_failed else "passed", "errors": self.errors}
+                "gate": "failed" if self.gate_failed else "passed", "errors": self.errors, "xfailed": self.xfailed}
 
 
 def display(key: str, root: Path | None) -> str:
@@ -75,7 +78,7 @@ def summarize(outcomes: Iterable[CaseOutcome], default_min_pass_rate: float | No
         if gate is None:
             gate = row.own_min if row.own_min is not None else default_min_pass_rate
         out.append(PromptSummary(key, row.cases, row.passed, row.score_sum, row.usage,
-                                 None if key == JUDGE_KEY else gate, row.errors, row.first_error))
+                                 None if key == JUDGE_KEY else gate, row.errors, row.first_error, row.xfailed))
     return out
 
 
@@ -88,12 +91,16 @@ class _Row:
     own_min: float | None = None
     errors: int = 0
     first_error: str = ""
+    xfailed: int = 0
 
     def add(self, case: CaseOutcome, key: str, usage: Usage) -> None:
+        self.usage = self.usage + usage
+        if case.xfail:  # an expected failure, as pytest counts it: neither passed nor failed
+            self.xfailed += 1
+            return
         self.cases += 1
         self.passed += int(case.passed)
         self.score_sum += case.score
-        self.usage = self.usage + usage
         if usage.errors:
             self.errors += 1
             self.first_error = self.first_error or case.error
@@ -102,26 +109,34 @@ class _Row:
             self.own_min = own
 
 
-def table(summaries: list[PromptSummary], root: Path | None) -> list[str]:
+def money(cost: float, known: bool) -> str:
+    """A cost as shown: `-` when no price is configured for the model (unknown is not zero)."""
+    return f"${cost:.4f}" if known else "-"
+
+
+def table(summaries: list[PromptSummary], root: Path | None, priced: Callable[[str], bool] = lambda key: True) -> list[str]:
+    """The per-prompt table; `priced(key)` says whether the cost of that row's calls is known."""
     headers = ("prompt", "cases", "passed", "pass rate", "mean score", "calls", "cache hits", "tokens", "cost", "gate")
     rows = []
     for s in summaries:
-        gate = "-" if s.min_pass_rate is None else (
+        gate = "-" if s.min_pass_rate is None else "- (no cases)" if not s.cases else (
             f"FAIL (< {s.min_pass_rate:.0%})" if s.gate_failed else f"ok (>= {s.min_pass_rate:.0%})")
-        rows.append((display(s.key, root), str(s.cases), str(s.passed), f"{s.pass_rate:.1%}",
-                     f"{s.mean_score:.3f}", str(s.usage.requests),
+        rows.append((display(s.key, root), str(s.cases), str(s.passed), f"{s.pass_rate:.1%}" if s.cases else "-",
+                     f"{s.mean_score:.3f}" if s.cases else "-", str(s.usage.requests),
                      f"{s.usage.cache_hits} ({s.usage.cache_hit_rate:.0%})", f"{s.usage.tokens:,}",
-                     f"${s.usage.cost:.4f}", gate))
+                     money(s.usage.cost, priced(s.key)), gate))
     widths = [max(len(h), *(len(r[i]) for r in rows)) if rows else len(h) for i, h in enumerate(headers)]
     fmt = "  ".join("{:<%d}" % w for w in widths)
     return [fmt.format(*headers), fmt.format(*("-" * w for w in widths))] + [fmt.format(*r) for r in rows]
 
 
-def optimization_lines(o: GroupResult, display: Callable[[str], str], dry_run: bool) -> list[str]:
-    """The terminal lines of one group's optimization."""
+def optimization_lines(o: GroupResult, display: Callable[[str], str], dry_run: bool,
+                       priced: Callable[[str], bool] = lambda role: False) -> list[str]:
+    """The terminal lines of one group's optimization; a role's cost is shown when `priced(role)`."""
     names = ", ".join(display(k) for k in o.prompts)
     after = "not run" if o.validation.after is None else f"{o.validation.after:.3f}"
-    calls = ", ".join(f"{role} {u.requests} ({u.api_calls} sent, {u.tokens:,} tokens)" for role, u in o.usage.items())
+    calls = ", ".join(f"{role} {u.requests} ({u.api_calls} sent, {u.tokens:,} tokens"
+                      + (f", {money(u.cost, True)})" if priced(role) else ")") for role, u in o.usage.items())
     lines = [f"{names}: strategy {o.strategy}, {o.train.cases} train / {o.validation.cases} validation tests",
              f"  validation score {o.validation.before:.3f} -> {after}; train score {o.train.before:.3f} -> "
              f"{o.train.after or 0.0:.3f}",

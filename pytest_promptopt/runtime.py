@@ -23,7 +23,7 @@ from .defaults import EMBEDDED_MODEL
 from .embeddings import EmbeddingClient
 from .errors import CacheMissError, EndpointError, PromptOptError
 from .judge import SCORE_PARAMS, YESNO_PARAMS, JudgeFailed, grade
-from .prompts import Prompt, load_prompt
+from .prompts import Prompt, caller_folder, load_prompt
 from .record import JUDGE_KEY, TestRecord, Trace, Verdict
 from .usage import Usage
 
@@ -91,7 +91,7 @@ class Runtime:
             timeout=self.settings.timeout,
             max_retries=self.settings.retries,
             concurrency=self.settings.concurrency_for(role),
-            price=self.settings.prices.get(endpoint.model),
+            price=self.settings.prices.get(endpoint.model),  # the endpoint's model: what Settings.price_of reads
             resolve_base_url=self.embedded_url if rc.embedded else None,
         )
         with self._lock:
@@ -189,13 +189,15 @@ class LLM:
     def traces(self) -> list[Trace]:
         return self._record.traces
 
-    def load(self, path: str | Path) -> Prompt:
-        return load_prompt(path, root=self._runtime.root)
+    def load(self, path: str | Path, near: Path | None = None) -> Prompt:
+        """A relative path: next to the calling file, then under the rootdir (as load_prompt)."""
+        return load_prompt(path, root=self._runtime.root, near=near)
 
     def __call__(self, prompt: Prompt | str | Path, /, **variables: Any) -> str:
         if not isinstance(prompt, Prompt):
-            prompt = self.load(prompt)
+            prompt = self.load(prompt, near=caller_folder(1))
         self._runtime.register(prompt)
+        self._record.ask(prompt.key)
         client, request = self._runtime.task_request(prompt, variables, self.sample)
         messages = request.message_dicts
         model = request.model

@@ -26,8 +26,9 @@ from ruamel.yaml.events import DocumentEndEvent, DocumentStartEvent, ScalarEvent
 from ruamel.yaml.representer import RoundTripRepresenter
 from ruamel.yaml.scalarstring import DoubleQuotedScalarString, LiteralScalarString
 
+from . import yaml_edit
 from .atomic import write_atomic
-from .errors import WriteBackError
+from .errors import PromptFileError, WriteBackError
 from .prompts import (
     MAX_PROMPT_FILE_BYTES,
     Demo,
@@ -238,7 +239,18 @@ class _DocumentStyle:
 
 
 def _yaml_for(text: str) -> YAML:
-    """A round-trip dumper whose indentation reproduces the file, or comes closest to it."""
+    """A dumper of new values (demos, a retrieve section) indented as the file is, or as close
+    to it as one of the usual indentations comes; it writes no document markers (`---`, `...`):
+    what it writes goes inside the document."""
+    chosen = _indent_of(text)
+    yaml = YAML(typ="rt")
+    yaml.width = 1_000_000
+    yaml.indent(mapping=chosen.map_indent, sequence=chosen.sequence_indent, offset=chosen.sequence_dash_offset)
+    return yaml
+
+
+def _indent_of(text: str) -> YAML:
+    """The round-trip dumper whose indentation reproduces the file, or comes closest to it."""
     best: tuple[int, YAML] | None = None
     want = text.rstrip("\n").splitlines()
     style = _DocumentStyle.of(text)
@@ -260,31 +272,55 @@ def _yaml_for(text: str) -> YAML:
 
 
 def _rewrite_yaml(path: Path, text: str, original: Prompt, candidate: Prompt) -> str:
-    yaml = _yaml_for(text)
-    doc = yaml.load(text)
-    if doc is None:
-        raise WriteBackError(f"{path}: the file is empty; nothing to write into")
-    if candidate.instruction != original.instruction:
-        index = original.instruction_index
-        message = doc["messages"][index]
-        new_value = _scalar_like(message["content"], candidate.instruction)
-        if isinstance(new_value, LiteralScalarString):
-            _lift_end_of_line_comment(message, "content")
-        message["content"] = new_value
-    if candidate.demos != original.demos:
-        demos = _demo_seq(candidate.demos)
-        if "demos" in doc:
-            doc["demos"] = demos
-        else:
-            doc.insert(len(doc), "demos", demos)
+    """The old text with only the changed fields' values replaced (see yaml_edit); the result is
+    read back, and the first way of writing the instruction that reads back exactly is kept."""
+    root = yaml_edit.compose(text)
+    if root is None:
+        raise WriteBackError(f"{path}: the file is empty or not a mapping; nothing to write into")
+    dumper = _yaml_for(text)
+    edits = _demo_edits(text, root, dumper, original, candidate)
     if _rule_key(candidate.retrieval) != _rule_key(original.retrieval):
-        _set_retrieve(doc, candidate.retrieval)
-    out = io.StringIO()
-    yaml.dump(doc, out)
-    new_text = out.getvalue()
-    if not text.endswith("\n"):
-        new_text = new_text.rstrip("\n")
-    parse_yaml(path, new_text)  # never write a file we could not read back
+        edits += _retrieve_edits(text, root, dumper, candidate.retrieval)
+    if candidate.instruction == original.instruction:
+        return _checked(path, yaml_edit.apply(text, edits), original, candidate)
+    key, old = _instruction_node(path, root, original.instruction_index)
+    for way in yaml_edit.scalar_texts(old, candidate.instruction, key.start_mark.column, text):
+        new_text = yaml_edit.apply(text, [*edits, *yaml_edit.replace_value(text, key, old, way)])
+        with contextlib.suppress(WriteBackError):
+            return _checked(path, new_text, original, candidate)
+    raise WriteBackError(f"{path}: the improved instruction could not be written so that it reads back "
+                         "unchanged; nothing was written")
+
+
+def _instruction_node(path: Path, root: Any, index: int) -> tuple[Any, Any]:
+    messages = yaml_edit.entry(root, "messages")
+    items = getattr(messages[1], "value", None) if messages else None
+    found = yaml_edit.entry(items[index], "content") if isinstance(items, list) and len(items) > index else None
+    if found is None:
+        raise WriteBackError(f"{path}: messages[{index}].content not found where the prompt was loaded from")
+    return found
+
+
+def _demo_edits(text: str, root: Any, dumper: YAML, original: Prompt, candidate: Prompt) -> list[yaml_edit.Edit]:
+    if candidate.demos == original.demos:
+        return []
+    new = yaml_edit.dumped(dumper, "demos", _demo_seq(candidate.demos), 0)
+    found = yaml_edit.entry(root, "demos")
+    if found is None:
+        return [yaml_edit.add_key(text, yaml_edit.content_end(root, text), 0, "demos", new)]
+    return yaml_edit.replace_value(text, *found, new)
+
+
+def _checked(path: Path, new_text: str, original: Prompt, candidate: Prompt) -> str:
+    """Never write a file we could not read back, nor one that reads back as something else."""
+    doc = parse_yaml(path, new_text)
+    try:
+        instruction = doc["messages"][original.instruction_index]["content"]
+        demos = read_demo_list(path, doc["demos"]) if doc.get("demos") else ()
+    except (KeyError, IndexError, TypeError, PromptFileError) as exc:
+        raise WriteBackError(f"{path}: the rewritten file does not read back ({exc}); nothing was written") from None
+    if instruction != candidate.instruction or demos != candidate.demos:
+        raise WriteBackError(f"{path}: the rewritten file reads back differently; nothing was written")
     return new_text
 
 
@@ -292,36 +328,36 @@ def _rule_key(rule: RetrievalRule | None) -> tuple[object, ...] | None:
     return None if rule is None else (rule.identity, rule.pool_file)
 
 
-def _set_retrieve(doc: CommentedMap, rule: RetrievalRule | None) -> None:
-    """Write the `retrieve:` section in place (its comments kept), or drop it for no rule.
-
-    Dropping it leaves the pool file alone: it may hold labelled cases the user wrote.
-    """
+def _retrieve_edits(text: str, root: Any, dumper: YAML, rule: RetrievalRule | None) -> list[yaml_edit.Edit]:
+    """The `retrieve:` section: its fields replaced in place (its comments kept), the section
+    added after the demos, or removed for no rule. Removing it leaves the pool file alone: it
+    may hold labelled cases the user wrote."""
+    found = yaml_edit.entry(root, "retrieve")
     if rule is None:
-        doc.pop("retrieve", None)
-        return
-    section = doc.get("retrieve")
-    if not isinstance(section, CommentedMap):
-        section = CommentedMap()
-        after = list(doc).index("demos") + 1 if "demos" in doc else len(doc)
-        doc.insert(after, "retrieve", section)
-    section["k"] = rule.k
-    section["by"] = rule.by
-    if rule.order != "nearest_last" or "order" in section:
-        section["order"] = rule.order
-    section["pool"] = rule.pool_file if rule.pool_file is not None else _demo_seq(rule.pool)
-
-
-def _lift_end_of_line_comment(mapping: CommentedMap, key: str) -> None:
-    """A comment after a one-line value would land inside a block scalar: put it above the key."""
-    tokens = mapping.ca.items.get(key)
-    comment = tokens[2] if tokens and len(tokens) > 2 else None
-    if comment is None or not comment.value.strip().startswith("#"):
-        return
-    text = comment.value.strip().lstrip("#").strip()
-    tokens[2] = None
-    column = mapping.lc.key(key)[1] if hasattr(mapping, "lc") else 0
-    mapping.yaml_set_comment_before_after_key(key, before=text, indent=column)
+        return [] if found is None else [yaml_edit.remove_key(text, *found)]
+    fields: dict[str, Any] = {"k": rule.k, "by": rule.by, "order": rule.order,
+                              "pool": rule.pool_file if rule.pool_file is not None else _demo_seq(rule.pool)}
+    section = found[1] if found is not None else None
+    if section is None or not isinstance(section.value, list) or section.flow_style or not section.value:
+        if rule.order == "nearest_last":
+            del fields["order"]
+        new = yaml_edit.dumped(dumper, "retrieve", CommentedMap(fields), 0)
+        if found is not None:
+            return yaml_edit.replace_value(text, *found, new)
+        demos = yaml_edit.entry(root, "demos")
+        after = yaml_edit.value_end(text, *demos) if demos else yaml_edit.content_end(root, text)
+        return [yaml_edit.add_key(text, after, 0, "retrieve", new)]
+    column = section.value[0][0].start_mark.column
+    edits = []
+    for name, value in fields.items():
+        field_found = yaml_edit.entry(section, name)
+        if field_found is None:
+            if name != "order" or value != "nearest_last":
+                edits.append(yaml_edit.add_key(text, yaml_edit.content_end(section, text), column, name,
+                                               yaml_edit.dumped(dumper, name, value, column)))
+        elif getattr(field_found[1], "value", None) != (str(value) if not isinstance(value, CommentedSeq) else None):
+            edits += yaml_edit.replace_value(text, *field_found, yaml_edit.dumped(dumper, name, value, column))
+    return edits
 
 
 def _block_safe(value: str) -> bool:
@@ -331,14 +367,6 @@ def _block_safe(value: str) -> bool:
 
 def _quoted(value: str) -> Any:
     return LiteralScalarString(value) if _block_safe(value) else DoubleQuotedScalarString(value)
-
-
-def _scalar_like(old: Any, new: str) -> Any:
-    if "\r" in new:
-        return DoubleQuotedScalarString(new)  # escaped as \r\n: the text reads back unchanged
-    if isinstance(old, LiteralScalarString) or "\n" in new:
-        return LiteralScalarString(new)
-    return DoubleQuotedScalarString(new) if isinstance(old, DoubleQuotedScalarString) else new
 
 
 @contextlib.contextmanager

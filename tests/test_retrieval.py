@@ -258,7 +258,7 @@ def test_bad_retrieve_section(tmp_path: Path, retrieve: str, field: str, problem
         ("{inputs: {text: a}, output: x}\n", "pool", "a pool file must be a non-empty list of demos", None),
         ("[]\n", "pool", "a pool file must be a non-empty list of demos", None),
         ("- inputs: {text: a}\n  output: x\n- inputs: {text: b}\n  result: y\n", "pool[1]", "each demo must be", 3),
-        ("- inputs: {text: a\n", None, "invalid YAML", 2),
+        ("- inputs: {text: a\n", None, "invalid YAML", 1),  # where the { opened, not the end of the file
     ],
 )
 def test_bad_pool_file_names_the_pool_file(tmp_path: Path, pool: str, field: str | None, problem: str,

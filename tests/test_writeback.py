@@ -272,3 +272,119 @@ def test_diff_of_a_file_without_final_newline_keeps_lines_apart(tmp_path: Path) 
     diff = plan_write(original, original.with_instruction(NEW_INSTRUCTION)).diff()
     assert "\\ No newline at end of file\n" in diff
     assert all(line[:1] in ("-", "+", " ", "@", "\\") for line in diff.splitlines())  # nothing ran together
+
+
+# -- fidelity: only the replaced fields' bytes change (issue 12) -----------------------------------
+
+FIDELITY = """\
+# header   comment,  spaces kept
+model: default            # served model
+temperature: 0      # sampling
+messages:
+  - role: system
+    content: {content}
+  - role: user
+    content: "Message: {{message}}"      # input,   several spaces
+max_tokens: 8    # short
+
+# before demos
+demos: []                 # few-shot examples; --optimize may fill these
+description: 'single'     # untouched
+"""
+
+STYLES = {  # the instruction as written in the file -> the text it loads as
+    "literal": ("|\n      Classify the intent.\n      One word.\n", "Classify the intent.\nOne word.\n"),
+    "strip": ("|-\n      Classify the intent.\n      One word.\n", "Classify the intent.\nOne word."),
+    "folded": (">\n      Classify the intent\n      in one word.\n", "Classify the intent in one word.\n"),
+    "double": ('"Classify the intent."     # the instruction\n', "Classify the intent."),
+    "single": ("'Classify the intent.'   # the instruction\n", "Classify the intent."),
+    "plain": ("Classify the intent.       # the instruction\n", "Classify the intent."),
+}
+
+
+def _around(old: bytes, new: bytes) -> tuple[bytes, bytes, bytes, bytes]:
+    """The common prefix and suffix of two byte strings, and what differs between them."""
+    head = 0
+    while head < min(len(old), len(new)) and old[head] == new[head]:
+        head += 1
+    tail = 0
+    while tail < min(len(old), len(new)) - head and old[-1 - tail] == new[-1 - tail]:
+        tail += 1
+    return old[:head], old[head:len(old) - tail], new[head:len(new) - tail], old[len(old) - tail:]
+
+
+@pytest.mark.parametrize("style", sorted(STYLES))
+def test_an_instruction_edit_changes_only_the_instruction_bytes(tmp_path: Path, style: str) -> None:
+    written, loaded = STYLES[style]
+    path = write_bytes(tmp_path, "p.yaml", FIDELITY.format(content=written.rstrip("\n")).encode())
+    before = path.read_bytes()
+    assert load_prompt(path).instruction == loaded
+    new = "Name the intent of the message." + ("\n" if loaded.endswith("\n") else "")
+    after = rewrite(path, instruction=new)
+    assert after.instruction == new
+    data = path.read_bytes()
+    _, old_part, new_part, _ = _around(before, data)
+    # everything outside the old value is byte for byte the same, inline comments and their spaces included
+    assert before.index(old_part) >= before.index(b"content: ") and b"#" not in old_part + new_part
+    assert old_part.strip() and old_part in written.encode()
+    if style in ("literal", "strip", "folded"):
+        header = written.split("\n")[0].encode()
+        assert data.count(b"content: " + header + b"\n") == 1  # the chomping follows the text: | stays |
+
+
+def test_a_literal_block_keeps_its_trailing_newline_through_with_instruction(tmp_path: Path) -> None:
+    """An optimizer proposal usually has no trailing newline: the instruction keeps the original's,
+    so `|` is not turned into `|-` (and the rendered message does not change by a newline)."""
+    path = write_bytes(tmp_path, "p.yaml", FIDELITY.format(content=STYLES["literal"][0].rstrip("\n")).encode())
+    original = load_prompt(path)
+    assert original.with_instruction("Name the intent.").instruction == "Name the intent.\n"
+    strip = write_bytes(tmp_path, "s.yaml", FIDELITY.format(content=STYLES["strip"][0].rstrip("\n")).encode())
+    assert load_prompt(strip).with_instruction("Name the intent.\n").instruction == "Name the intent.\n"
+    rewrite(path, instruction="Name the intent.")
+    assert b"    content: |\n      Name the intent.\n  - role: user" in path.read_bytes()
+
+
+def test_a_one_line_instruction_that_becomes_a_block_keeps_its_comment(tmp_path: Path) -> None:
+    path = write_bytes(tmp_path, "p.yaml", FIDELITY.format(content=STYLES["double"][0].rstrip("\n")).encode())
+    before = path.read_bytes()
+    rewrite(path, instruction="Name the intent.\nOne word.")
+    data = path.read_bytes()
+    assert b'    content: |-     # the instruction\n      Name the intent.\n      One word.\n  - role: user' in data
+    assert data.replace(b'|-     # the instruction\n      Name the intent.\n      One word.',
+                        b'"Classify the intent."     # the instruction') == before
+
+
+def test_demos_edit_changes_only_the_demos_value(tmp_path: Path) -> None:
+    path = write_bytes(tmp_path, "p.yaml", FIDELITY.format(content=STYLES["literal"][0].rstrip("\n")).encode())
+    before = path.read_bytes()
+    demos = (Demo({"message": "where is my card"}, "card_arrival"), Demo({"message": "pin?"}, "pin"))
+    assert rewrite(path, demos=demos).demos == demos
+    data = path.read_bytes()
+    line = b"demos: []                 # few-shot examples; --optimize may fill these\n"
+    block = (b'  - inputs: {message: "where is my card"}\n    output: "card_arrival"\n'
+             b'  - inputs: {message: "pin?"}\n    output: "pin"\n')  # indented as the file's messages list
+    # `[]` becomes two spaces (the comment keeps its column), the list follows the line, nothing else moves
+    assert data == before.replace(line, line.replace(b"[]", b"  ") + block)
+    # and back to none: the block goes, `[]` comes back, the comment is where it was
+    rewrite(path, demos=())
+    assert path.read_bytes() == before.replace(b"demos: []                 #", b"demos: []" + b" " * 20 + b"#")
+    assert load_prompt(path).demos == ()
+
+
+def test_demos_and_markers_and_crlf_only_the_demos_change(tmp_path: Path) -> None:
+    text = ("---\r\n# head\r\nmessages:\r\n- role: system\r\n  content: Classify.    # instr\r\n"
+            "- role: user\r\n  content: '{message}'\r\ndemos:      # none yet\r\n...\r\n")
+    path = write_bytes(tmp_path, "p.yaml", text.encode())
+    demos = (Demo({"message": "hi"}, "greet"),)
+    assert rewrite(path, demos=demos).demos == demos
+    data = path.read_bytes()
+    assert data == text.replace("demos:      # none yet\r\n",
+                                'demos:      # none yet\r\n- inputs: {message: "hi"}\r\n  output: "greet"\r\n').encode()
+
+
+def test_demos_added_after_a_last_key_without_value(tmp_path: Path) -> None:
+    text = "messages:\n  - role: user\n    content: '{message}'\ndescription:\n"
+    path = write_bytes(tmp_path, "p.yaml", text.encode())
+    demos = (Demo({"message": "hi"}, "greet"),)
+    assert rewrite(path, demos=demos).demos == demos
+    assert path.read_bytes().decode().startswith(text)

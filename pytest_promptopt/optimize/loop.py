@@ -60,6 +60,8 @@ class MemoProgram:
         self.log = log
         base = fingerprint(original)
         self.memo: dict[tuple[str, str], CaseOutcome] = {(base, o.nodeid): o for o in first_run}
+        self.best_train: float | None = None  # the best mean score of a candidate scored on all of train
+        self._train: tuple[str, ...] = ()
         self._uncharged: set[tuple[str, str]] = set()  # replayed from the log, not yet paid for
         for event in log.replayed_events("eval"):
             for r in event.get("results", []):
@@ -79,11 +81,23 @@ class MemoProgram:
             fresh = self.inner.evaluate(candidate, missing)
             for r in fresh.results:
                 self.memo[(fp, r.nodeid)] = r
+            self._note_best(fp)
             self.log.write("eval", candidate=fp, results=[r.to_dict() for r in fresh.results],
                            prompts={k: {"instruction": p.instruction, "demos": [d.to_dict() for d in p.demos],
                                         "retrieve": p.retrieval.summary() if p.retrieval else None}
                                     for k, p in candidate.items()})
         return Evaluation(tuple(self.memo[(fp, n)] for n in nodeids))
+
+    def track_best(self, train: Sequence[str], original: Candidate) -> None:
+        """Keep `best_train` (shown in progress lines) from here on; the original is the first."""
+        self._train = tuple(train)
+        self._note_best(fingerprint(original))
+
+    def _note_best(self, fp: str) -> None:
+        scored = [self.memo.get((fp, n)) for n in self._train]
+        if self._train and all(o is not None for o in scored):
+            mean = sum(o.score for o in scored if o is not None) / len(scored)
+            self.best_train = mean if self.best_train is None else max(self.best_train, mean)
 
     def feedback(self, results: Sequence[CaseOutcome]) -> list[Feedback]:
         return self.inner.feedback(results)
@@ -197,8 +211,9 @@ def optimize_group(group: Group, program: Program, *, strategy: Strategy, propos
     if not train or not validation:
         return run.finish(Decision(False, f"needs at least 2 test cases (has {len(group.cases)}): one to learn "
                                           "from, one to validate"), original)
+    run.memo.track_best([c.nodeid for c in train], original)
     progress(f"{strategy.name}: {len(train)} train / {len(validation)} validation tests, "
-             f"estimated {run.estimate} LM calls", estimate=run.estimate)
+             f"estimated {run.estimate} LM calls", estimate=run.estimate, best=lambda: run.memo.best_train)
     result = strategy.run(OptimizationContext(original, train, run.memo, proposer, log.write, progress, settings.seed,
                                               lambda: budget.remaining))
     run.notes.extend(result.notes)

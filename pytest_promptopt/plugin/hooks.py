@@ -134,9 +134,10 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
         prompts = {k: runtime.prompts[k] for k in record.prompt_keys if k in runtime.prompts}
         outcome = record.outcome(report.passed, _failure_message(report), duration=call.duration,
                                  min_pass_rates={k: p.min_pass_rate for k, p in prompts.items()},
-                                 digests={k: p.source_digest for k, p in prompts.items()})
+                                 digests={k: p.source_digest for k, p in prompts.items()},
+                                 xfail=hasattr(report, "wasxfail"))
         item.stash[OUTCOME_KEY] = outcome
-        if call.when == "call" and (record.traces or record.verdicts or record.errors):
+        if call.when == "call" and (record.prompt_keys or record.verdicts or record.errors):
             _attach(item, report, outcome, record)
     return report
 

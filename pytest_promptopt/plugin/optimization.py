@@ -101,7 +101,9 @@ def run_optimization(session: pytest.Session, runtime: Runtime, settings: Optimi
         group = _group(keys, rec, runtime)
         label = ", ".join(display(k, root) for k in keys)
         strategy = strategies.with_preset(factory(), settings.preset)
-        result = _optimize(group, program, strategy, runtime, settings, Progress(tr, runtime, label, settings.budget))
+        with Progress(tr, lambda: _requests(runtime), label, settings.budget,
+                      interval=settings.progress_interval) as progress:
+            result = _optimize(group, program, strategy, runtime, settings, progress)
         planned: list[tuple[str, PendingWrite]] = []
         if result.accepted:
             try:
@@ -125,6 +127,10 @@ def _before(group: Group, baseline: tuple[Baseline, str] | None, root: Path) -> 
     splits = {"train": [c.nodeid for c in group.train], "validation": [c.nodeid for c in group.validation],
               "holdout": [c.nodeid for c in group.holdout]}
     return before_from_baseline(baseline[0], baseline[1], prompts, splits)
+
+
+def _requests(runtime: Runtime) -> int:
+    return sum(c.usage().requests for c in runtime.clients().values())
 
 
 def _group(keys: list[str], rec: _Recorded, runtime: Runtime) -> Group:

@@ -27,6 +27,8 @@ def add_options(parser: pytest.Parser) -> None:
     _run_options(add)
     parser.addini("promptopt_prices", "per-model prices: 'model = input_usd_per_1M, output_usd_per_1M' per line",
                   type="linelist", default=[])
+    parser.addini("promptopt_progress_interval", "--optimize outside a terminal (CI): a progress line at least "
+                  f"every this many seconds (default {defaults.PROGRESS_INTERVAL_S:g})", default=None)
     _optimize_options(group)
 
 

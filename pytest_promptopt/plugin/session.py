@@ -20,15 +20,18 @@ from ..ahead import AheadReport, CallStore
 from ..cache import RecordMode
 from ..baseline import Baseline
 from ..config import Settings
+from ..defaults import EMBEDDED_MODEL
 from ..errors import LocalModelError, WriteBackError
 from ..gate import BaselineResult, WrittenGroup, finish, html_document, save_after_write_back, write_html
-from ..record import CaseOutcome
+from ..header import header_lines
+from ..record import JUDGE_KEY, CaseOutcome
 from ..report import PromptSummary, display, optimization_lines, summarize, table, write_json
 from ..report_data import describe_write, optimization_view
 from ..runtime import Runtime
 from ..writeback import PendingWrite, apply_write
 from .ahead import log_calls, send_ahead_for, should_send_ahead
 from .gates import gate_lines, incomplete, junit_gates
+from .progress import write_apart
 from .optimization import OptimizationRun, run_optimization
 
 
@@ -81,12 +84,34 @@ class PromptOptSession:
                 signal.signal(signal.SIGTERM, self._previous_sigterm)
             self._previous_sigterm = None
 
+    # -- header ----------------------------------------------------------------------------
+    def pytest_report_header(self, config: pytest.Config) -> list[str]:
+        if self.is_worker:
+            return []
+        return header_lines(self.settings, config.rootpath, optimize=self.settings.optimize.enabled)
+
+    @pytest.hookimpl(trylast=True)
+    def pytest_sessionstart(self, session: pytest.Session) -> None:
+        """Under -q pytest prints no header: the run header still gets its one line."""
+        tr = self.config.pluginmanager.get_plugin("terminalreporter")
+        if self.is_worker or tr is None or self.config.get_verbosity() >= 0:
+            return
+        for line in header_lines(self.settings, self.config.rootpath, optimize=self.settings.optimize.enabled,
+                                 quiet=True):
+            tr.write_line(line)
+
     # -- embedded model --------------------------------------------------------------------
     def _start_embedded(self) -> str:
+        tr = self.config.pluginmanager.get_plugin("terminalreporter")
+        say = (lambda text: write_apart(tr, text)) if tr is not None else (lambda text: None)
+        say(f"promptopt: starting the embedded model ({EMBEDDED_MODEL}, llama.cpp server on 127.0.0.1): "
+            "a call was not in the cache")
+        started = time.perf_counter()
         try:
             self._server = local.start()
         except LocalModelError as exc:
             pytest.exit(f"pytest-promptopt: {exc}", returncode=pytest.ExitCode.USAGE_ERROR)
+        say(f"promptopt: embedded model ready at {self._server.base_url} ({time.perf_counter() - started:.1f} s)")
         return self._server.base_url
 
     def embedded_url_for_workers(self) -> str | None:
@@ -167,7 +192,7 @@ class PromptOptSession:
                 [WrittenGroup(writes, g.outcomes) for g, writes in zip(self.optimization.groups, self.optimization.planned)],
                 self.written_paths, self.config.rootpath, incomplete(session, exitstatus))
         if self.settings.report_path is not None:
-            write_json(self.settings.report_path, self.json_report())
+            write_json(self.settings.report_path, {**self.json_report(), "exit_code": int(session.exitstatus)})
         if self.settings.baseline.html_path is not None and self.baseline_result is not None:
             write_html(self.settings.baseline.html_path, self._html(self.baseline_result))
 
@@ -178,7 +203,8 @@ class PromptOptSession:
         views = [optimization_view(g, root, describe_write(g, dry, self.written_paths)) for g in groups]
         return html_document(result, self.outcomes, root, optimizations=views,
                              gate_lines=gate_lines(self.summaries, root), record_mode=self.settings.record_mode.value,
-                             secrets=[r.api_key for r in self.settings.roles.values()])
+                             secrets=[r.api_key for r in self.settings.roles.values()],
+                             priced_roles=[r for r in self.settings.roles if self.settings.price_of(r) is not None])
 
     def _flush_writes(self, session: pytest.Session) -> None:
         """Write-back happens once, at the end, in this process only."""
@@ -215,7 +241,7 @@ class PromptOptSession:
             "version": 2,
             "duration_s": round(time.perf_counter() - self.started, 3),
             "record_mode": self.settings.record_mode.value,
-            "prompts": [s.to_dict(root) for s in self.summaries],
+            "prompts": [s.to_dict(root, self._priced(s.key)) for s in self.summaries],
             "tests": [o.to_dict() for o in self.outcomes],
             "cache": {"hits": sum(u.cache_hits for u in usage), "calls": sum(u.requests for u in usage)},
             "ahead": None if self.ahead is None else self.ahead.to_dict(),
@@ -233,7 +259,8 @@ class PromptOptSession:
         run, root = self.optimization, Path(self.config.rootpath)
         lines = [] if run is None else list(run.notes)
         for group in () if run is None else run.groups:
-            lines += optimization_lines(group, lambda k: display(k, root), self.settings.optimize.dry_run)
+            lines += optimization_lines(group, lambda k: display(k, root), self.settings.optimize.dry_run,
+                                        lambda role: self.settings.price_of(role) is not None)
         if run is not None and run.unscored:
             tests = len({n for n, _ in run.unscored})
             lines.append(f"could not score {len(run.unscored)} test run(s) of {tests} test(s) during the optimization: "
@@ -266,15 +293,22 @@ class PromptOptSession:
         if self.settings.baseline.html_path is not None:
             tr.write_line(f"promptopt HTML report: {self.settings.baseline.html_path}")
 
+    def _priced(self, key: str) -> bool:
+        """A prompt's calls go to the task model, the judge row's to the judge model."""
+        return self.settings.price_of("judge" if key == JUDGE_KEY else "task") is not None
+
     def _write_prompt_table(self, tr: Any) -> None:
         root = Path(self.config.rootpath)
         tr.write_sep("=", "promptopt: prompts")
-        for line in table(self.summaries, root):
+        for line in table(self.summaries, root, self._priced):
             tr.write_line(line)
         for s in self.summaries:
             if s.errors:
                 tr.write_line(f"not scored: {s.errors} of {s.cases} cases of {display(s.key, root)} "
                               f"(counted as failed): the LM call failed; first: {s.first_error}", red=True)
+        xfailed = [f"{s.xfailed} case(s) of {display(s.key, root)}" for s in self.summaries if s.xfailed]
+        if xfailed:
+            tr.write_line(f"expected failures (xfail) left out of the pass rate: {', '.join(xfailed)}")
         for line in gate_lines(self.summaries, root):
             tr.write_line(line, red=True)
 

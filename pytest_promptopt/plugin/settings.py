@@ -75,6 +75,7 @@ def _optimize_settings(config: pytest.Config) -> OptimizeSettings:
         margin=option("optimize_margin", defaults.OPTIMIZE_MARGIN),
         max_regressions=config.getoption("optimize_max_regressions", None),
         context_tokens=config.getoption("optimize_context_tokens", None),
+        progress_interval=_typed(config, "promptopt_progress_interval", positive_float, defaults.PROGRESS_INTERVAL_S),
     )
 
 
