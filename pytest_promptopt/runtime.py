@@ -169,6 +169,9 @@ class LLM:
         self._record = record
         self.sample = sample
 
+    def __repr__(self) -> str:  # shown in pytest's `where` lines: no address, the same on every run
+        return "llm"
+
     @property
     def traces(self) -> list[Trace]:
         return self._record.traces
@@ -196,6 +199,9 @@ class JudgeCall:
         self._record = record
         self.default_threshold = threshold if threshold is not None else runtime.settings.judge_threshold
         self.sample = sample
+
+    def __repr__(self) -> str:
+        return "judge"
 
     @property
     def mode(self) -> str:

@@ -1,0 +1,65 @@
+"""`--optimize` as a new user meets it: a warm rerun is free, the failure text the optimizer
+reads is the one the user sees, `-x` does not switch it off, and the budget is a hard cap."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from wordtask import WORD_PROMPT, WORDS, is_optimizer
+
+from pytest_promptopt.testing import ScriptedServer
+
+# Half the words fail with `==`, two with `.startswith` (whose `where` lines name objects).
+MIXED_TESTS = f"""
+import pytest
+from pytest_promptopt import load_prompt
+p = load_prompt("word.yaml")
+
+@pytest.mark.parametrize("word", {WORDS!r})
+def test_word(llm, word):
+    if word in ("kilo", "lima"):
+        assert llm(p, word=word).startswith(word[::-1])
+    else:
+        assert llm(p, word=word) == word[::-1]
+"""
+
+
+def long_words_only(messages: list[dict[str, str]], body: dict) -> str:
+    """The optimizer always proposes "Reverse long words only."; the task model follows it, so
+    that candidate leads the search and its re-runs' failures are what the next round reads."""
+    if is_optimizer(messages):
+        return "Reverse long words only."
+    word = messages[-1]["content"]
+    return word[::-1] if "Reverse long" in messages[0]["content"] and len(word) > 5 else word
+
+
+@pytest.mark.parametrize("strategy", ["gradsum", "mipro", "auto"])
+def test_a_warm_rerun_of_optimize_sends_nothing(suite: pytest.Pytester, scripted: ScriptedServer,
+                                                strategy: str) -> None:
+    # In a subprocess: an in-process run inherits the outer test's assertion hook, which hides the bug.
+    suite.makefile(".yaml", word=WORD_PROMPT)
+    suite.makepyfile(test_word=MIXED_TESTS)
+    scripted.responder = long_words_only
+    args = ("--optimize", f"--optimize-strategy={strategy}", "--optimize-dry-run")
+    suite.runpytest_subprocess(*args).stdout.fnmatch_lines([f"*strategy {strategy}*"])
+    cold = scripted.count
+    optimizer_prompts = [m["content"] for b in scripted.requests if is_optimizer(b["messages"]) for m in b["messages"]]
+    assert any("WHY THE TEST FAILED" in text for text in optimizer_prompts)  # failure text reached it
+    assert not any(" at 0x" in text for text in optimizer_prompts)
+    again = suite.runpytest_subprocess(*args)
+    again.stdout.fnmatch_lines([f"*strategy {strategy}*"])
+    assert scripted.count == cold, f"the warm rerun sent {scripted.count - cold} requests"
+
+
+def test_rerun_failure_text_is_the_plain_runs(suite: pytest.Pytester, scripted: ScriptedServer) -> None:
+    suite.makefile(".yaml", word=WORD_PROMPT)
+    suite.makepyfile(test_word=MIXED_TESTS)
+    scripted.responder = long_words_only
+    suite.runpytest_subprocess("--optimize", "--optimize-strategy=gradsum", "--optimize-dry-run")
+    (log,) = (suite.path / ".promptopt_cache" / "runs").glob("*.jsonl")
+    events = [json.loads(line) for line in log.read_text().splitlines()]
+    messages = {r["nodeid"].split("[")[1][:-1]: r["message"] for e in events if e["event"] == "eval"
+                for r in e["results"]}
+    assert messages["apple"] == "AssertionError: assert 'apple' == 'elppa'\n  \n  - elppa\n  + apple"
+    assert "0x" not in messages["kilo"] and "where 'kilo' = llm(" in messages["kilo"]
