@@ -89,6 +89,10 @@ class TestRecord:
     labels: list[Label] = field(default_factory=list)
     judge_traces: list[Trace] = field(default_factory=list)
     repeats: tuple[int, int] | None = None  # (passes, runs) under promptopt(repeats=n)
+    # The draw of promptopt(repeats=n) that is running, part of every LM call's cache key. Kept
+    # here, on the test's one record, so every llm and judge the test reaches (through its own
+    # fixtures, helpers or classes) makes a fresh draw, not only the fixture values it names.
+    draw: int = 0
     # LM calls that failed (endpoint error after retries, replay miss): (prompt key, message).
     # Such a case could not be scored; it still counts, as a failure, for its prompt.
     errors: list[tuple[str, str]] = field(default_factory=list)

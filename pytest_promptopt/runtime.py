@@ -164,10 +164,9 @@ class Runtime:
 class LLM:
     """`llm(prompt, **variables) -> str`: render, call (through the cache), trace."""
 
-    def __init__(self, runtime: Runtime, record: TestRecord, sample: int = 0) -> None:
+    def __init__(self, runtime: Runtime, record: TestRecord) -> None:
         self._runtime = runtime
         self._record = record
-        self.sample = sample
 
     def __repr__(self) -> str:  # shown in pytest's `where` lines: no address, the same on every run
         return "llm"
@@ -183,7 +182,7 @@ class LLM:
         if not isinstance(prompt, Prompt):
             prompt = self.load(prompt)
         self._runtime.register(prompt)
-        client, request = self._runtime.task_request(prompt, variables, self.sample)
+        client, request = self._runtime.task_request(prompt, variables, self._record.draw)
         messages = request.message_dicts
         model = request.model
         completion = _complete(client, request, self._record, prompt.key, f"prompt {prompt.path}")
@@ -194,11 +193,10 @@ class LLM:
 class JudgeCall:
     """`judge(output, criteria, expected=None, threshold=None) -> Verdict`; fails the test below threshold."""
 
-    def __init__(self, runtime: Runtime, record: TestRecord, threshold: float | None = None, sample: int = 0) -> None:
+    def __init__(self, runtime: Runtime, record: TestRecord, threshold: float | None = None) -> None:
         self._runtime = runtime
         self._record = record
         self.default_threshold = threshold if threshold is not None else runtime.settings.judge_threshold
-        self.sample = sample
 
     def __repr__(self) -> str:
         return "judge"
@@ -211,7 +209,7 @@ class JudgeCall:
     def _ask(self, messages: list[dict[str, str]], mode: str | None = None) -> Reply:
         client = self._runtime.client("judge")
         params = YESNO_PARAMS if (mode or self.mode) == "yesno" else SCORE_PARAMS
-        request = client.request(messages, params, sample=self.sample)
+        request = client.request(messages, params, sample=self._record.draw)
         completion = _complete(client, request, self._record, JUDGE_KEY, "judge call")
         self._record.judge_traces.append(Trace.of(JUDGE_KEY, {}, tuple(messages), request.model, completion))
         return completion.reply
