@@ -226,9 +226,10 @@ class JudgeCall:
 
     def __call__(self, output: str, criteria: str, *, expected: str | None = None,
                  threshold: float | None = None) -> Verdict:
+        __tracebackhide__ = True  # a failure is reported at the test's `judge(...)` line
         verdict = self.grade(output, criteria, expected=expected, threshold=threshold)
         if not verdict.passed:
-            raise JudgeFailed(verdict)
+            raise JudgeFailed(verdict, output)
         return verdict
 
 
