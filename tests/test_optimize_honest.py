@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 
 import pytest
-from wordtask import WORD_PROMPT, WORDS, is_optimizer
+from wordtask import WORD_PROMPT, WORD_TESTS, WORDS, is_optimizer, reverse_when_told
 
 from pytest_promptopt.testing import ScriptedServer
 
@@ -63,3 +63,32 @@ def test_rerun_failure_text_is_the_plain_runs(suite: pytest.Pytester, scripted: 
                 for r in e["results"]}
     assert messages["apple"] == "AssertionError: assert 'apple' == 'elppa'\n  \n  - elppa\n  + apple"
     assert "0x" not in messages["kilo"] and "where 'kilo' = llm(" in messages["kilo"]
+
+
+# -- -x / --maxfail ----------------------------------------------------------------------
+
+def test_optimize_runs_every_test_when_addopts_has_x(suite: pytest.Pytester, scripted: ScriptedServer) -> None:
+    suite.makefile(".yaml", word=WORD_PROMPT)
+    suite.makepyfile(test_word=WORD_TESTS)
+    ini = suite.path / "tox.ini"
+    ini.write_text(ini.read_text().replace("[pytest]", "[pytest]\naddopts = -x"))
+    scripted.responder = reverse_when_told("Reverse the word letter by letter.")
+    assert suite.runpytest().ret == pytest.ExitCode.TESTS_FAILED
+    assert scripted.count == 1  # a plain run stops at the first failure, as -x says
+    result = suite.runpytest("--optimize", "--optimize-dry-run")
+    result.assert_outcomes(failed=len(WORDS))
+    result.stdout.fnmatch_lines(["*promptopt: optimization*",
+                                 "ran every test although -x/--maxfail=1 was given: --optimize needs the result "
+                                 "of each test to learn from",
+                                 "*accepted: validation 0.000 -> 1.000*"])
+
+
+def test_optimize_says_why_a_run_that_stopped_early_was_not_optimized(suite: pytest.Pytester,
+                                                                     scripted: ScriptedServer) -> None:
+    suite.makefile(".yaml", word=WORD_PROMPT)
+    suite.makepyfile(test_word=WORD_TESTS)
+    scripted.responder = reverse_when_told("Reverse the word letter by letter.")
+    result = suite.runpytest("--optimize", "--stepwise", "-p", "cacheprovider")
+    result.stdout.fnmatch_lines(["*promptopt: optimization*",
+                                 "not optimized: the run stopped early (Test failed, continuing from this test next "
+                                 "run.*); --optimize needs the result of every test"])
