@@ -92,3 +92,52 @@ def test_optimize_says_why_a_run_that_stopped_early_was_not_optimized(suite: pyt
     result.stdout.fnmatch_lines(["*promptopt: optimization*",
                                  "not optimized: the run stopped early (Test failed, continuing from this test next "
                                  "run.*); --optimize needs the result of every test"])
+
+
+# -- the budget is a hard cap --------------------------------------------------------------
+
+HOLDOUT_TESTS = WORD_TESTS.replace(
+    f"@pytest.mark.parametrize(\"word\", {WORDS!r})",
+    f"@pytest.mark.parametrize(\"word\", {WORDS[:10]!r} + [pytest.param(w, marks=pytest.mark.promptopt(holdout=True)) "
+    f"for w in {WORDS[10:]!r}])")
+
+
+@pytest.mark.parametrize("strategy", ["gradsum", "mipro", "auto"])
+@pytest.mark.parametrize(("tests", "budget", "proposal"), [
+    (WORD_TESTS, 22, "Echo the word back exactly."),  # nothing wins: the search runs to the end of its budget
+    (HOLDOUT_TESTS, 15, "Reverse the word letter by letter."),  # a winner: simplified, validated, holdout
+], ids=["search-to-the-end", "winner-with-holdout"])
+def test_the_budget_caps_every_request_sent(suite: pytest.Pytester, scripted: ScriptedServer, strategy: str,
+                                            tests: str, budget: int, proposal: str) -> None:
+    assert "holdout=True" in HOLDOUT_TESTS
+    suite.makefile(".yaml", word=WORD_PROMPT)
+    suite.makepyfile(test_word=tests)
+    scripted.responder = reverse_when_told(proposal)
+    result = suite.runpytest("--optimize", f"--optimize-strategy={strategy}", f"--optimize-budget={budget}",
+                             "--optimize-dry-run", "--promptopt-report=r.json")
+    result.assert_outcomes(failed=len(WORDS))
+    sent = scripted.count - len(WORDS)  # the plain run sent one request per test
+    assert 0 < sent <= budget
+    (group,) = json.loads((suite.path / "r.json").read_text())["optimization"]["groups"]
+    assert group["estimate"] <= budget  # the plan that will run, not the one the budget cuts
+    assert group["calls"] <= budget
+    assert group["sent"] == sent  # the summary states what was sent
+    cold = scripted.count
+    suite.runpytest("--optimize", f"--optimize-strategy={strategy}", f"--optimize-budget={budget}",
+                    "--optimize-dry-run", "--promptopt-report=r.json")
+    assert scripted.count == cold  # what was prefetched and paid for counts the same in a warm rerun
+    (again,) = json.loads((suite.path / "r.json").read_text())["optimization"]["groups"]
+    assert (again["calls"], again["sent"], again["accepted"]) == (group["calls"], 0, group["accepted"])
+    result.stdout.fnmatch_lines([f"*estimated {group['estimate']} LM calls*",
+                                 f"*LM calls {group['calls']} of budget {budget} (estimated {group['estimate']}), "
+                                 f"{sent} sent to endpoints:*"])
+
+
+def test_re_runs_keep_the_plain_runs_warning_count(suite: pytest.Pytester, scripted: ScriptedServer) -> None:
+    suite.makefile(".yaml", word=WORD_PROMPT)
+    suite.makepyfile(test_word=WORD_TESTS.replace("def test_word(llm, word):\n",
+                                                  "def test_word(llm, word):\n    import warnings; warnings.warn('w')\n"))
+    scripted.responder = reverse_when_told("Reverse the word letter by letter.")
+    result = suite.runpytest("--optimize", "--optimize-dry-run", "--optimize-strategy=gradsum")
+    result.stdout.fnmatch_lines(["*accepted:*"])
+    result.assert_outcomes(failed=len(WORDS), warnings=len(WORDS))  # one per test, re-runs not counted again

@@ -15,6 +15,7 @@ from typing import Any
 import pytest
 from _pytest.runner import runtestprotocol
 
+from ..cache import ChatRequest
 from ..errors import BudgetExhausted
 from ..optimize.base import Candidate, Evaluation
 from ..optimize.feedback import Feedback, feedback_of
@@ -34,7 +35,7 @@ class PytestProgram:
     def evaluate(self, candidate: Candidate, nodeids: Sequence[str]) -> Evaluation:
         items = [self.items[n] for n in nodeids]
         results: list[CaseOutcome] = []
-        with self.runtime.override(candidate), _quiet_rerun([i.config for i in items[:1]]):
+        with self.runtime.override(candidate), _quiet_rerun([i.config for i in items[:1]]), self._prefetched():
             self._prefetch(candidate, nodeids)
             for i, item in enumerate(items):
                 if isinstance(item, pytest.Function):
@@ -69,24 +70,37 @@ class PytestProgram:
         calls = sum(self.first_run[n].requests for n in nodeids)
         return max(1.0, calls / max(1, len(nodeids)))
 
+    @contextlib.contextmanager
+    def _prefetched(self) -> Iterator[None]:
+        """What this evaluation prefetched and did not use stays paid for, and no later call
+        rides on it: a warm rerun, which prefetches nothing, then counts the same."""
+        try:
+            yield
+        finally:
+            budget = self.runtime.client("task").budget
+            if budget is not None:
+                budget.drop_prepaid()
+
     def _prefetch(self, candidate: Candidate, nodeids: Sequence[str]) -> None:
         """Send the calls we can predict (the first run's inputs) concurrently, so the items,
         which run one by one, find them in the cache. A call whose inputs hold an earlier call's
-        output depends on it and is left to the test."""
-        requests = []
-        client = None
+        output depends on it and is left to the test; it, and the test's judge calls, still go
+        into the plan (as None) for the budget to leave room for them."""
+        plan: list[ChatRequest | None] = []
         for nodeid in nodeids:
             earlier_outputs: set[str] = set()
-            for call in self.first_run[nodeid].calls:
+            first = self.first_run[nodeid]
+            for call in first.calls:
                 prompt = self.runtime.prompts.get(call.prompt_key)
                 depends = any(v in earlier_outputs for v in call.inputs.values())
                 if prompt is not None and call.prompt_key in candidate and not depends:
-                    client, request = self.runtime.task_request(prompt, call.inputs)
-                    requests.append(request)
+                    plan.append(self.runtime.task_request(prompt, call.inputs)[1])
+                else:
+                    plan.append(None)
                 earlier_outputs.add(call.output)
-        if client is not None and len(requests) > 1:
-            client.prefetch(requests)
-
+            plan.extend([None] * max(0, first.requests - len(first.calls)))  # judge calls and the like
+        if any(r is not None for r in plan):
+            self.runtime.client("task").prefetch(plan)
 
 class _Rerun:
     """Runs an item's protocol without reporting it (no dots, no JUnit entry, no logreport).
