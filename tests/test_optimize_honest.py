@@ -78,8 +78,8 @@ def test_optimize_runs_every_test_when_addopts_has_x(suite: pytest.Pytester, scr
     result = suite.runpytest("--optimize", "--optimize-dry-run")
     result.assert_outcomes(failed=len(WORDS))
     result.stdout.fnmatch_lines(["*promptopt: optimization*",
-                                 "ran every test although -x/--maxfail=1 was given: --optimize needs the result "
-                                 "of each test to learn from",
+                                 ("ran every test although -x/--maxfail=1 was given: --optimize needs the result "
+                                  "of each test to learn from"),
                                  "*accepted: validation 0.000 -> 1.000*"])
 
 
@@ -90,8 +90,8 @@ def test_optimize_says_why_a_run_that_stopped_early_was_not_optimized(suite: pyt
     scripted.responder = reverse_when_told("Reverse the word letter by letter.")
     result = suite.runpytest("--optimize", "--stepwise", "-p", "cacheprovider")
     result.stdout.fnmatch_lines(["*promptopt: optimization*",
-                                 "not optimized: the run stopped early (Test failed, continuing from this test next "
-                                 "run.*); --optimize needs the result of every test"])
+                                 ("not optimized: the run stopped early (Test failed, continuing from this test next "
+                                  "run.*); --optimize needs the result of every test")])
 
 
 # -- the budget is a hard cap --------------------------------------------------------------
@@ -129,8 +129,8 @@ def test_the_budget_caps_every_request_sent(suite: pytest.Pytester, scripted: Sc
     (again,) = json.loads((suite.path / "r.json").read_text())["optimization"]["groups"]
     assert (again["calls"], again["sent"], again["accepted"]) == (group["calls"], 0, group["accepted"])
     result.stdout.fnmatch_lines([f"*estimated {group['estimate']} LM calls*",
-                                 f"*LM calls {group['calls']} of budget {budget} (estimated {group['estimate']}), "
-                                 f"{sent} sent to endpoints:*"])
+                                 (f"*LM calls {group['calls']} of budget {budget} (estimated {group['estimate']}), "
+                                  f"{sent} sent to endpoints:*")])
 
 
 def test_re_runs_keep_the_plain_runs_warning_count(suite: pytest.Pytester, scripted: ScriptedServer) -> None:

@@ -133,6 +133,6 @@ def test_a_failed_judge_shows_the_output_it_judged(suite: pytest.Pytester, scrip
     suite.makepyfile(test_located=LOCATED)
     scripted.responder = judging
     result = suite.runpytest("-k", "test_judge")
-    result.stdout.fnmatch_lines(["*reason: wrong country", r"*output: 'Paris\n\x1b[31mred\x1b[0m xxx*"
-                                 "... [[]* more characters]'"])
+    result.stdout.fnmatch_lines(["*reason: wrong country",
+                                 r"*output: 'Paris\n\x1b[31mred\x1b[0m xxx*... [[]* more characters]'"])
     assert "x" * 400 not in result.stdout.str()  # bounded
