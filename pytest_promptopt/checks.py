@@ -2,7 +2,9 @@
 
 Each check raises `CheckFailed` (an AssertionError) saying what was expected and what came
 back, and records a 1/0 verdict on the running test so prompt scores include it. `equals`
-also records the expected answer, which the optimizer uses as a labelled demo.
+also records the expected answer, which the optimizer uses as a labelled demo. Each hides its
+own frame (`__tracebackhide__`, as pytest's helpers do), so a failure is reported at the line
+of the test that called it.
 """
 
 from __future__ import annotations
@@ -40,6 +42,7 @@ def _normalize(text: str) -> str:
 
 def equals(output: str, expected: str, *, normalize: bool = True) -> None:
     """Output equals `expected` (by default ignoring case and surrounding/repeated whitespace)."""
+    __tracebackhide__ = True
     record = current_record.get()
     if record is not None:
         record.note_expected(output, expected)
@@ -51,6 +54,7 @@ def equals(output: str, expected: str, *, normalize: bool = True) -> None:
 
 def contains(output: str, *needles: str, case_sensitive: bool = False, all_of: bool = True) -> None:
     """Output contains every needle (or any one, with all_of=False)."""
+    __tracebackhide__ = True
     hay = output if case_sensitive else output.casefold()
     found = [n for n in needles if (n if case_sensitive else n.casefold()) in hay]
     ok = len(found) == len(needles) if all_of else bool(found)
@@ -62,6 +66,7 @@ def contains(output: str, *needles: str, case_sensitive: bool = False, all_of: b
 
 def matches(output: str, pattern: str, *, flags: int = 0) -> re.Match[str]:
     """Output matches the regular expression somewhere (re.search); returns the match."""
+    __tracebackhide__ = True
     m = re.search(pattern, output, flags)
     if m is None:
         raise _fail(f"expected a match for /{pattern}/", output)
@@ -71,6 +76,7 @@ def matches(output: str, pattern: str, *, flags: int = 0) -> re.Match[str]:
 
 def json_output(output: str, schema: dict[str, Any] | None = None) -> Any:
     """Output is JSON (a ```json fence is allowed) and, if given, valid under `schema`."""
+    __tracebackhide__ = True
     text = output.strip()
     if len(text) >= 6 and text.startswith("```") and text.endswith("```"):  # no regex: linear time
         inner = text[3:-3]
@@ -97,6 +103,7 @@ def json_output(output: str, schema: dict[str, Any] | None = None) -> Any:
 
 def close_to(output: str, expected: float, *, tolerance: float = 1e-6, relative: bool = False) -> float:
     """The first number in the output is within `tolerance` of `expected`; returns it."""
+    __tracebackhide__ = True
     m = re.search(r"-?\d[\d,]*(?:\.\d+)?(?:[eE][-+]?\d+)?|-?\.\d+", output)
     if m is None:
         raise _fail(f"expected a number close to {expected}", output)

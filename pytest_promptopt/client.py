@@ -107,16 +107,48 @@ class Budget:
         self.tokens = 0
         self.exhausted = False  # set once a request was refused
         self._lock = threading.Lock()
+        # Requests a prefetch sent ahead of the tests, paid for when sent: the test's own call
+        # of the same request is then not counted again (cache key -> count).
+        self._prepaid: dict[str, int] = {}
 
-    def reserve(self) -> None:
+    def _refusal(self) -> str | None:
+        if self.max_requests is not None and self.requests >= self.max_requests:
+            return f"LM call budget of {self.max_requests} reached"
+        if self.max_tokens is not None and self.tokens >= self.max_tokens:
+            return f"token budget of {self.max_tokens} reached"
+        return None
+
+    def reserve(self, key: str | None = None) -> bool:
+        """Count one request, or raise BudgetExhausted. True when it was prepaid under `key`
+        (sent and counted by a prefetch): then nothing is counted again."""
         with self._lock:
-            if self.max_requests is not None and self.requests >= self.max_requests:
+            if key is not None and self._prepaid.get(key, 0) > 0:
+                self._prepaid[key] -= 1
+                return True
+            refusal = self._refusal()
+            if refusal is not None:
                 self.exhausted = True
-                raise BudgetExhausted(f"LM call budget of {self.max_requests} reached")
-            if self.max_tokens is not None and self.tokens >= self.max_tokens:
-                self.exhausted = True
-                raise BudgetExhausted(f"token budget of {self.max_tokens} reached")
+                raise BudgetExhausted(refusal)
             self.requests += 1
+            return False
+
+    def prepay(self, key: str, before: int = 0) -> bool:
+        """Count a request sent ahead of its caller (a prefetch); False, and nothing counted,
+        when the budget has no room for it after the `before` requests made ahead of it."""
+        with self._lock:
+            if self.max_requests is not None and self.requests + before >= self.max_requests:
+                return False
+            if self._refusal() is not None:
+                return False
+            self.requests += 1
+            self._prepaid[key] = self._prepaid.get(key, 0) + 1
+            return True
+
+    def drop_prepaid(self) -> None:
+        """Forget prepaid requests nobody made (they stay counted: they were sent), so a later
+        call of the same request counts as it would have without the prefetch."""
+        with self._lock:
+            self._prepaid.clear()
 
     def charge(self, requests: int) -> None:
         """Count requests replayed from the optimizer's memo, exactly as if they were made."""
@@ -197,9 +229,9 @@ class LMClient:
                                  self.endpoint.served_by)
 
     def complete(self, request: ChatRequest, *, budgeted: bool = True) -> Completion:
-        if budgeted:
-            if self.budget is not None:
-                self.budget.reserve()
+        # a prepaid request was sent and counted by the prefetch: this call is its use, not a hit
+        prepaid = budgeted and self.budget is not None and self.budget.reserve(request.cache_key)
+        if budgeted and not prepaid:
             self._account(requests=1)
         if self._fresh:
             with self._lock:
@@ -208,7 +240,7 @@ class LMClient:
                 return fresh
         cached = self.cache.get(request)
         if cached is not None:
-            if budgeted:
+            if budgeted and not prepaid:
                 self._account(cache_hits=1)  # tokens count only when spent
             return Completion(cached, True, 0.0, 0, 0.0)
         if self.cache.mode is RecordMode.REPLAY:
@@ -235,14 +267,29 @@ class LMClient:
             with self._lock:
                 self._inflight.pop(key, None)
 
-    def prefetch(self, requests: list[ChatRequest]) -> None:
-        """Warm the cache concurrently for calls tests are about to make. Not budgeted or
-        counted here: each test's own call is, and it then hits the cache."""
+    def prefetch(self, calls: list[ChatRequest | None]) -> None:
+        """Warm the cache concurrently for the calls tests are about to make, in the order they
+        will make them (None: a call that cannot be predicted, such as a judge's). A request
+        sent here is paid for from the budget when it is sent (the cap counts what is sent), and
+        only while the budget still has room for it after every call the tests make before it,
+        cached or not: so each one sent is one the tests use, and a warm rerun, which sends
+        nothing, counts the same calls. Without a budget nothing is counted here: each test's
+        own call is, and hits the cache."""
         if not self.cache.enabled or self.cache.mode is not RecordMode.NORMAL:
             return
-        todo = [r for r in dict.fromkeys(requests) if self.cache.get(r) is None]
-        if len(todo) > 1:
-            self.complete_many(todo, budgeted=False)
+        budget, before = self.budget, 0  # before: calls the tests make ahead of the next request
+        todo: dict[ChatRequest, None] = {}  # an ordered set
+        for request in calls:
+            if request is None or request in todo or self.cache.get(request) is not None:
+                before += 1
+                continue
+            if budget is not None and not budget.prepay(request.cache_key, before):
+                break
+            todo[request] = None
+        if budget is not None:
+            self._account(requests=len(todo))  # as the budget counts them
+        if todo:
+            self.complete_many(list(todo), budgeted=False)
 
     def send_ahead(self, requests: list[ChatRequest]) -> list[Completion | BaseException]:
         """Send uncached requests concurrently for a plain run's tests, which ask for them later.

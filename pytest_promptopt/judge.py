@@ -17,7 +17,7 @@ from typing import Any
 from .cache import Reply
 from .defaults import JUDGE_THRESHOLD
 from .errors import JudgeError
-from .record import Verdict
+from .record import Verdict, bounded
 
 
 # How the judge is asked. "score": a JSON/`score:` reply, parsed (needs a model that follows the
@@ -182,12 +182,18 @@ def yesno_verdict(
     )
 
 
+SHOWN_OUTPUT = 300  # characters of the judged output a failure shows
+
+
 class JudgeFailed(AssertionError):
-    def __init__(self, verdict: Verdict) -> None:
+    def __init__(self, verdict: Verdict, output: str | None = None) -> None:
         self.verdict = verdict
+        # the judged output, escaped (repr: newlines and control characters stay on one line)
+        # and bounded, so the failure says what was graded without flooding the terminal
+        shown = "" if output is None else f"\n  output: {bounded(output, SHOWN_OUTPUT)!r}"
         super().__init__(
             f"judge score {verdict.score:.2f} is below the threshold {verdict.threshold:.2f}\n"
-            f"  criteria: {verdict.criteria}\n  reason: {verdict.reason or '(none given)'}"
+            f"  criteria: {verdict.criteria}\n  reason: {verdict.reason or '(none given)'}{shown}"
         )
 
 

@@ -90,6 +90,10 @@ class TestRecord:
     labels: list[Label] = field(default_factory=list)
     judge_traces: list[Trace] = field(default_factory=list)
     repeats: tuple[int, int] | None = None  # (passes, runs) under promptopt(repeats=n)
+    # The draw of promptopt(repeats=n) that is running, part of every LM call's cache key. Kept
+    # here, on the test's one record, so every llm and judge the test reaches (through its own
+    # fixtures, helpers or classes) makes a fresh draw, not only the fixture values it names.
+    draw: int = 0
     # LM calls that failed (endpoint error after retries, replay miss): (prompt key, message).
     # Such a case could not be scored; it still counts, as a failure, for its prompt.
     errors: list[tuple[str, str]] = field(default_factory=list)
@@ -150,12 +154,21 @@ class TestRecord:
                 digests: Mapping[str, str] | None = None, xfail: bool = False) -> CaseOutcome:
         verdicts = tuple({"score": v.score, "threshold": v.threshold, "reason": bounded(v.reason, 1000),
                           "criteria": bounded(v.criteria, 1000)} for v in self.verdicts[:CALL_LIMIT])
-        return CaseOutcome(self.nodeid, passed, self.score(passed), message[:MAX_MESSAGE], self.calls()[:CALL_LIMIT],
+        return CaseOutcome(self.nodeid, passed, self.score(passed), without_addresses(message)[:MAX_MESSAGE],
+                           self.calls()[:CALL_LIMIT],
                            self.usage_by_prompt(), dict(min_pass_rates or {}), duration,
                            self.errors[0][1][:500] if self.errors else "", verdicts, dict(digests or {}), xfail)
 
 
 MAX_MESSAGE = 2000  # characters of a failure message kept for reports and the optimizer
+_ADDRESS = re.compile(r" at 0x[0-9a-fA-F]+")
+
+
+def without_addresses(message: str) -> str:
+    """A failure message without memory addresses (`<function f at 0x7f...>` in pytest's
+    `where` lines): they differ on every run, and the message goes into the optimizer's
+    prompts, whose cache keys must repeat for a rerun to be free."""
+    return _ADDRESS.sub("", message)
 MAX_OUTPUT = 10_000  # characters of an output kept in reports and run logs
 TEXT_LIMIT = 4000  # characters kept of one rendered message or judge text in reports
 CALL_LIMIT = 50  # LM calls and verdicts kept per case in reports

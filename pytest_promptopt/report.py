@@ -141,7 +141,8 @@ def optimization_lines(o: GroupResult, display: Callable[[str], str], dry_run: b
              f"  validation score {o.validation.before:.3f} -> {after}; train score {o.train.before:.3f} -> "
              f"{o.train.after or 0.0:.3f}",
              *before_lines(o.baseline_before, o.after_by_split),
-             f"  LM calls {o.calls} of budget {o.budget} (estimated {o.estimate}): {calls}; {o.seconds:.1f} s"]
+             f"  LM calls {o.calls} of budget {o.budget} (estimated {o.estimate}), {o.sent} sent to endpoints: "
+             f"{calls}; {o.seconds:.1f} s"]
     for note in dict.fromkeys(o.notes):
         for key in o.prompts:  # notes name prompts by key; show them as the heading does
             note = note.replace(key, display(key))

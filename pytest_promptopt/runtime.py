@@ -180,10 +180,12 @@ class Runtime:
 class LLM:
     """`llm(prompt, **variables) -> str`: render, call (through the cache), trace."""
 
-    def __init__(self, runtime: Runtime, record: TestRecord, sample: int = 0) -> None:
+    def __init__(self, runtime: Runtime, record: TestRecord) -> None:
         self._runtime = runtime
         self._record = record
-        self.sample = sample
+
+    def __repr__(self) -> str:  # shown in pytest's `where` lines: no address, the same on every run
+        return "llm"
 
     @property
     def traces(self) -> list[Trace]:
@@ -198,11 +200,11 @@ class LLM:
             prompt = self.load(prompt, near=caller_folder(1))
         self._runtime.register(prompt)
         self._record.ask(prompt.key)
-        client, request = self._runtime.task_request(prompt, variables, self.sample)
+        client, request = self._runtime.task_request(prompt, variables, self._record.draw)
         messages = request.message_dicts
         model = request.model
         log = self._record.call_log
-        index = log.begin(LLM_CALL, self._runtime.prompt_name(prompt), variables, sample=self.sample)
+        index = log.begin(LLM_CALL, self._runtime.prompt_name(prompt), variables, sample=self._record.draw)
         completion = _complete(client, request, self._record, prompt.key, f"prompt {prompt.path}")
         log.done(index, completion.text)
         self._record.traces.append(Trace.of(prompt.key, variables, tuple(messages), model, completion))
@@ -212,11 +214,13 @@ class LLM:
 class JudgeCall:
     """`judge(output, criteria, expected=None, threshold=None) -> Verdict`; fails the test below threshold."""
 
-    def __init__(self, runtime: Runtime, record: TestRecord, threshold: float | None = None, sample: int = 0) -> None:
+    def __init__(self, runtime: Runtime, record: TestRecord, threshold: float | None = None) -> None:
         self._runtime = runtime
         self._record = record
         self.default_threshold = threshold if threshold is not None else runtime.settings.judge_threshold
-        self.sample = sample
+
+    def __repr__(self) -> str:
+        return "judge"
 
     @property
     def mode(self) -> str:
@@ -226,7 +230,7 @@ class JudgeCall:
     def _ask(self, messages: list[dict[str, str]], mode: str | None = None) -> Reply:
         client = self._runtime.client("judge")
         params = YESNO_PARAMS if (mode or self.mode) == "yesno" else SCORE_PARAMS
-        request = client.request(messages, params, sample=self.sample)
+        request = client.request(messages, params, sample=self._record.draw)
         completion = _complete(client, request, self._record, JUDGE_KEY, "judge call")
         self._record.judge_traces.append(Trace.of(JUDGE_KEY, {}, tuple(messages), request.model, completion))
         return completion.reply
@@ -238,7 +242,7 @@ class JudgeCall:
         mode = self.mode
         if isinstance(output, str) and isinstance(criteria, str) and 0 <= limit <= 1:  # else no call is made
             inputs = {"output": output, "criteria": criteria} | ({} if expected is None else {"expected": expected})
-            self._record.call_log.begin(JUDGE, "", inputs, sample=self.sample, mode=mode)
+            self._record.call_log.begin(JUDGE, "", inputs, sample=self._record.draw, mode=mode)
         verdict = grade(lambda messages: self._ask(messages, mode), output, criteria,
                         expected=expected, threshold=limit, mode=mode)
         self._record.verdicts.append(verdict)
@@ -246,9 +250,10 @@ class JudgeCall:
 
     def __call__(self, output: str, criteria: str, *, expected: str | None = None,
                  threshold: float | None = None) -> Verdict:
+        __tracebackhide__ = True  # a failure is reported at the test's `judge(...)` line
         verdict = self.grade(output, criteria, expected=expected, threshold=threshold)
         if not verdict.passed:
-            raise JudgeFailed(verdict)
+            raise JudgeFailed(verdict, output)
         return verdict
 
 

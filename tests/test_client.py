@@ -428,16 +428,48 @@ def test_lazy_base_url_resolved_only_on_a_miss(tmp_path: Path, make_client: Clie
     assert lazy.endpoint.base_url == server.base_url
 
 
-def test_prefetch_warms_the_cache_without_counting(tmp_path: Path, make_client: ClientFactory,
-                                                  server: ScriptedServer) -> None:
+def test_prefetch_pays_for_what_it_sends_and_the_call_is_then_free(tmp_path: Path, make_client: ClientFactory,
+                                                                   server: ScriptedServer) -> None:
     client = make_client(ReplyCache(tmp_path))
     client.budget = Budget(max_requests=3)
     requests = [client.request(msgs(t)) for t in ("a", "b", "c")]
     client.prefetch([*requests, requests[0]])  # duplicates are fetched once
     assert server.count == 3
-    assert client.usage().requests == 0 and client.budget.requests == 0
-    assert all(client.complete(r).cached for r in requests)
-    assert server.count == 3 and client.usage().cache_hits == 3
+    assert client.usage().requests == 3 and client.budget.requests == 3  # sent, so counted
+    assert all(client.complete(r).cached for r in requests)  # prepaid: not counted again
+    assert server.count == 3 and client.budget.requests == 3 and client.usage().requests == 3
+    with pytest.raises(BudgetExhausted):  # a prepaid request is free once; asked again, it counts
+        client.complete(requests[0])
+
+
+def test_prefetch_sends_only_what_the_budget_has_room_for(tmp_path: Path, make_client: ClientFactory,
+                                                          server: ScriptedServer) -> None:
+    client = make_client(ReplyCache(tmp_path))
+    client.budget = Budget(max_requests=2)
+    requests = [client.request(msgs(t)) for t in ("a", "b", "c")]
+    client.prefetch(requests)
+    assert server.count == 2 and client.budget.requests == 2
+    assert client.complete(requests[0]).cached and client.complete(requests[1]).cached
+    with pytest.raises(BudgetExhausted):
+        client.complete(requests[2])
+    assert server.count == 2  # never more sent than the budget
+
+
+def test_prefetch_leaves_room_for_the_calls_made_before_it(tmp_path: Path, make_client: ClientFactory,
+                                                            server: ScriptedServer) -> None:
+    client = make_client(ReplyCache(tmp_path))
+    cached = client.request(msgs("cached"))
+    client.complete(cached)
+    client.budget = Budget(max_requests=3)
+    a, b = client.request(msgs("a")), client.request(msgs("b"))
+    client.prefetch([cached, None, a, b])  # a cached call and an unpredictable one come first
+    assert server.count == 2 and client.budget.requests == 1  # only `a` fits after those two
+    client.complete(cached)
+    client.budget.reserve()  # the unpredictable call
+    assert client.complete(a).cached and client.budget.requests == 3
+    with pytest.raises(BudgetExhausted):
+        client.complete(b)
+    assert server.count == 2
 
 
 # -- budget ----------------------------------------------------------------------------------------

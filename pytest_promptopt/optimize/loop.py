@@ -182,6 +182,11 @@ class GroupResult:
         return sum(u.requests for u in self.usage.values())
 
     @property
+    def sent(self) -> int:
+        """Requests that went to an endpoint (the rest were answered by the cache)."""
+        return sum(u.api_calls for u in self.usage.values())
+
+    @property
     def after_is_chance(self) -> bool:
         """The chosen candidate's validation score is within noise of the majority answer's."""
         after = self.validation.after
@@ -193,7 +198,7 @@ class GroupResult:
                 "regressions": self.decision.regressions, "allowed_regressions": self.decision.allowed,
                 "train": vars(self.train), "validation": vars(self.validation),
                 "holdout": None if self.holdout is None else vars(self.holdout),
-                "estimate": self.estimate, "budget": self.budget, "calls": self.calls,
+                "estimate": self.estimate, "budget": self.budget, "calls": self.calls, "sent": self.sent,
                 "usage": {role: u.to_dict() for role, u in self.usage.items()},
                 "seconds": round(self.seconds, 3), "notes": list(self.notes), "log": self.log_path,
                 "diff": self.diff, "chance": self.chance, "after_within_noise_of_chance": self.after_is_chance,
@@ -204,8 +209,8 @@ def optimize_group(group: Group, program: Program, *, strategy: Strategy, propos
                    usage: Callable[[], Mapping[str, Usage]], log: RunLog, settings: OptimizeSettings,
                    progress: Callable[..., None]) -> GroupResult:
     """Search on train within the budget (the clients enforce it), simplify the winner on train +
-    validation, then decide on validation and holdout. Simplification and validation get a
-    reserve of the budget; checking the winner on holdout is outside it."""
+    validation, then decide on validation and holdout. Simplification, validation and the
+    holdout check get a reserve of the budget: it caps every request the optimization sends."""
     run = _GroupRun(group, program, strategy, proposer, budget, usage, log, settings)
     train, validation, original = group.train, group.validation, group.original
     if not train or not validation:
@@ -230,11 +235,13 @@ def optimize_group(group: Group, program: Program, *, strategy: Strategy, propos
     except BudgetExhausted as exc:
         return run.finish(Decision(False, f"budget ran out before validation finished ({exc})"), best)
     decision = decide_validation(validation, after, margin=settings.margin, max_regressions=settings.max_regressions)
-    searched, held = usage(), None
+    held = None
     if decision.accepted and group.holdout:
-        budget.max_requests = None  # checking the winner is not part of the search
-        held = run.memo.evaluate(best, [c.nodeid for c in group.holdout])
-    return run.finish(decide_holdout(decision, group.holdout, held), best, after, held, searched)
+        try:  # within the budget too: the cap counts every request the optimization sends
+            held = run.memo.evaluate(best, [c.nodeid for c in group.holdout])
+        except BudgetExhausted as exc:
+            run.notes.append(f"holdout not checked: {exc}")
+    return run.finish(decide_holdout(decision, group.holdout, held), best, after, held)
 
 
 class _GroupRun:
@@ -245,12 +252,17 @@ class _GroupRun:
         self.group, self.strategy, self.proposer, self.usage, self.log = group, strategy, proposer, usage, log
         self.settings, self.started, self.before = settings, time.perf_counter(), usage()
         per_case = program.calls_per_case([c.nodeid for c in group.cases])
-        # validation once, and simplification a few times over train + validation
-        reserve = int(per_case * (len(group.validation) + SIMPLIFY_PASSES * len(group.cases))) + 1
+        # validation and holdout once, and simplification a few times over train + validation
+        checks = len(group.validation) + len(group.holdout) + SIMPLIFY_PASSES * len(group.cases)
+        reserve = int(per_case * checks) + 1
         if settings.budget is not None:
             reserve = min(reserve, settings.budget // 4)
         budget.max_requests = None if settings.budget is None else max(1, settings.budget - reserve)
-        self.estimate = strategy.estimate_calls(len(group.train), len(group.original), budget.max_requests) + reserve
+        # the plan that will run: the search stops at its share of the budget, whatever it planned
+        search = strategy.estimate_calls(len(group.train), len(group.original), budget.max_requests)
+        if budget.max_requests is not None:
+            search = min(search, budget.max_requests)
+        self.estimate = search + reserve
         log.write("start", prompts=sorted(group.original), strategy=strategy.name, seed=settings.seed,
                   budget=settings.budget, estimate=self.estimate, train=[c.nodeid for c in group.train],
                   validation=[c.nodeid for c in group.validation], resumed=log.resumed)
@@ -268,10 +280,10 @@ class _GroupRun:
         return simpler
 
     def finish(self, decision: Decision, best: Candidate, after: Evaluation | None = None,
-               holdout: Evaluation | None = None, searched: Mapping[str, Usage] | None = None) -> GroupResult:
+               holdout: Evaluation | None = None) -> GroupResult:
         group, train, validation = self.group, self.group.train, self.group.validation
-        # the spend of search, simplification and validation; the holdout check is not part of it
-        spent = {role: u - self.before.get(role, Usage()) for role, u in (searched or self.usage()).items()}
+        # the spend of search, simplification, validation and the holdout check: all within the budget
+        spent = {role: u - self.before.get(role, Usage()) for role, u in self.usage().items()}
         v_after = None if after is None else after.mean
         self.log.write("decision", accepted=decision.accepted, reason=decision.reason, train_before=mean_score(train),
                        train_after=self.train_after, validation_before=mean_score(validation),

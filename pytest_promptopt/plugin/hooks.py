@@ -17,12 +17,11 @@ from ..markers import MARKER_HELP, marker_options
 from ..optimize import strategies
 from ..record import TestRecord, current_record
 from ..report import display
-from ..runtime import LLM, JudgeCall
 from . import hookspecs
 from .options import add_options
 from .session import SESSION_KEY, PromptOptSession, session_of
 from .settings import build_settings
-from .stash import MARKER_KEY, OUTCOME_KEY, RECORD_KEY, marker_of
+from .stash import MARKER_KEY, OUTCOME_KEY, RECORD_KEY, marker_of, record_of
 
 
 def pytest_addhooks(pluginmanager: pytest.PytestPluginManager) -> None:
@@ -98,29 +97,41 @@ def pytest_assertrepr_compare(config: pytest.Config, op: str, left: object, righ
 
 @pytest.hookimpl(tryfirst=True)
 def pytest_pyfunc_call(pyfuncitem: pytest.Function) -> object:
+    """promptopt(repeats=n, min_passes=k): run the test n times, each a fresh draw of every LM
+    call it makes (the draw is on the test's record, so it reaches llm however the test does)."""
     options = marker_of(pyfuncitem)
     if options.repeats <= 1:
         return None
     if inspect.iscoroutinefunction(pyfuncitem.obj):
         raise pytest.UsageError(f"{pyfuncitem.nodeid}: promptopt(repeats=...) does not support async tests")
     args = {name: pyfuncitem.funcargs[name] for name in pyfuncitem._fixtureinfo.argnames}
-    record = pyfuncitem.stash.get(RECORD_KEY, None)
-    passes, failures = 0, []
-    for sample in range(options.repeats):
-        for value in args.values():
-            if isinstance(value, (LLM, JudgeCall)):
-                value.sample = sample  # a distinct cache key per draw
+    record = record_of(pyfuncitem)
+    in_setup = _calls(record)
+    passes, failures, first = 0, [], None
+    for draw in range(options.repeats):
+        record.draw = draw
         try:
             pyfuncitem.obj(**args)
             passes += 1
         except (AssertionError, PromptOptError) as exc:
-            failures.append(f"run {sample + 1}: {exc}")
-    if record is not None:
-        record.repeats = (passes, options.repeats)
+            failures.append(f"run {draw + 1}: {exc}")
+            first = first or exc
+        if draw == 0 and in_setup and _calls(record) == in_setup:
+            pytest.fail(f"promptopt(repeats={options.repeats}): the LM call of this test is made while a fixture "
+                        f"is set up, once, so the {options.repeats} runs would all judge that one answer; make the "
+                        "call inside the test (a fixture can return a function that calls llm)", pytrace=False)
+    record.repeats = (passes, options.repeats)
     if passes < options.min_passes:
-        raise AssertionError(f"{passes} of {options.repeats} runs passed, {options.min_passes} needed\n"
-                             + "\n".join(failures))
+        __tracebackhide__ = True
+        error = AssertionError(f"{passes} of {options.repeats} runs passed, {options.min_passes} needed\n"
+                               + "\n".join(failures))
+        # reported where the first failed run failed, in the user's code, not in this hook
+        raise error.with_traceback(first.__traceback__.tb_next if first and first.__traceback__ else None)
     return True
+
+
+def _calls(record: TestRecord) -> int:
+    return len(record.traces) + len(record.judge_traces) + len(record.errors)
 
 
 @pytest.hookimpl(wrapper=True)

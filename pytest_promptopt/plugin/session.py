@@ -63,8 +63,19 @@ class PromptOptSession:
         self.ahead: AheadReport | None = None
         self.started = time.perf_counter()
         self._previous_sigterm: Any = None
+        self.optimize_notes: list[str] = []  # about --optimize as a whole, before its own notes
         if not self.is_worker and settings.optimize.enabled:
             self._sigterm_as_interrupt()
+            self._run_every_test()
+
+    def _run_every_test(self) -> None:
+        """`--optimize` learns from every test's result, so `-x`/`--maxfail` (often in addopts)
+        would leave it nothing to work with: the run goes on, and the section says so."""
+        maxfail = getattr(self.config.option, "maxfail", 0)
+        if maxfail:
+            self.config.option.maxfail = 0
+            self.optimize_notes.append(f"ran every test although -x/--maxfail={maxfail} was given: --optimize "
+                                       "needs the result of each test to learn from")
 
     # -- signals ---------------------------------------------------------------------------
     def _sigterm_as_interrupt(self) -> None:
@@ -141,6 +152,11 @@ class PromptOptSession:
             self.ahead = send_ahead_for(session, self.runtime, self.calls)
         try:
             result = yield
+        except (session.Failed, session.Interrupted) as exc:
+            if self.settings.optimize.enabled:
+                self.optimize_notes.append(f"not optimized: the run stopped early ({exc}); --optimize needs the "
+                                           "result of every test")
+            raise
         finally:
             log_calls(session, self.calls)
             unused = sum(client.unused_ahead() for client in self.runtime.clients().values())
@@ -248,7 +264,7 @@ class PromptOptSession:
             "gate": "failed" if self.gate_failed else "passed",
             "baseline": None if self.baseline_result is None else self.baseline_result.to_dict(),
             "optimization": None if run is None else {
-                "notes": list(run.notes),
+                "notes": [*self.optimize_notes, *run.notes],
                 "groups": [g.to_dict(lambda k: display(k, root)) for g in run.groups],
                 "written": list(self.written), "not_written": list(self.write_errors),
                 "unscored_runs": [{"nodeid": n, "error": e} for n, e in run.unscored],
@@ -257,7 +273,7 @@ class PromptOptSession:
 
     def _optimization_lines(self) -> list[str]:
         run, root = self.optimization, Path(self.config.rootpath)
-        lines = [] if run is None else list(run.notes)
+        lines = [*self.optimize_notes, *(() if run is None else run.notes)]
         for group in () if run is None else run.groups:
             lines += optimization_lines(group, lambda k: display(k, root), self.settings.optimize.dry_run,
                                         lambda role: self.settings.price_of(role) is not None)
