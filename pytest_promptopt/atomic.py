@@ -5,20 +5,38 @@ mode, owner, group and extended attributes (or, for a new file, those of `like`,
 umask's mode), and replace the target in one `os.replace`. An interrupt anywhere leaves the
 old file and no temporary file; temporary files of an earlier write that was killed (SIGKILL,
 power loss) are removed first.
+
+A symlink is followed: its target gets the bytes and the link stays a link. A regular file with
+more than one hard link is rewritten in place instead, since a rename would give only this name
+the new bytes and leave the other links on the old inode; its old bytes are first written (the
+atomic way) and flushed to a backup `<name>.promptopt-backup` beside it, which is removed once
+the new bytes are on disk, and put back if the in-place write fails.
 """
 
 from __future__ import annotations
 
 import contextlib
+import io
 import os
 import re
+import stat
 import tempfile
 from pathlib import Path
 
+from .errors import WriteBackError
+
+BACKUP_SUFFIX = ".promptopt-backup"
+
 
 def write_atomic(path: Path, data: bytes, *, like: Path | None = None) -> None:
+    # A symlink's target is written, not the link replaced by a regular file (a prompt or pool
+    # file linked from a shared directory stays shared); a dangling link creates its target.
+    path = Path(os.path.realpath(path))
     path.parent.mkdir(parents=True, exist_ok=True)
     remove_leftovers(path)
+    if _hard_linked(path):
+        _write_in_place(path, data)
+        return
     model = path if path.exists() else like
     tmp: str | None = None
     try:
@@ -37,8 +55,53 @@ def write_atomic(path: Path, data: bytes, *, like: Path | None = None) -> None:
             with contextlib.suppress(OSError):
                 os.unlink(tmp)
         raise
+    _fsync_directory(path.parent)
+
+
+def _hard_linked(path: Path) -> bool:
+    try:
+        info = os.stat(path)
+    except FileNotFoundError:
+        return False
+    return stat.S_ISREG(info.st_mode) and info.st_nlink > 1
+
+
+def _write_in_place(path: Path, data: bytes) -> None:
+    """Rewrite a hard-linked file in its own inode, so every link sees the new bytes; the mode,
+    owner and extended attributes stay as they are. The backup holds the old bytes on disk
+    until the new ones are there too: if this process dies mid-write, the backup remains."""
+    backup = path.with_name(path.name + BACKUP_SUFFIX)
+    if os.path.lexists(backup):
+        raise WriteBackError(
+            f"{backup}: a backup left by an interrupted in-place write of {path} (it has more than one "
+            f"hard link), so {path} may be incomplete. Compare the two, restore the old bytes with "
+            f"`cp {backup} {path}` if needed (cp keeps the hard links), delete the backup, and rerun."
+        )
+    old = path.read_bytes()
+    write_atomic(backup, old, like=path)
+    with open(path, "r+b") as handle:
+        try:
+            _overwrite(handle, data)
+        except BaseException:
+            _overwrite(handle, old)  # if this fails too, the backup stays for the user
+            backup.unlink()
+            raise
+    backup.unlink()
+    _fsync_directory(path.parent)
+
+
+def _overwrite(handle: io.BufferedRandom, data: bytes) -> None:
+    # write before truncating: a shorter file is never seen empty
+    handle.seek(0)
+    handle.write(data)
+    handle.truncate()
+    handle.flush()
+    os.fsync(handle.fileno())
+
+
+def _fsync_directory(directory: Path) -> None:
     with contextlib.suppress(OSError):
-        dir_fd = os.open(path.parent, os.O_RDONLY)
+        dir_fd = os.open(directory, os.O_RDONLY)
         try:
             os.fsync(dir_fd)
         finally:

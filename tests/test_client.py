@@ -327,30 +327,52 @@ def test_usage_is_a_snapshot(make_client: ClientFactory) -> None:
 # -- concurrency -----------------------------------------------------------------------------------
 
 
-def timed_batch(client: LMClient, requests: list[ChatRequest]) -> tuple[float, list[Any]]:
-    t0 = time.perf_counter()
-    out = client.complete_many(requests)
-    return time.perf_counter() - t0, out
+class InFlight:
+    """A responder that counts requests in flight at once. While `hold` is set, each request
+    waits until `hold` requests are in flight together, so a concurrent batch shows its full
+    width however loaded the machine is (no clock decides it); a serial one cannot get there,
+    and after `patience` seconds the first request gives up waiting and lets everything through."""
+
+    def __init__(self, hold: int = 0, patience: float = 30.0) -> None:
+        self.hold, self.patience = hold, patience
+        self.active = self.peak = 0
+        self.lock = threading.Lock()
+        self.everyone = threading.Event()
+
+    def __call__(self, messages: list[dict[str, str]], body: dict[str, Any]) -> str:
+        with self.lock:
+            self.active += 1
+            self.peak = max(self.peak, self.active)
+            if self.hold and self.active >= self.hold:
+                self.everyone.set()
+        if self.hold and not self.everyone.wait(self.patience):
+            self.everyone.set()
+        with self.lock:
+            self.active -= 1
+        return echo_last_user(messages, body)
 
 
 def test_complete_many_runs_concurrently(make_client: ClientFactory) -> None:
-    slow = ScriptedServer(delay=0.2).start()
+    in_flight = InFlight()
+    srv = ScriptedServer(in_flight).start()
     try:
         requests = [ChatRequest.build("test-model", msgs(f"question {i}")) for i in range(8)]
-        wide = make_client(base_url=slow.base_url, concurrency=8)
-        narrow = make_client(base_url=slow.base_url, concurrency=1)
-        for client in (wide, narrow):  # build each HTTP client first: only the batches are timed
+        # the whole-call timeout outlasts the responder's patience: a serial run fails on the count
+        wide = make_client(base_url=srv.base_url, concurrency=8, timeout=60.0)
+        narrow = make_client(base_url=srv.base_url, concurrency=1)
+        for client in (wide, narrow):
             ask(client, "warm-up")
-        parallel_s, parallel = timed_batch(wide, requests)
-        serial_s, serial = timed_batch(narrow, requests)
+        in_flight.peak, in_flight.hold = 0, 8  # the warm-ups ran with hold 0: the gate is still closed
+        parallel = wide.complete_many(requests)
+        parallel_peak, in_flight.peak, in_flight.hold = in_flight.peak, 0, 0
+        serial = narrow.complete_many(requests)
     finally:
-        stop_later(slow)
+        stop_later(srv)
     # results come back in request order
     assert [c.text for c in parallel] == [f"question {i}" for i in range(8)]
     assert [c.text for c in serial] == [f"question {i}" for i in range(8)]
-    assert slow.count == 18
-    # 8 at once take about one delay, one at a time about eight: demand a 3x difference
-    assert parallel_s * 3 < serial_s, (parallel_s, serial_s)
+    assert srv.count == 18
+    assert (parallel_peak, in_flight.peak) == (8, 1)  # all 8 in flight together; one at a time
 
 
 def test_concurrency_limit_is_respected() -> None:

@@ -42,6 +42,29 @@ def test_optimize_rewrites_the_prompt_and_the_next_run_passes(
     again.assert_outcomes(passed=len(WORDS))
 
 
+@pytest.mark.parametrize("link", ["hard", "symbolic"])
+def test_optimize_keeps_a_linked_prompt_file_linked(word_suite: pytest.Pytester, scripted: ScriptedServer,
+                                                    link: str) -> None:
+    scripted.responder = reverse_when_told("Reverse the word letter by letter.")
+    path = word_suite.path / "word.yaml"
+    shared = word_suite.path / "shared" / "word.yaml"
+    shared.parent.mkdir()
+    os.chmod(path, 0o640)
+    if link == "hard":
+        os.link(path, shared)
+    else:  # the suite's word.yaml points at a shared file
+        path.rename(shared)
+        path.symlink_to(shared)
+    result = word_suite.runpytest("--optimize")
+    result.stdout.fnmatch_lines(["*accepted: validation 0.000 -> 1.000*"])
+    assert os.path.samefile(path, shared) and path.is_symlink() == (link == "symbolic")
+    assert os.stat(shared).st_nlink == (2 if link == "hard" else 1)
+    assert "Reverse the word letter by letter." in shared.read_text()
+    assert os.stat(shared).st_mode & 0o777 == 0o640
+    assert not list(word_suite.path.rglob("*.promptopt-backup"))
+    word_suite.runpytest().assert_outcomes(passed=len(WORDS))
+
+
 def test_dry_run_prints_the_diff_and_writes_nothing(word_suite: pytest.Pytester, scripted: ScriptedServer) -> None:
     scripted.responder = reverse_when_told("Reverse the word letter by letter.")
     before = (word_suite.path / "word.yaml").read_bytes()

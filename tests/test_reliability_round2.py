@@ -7,8 +7,10 @@ from __future__ import annotations
 import gzip
 import json
 import os
+import signal
+import subprocess
+import sys
 import threading
-import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -258,21 +260,44 @@ HOSTILE = {
 }
 
 
-@pytest.mark.parametrize("text", HOSTILE.values(), ids=HOSTILE.keys())
-def test_hostile_100kb_reply_parses_in_well_under_a_second(text: str) -> None:
-    from pytest_promptopt import checks
-    from pytest_promptopt.errors import JudgeError
-    from pytest_promptopt.judge import parse_verdict
-    from pytest_promptopt.optimize.proposer import clean_instruction
+# The parse runs in a child process limited to PARSE_CPU_LIMIT_S seconds of CPU (RLIMIT_CPU):
+# CPU time, unlike wall-clock time, does not grow when other processes load the machine. The
+# linear patterns need well under a second for all of it, imports included; the backtracking
+# patterns they replaced need minutes of CPU for one 100 KB reply, so the kernel stops the
+# child (SIGXCPU) long before it would finish. How fast the parse is belongs in bench/.
+PARSE_CPU_LIMIT_S = 20
+PARSE_HOSTILE = """
+import resource, sys
+resource.setrlimit(resource.RLIMIT_CPU, ({limit}, {limit} + 5))
+from pytest_promptopt import checks
+from pytest_promptopt.errors import JudgeError
+from pytest_promptopt.judge import parse_verdict
+from pytest_promptopt.optimize.proposer import clean_instruction
 
-    started = time.perf_counter()
-    with pytest.raises((JudgeError, AssertionError)):
-        parse_verdict(text, threshold=0.5)
-        checks.json_output("```json" + text + "```")
-    clean_instruction(text)
-    with pytest.raises(AssertionError):
-        checks.json_output("```json" + text + "```")
-    assert time.perf_counter() - started < 1.0
+text = sys.stdin.read()
+try:
+    parse_verdict(text, threshold=0.5)
+    print("verdict read")
+except JudgeError:
+    print("no verdict")
+clean_instruction(text)
+try:
+    checks.json_output("```json" + text + "```")
+    print("json read")
+except AssertionError:
+    print("not json")
+"""
+
+
+@pytest.mark.parametrize("text", HOSTILE.values(), ids=HOSTILE.keys())
+def test_hostile_100kb_reply_parses_in_linear_time(text: str) -> None:
+    code = PARSE_HOSTILE.format(limit=PARSE_CPU_LIMIT_S)
+    done = subprocess.run([sys.executable, "-c", code], input=text, capture_output=True, text=True, check=False,
+                          env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)})
+    assert done.returncode not in (-signal.SIGXCPU, -signal.SIGKILL), \
+        f"over {PARSE_CPU_LIMIT_S} s of CPU parsing a 100 KB reply: a pattern backtracks"
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split("\n")[1:] == ["not json", ""]  # no verdict or a bare number; never JSON
 
 
 def test_linear_patterns_still_read_the_usual_replies() -> None:
@@ -301,10 +326,11 @@ def _http(body: bytes, headers: str = "Content-Type: application/json\r\n") -> b
 def test_a_trickling_server_is_cut_off_at_the_timeout_headers_and_body(scripted: ScriptedServer) -> None:
     scripted.fail_next(Fault(kind="trickle", body=_http(_reply_bytes("slow " * 40)), seconds=0.1))
     client = LMClient(Endpoint(scripted.base_url, "m"), ReplyCache(None), timeout=1.0, max_retries=0)
-    started = time.perf_counter()
+    # Each 4-byte piece comes well within httpx's per-read timeout, so only a deadline for the
+    # whole call can end it: without one the whole reply (~8 s of trickle) is read and returned.
     with pytest.raises(EndpointError, match=r"no answer within 1 s \(timeout\)"):
         client.complete(client.request([{"role": "user", "content": "q"}]))
-    assert time.perf_counter() - started < 5  # the reply alone would take ~8 s, 4 bytes per 0.1 s
+    assert scripted.count == 1  # one request, cut off, not retried (max_retries=0)
     client.close()
 
 
@@ -403,16 +429,15 @@ LAUGHS = "a: &a [x, x, x, x, x, x, x, x, x]\n" + "".join(
     ("messages:\n  - role: user\n    content: hi\nx: " + "[" * 5000 + "]" * 5000 + "\n", "nested more than 50", 4),
     ("messages:\n  - role: user\n    content: hi\nseed: 1" + "0" * 5000 + "\n", "a number of 5,001 digits", 4),
 ], ids=["billion laughs", "deep nesting", "huge integer"])
-def test_hostile_yaml_is_refused_fast_naming_file_and_line(tmp_path: Path, text: str, words: str, line: int) -> None:
+def test_hostile_yaml_is_refused_before_building_naming_file_and_line(tmp_path: Path, text: str, words: str, line: int) -> None:
     from pytest_promptopt.errors import PromptFileError
     from pytest_promptopt.prompts import load_prompt
 
     path = tmp_path / "bad.yaml"
     path.write_text(text)
-    started = time.perf_counter()
+    # Refused from the parser's events, before anything is built: the message, not a clock, shows it
     with pytest.raises(PromptFileError) as info:
         load_prompt(path)
-    assert time.perf_counter() - started < 5
     message = str(info.value)
     assert f"{path}:{line}:" in message and words in message
 

@@ -388,3 +388,82 @@ def test_demos_added_after_a_last_key_without_value(tmp_path: Path) -> None:
     demos = (Demo({"message": "hi"}, "greet"),)
     assert rewrite(path, demos=demos).demos == demos
     assert path.read_bytes().decode().startswith(text)
+
+
+# -- links: write-back keeps a prompt file's hard links and symlinks -----------------------------
+
+def test_hard_linked_prompt_file_stays_linked_with_the_new_text_and_its_mode(tmp_path: Path) -> None:
+    path = write_bytes(tmp_path, "p.yaml", YAML_PROMPT.encode())
+    os.chmod(path, 0o640)
+    other = tmp_path / "shared" / "intent.yaml"
+    other.parent.mkdir()
+    os.link(path, other)
+    inode = os.stat(path).st_ino
+    rewrite(path, NEW_INSTRUCTION)
+    for name in (path, other):  # one inode, two links, the old mode: the link was not broken
+        info = os.stat(name)
+        assert (info.st_ino, info.st_nlink, stat.S_IMODE(info.st_mode)) == (inode, 2, 0o640)
+    assert load_prompt(other).instruction == NEW_INSTRUCTION
+    assert "# Intent classifier." in other.read_text()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["p.yaml", "shared"]  # the backup is gone
+
+
+def test_hard_linked_write_that_fails_puts_the_old_bytes_back(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from pytest_promptopt.atomic import write_atomic
+
+    path = write_bytes(tmp_path, "p.yaml", YAML_PROMPT.encode())
+    os.link(path, tmp_path / "q.yaml")
+    target = os.stat(path).st_ino
+    real_fsync, failed = os.fsync, []
+
+    def fsync(fd: int) -> None:  # the disk fills up when the new bytes of the prompt file are flushed
+        if os.fstat(fd).st_ino == target and not failed:
+            failed.append(fd)
+            raise OSError(28, "No space left on device")
+        real_fsync(fd)
+
+    monkeypatch.setattr(os, "fsync", fsync)
+    with pytest.raises(OSError, match="No space left"):
+        write_atomic(path, b"x" * 10_000)
+    assert failed and path.read_bytes() == YAML_PROMPT.encode() and os.stat(path).st_nlink == 2
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["p.yaml", "q.yaml"]
+
+
+def test_backup_left_by_a_killed_in_place_write_is_not_overwritten(tmp_path: Path) -> None:
+    path = write_bytes(tmp_path, "p.yaml", YAML_PROMPT.encode())
+    os.link(path, tmp_path / "q.yaml")
+    backup = tmp_path / "p.yaml.promptopt-backup"
+    backup.write_text("the old bytes of a write that was killed")
+    with pytest.raises(WriteBackError) as info:
+        rewrite(path, NEW_INSTRUCTION)
+    message = str(info.value)
+    assert f"{backup}: a backup left by an interrupted in-place write of {path}" in message
+    assert f"cp {backup} {path}" in message
+    assert path.read_text() == YAML_PROMPT and backup.read_text() == "the old bytes of a write that was killed"
+
+
+def test_symlinked_prompt_file_stays_a_link_and_its_target_gets_the_new_text(tmp_path: Path) -> None:
+    real = write_bytes(tmp_path, "real.yaml", YAML_PROMPT.encode())
+    os.chmod(real, 0o604)
+    link = tmp_path / "linked" / "p.yaml"
+    link.parent.mkdir()
+    link.symlink_to(real)
+    rewrite(link, NEW_INSTRUCTION)
+    assert link.is_symlink() and os.readlink(link) == str(real)
+    assert load_prompt(real).instruction == NEW_INSTRUCTION and stat.S_IMODE(os.stat(real).st_mode) == 0o604
+    assert sorted(p.name for p in link.parent.iterdir()) == ["p.yaml"]
+
+
+def test_atomic_writer_follows_a_symlink_for_every_file_it_writes(tmp_path: Path) -> None:
+    # pool files, baselines and reports are written through the same writer, without a loader
+    # that resolves the path first
+    from pytest_promptopt.atomic import write_atomic
+
+    real = write_bytes(tmp_path, "pool.yaml", b"- old\n")
+    os.chmod(real, 0o640)
+    link = tmp_path / "suite" / "pool.yaml"
+    link.parent.mkdir()
+    link.symlink_to(os.path.relpath(real, link.parent))
+    write_atomic(link, b"- new\n")
+    assert link.is_symlink() and real.read_bytes() == b"- new\n"
+    assert stat.S_IMODE(os.stat(real).st_mode) == 0o640
