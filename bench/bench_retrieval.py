@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import sys
 import time
 from pathlib import Path
@@ -33,7 +34,7 @@ NODEID = "examples/banking/test_intent.py::test_intent[{}]"
 
 
 def slug(text: str) -> str:
-    import re
+    """The example's test id of a message (as `examples/banking/test_intent.py` builds it)."""
     return re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-")[:40]
 
 
@@ -74,11 +75,11 @@ def main(argv: list[str] | None = None) -> int:
     try:
         client = LMClient(Endpoint(server.base_url, EMBEDDED_MODEL, identity=local.embedded_identity()),
                           ReplyCache(ROOT / CACHE_DIR_NAME, RecordMode.NORMAL))
-        for name, pool in pools().items():
+        for index, (name, pool) in enumerate(pools().items()):
             results[name] = []
             for k in ks:
-                if k == 0 and results and len(results) > 1:
-                    continue  # zero-shot does not depend on the pool
+                if k == 0 and index > 0:
+                    continue  # zero-shot does not depend on the pool: scored once
                 results[name].append(score(client, pool, k))
                 print(name, results[name][-1], flush=True)
     finally:
