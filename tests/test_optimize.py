@@ -190,3 +190,24 @@ def test_run_log_records_candidates_scores_and_proposals(word_suite: pytest.Pyte
     kinds = {json.loads(line)["event"] for line in log.read_text().splitlines()}
     assert {"start", "eval", "proposal", "trial", "critique", "gradient", "decision"} <= kinds
     assert Path(log).stat().st_size > 0
+
+
+@pytest.mark.parametrize(("preset", "summaries"), [("light", 0), ("medium", 2)])
+def test_the_light_preset_asks_for_no_data_or_program_summary(
+    word_suite: pytest.Pytester, scripted: ScriptedServer, preset: str, summaries: int
+) -> None:
+    asked: list[str] = []
+    told = reverse_when_told()
+
+    def respond(messages: list[dict[str, str]], body: dict) -> str:
+        if is_optimizer(messages):
+            asked.append(messages[-1]["content"])
+        return told(messages, body)
+
+    scripted.responder = respond
+    result = word_suite.runpytest("--optimize", "--optimize-strategy=mipro", f"--optimize-preset={preset}")
+    result.stdout.fnmatch_lines(["*accepted: validation 0.000 -> 1.000*"])
+    summary_requests = [a for a in asked if a.startswith(("Here are example inputs", "This test code checks"))]
+    assert len(summary_requests) == summaries
+    proposals = [a for a in asked if "Write a better instruction." in a]
+    assert proposals and all(("TASK (from the tests):" in p) == bool(summaries) for p in proposals)

@@ -212,3 +212,37 @@ def test_retrieval_options_are_scored_on_every_train_case_not_dropped_by_the_fir
         ctx, Evaluator(ctx), prompt.key, sets, random.Random(0))
     assert program.cases["retrieval"] == set(ids)  # scored on all 40, 30 of them passing
     assert isinstance(kept[1], Retrieve)  # and ranked first after screening
+
+
+class OneStrongSetProgram(RetrievalFavouringProgram):
+    """As above, except that the static set showing "static 0" passes every case."""
+
+    def evaluate(self, candidate: Candidate, nodeids: Sequence[str]) -> Evaluation:
+        strong = any(d.inputs.get("text") == "static 0" for p in candidate.values() for d in p.demos)
+        if not strong:
+            return super().evaluate(candidate, nodeids)
+        self.cases.setdefault("strong", set()).update(nodeids)
+        return Evaluation(tuple(CaseOutcome(n, True, 1.0, "") for n in nodeids))
+
+
+def test_a_static_set_that_cannot_reach_the_best_retrieval_is_not_scored_further(tmp_path: Path) -> None:
+    from pytest_promptopt.optimize.demos import Retrieve
+    from pytest_promptopt.optimize.mipro import Mipro
+    from pytest_promptopt.optimize.search import Evaluator
+    from pytest_promptopt.prompts import Demo
+
+    path = tmp_path / "intent.yaml"
+    path.write_text("messages:\n  - role: system\n    content: 'Pick one of {labels}.'\n  - role: user\n    content: '{text}'\n")
+    prompt = load_prompt(path)
+    ids = [f"t::case-{i}" for i in range(80)]
+    program = OneStrongSetProgram(set(ids[:8]))  # retrieval passes 72 of 80: the bar is 0.9
+    ctx = OptimizationContext({prompt.key: prompt}, [Case(n, "train", False, 0.0) for n in ids], program, None,
+                              lambda event, **f: None, lambda message: None, 0, lambda: None)
+    pool = tuple(Demo({"text": f"example {i}"}, "a") for i in range(5))
+    statics = [(DemoOption(Demo({"text": f"static {i}"}, "b"), f"s::{i}", "labelled"),) for i in range(4)]
+    kept = Mipro(keep_demo_sets=3, recombine_generations=0, reorder_sets=0)._screen(
+        ctx, Evaluator(ctx), prompt.key, [None, *statics, Retrieve(pool, 2)], random.Random(0))
+    weak = [cases for name, cases in program.cases.items() if name not in ("retrieval", "strong")]
+    assert len(weak) == 3 and all(len(cases) <= 40 for cases in weak)  # half the cases at most: dropped
+    assert program.cases["strong"] == set(ids)  # a set that can reach the bar is scored in full
+    assert kept == [None, statics[0], Retrieve(pool, 2)]

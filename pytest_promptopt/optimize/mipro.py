@@ -8,6 +8,7 @@ instructions (the history), and with `use_critique` a GRAD-SUM critique grounds 
 
 from __future__ import annotations
 
+import math
 import random
 from collections.abc import Callable
 from dataclasses import dataclass, replace
@@ -16,7 +17,8 @@ import optuna
 
 from ..errors import BudgetExhausted
 from ..prompts import Prompt
-from .base import Candidate, OptimizationContext, StrategyResult
+from ..stats import wilson
+from .base import Candidate, Evaluation, OptimizationContext, StrategyResult
 from .feedback import Feedback
 from .demos import DemoChoice, Retrieve, demo_sets, pool_from_options, recombine, with_choice
 from .gradsum import apply_proposal, critique_from_failures
@@ -41,6 +43,7 @@ class Mipro:
     full_eval_every: int = 5
     retrieve_ks: tuple[int, ...] = (4, 8)  # retrieved-demo options screened with the static sets
     critique_cases: int = 6  # failed train cases whose gradients make auto's critique
+    summaries: bool = True  # MIPRO's data and program summaries in the proposer's grounding
     use_critique: bool = False
 
     def estimate_calls(self, n_train: int, n_prompts: int, budget: int | None = None) -> int:
@@ -52,7 +55,8 @@ class Mipro:
         screening = n_train * len(self.retrieve_ks) + unseen * (options * 0.25 + options / 2 * 0.25 + self.keep_demo_sets * 0.5
                               + self.recombine_generations * self.recombined_sets
                               + self.reorder_sets * self.orders_per_set * 0.5 + self.keep_demo_sets * 0.5)
-        proposals = self.rounds * (self.instructions_per_round + 2) + 2 + (self.critique_cases + 1 if self.use_critique else 0)
+        proposals = (self.rounds * (self.instructions_per_round + 2) + (2 if self.summaries else 0)
+                     + (self.critique_cases + 1 if self.use_critique else 0))
         per_trial = min(self.minibatch, n_train) + unseen / self.full_eval_every
         return int(n_prompts * (screening + proposals) + self.max_trials * per_trial + 3 * unseen)
 
@@ -120,13 +124,23 @@ class Mipro:
                 best_params = self._search(ctx, evaluator, keys, instructions, sets, per_round, round_, rng, best_params)
                 for key in keys:
                     history[key] = _instruction_scores(evaluator, key, instructions[key])
-            while (pending := evaluator.best_unvalidated()) is not None and len(
-                    [s for s in evaluator.scored.values() if s.full is not None]) < 4:
-                evaluator.full_train(pending.candidate, pending.label)
+            self._close(evaluator)
         except BudgetExhausted as exc:
             notes.append(f"stopped early: {exc}")
         best = evaluator.best_full()
         return StrategyResult(best.candidate, best.full or 0.0, tuple(notes))
+
+    @staticmethod
+    def _close(evaluator: Evaluator, most: int = 3) -> None:
+        """Score on every train case the best minibatch winners not scored so far: those that
+        beat the best full-train score on their minibatches, and any while fewer than four
+        candidates have a full score."""
+        for _ in range(most):
+            pending = evaluator.best_unvalidated()
+            scored_in_full = [s.full for s in evaluator.scored.values() if s.full is not None]
+            if pending is None or (len(scored_in_full) >= 4 and pending.mean_minibatch <= max(scored_in_full)):
+                return
+            evaluator.full_train(pending.candidate, pending.label)
 
     def _demo_sets(self, ctx: OptimizationContext, key: str, rng: random.Random) -> list[DemoChoice]:
         """The demo choices to screen: the prompt's own demos, static sets, and retrieval at each k."""
@@ -146,8 +160,10 @@ class Mipro:
         """What proposals are grounded in: data and program summaries, the train cases the
         original fails (in a seeded order) and, for auto, a GRAD-SUM critique of them."""
         proposer = ctx.proposer
-        data = proposer.data_summary([dict(i) for c in ctx.train[:12] for i in ctx.program.inputs(c.nodeid)[:1]])
-        program = proposer.program_summary([ctx.program.source(c.nodeid) for c in ctx.train])
+        data = program = ""
+        if self.summaries:
+            data = proposer.data_summary([dict(i) for c in ctx.train[:12] for i in ctx.program.inputs(c.nodeid)[:1]])
+            program = proposer.program_summary([ctx.program.source(c.nodeid) for c in ctx.train])
         failed = [c.nodeid for c in ctx.train if not c.passed]
         failures = ctx.program.feedback(ctx.program.evaluate(ctx.original, failed).results)
         random.Random(ctx.seed + 1).shuffle(failures)
@@ -183,22 +199,26 @@ class Mipro:
             return {**ctx.original, key: with_choice(ctx.original[key], sets[i])}
 
         # Retrieval options skip the halving: they are few, each is its own regime (its cost per
-        # call grows with k), and a quarter of the train cases is too few to rank them.
+        # call grows with k), and a quarter of the train cases is too few to rank them. Scored
+        # first, the best of them is the bar the static sets race against.
         retrieval = [i for i in range(1, len(sets)) if isinstance(sets[i], Retrieve)]
+        full = {i: evaluator.full_train(candidate(i), f"retrieve k={sets[i].k}")  # type: ignore[union-attr]
+                for i in retrieval}
+        bar = max(full.values(), default=None)
         alive = [i for i in range(1, len(sets)) if i not in retrieval]
-        latest: dict[int, float] = {}
+        latest: dict[int, float] = dict(full)
         for share in (0.25, 0.5):
             part = ids[: max(1, int(len(ids) * share))]
             if not alive:
                 break
-            scores = {i: evaluator.evaluate(candidate(i), part).mean for i in alive}
+            evaluations = {i: evaluator.evaluate(candidate(i), part) for i in alive}
+            scores = {i: ev.mean for i, ev in evaluations.items()}
             latest.update(scores)
             alive = sorted(alive, key=lambda i: -scores[i])[: max(self.keep_demo_sets, len(alive) // 2)]
+            alive = [i for i in alive if bar is None or could_reach(evaluations[i], bar)]
             ctx.progress(f"screening demo sets on {len(part)} train tests: {len(alive)} left, "
                          f"best {max(scores.values()):.2f}")
-        full = {i: evaluator.full_train(candidate(i), f"demo set {i}") for i in alive}
-        full.update({i: evaluator.full_train(candidate(i), f"retrieve k={sets[i].k}")  # type: ignore[union-attr]
-                     for i in retrieval})
+        full.update({i: evaluator.full_train(candidate(i), f"demo set {i}") for i in alive})
         latest.update(full)
         for generation in range(self.recombine_generations):
             screened = [(sets[i], score) for i, score in latest.items() if isinstance(sets[i], tuple)]
@@ -248,25 +268,27 @@ class Mipro:
         if warm is not None:
             study.enqueue_trial(warm, skip_if_exists=True)
         best: tuple[float, dict[str, int]] = (-1.0, {})
-        for t in range(trials):
+        combinations = math.prod(len(instructions[k]) * len(sets[k]) for k in keys)
+        t = asked = 0
+        while t < trials and asked < trials + combinations:
+            asked += 1
             trial = study.ask()
-            params: dict[str, int] = {}
-            candidate: dict[str, Prompt] = {}
-            for key in keys:
-                i = trial.suggest_int(f"instruction:{key}", 0, len(instructions[key]) - 1)
-                d = trial.suggest_int(f"demos:{key}", 0, len(sets[key]) - 1)
-                params[f"instruction:{key}"], params[f"demos:{key}"] = i, d
-                candidate[key] = with_choice(instructions[key][i], sets[key][d])
+            params, candidate = _suggest(trial, keys, instructions, sets)
+            known = evaluator.known_full(candidate)
+            if known is not None:  # scored on every train case already: TPE learns it for free
+                study.tell(trial, known)
+                continue
             label = f"mipro r{round_ + 1} t{t + 1} " + " ".join(f"{k.rsplit('/', 1)[-1]}:i{params[f'instruction:{k}']}d{params[f'demos:{k}']}" for k in keys)
             score = evaluator.minibatch(candidate, self.minibatch, rng, label)
             study.tell(trial, score)
             ctx.log("trial", round=round_, trial=t, params=params, score=score)
+            t += 1
             if score > best[0]:
                 best = (score, params)
-            if (t + 1) % self.full_eval_every == 0 and (pending := evaluator.best_unvalidated()) is not None:
+            if t % self.full_eval_every == 0 and (pending := evaluator.best_unvalidated()) is not None:
                 evaluator.full_train(pending.candidate, pending.label)
             top = evaluator.best_full()
-            ctx.progress(f"mipro round {round_ + 1}/{self.rounds} trial {t + 1}/{trials}: "
+            ctx.progress(f"mipro round {round_ + 1}/{self.rounds} trial {t}/{trials}: "
                          f"minibatch {score:.2f}, best train {top.full or 0:.2f}")
         return best[1]
 
@@ -277,6 +299,27 @@ class _Grounding:
     program: str
     failures: tuple[Feedback, ...]
     critique: str
+
+
+def _suggest(trial: optuna.Trial, keys: list[str], instructions: dict[str, list[Prompt]],
+             sets: dict[str, list[DemoChoice]]) -> tuple[dict[str, int], Candidate]:
+    """TPE's next instruction and demo choice per prompt, and the candidate they make."""
+    params: dict[str, int] = {}
+    candidate: dict[str, Prompt] = {}
+    for key in keys:
+        i = trial.suggest_int(f"instruction:{key}", 0, len(instructions[key]) - 1)
+        d = trial.suggest_int(f"demos:{key}", 0, len(sets[key]) - 1)
+        params[f"instruction:{key}"], params[f"demos:{key}"] = i, d
+        candidate[key] = with_choice(instructions[key][i], sets[key][d])
+    return params, candidate
+
+
+def could_reach(evaluation: Evaluation, bar: float) -> bool:
+    """Racing: whether a demo set scored on part of the train cases may still reach `bar`, the
+    best full-train score so far (the top of its 95% Wilson interval); one that cannot is not
+    scored further."""
+    n = len(evaluation.results)
+    return wilson(round(evaluation.mean * n), n).high >= bar
 
 
 def _instruction_scores(evaluator: Evaluator, key: str, instructions: list[Prompt]) -> list[tuple[str, float]]:

@@ -224,7 +224,8 @@ class Proposer:
         cases = [(f"FAILED CASE {i + 1}", fit(describe_case(f), self.limits.evidence_chars))
                  for i, f in enumerate(failures[: self.limits.cases_per_proposal])]
         budget = self.limits.evidence_chars
-        parts = [f"TASK (from the tests): {program_summary or 'unknown'}", f"DATA: {data_summary or 'unknown'}"]
+        parts = [text for text in (program_summary and f"TASK (from the tests): {program_summary}",
+                                   data_summary and f"DATA: {data_summary}") if text]
         if scored:
             parts.append("INSTRUCTIONS TRIED SO FAR AND THEIR SCORES (higher is better):\n" + fit(scored, budget // 3))
         if critique:

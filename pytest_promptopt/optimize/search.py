@@ -41,6 +41,11 @@ class Evaluator:
             self.scored[fp] = Scored(candidate, label=label)
         return self.scored[fp]
 
+    def known_full(self, candidate: Candidate) -> float | None:
+        """The candidate's score on every train case, if it has one already."""
+        entry = self.scored.get(fingerprint(candidate))
+        return entry.full if entry is not None else None
+
     def unseen(self, candidate: Candidate, ids: Sequence[str]) -> list[str]:
         demo_keys = [frozenset(d.inputs.items()) for p in candidate.values() for d in p.demos]
         if not demo_keys:
