@@ -132,13 +132,11 @@ class Mipro:
 
     @staticmethod
     def _close(evaluator: Evaluator, most: int = 3) -> None:
-        """Score on every train case the best minibatch winners not scored so far: those that
-        beat the best full-train score on their minibatches, and any while fewer than four
-        candidates have a full score."""
+        """Score on every train case the best minibatch winners not scored so far, while they
+        beat the best full-train score on their minibatches."""
         for _ in range(most):
             pending = evaluator.best_unvalidated()
-            scored_in_full = [s.full for s in evaluator.scored.values() if s.full is not None]
-            if pending is None or (len(scored_in_full) >= 4 and pending.mean_minibatch <= max(scored_in_full)):
+            if pending is None or pending.mean_minibatch <= (evaluator.best_full().full or 0.0):
                 return
             evaluator.full_train(pending.candidate, pending.label)
 
