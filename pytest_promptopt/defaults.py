@@ -68,7 +68,7 @@ PRESETS: dict[str, Preset] = {
         mipro={"n_demo_sets": 3, "keep_demo_sets": 2, "recombined_sets": 1, "recombine_generations": 0,
                "reorder_sets": 0, "orders_per_set": 2, "rounds": 1, "instructions_per_round": 1,
                "max_trials": 2, "minibatch": 10, "full_eval_every": 3, "retrieve_ks": (3,), "critique_cases": 2,
-               "summaries": False},
+               "summaries": False, "scored_cases": 40},
         gradsum={"beam": 2, "rounds": 2, "gradients_per_round": 3, "edits": 1, "minibatch": 12},
     ),
     "medium": Preset(

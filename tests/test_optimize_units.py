@@ -246,3 +246,26 @@ def test_a_static_set_that_cannot_reach_the_best_retrieval_is_not_scored_further
     assert len(weak) == 3 and all(len(cases) <= 40 for cases in weak)  # half the cases at most: dropped
     assert program.cases["strong"] == set(ids)  # a set that can reach the bar is scored in full
     assert kept == [None, statics[0], Retrieve(pool, 2)]
+
+
+def test_a_capped_evaluator_scores_every_candidate_on_the_same_seeded_cases(tmp_path: Path) -> None:
+    from pytest_promptopt.optimize.search import Evaluator
+
+    path = tmp_path / "intent.yaml"
+    path.write_text("messages:\n  - role: system\n    content: 'Pick one of {labels}.'\n  - role: user\n    content: '{text}'\n")
+    prompt = load_prompt(path)
+    ids = [f"t::case-{i}" for i in range(40)]
+    train = [Case(n, "train", False, 0.0) for n in ids]
+    chosen = []
+    for seed in (0, 0, 1):
+        program = RetrievalFavouringProgram(set())
+        ctx = OptimizationContext({prompt.key: prompt}, train, program, None, lambda event, **f: None,
+                                  lambda message: None, seed, lambda: None)
+        evaluator = Evaluator(ctx, most_cases=10)
+        other = {prompt.key: prompt.with_instruction("Pick {labels}.")}
+        evaluator.full_train(other)
+        evaluator.minibatch(other, 20, random.Random(0))  # a minibatch larger than the cap: the capped cases
+        (seen,) = program.cases.values()
+        assert len(seen) == 10 and seen <= set(ids)
+        chosen.append(seen)
+    assert chosen[0] == chosen[1] != chosen[2]  # drawn once per seed

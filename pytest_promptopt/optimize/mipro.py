@@ -44,12 +44,14 @@ class Mipro:
     retrieve_ks: tuple[int, ...] = (4, 8)  # retrieved-demo options screened with the static sets
     critique_cases: int = 6  # failed train cases whose gradients make auto's critique
     summaries: bool = True  # MIPRO's data and program summaries in the proposer's grounding
+    scored_cases: int | None = None  # train cases a candidate is scored on in full (None: all)
     use_critique: bool = False
 
     def estimate_calls(self, n_train: int, n_prompts: int, budget: int | None = None) -> int:
         return self.fitted(budget, n_train, n_prompts)._planned_calls(n_train, n_prompts)
 
     def _planned_calls(self, n_train: int, n_prompts: int) -> int:
+        n_train = min(n_train, self.scored_cases or n_train)
         unseen = 0.7 * n_train  # a case that is one of a set's demos does not score it
         options = self.n_demo_sets
         screening = n_train * len(self.retrieve_ks) + unseen * (options * 0.25 + options / 2 * 0.25 + self.keep_demo_sets * 0.5
@@ -92,7 +94,7 @@ class Mipro:
         remaining = ctx.budget_remaining()
         if remaining is None:
             return self.max_trials
-        n_train = len(ctx.train)
+        n_train = min(len(ctx.train), self.scored_cases or len(ctx.train))
         per_trial = calls_per_case * (min(self.minibatch, n_train) + n_train / self.full_eval_every)
         spare = remaining - n_prompts * self.rounds * (self.instructions_per_round + 3) - 2 * n_train * calls_per_case
         return max(2, min(self.max_trials, int(spare / max(per_trial, 1.0))))
@@ -106,7 +108,8 @@ class Mipro:
     def _run(self, ctx: OptimizationContext) -> StrategyResult:
         rng = random.Random(ctx.seed)
         notes: list[str] = []
-        evaluator = Evaluator(ctx, on_score=lambda s, split, v: ctx.log("score", candidate=s.label, split=split, score=v))
+        evaluator = Evaluator(ctx, on_score=lambda s, split, v: ctx.log("score", candidate=s.label, split=split, score=v),
+                              most_cases=self.scored_cases)
         keys = sorted(ctx.original)
         sets = {key: self._demo_sets(ctx, key, rng) for key in keys}
         instructions: dict[str, list[Prompt]] = {k: [ctx.original[k]] for k in keys}
@@ -190,7 +193,7 @@ class Mipro:
         train cases, so the search below spends its trials on the few sets that work."""
         if len(sets) <= self.keep_demo_sets + 1:
             return sets
-        ids = [c.nodeid for c in ctx.train]
+        ids = list(evaluator.train_ids)
         rng.shuffle(ids)
 
         def candidate(i: int) -> Candidate:

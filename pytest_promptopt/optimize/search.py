@@ -26,14 +26,22 @@ class Scored:
 
 
 class Evaluator:
-    def __init__(self, ctx: OptimizationContext, on_score: Callable[[Scored, str, float], None] | None = None) -> None:
+    def __init__(self, ctx: OptimizationContext, on_score: Callable[[Scored, str, float], None] | None = None,
+                 most_cases: int | None = None) -> None:
+        """`most_cases` caps the train cases a candidate is scored on ("full" train), drawn once
+        with the run's seed; demos still come from every train case."""
         self.ctx = ctx
         self.scored: dict[str, Scored] = {}
         self._trace_keys = {c.nodeid: [frozenset(i.items()) for i in ctx.program.inputs(c.nodeid)] for c in ctx.train}
         self._on_score = on_score
         self._evaluations: dict[tuple[str, tuple[str, ...]], Evaluation] = {}
+        cases = list(ctx.train)
+        if most_cases is not None and len(cases) > most_cases:
+            chosen = set(random.Random(ctx.seed + 2).sample(range(len(cases)), most_cases))
+            cases = [c for i, c in enumerate(cases) if i in chosen]
+        self.train_ids = [c.nodeid for c in cases]
         original = self.entry(ctx.original, "original")
-        original.full = sum(c.score for c in ctx.train) / len(ctx.train) if ctx.train else 0.0
+        original.full = sum(c.score for c in cases) / len(cases) if cases else 0.0
 
     def entry(self, candidate: Candidate, label: str = "") -> Scored:
         fp = fingerprint(candidate)
@@ -61,7 +69,7 @@ class Evaluator:
     def minibatch(self, candidate: Candidate, size: int, rng: random.Random, label: str = "") -> float:
         """Score on `size` random train cases the candidate does not show as demos."""
         entry = self.entry(candidate, label)
-        pool = self.unseen(candidate, [c.nodeid for c in self.ctx.train])
+        pool = self.unseen(candidate, self.train_ids)
         ids = pool if len(pool) <= size else rng.sample(pool, size)
         ev = self.evaluate(candidate, ids)
         if ev.results:
@@ -72,7 +80,7 @@ class Evaluator:
     def full_train(self, candidate: Candidate, label: str = "") -> float:
         entry = self.entry(candidate, label)
         if entry.full is None:
-            ev = self.evaluate(candidate, [c.nodeid for c in self.ctx.train])
+            ev = self.evaluate(candidate, self.train_ids)
             entry.full = ev.mean
             self._notify(entry, "train", ev.mean)
         return entry.full
