@@ -121,3 +121,22 @@ def test_the_summary_says_when_a_score_is_only_chance(suite: pytest.Pytester, sc
     (group,) = json.loads((suite.path / "r.json").read_text())["optimization"]["groups"]
     assert group["chance"] == pytest.approx(group["validation"]["after"])
     assert group["after_within_noise_of_chance"] is True
+
+
+def test_simplification_is_judged_on_the_train_cases_the_search_scored(word_suite: pytest.Pytester,
+                                                                        scripted: ScriptedServer) -> None:
+    # The strategy scores its winner on three train cases only and says so.
+    word_suite.makeconftest(BOTH_STRATEGY.replace("ids = [c.nodeid for c in ctx.train]",
+                                                  "ids = [c.nodeid for c in ctx.train][:3]")
+                            .replace("ctx.program.evaluate(best, ids).mean)",
+                                     "ctx.program.evaluate(best, ids).mean, scored_on=tuple(ids))"))
+    scripted.responder = lambda messages, body: (messages[-1]["content"][::-1] if has_demos(messages)
+                                                 else messages[-1]["content"])
+    result = word_suite.runpytest("--optimize", "--optimize-strategy=both")
+    result.stdout.fnmatch_lines(["*note: dropped the instruction edit of word.yaml*"])
+    events = [json.loads(line) for line in open(_run_log(word_suite))]
+    start = next(e for e in events if e["event"] == "start")
+    allowed = set(start["train"][:3]) | set(start["validation"])
+    evaluated = {r["nodeid"] for e in events if e["event"] == "eval" for r in e["results"]}
+    assert evaluated and evaluated <= allowed
+    assert len(start["train"]) > 3

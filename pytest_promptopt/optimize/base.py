@@ -95,6 +95,7 @@ class StrategyResult:
     best: Candidate
     train_score: float
     notes: tuple[str, ...] = ()
+    scored_on: tuple[str, ...] | None = None  # the train cases `train_score` is on, when not all of them
 
 
 class Strategy(Protocol):

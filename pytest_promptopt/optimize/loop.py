@@ -227,7 +227,7 @@ def optimize_group(group: Group, program: Program, *, strategy: Strategy, propos
         return run.finish(Decision(False, "no candidate beat the original on the train cases"), result.best)
     budget.max_requests, budget.exhausted = settings.budget, False  # the reserve is for what follows
     progress("simplifying the winner: each part it changed must earn its place")
-    best = run.simplify(result.best)
+    best = run.simplify(result.best, result.scored_on)
     if fingerprint(best) == fingerprint(original):
         return run.finish(Decision(False, "nothing the winner changed earned its place on train + validation"), best)
     try:
@@ -270,8 +270,11 @@ class _GroupRun:
         self.notes: list[str] = []
         self.train_after = mean_score(group.train)
 
-    def simplify(self, best: Candidate) -> Candidate:
-        ids = [c.nodeid for c in self.group.cases]
+    def simplify(self, best: Candidate, scored_on: tuple[str, ...] | None = None) -> Candidate:
+        """`best` with what does not earn its place put back, judged on the train cases the
+        search scored on (all unless it said otherwise) and validation."""
+        train = [c.nodeid for c in self.group.train] if scored_on is None else list(scored_on)
+        ids = train + [c.nodeid for c in self.group.validation]
         simpler, removals = simplify(self.group.original, best, lambda c: self.memo.evaluate(c, ids))
         for r in removals:
             self.log.write("simplify", prompt=r.prompt, part=r.part, dropped=r.kept_out, score_with=r.score_with,

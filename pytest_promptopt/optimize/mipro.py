@@ -131,7 +131,8 @@ class Mipro:
         except BudgetExhausted as exc:
             notes.append(f"stopped early: {exc}")
         best = evaluator.best_full()
-        return StrategyResult(best.candidate, best.full or 0.0, tuple(notes))
+        scored_on = tuple(evaluator.train_ids) if len(evaluator.train_ids) < len(ctx.train) else None
+        return StrategyResult(best.candidate, best.full or 0.0, tuple(notes), scored_on)
 
     @staticmethod
     def _close(evaluator: Evaluator, most: int = 3) -> None:
