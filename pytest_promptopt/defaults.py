@@ -7,7 +7,7 @@ changed here and nowhere else.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 # -- endpoints and calls -----------------------------------------------------------------------
 EMBEDDED_MODEL = "smollm2-135m-instruct"  # the name the embedded server is asked for
@@ -60,16 +60,18 @@ class Preset:
     budget: int  # the default of --optimize-budget
     mipro: Mapping[str, object]  # knobs of the mipro and auto strategies (README table)
     gradsum: Mapping[str, object]
+    proposer: Mapping[str, int] = field(default_factory=dict)  # ProposerLimits sizes other than the defaults
 
 
 PRESETS: dict[str, Preset] = {
     "light": Preset(
         budget=500,
-        mipro={"n_demo_sets": 3, "keep_demo_sets": 2, "recombined_sets": 1, "recombine_generations": 0,
+        mipro={"n_demo_sets": 2, "keep_demo_sets": 2, "recombined_sets": 1, "recombine_generations": 0,
                "reorder_sets": 0, "orders_per_set": 2, "rounds": 1, "instructions_per_round": 1,
                "max_trials": 2, "minibatch": 10, "full_eval_every": 3, "retrieve_ks": (3,), "critique_cases": 2,
                "summaries": False, "scored_cases": 40},
         gradsum={"beam": 2, "rounds": 2, "gradients_per_round": 3, "edits": 1, "minibatch": 12},
+        proposer={"gradient_tokens": 150, "summary_tokens": 200, "cases_per_proposal": 4},
     ),
     "medium": Preset(
         budget=OPTIMIZE_BUDGET,

@@ -14,7 +14,7 @@ import pytest
 from ..baseline import Baseline, prompt_name
 from ..client import Budget
 from ..config import OptimizeSettings
-from ..defaults import EMBEDDED_CONTEXT_TOKENS, OPTIMIZER_CONTEXT_TOKENS
+from ..defaults import EMBEDDED_CONTEXT_TOKENS, OPTIMIZER_CONTEXT_TOKENS, PRESETS
 from ..errors import WriteBackError
 from ..optimize import strategies
 from ..optimize.base import Case, Strategy
@@ -164,7 +164,7 @@ def _optimize(group: Group, program: PytestProgram, strategy: Strategy, runtime:
 def _limits(runtime: Runtime, settings: OptimizeSettings) -> ProposerLimits:
     tokens = settings.context_tokens or (
         EMBEDDED_CONTEXT_TOKENS if runtime.settings.role("optimizer").embedded else OPTIMIZER_CONTEXT_TOKENS)
-    return ProposerLimits(tokens)
+    return ProposerLimits(tokens, **PRESETS[settings.preset].proposer)
 
 
 def _groups(targets: list[str], rec: _Recorded) -> list[list[str]]:
