@@ -6,7 +6,8 @@ one server with one thread per core answering one request at a time (what the pl
 two servers with one thread each answering two at a time. Printed per k: wall seconds for the
 requests, seconds per call, prompt and completion tokens per call, and the ratio of the two
 set-ups. Run it alone (no other llama server on the machine).
-Usage: python bench/bench_servers.py [--ks 0,3] [--requests 40]
+Usage: python bench/bench_servers.py [--ks 0,3] [--requests 40] [--out bench/results]
+(the table is printed and written to <out>/servers.md)
 """
 
 from __future__ import annotations
@@ -14,14 +15,15 @@ from __future__ import annotations
 import argparse
 import time
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 from typing import Any
 
+from bench_throughput import LABELS
+from bench_throughput import rows as read_rows
 from openai import OpenAI
 
 from pytest_promptopt import local
 from pytest_promptopt.defaults import EMBEDDED_MODEL
-
-from bench_throughput import LABELS, rows as read_rows
 
 
 def messages(rows: list[dict[str, str]], i: int, k: int) -> list[dict[str, str]]:
@@ -64,17 +66,21 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--ks", default="0,3")
     parser.add_argument("--requests", type=int, default=40)
+    parser.add_argument("--out", type=Path, default=Path(__file__).resolve().parent / "results")
     args = parser.parse_args()
     ks = [int(k) for k in args.ks.split(",")]
     rows = read_rows("train_cases.csv")
     one = measure([local.server_threads()], rows, ks, args.requests)
     two = measure([1, 1], rows, ks, args.requests)
-    print("| k | one server, s | two 1-thread servers, s | one/two | s per call (one) | prompt tokens | completion tokens |")
-    print("|---|---|---|---|---|---|---|")
+    lines = ["| k | one server, s | two 1-thread servers, s | one/two | s per call (one) | prompt tokens | completion tokens |",
+             "|---|---|---|---|---|---|---|"]
     for k in ks:
         a, b = one[k], two[k]
-        print(f"| {k} | {a['wall']:.2f} | {b['wall']:.2f} | {a['wall'] / b['wall']:.2f} | {a['per_call']:.3f} "
-              f"| {a['prompt']:.0f} | {a['completion']:.1f} |")
+        lines.append(f"| {k} | {a['wall']:.2f} | {b['wall']:.2f} | {a['wall'] / b['wall']:.2f} | {a['per_call']:.3f} "
+                     f"| {a['prompt']:.0f} | {a['completion']:.1f} |")
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "servers.md").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    print("\n".join(lines))
 
 
 if __name__ == "__main__":
