@@ -139,7 +139,8 @@ def optimization_lines(o: GroupResult, display: Callable[[str], str], dry_run: b
                       + (f", {money(u.cost, True)})" if priced(role) else ")") for role, u in o.usage.items())
     lines = [f"{names}: strategy {o.strategy}, {o.train.cases} train / {o.validation.cases} validation tests",
              f"  validation score {o.validation.before:.3f} -> {after}; train score {o.train.before:.3f} -> "
-             f"{o.train.after or 0.0:.3f}",
+             f"{o.train.after or 0.0:.3f}" + ("" if o.train.scored is None else
+                                             f" (on the {o.train.scored} train tests the search scored)"),
              *before_lines(o.baseline_before, o.after_by_split),
              f"  LM calls {o.calls} of budget {o.budget} (estimated {o.estimate}), {o.sent} sent to endpoints: "
              f"{calls}; {o.seconds:.1f} s"]

@@ -259,9 +259,11 @@ def test_a_capped_evaluator_scores_every_candidate_on_the_same_seeded_cases(tmp_
     chosen = []
     for seed in (0, 0, 1):
         program = RetrievalFavouringProgram(set())
+        told: list[list[str]] = []
         ctx = OptimizationContext({prompt.key: prompt}, train, program, None, lambda event, **f: None,
-                                  lambda message: None, seed, lambda: None)
+                                  lambda message: None, seed, lambda: None, scoring_on=lambda ids: told.append(list(ids)))
         evaluator = Evaluator(ctx, most_cases=10)
+        assert told == [evaluator.train_ids]  # the run is told once, for the progress line's best
         other = {prompt.key: prompt.with_instruction("Pick {labels}.")}
         evaluator.full_train(other)
         evaluator.minibatch(other, 20, random.Random(0))  # a minibatch larger than the cap: the capped cases

@@ -132,11 +132,37 @@ def test_simplification_is_judged_on_the_train_cases_the_search_scored(word_suit
                                      "ctx.program.evaluate(best, ids).mean, scored_on=tuple(ids))"))
     scripted.responder = lambda messages, body: (messages[-1]["content"][::-1] if has_demos(messages)
                                                  else messages[-1]["content"])
-    result = word_suite.runpytest("--optimize", "--optimize-strategy=both")
-    result.stdout.fnmatch_lines(["*note: dropped the instruction edit of word.yaml*"])
+    result = word_suite.runpytest("--optimize", "--optimize-strategy=both", "--promptopt-report=r.json")
+    result.stdout.fnmatch_lines(["*train score 0.000 -> 1.000 (on the 3 train tests the search scored)*",
+                                 "*note: dropped the instruction edit of word.yaml*"])
+    (group,) = json.loads((word_suite.path / "r.json").read_text())["optimization"]["groups"]
+    assert group["train"]["scored"] == 3 < group["train"]["cases"]
     events = [json.loads(line) for line in open(_run_log(word_suite))]
     start = next(e for e in events if e["event"] == "start")
     allowed = set(start["train"][:3]) | set(start["validation"])
     evaluated = {r["nodeid"] for e in events if e["event"] == "eval" for r in e["results"]}
     assert evaluated and evaluated <= allowed
     assert len(start["train"]) > 3
+
+
+def test_a_demo_is_not_judged_on_the_case_it_shows(word_suite: pytest.Pytester, scripted: ScriptedServer) -> None:
+    # The winner is four demos and nothing else; the model passes a case only by copying the
+    # demo with the same word. On the cases the demos do not show they change nothing, so they
+    # must not be written (counting the shown cases would make them look like a gain).
+    word_suite.makeconftest(BOTH_STRATEGY.replace(
+        'prompt.with_instruction("Reverse the word letter by letter.").with_demos(demos)', "prompt.with_demos(demos)"))
+
+    def respond(messages: list[dict[str, str]], body: dict) -> str:
+        user = messages[-1]["content"]
+        shown = {messages[i]["content"]: messages[i + 1]["content"]
+                 for i in range(1, len(messages) - 1) if messages[i]["role"] == "user"}
+        return shown.get(user, user)
+
+    scripted.responder = respond
+    result = word_suite.runpytest("--optimize", "--optimize-strategy=both")
+    result.stdout.fnmatch_lines(["*note: dropped the demos of word.yaml*",
+                                 "*not written: nothing the winner changed earned its place*"])
+    assert "demos: []" in (word_suite.path / "word.yaml").read_text()
+    events = [json.loads(line) for line in open(_run_log(word_suite))]
+    (block,) = [e for e in events if e["event"] == "simplify" and e["part"] == "the demos"]
+    assert block["dropped"] and block["score_with"] == block["score_without"] == 0.0

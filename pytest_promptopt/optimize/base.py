@@ -127,3 +127,6 @@ class OptimizationContext:
     progress: Callable[[str], None]
     seed: int
     budget_remaining: Callable[[], int | None]
+    # a strategy that scores candidates on part of the train cases says which, once, so the
+    # progress line's "best train" is over the cases every candidate is scored on
+    scoring_on: Callable[[Sequence[str]], None] = lambda ids: None

@@ -25,6 +25,7 @@ from .base import Candidate, Case, Evaluation, Feedback, OptimizationContext, Pr
 from .demos import DemoOption
 from .proposer import Proposer
 from .runlog import RunLog
+from .search import unseen
 from .simplify import simplify
 
 
@@ -141,6 +142,11 @@ class Scores:
     cases: int
     before: float
     after: float | None = None
+    scored: int | None = None  # the cases before and after are on, when only part of `cases`
+
+    def to_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"cases": self.cases, "before": self.before, "after": self.after}
+        return out if self.scored is None else {**out, "scored": self.scored}
 
 
 @dataclass(frozen=True)
@@ -196,8 +202,8 @@ class GroupResult:
         return {"prompts": [display(k) for k in self.prompts], "strategy": self.strategy,
                 "accepted": self.accepted, "reason": self.decision.reason,
                 "regressions": self.decision.regressions, "allowed_regressions": self.decision.allowed,
-                "train": vars(self.train), "validation": vars(self.validation),
-                "holdout": None if self.holdout is None else vars(self.holdout),
+                "train": self.train.to_dict(), "validation": self.validation.to_dict(),
+                "holdout": None if self.holdout is None else self.holdout.to_dict(),
                 "estimate": self.estimate, "budget": self.budget, "calls": self.calls, "sent": self.sent,
                 "usage": {role: u.to_dict() for role, u in self.usage.items()},
                 "seconds": round(self.seconds, 3), "notes": list(self.notes), "log": self.log_path,
@@ -208,9 +214,10 @@ class GroupResult:
 def optimize_group(group: Group, program: Program, *, strategy: Strategy, proposer: Proposer, budget: Budget,
                    usage: Callable[[], Mapping[str, Usage]], log: RunLog, settings: OptimizeSettings,
                    progress: Callable[..., None]) -> GroupResult:
-    """Search on train within the budget (the clients enforce it), simplify the winner on train +
-    validation, then decide on validation and holdout. Simplification, validation and the
-    holdout check get a reserve of the budget: it caps every request the optimization sends."""
+    """Search on train within the budget (the clients enforce it), simplify the winner on the
+    train cases the search scored on and validation, then decide on validation and holdout.
+    Simplification, validation and the holdout check get a reserve of the budget: it caps every
+    request the optimization sends."""
     run = _GroupRun(group, program, strategy, proposer, budget, usage, log, settings)
     train, validation, original = group.train, group.validation, group.original
     if not train or not validation:
@@ -220,14 +227,15 @@ def optimize_group(group: Group, program: Program, *, strategy: Strategy, propos
     progress(f"{strategy.name}: {len(train)} train / {len(validation)} validation tests, "
              f"estimated {run.estimate} LM calls", estimate=run.estimate, best=lambda: run.memo.best_train)
     result = strategy.run(OptimizationContext(original, train, run.memo, proposer, log.write, progress, settings.seed,
-                                              lambda: budget.remaining))
+                                              lambda: budget.remaining,
+                                              scoring_on=lambda ids: run.memo.track_best(ids, original)))
     run.notes.extend(result.notes)
-    run.train_after = result.train_score
+    run.train_after, run.scored_on = result.train_score, result.scored_on
     if fingerprint(result.best) == fingerprint(original):
         return run.finish(Decision(False, "no candidate beat the original on the train cases"), result.best)
     budget.max_requests, budget.exhausted = settings.budget, False  # the reserve is for what follows
     progress("simplifying the winner: each part it changed must earn its place")
-    best = run.simplify(result.best, result.scored_on)
+    best = run.simplify(result.best)
     if fingerprint(best) == fingerprint(original):
         return run.finish(Decision(False, "nothing the winner changed earned its place on train + validation"), best)
     try:
@@ -269,12 +277,14 @@ class _GroupRun:
         self.memo = MemoProgram(program, budget, log, group.original, group.first_run)
         self.notes: list[str] = []
         self.train_after = mean_score(group.train)
+        self.scored_on: tuple[str, ...] | None = None  # the train cases train_after is on, when not all
 
-    def simplify(self, best: Candidate, scored_on: tuple[str, ...] | None = None) -> Candidate:
+    def simplify(self, best: Candidate) -> Candidate:
         """`best` with what does not earn its place put back, judged on the train cases the
         search scored on (all unless it said otherwise) and validation."""
-        train = [c.nodeid for c in self.group.train] if scored_on is None else list(scored_on)
-        ids = train + [c.nodeid for c in self.group.validation]
+        train = [c.nodeid for c in self.group.train] if self.scored_on is None else list(self.scored_on)
+        # the cases the search left out for showing them as demos stay out here too
+        ids = unseen(self.memo, [self.group.original, best], train + [c.nodeid for c in self.group.validation])
         simpler, removals = simplify(self.group.original, best, lambda c: self.memo.evaluate(c, ids))
         for r in removals:
             self.log.write("simplify", prompt=r.prompt, part=r.part, dropped=r.kept_out, score_with=r.score_with,
@@ -285,17 +295,20 @@ class _GroupRun:
     def finish(self, decision: Decision, best: Candidate, after: Evaluation | None = None,
                holdout: Evaluation | None = None) -> GroupResult:
         group, train, validation = self.group, self.group.train, self.group.validation
+        # "before" on the same train cases as "after"
+        scored = train if self.scored_on is None else [c for c in train if c.nodeid in set(self.scored_on)]
         # the spend of search, simplification, validation and the holdout check: all within the budget
         spent = {role: u - self.before.get(role, Usage()) for role, u in self.usage().items()}
         v_after = None if after is None else after.mean
-        self.log.write("decision", accepted=decision.accepted, reason=decision.reason, train_before=mean_score(train),
+        self.log.write("decision", accepted=decision.accepted, reason=decision.reason, train_before=mean_score(scored),
                        train_after=self.train_after, validation_before=mean_score(validation),
                        validation_after=v_after, regressions=decision.regressions,
                        calls={r: u.requests for r, u in spent.items()})
         held = None if holdout is None else Scores(len(group.holdout), mean_score(group.holdout), holdout.mean)
         first_validation = [o for o in group.first_run if o.nodeid in {c.nodeid for c in validation}]
         return GroupResult(tuple(sorted(group.original)), self.strategy.name, decision,
-                           Scores(len(train), mean_score(train), self.train_after),
+                           Scores(len(train), mean_score(scored), self.train_after,
+                                  None if self.scored_on is None else len(scored)),
                            Scores(len(validation), mean_score(validation), v_after), held,
                            self.estimate, self.settings.budget, spent, time.perf_counter() - self.started,
                            tuple([*self.notes, *self.proposer.notes]), best, str(self.log.path),

@@ -24,6 +24,10 @@ from .demos import DemoChoice, Retrieve, demo_sets, pool_from_options, recombine
 from .gradsum import apply_proposal, critique_from_failures
 from .search import Evaluator
 
+# after the search, at most this many minibatch winners get a score on every train case; the
+# trial plan leaves room for them
+CLOSE_MOST = 3
+
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 
 
@@ -96,7 +100,8 @@ class Mipro:
             return self.max_trials
         n_train = min(len(ctx.train), self.scored_cases or len(ctx.train))
         per_trial = calls_per_case * (min(self.minibatch, n_train) + n_train / self.full_eval_every)
-        spare = remaining - n_prompts * self.rounds * (self.instructions_per_round + 3) - 2 * n_train * calls_per_case
+        spare = (remaining - n_prompts * self.rounds * (self.instructions_per_round + 3)
+                 - CLOSE_MOST * n_train * calls_per_case)  # what _close may spend
         return max(2, min(self.max_trials, int(spare / max(per_trial, 1.0))))
 
     def run(self, ctx: OptimizationContext) -> StrategyResult:
@@ -135,7 +140,7 @@ class Mipro:
         return StrategyResult(best.candidate, best.full or 0.0, tuple(notes), scored_on)
 
     @staticmethod
-    def _close(evaluator: Evaluator, most: int = 3) -> None:
+    def _close(evaluator: Evaluator, most: int = CLOSE_MOST) -> None:
         """Score on every train case the best minibatch winners not scored so far, while they
         beat the best full-train score on their minibatches."""
         for _ in range(most):
@@ -267,7 +272,7 @@ class Mipro:
                 trials: int, round_: int, rng: random.Random, warm: dict[str, int] | None) -> dict[str, int]:
         sampler = optuna.samplers.TPESampler(seed=ctx.seed + round_, n_startup_trials=max(3, trials // 4), multivariate=True)
         study = optuna.create_study(direction="maximize", sampler=sampler)
-        if warm is not None:
+        if warm:
             study.enqueue_trial(warm, skip_if_exists=True)
         best: tuple[float, dict[str, int]] = (-1.0, {})
         combinations = math.prod(len(instructions[k]) * len(sets[k]) for k in keys)
@@ -279,6 +284,7 @@ class Mipro:
             known = evaluator.known_full(candidate)
             if known is not None:  # scored on every train case already: TPE learns it for free
                 study.tell(trial, known)
+                best = max(best, (known, params), key=lambda b: b[0])
                 continue
             label = f"mipro r{round_ + 1} t{t + 1} " + " ".join(f"{k.rsplit('/', 1)[-1]}:i{params[f'instruction:{k}']}d{params[f'demos:{k}']}" for k in keys)
             score = evaluator.minibatch(candidate, self.minibatch, rng, label)
@@ -318,8 +324,8 @@ def _suggest(trial: optuna.Trial, keys: list[str], instructions: dict[str, list[
 
 def could_reach(evaluation: Evaluation, bar: float) -> bool:
     """Racing: whether a demo set scored on part of the train cases may still reach `bar`, the
-    best full-train score so far (the top of its 95% Wilson interval); one that cannot is not
-    scored further."""
+    best retrieval option's full-train score (the top of its 95% Wilson interval); one that
+    cannot is not scored further."""
     n = len(evaluation.results)
     return wilson(round(evaluation.mean * n), n).high >= bar
 

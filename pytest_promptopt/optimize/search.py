@@ -10,7 +10,20 @@ import random
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
-from .base import Candidate, Case, Evaluation, OptimizationContext, fingerprint
+from .base import Candidate, Case, Evaluation, OptimizationContext, Program, fingerprint
+
+
+def unseen(program: Program, candidates: Sequence[Candidate], ids: Sequence[str]) -> list[str]:
+    """The cases of `ids` that none of `candidates` shows as a static demo (a case whose inputs
+    are a demo's would pass by copying it)."""
+    demo_keys = {frozenset(d.inputs.items()) for c in candidates for p in c.values() for d in p.demos}
+    if not demo_keys:
+        return list(ids)
+    def shown(nodeid: str) -> bool:
+        traced = [frozenset(inputs.items()) for inputs in program.inputs(nodeid)]
+        return any(dk <= tk for dk in demo_keys for tk in traced)
+
+    return [i for i in ids if not shown(i)]
 
 
 @dataclass
@@ -32,7 +45,6 @@ class Evaluator:
         with the run's seed; demos still come from every train case."""
         self.ctx = ctx
         self.scored: dict[str, Scored] = {}
-        self._trace_keys = {c.nodeid: [frozenset(i.items()) for i in ctx.program.inputs(c.nodeid)] for c in ctx.train}
         self._on_score = on_score
         self._evaluations: dict[tuple[str, tuple[str, ...]], Evaluation] = {}
         cases = list(ctx.train)
@@ -40,6 +52,8 @@ class Evaluator:
             chosen = set(random.Random(ctx.seed + 2).sample(range(len(cases)), most_cases))
             cases = [c for i, c in enumerate(cases) if i in chosen]
         self.train_ids = [c.nodeid for c in cases]
+        if len(cases) < len(ctx.train):
+            ctx.scoring_on(self.train_ids)
         original = self.entry(ctx.original, "original")
         original.full = sum(c.score for c in cases) / len(cases) if cases else 0.0
 
@@ -55,10 +69,7 @@ class Evaluator:
         return entry.full if entry is not None else None
 
     def unseen(self, candidate: Candidate, ids: Sequence[str]) -> list[str]:
-        demo_keys = [frozenset(d.inputs.items()) for p in candidate.values() for d in p.demos]
-        if not demo_keys:
-            return list(ids)
-        return [i for i in ids if not any(dk <= tk for dk in demo_keys for tk in self._trace_keys.get(i, ()))]
+        return unseen(self.ctx.program, [candidate], ids)
 
     def evaluate(self, candidate: Candidate, ids: Sequence[str]) -> Evaluation:
         key = (fingerprint(candidate), tuple(self.unseen(candidate, ids)))
