@@ -86,9 +86,48 @@ def assemble(out: Path) -> Path:
         notes = folder / "quality_notes.md"
         if notes.exists():  # a hand-written reading of the numbers, kept beside the tables it reads
             parts += [notes.read_text(encoding="utf-8"), ""]
+    for name, heading, command, intro in STANDALONE:
+        table = out / name
+        if table.exists():
+            parts += [f"## {heading}", "", f"`{command}` (2-core machine, nothing else running). {intro}", "",
+                      table.read_text(encoding="utf-8").rstrip(), ""]
     target = ROOT / "BENCHMARKS.md"
     target.write_text("\n".join(parts), encoding="utf-8")
     return target
+
+
+# Benchmarks run on their own (each writes one table into bench/results): heading, the command
+# that wrote the table, and how to read it.
+STANDALONE = (
+    ("throughput.md", "Tokens per second: the plugin against the embedded server's raw rate",
+     "python bench/bench_throughput.py --cases 30 --passes 2",
+     "The same requests (30 banking holdout messages rendered by the example's prompt, zero-shot and "
+     "with 4 retrieved demos) sent straight to the embedded server with the openai client (raw) and "
+     "through `LMClient.complete` with the cache off (plugin), in alternating passes, medians of 2. "
+     "A ratio of 1 or above means no measurable cost of the plugin's own; the raw pass runs first in "
+     "each pair, so part of a lead is order. With retrieved demos a call costs about twice a zero-shot "
+     "one: the prompt is ~3x longer and, since the demos differ per input, shares only the instruction "
+     "prefix with the call before."),
+    ("servers.md", "What one call costs on the embedded model: one server or two one-thread servers",
+     "python bench/bench_servers.py",
+     "40 banking requests per row (the example's instruction, k train messages as chat-turn demos), "
+     "uncached: one server with a thread per core answering one request at a time (what the plugin "
+     "runs), against two one-thread servers answering two at a time. Prompt evaluation is compute-bound "
+     "on 2 cores, so a second server helps short zero-shot calls and hardly helps calls with demos; "
+     "the plugin runs one server (see NOTES.md)."),
+    ("retrieval.md", "The ceiling of retrieved demos on the banking example",
+     "python bench/bench_retrieval.py --ks 0,4,6,8",
+     "No search: the example's unchanged instruction plus the k most similar pool entries per message "
+     "(BM25, most similar last) answers its 100 holdout messages. The train split (71) is the pool "
+     "`--optimize` may use; all 100 train cases include its 29 validation cases, which the optimizer "
+     "never puts in a pool."),
+    ("strategies/strategies.md", "auto against each single strategy at equal budget (banking example)",
+     "python bench/bench_strategies.py --preset light",
+     "The README's main command (`--optimize-preset light`, so the same budget for each) per strategy "
+     "and seed (0, 1, 2), dry run; held-out is the example's 100 holdout tests scored by the plugin for "
+     "what the run would write (the original's score when nothing is written). All runs share one "
+     "cache folder, so wall times are not comparable between runs."),
+)
 
 
 def quality_md(folder: Path) -> str:
