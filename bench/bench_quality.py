@@ -35,7 +35,6 @@ import json
 import math
 import os
 import random
-import re
 import shutil
 import signal
 import statistics
@@ -364,27 +363,36 @@ def run_ours(strategy: str, task: str, seed: int, cap: int, cases: list[dict[str
     if len(held) != len(test_ids):
         return _failed(result, f"{len(test_ids) - len(held)} held-out tests did not run: {_tail(log)}")
     result.before = sum(held) / len(held)
-    lines = data.get("optimization", [])
-    text = "\n".join(lines)
-    m = re.search(r"holdout \((\d+) tests[^)]*\): ([\d.]+) -> ([\d.]+)", text)
-    if m:
-        result.after = float(m.group(3))
-    else:  # not accepted: the prompt stays as it was, so its held-out score is the one before
-        result.after = result.before
-    for line in lines:
-        s = line.strip()
-        if s.startswith(("validation score", "accepted:", "not written:", "LM calls")) or "nothing to optimize" in s:
-            result.notes.append(s)
-    result.notes.extend(_check_split(text, cases, task))
+    result.after, notes = read_decision(data.get("optimization") or {}, result.before)
+    result.notes.extend(notes)
+    result.notes.extend(_check_split(data.get("optimization") or {}, cases, task))
     return result
 
 
-def _check_split(text: str, cases: list[dict[str, Any]], task: str) -> list[str]:
+def read_decision(optimization: dict[str, Any], before: float) -> tuple[float, list[str]]:
+    """The held-out score of what the run would write, and its decision lines, from the JSON
+    report's `optimization` section (one group: the suite has one prompt)."""
+    groups = optimization.get("groups", [])
+    notes = [*optimization.get("notes", [])]
+    if not groups:
+        return before, notes or ["nothing to optimize"]
+    group = groups[0]
+    verdict = "accepted" if group["accepted"] else "not written"
+    notes.append(f"{verdict}: {group['reason']}; LM calls {group['calls']} of {group['budget']}")
+    notes.extend(n for n in group.get("notes", []) if n.startswith(("dropped", "kept")))
+    holdout = group.get("holdout")
+    # not accepted: the prompt stays as it was, so its held-out score is the one before
+    after = holdout["after"] if group["accepted"] and holdout and holdout.get("after") is not None else before
+    return after, notes
+
+
+def _check_split(optimization: dict[str, Any], cases: list[dict[str, Any]], task: str) -> list[str]:
     """The peers were handed the split computed with split_of; confirm the plugin used it."""
-    m = re.search(r"run log: (\S+)", text)
-    if not m or not Path(m.group(1)).exists():
+    groups = optimization.get("groups", [])
+    log = Path(groups[0]["log"]) if groups and groups[0].get("log") else None
+    if log is None or not log.exists():
         return ["run log not found: split not cross-checked"]
-    for line in Path(m.group(1)).read_text(encoding="utf-8").splitlines():
+    for line in log.read_text(encoding="utf-8").splitlines():
         event = json.loads(line)
         if event.get("event") == "start":
             want_train = {suite_nodeid(task, c["id"]) for c in cases if c["split"] == "train"}

@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 
 import pytest
+from test_bench_verdicts import bench_quality
 from wordtask import WORD_PROMPT, WORD_TESTS, WORDS
 
 from pytest_promptopt import defaults
@@ -91,9 +92,13 @@ def test_a_class_level_holdout_survives_a_function_marker(word_suite: pytest.Pyt
     word_suite.makeconftest(REVERSE_STRATEGY)
     result = word_suite.runpytest("--optimize", "--optimize-strategy=reverse", "--promptopt-report=r.json")
     result.stdout.fnmatch_lines([f"*holdout ({len(held)} tests never used for selection): 0.000 -> 1.000*"])
-    (group,) = json.loads((word_suite.path / "r.json").read_text())["optimization"]["groups"]
+    optimization = json.loads((word_suite.path / "r.json").read_text())["optimization"]
+    (group,) = optimization["groups"]
     assert group["train"]["cases"] + group["validation"]["cases"] == len(WORDS)  # no held test among them
     assert group["holdout"] == {"cases": len(held), "before": 0.0, "after": 1.0}
+    # the quality benchmark reads the same report: what it would write scores 1.0 held out
+    after, notes = bench_quality().read_decision(optimization, 0.0)
+    assert after == 1.0 and notes[0].startswith("accepted: validation")
 
 
 def test_an_unknown_marker_keyword_is_a_usage_error_naming_test_keyword_and_the_allowed_ones(

@@ -4,10 +4,16 @@ written, and the summary says when a score is only chance."""
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 from wordtask import WORD_PROMPT, WORD_TESTS, WORDS, is_optimizer
 
+from pytest_promptopt.demo import Demo
+from pytest_promptopt.optimize.base import Candidate, Evaluation
+from pytest_promptopt.optimize.simplify import simplify
+from pytest_promptopt.prompts import load_prompt
+from pytest_promptopt.record import CaseOutcome
 from pytest_promptopt.testing import ScriptedServer
 
 # A strategy that returns the same winner every time: a new instruction and four demos.
@@ -166,3 +172,27 @@ def test_a_demo_is_not_judged_on_the_case_it_shows(word_suite: pytest.Pytester, 
     events = [json.loads(line) for line in open(_run_log(word_suite))]
     (block,) = [e for e in events if e["event"] == "simplify" and e["part"] == "the demos"]
     assert block["dropped"] and block["score_with"] == block["score_without"] == 0.0
+
+
+def test_parts_each_within_noise_are_judged_against_the_winner_not_step_by_step(tmp_path: Path) -> None:
+    """The instruction edit and the demos each win 2 of 30 cases: within noise alone, beyond it
+    together. Dropping the instruction edit first is fine; dropping the demos after it would lose
+    both gains, so they stay."""
+    prompt_file = tmp_path / "p.txt"
+    prompt_file.write_text("Say {x}")
+    original_prompt = load_prompt(prompt_file)
+    key = original_prompt.key
+    edited = original_prompt.with_instruction("Shout {x}")
+    winner = {key: edited.with_demos((Demo({"x": "a"}, "A"),))}
+
+    def evaluate(candidate: Candidate) -> Evaluation:
+        prompt = candidate[key]
+        wins = 10 + 2 * (prompt.instruction == edited.instruction) + 2 * bool(prompt.demos)
+        return Evaluation(tuple(CaseOutcome(f"t{i}", i < wins, float(i < wins), "") for i in range(30)))
+
+    simpler, trail = simplify({key: original_prompt}, winner, evaluate)
+
+    assert [(r.part, r.kept_out) for r in trail] == [("the instruction edit", True), ("the demos", False)]
+    assert simpler[key].instruction == original_prompt.instruction and simpler[key].demos == winner[key].demos
+    assert trail[1].score_with == pytest.approx(14 / 30) and trail[1].score_without == pytest.approx(10 / 30)
+    assert "without it and the parts dropped before" in trail[1].reason

@@ -7,6 +7,10 @@ the train cases the search scored on (none a demo of the winner) and validation 
 beyond noise: the mean per-case drop must exceed 1.645
 standard errors of the per-case differences (one-sided 95%, `stats.paired_noise`). Ties go to
 the shorter prompt, since a tie is no drop.
+
+Every removal is judged against the winner as the search found it, not against the prompt left
+by the removals before it: judged step by step, parts each within noise of the step before
+would add up to a drop well beyond it, and simplification would undo a real gain piecemeal.
 """
 
 from __future__ import annotations
@@ -30,10 +34,12 @@ class Removal:
     score_with: float
     score_without: float
     noise: float
+    after_others: bool = False  # score_without also lacks the parts dropped before this one
 
     @property
     def reason(self) -> str:
-        change = f"{self.score_with:.3f} -> {self.score_without:.3f} without it, noise {self.noise:.3f}"
+        without = "without it and the parts dropped before" if self.after_others else "without it"
+        change = f"{self.score_with:.3f} -> {self.score_without:.3f} {without}, noise {self.noise:.3f}"
         return f"dropped {self.part} of {self.prompt} ({change})" if self.kept_out else \
             f"kept {self.part} of {self.prompt} ({change})"
 
@@ -45,16 +51,16 @@ def simplify(original: Candidate, best: Candidate, evaluate: Evaluate) -> tuple[
     """`best` with every changed part that does not earn its place put back as in `original`.
     Stops where the budget runs out, keeping what it has."""
     trail: list[Removal] = []
-    current, scored = best, evaluate(best)
+    current, winner = best, evaluate(best)
     try:
         for key in sorted(best):
             for part, trial in _parts(original[key], current[key]):
                 candidate = {**current, key: trial(current[key])}
-                attempt = evaluate(candidate)
-                removal = _judge(key, part, scored, attempt)
+                removal = _judge(key, part, winner, evaluate(candidate))
+                removal = replace(removal, after_others=any(r.kept_out for r in trail))
                 trail.append(removal)
                 if removal.kept_out:
-                    current, scored = candidate, attempt
+                    current = candidate
     except BudgetExhausted:
         pass
     return current, trail
