@@ -158,7 +158,7 @@ def test_a_discarded_proposal_names_the_prompt_file_of_its_group(tmp_path: Path)
     bad = Proposal("Explain it.", "rewrite", "editor")  # drops {label}
     assert apply_proposal(original, prompts[1].key, prompts[1], bad, ctx, notes) is None
     why = "proposed instruction changes the placeholders (dropped: ['label'], added: none)"
-    assert notes == [f"discarded a editor proposal for {second}: {why}"]
+    assert notes == [f"discarded the editor's proposal for {second}: {why}"]
     assert events == [("discarded", {"prompt": str(second), "reason": why, "text": "Explain it."})]
     good = Proposal("Explain {label} briefly.", "rewrite", "editor")
     candidate = apply_proposal(original, prompts[1].key, prompts[1], good, ctx, notes)

@@ -124,7 +124,7 @@ def test_proposed_templates_with_bad_placeholders_are_discarded_with_the_reason(
     # each note sits under the prompt file's heading; the run log keeps the rejected text and reason
     for _, why in BAD_PROPOSALS:
         result.stdout.re_match_lines([r"word\.yaml: strategy mipro, .*",
-                                      rf"  note: discarded a proposer proposal for word\.yaml: {why}"])
+                                      rf"  note: discarded the proposer's proposal for word\.yaml: {why}"])
     assert (suite.path / "word.yaml").read_bytes() == before  # nothing it proposed could be written
 
 

@@ -89,7 +89,7 @@ def apply_proposal(candidate: Candidate, key: str, prompt: Prompt, proposal: Pro
     try:
         new_prompt = prompt.with_instruction(proposal.text)
     except TemplateError as exc:
-        notes.append(f"discarded a {proposal.source} proposal for {key}: {exc.problem}")
+        notes.append(f"discarded the {proposal.source}'s proposal for {key}: {exc.problem}")
         ctx.log("discarded", prompt=key, reason=exc.problem, text=proposal.text)
         return None
     if new_prompt.instruction == prompt.instruction:
