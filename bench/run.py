@@ -86,6 +86,9 @@ def assemble(out: Path) -> Path:
         notes = folder / "quality_notes.md"
         if notes.exists():  # a hand-written reading of the numbers, kept beside the tables it reads
             parts += [notes.read_text(encoding="utf-8"), ""]
+    for name in ("concurrency.md", "concurrency_notes.md"):  # a table with its own heading, and how it was run
+        if (out / name).exists():
+            parts += [(out / name).read_text(encoding="utf-8").rstrip(), ""]
     for name, heading, command, intro in STANDALONE:
         table = out / name
         if table.exists():
