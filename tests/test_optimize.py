@@ -86,7 +86,7 @@ def test_a_proposal_that_drops_a_placeholder_is_discarded(suite: pytest.Pytester
     suite.makepyfile(test_word=TEST.replace("p, word=word", "p, word=word, kind='word'"))
     scripted.responder = reverse_when_told("Reverse the word.")  # loses {kind}
     result = suite.runpytest("--optimize", "--optimize-strategy=mipro")
-    result.stdout.re_match_lines([(r".*note: discarded a proposer proposal for word\.yaml: proposed instruction "
+    result.stdout.re_match_lines([(r".*note: discarded the proposer's proposal for word\.yaml: proposed instruction "
                                    r"changes the placeholders \(dropped: \['kind'\].*")])
 
 
