@@ -363,9 +363,10 @@ def run_ours(strategy: str, task: str, seed: int, cap: int, cases: list[dict[str
     if len(held) != len(test_ids):
         return _failed(result, f"{len(test_ids) - len(held)} held-out tests did not run: {_tail(log)}")
     result.before = sum(held) / len(held)
-    result.after, notes = read_decision(data.get("optimization") or {}, result.before)
+    optimization = data.get("optimization") or {}
+    result.after, notes = read_decision(optimization, result.before)
     result.notes.extend(notes)
-    result.notes.extend(_check_split(data.get("optimization") or {}, cases, task))
+    result.notes.extend(_check_split(optimization, cases, task))
     return result
 
 

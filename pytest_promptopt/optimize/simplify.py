@@ -56,8 +56,7 @@ def simplify(original: Candidate, best: Candidate, evaluate: Evaluate) -> tuple[
         for key in sorted(best):
             for part, trial in _parts(original[key], current[key]):
                 candidate = {**current, key: trial(current[key])}
-                removal = _judge(key, part, winner, evaluate(candidate))
-                removal = replace(removal, after_others=any(r.kept_out for r in trail))
+                removal = _judge(key, part, winner, evaluate(candidate), any(r.kept_out for r in trail))
                 trail.append(removal)
                 if removal.kept_out:
                     current = candidate
@@ -66,12 +65,12 @@ def simplify(original: Candidate, best: Candidate, evaluate: Evaluate) -> tuple[
     return current, trail
 
 
-def _judge(key: str, part: str, with_part: Evaluation, without: Evaluation) -> Removal:
+def _judge(key: str, part: str, with_part: Evaluation, without: Evaluation, after_others: bool) -> Removal:
     before = {r.nodeid: r.score for r in with_part.results}
     drops = [before[r.nodeid] - r.score for r in without.results if r.nodeid in before]
     noise = paired_noise(drops)
     drop = sum(drops) / len(drops) if drops else 0.0
-    return Removal(key, part, drop <= noise, with_part.mean, without.mean, noise)
+    return Removal(key, part, drop <= noise, with_part.mean, without.mean, noise, after_others)
 
 
 Trial = Callable[[Prompt], Prompt]
