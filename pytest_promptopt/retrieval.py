@@ -28,9 +28,9 @@ if TYPE_CHECKING:
     from .demo import Demo
 
 Similarity = Literal["bm25", "embeddings"]
-Order = Literal["nearest_last", "nearest_first"]
+Order = Literal["nearest_last", "nearest_first", "majority_last"]
 SIMILARITIES: tuple[str, ...] = ("bm25", "embeddings")
-ORDERS: tuple[str, ...] = ("nearest_last", "nearest_first")
+ORDERS: tuple[str, ...] = ("nearest_last", "nearest_first", "majority_last")
 MAX_K = 64
 # Texts longer than this are cut before tokenizing or embedding: a pool entry or an input of
 # megabytes must not stall every call, and the first part of a text carries its topic.
@@ -117,6 +117,20 @@ def ranked(scores: Mapping[int, float], size: int, excluded: frozenset[int], k: 
     return chosen
 
 
+def majority_last(nearest_last: Sequence[Demo]) -> tuple[Demo, ...]:
+    """The demos grouped by answer, the answer most of them share last.
+
+    Few-shot models lean towards the answer they saw most and the one they saw last (majority
+    label and recency bias, Zhao et al. 2021, "Calibrate Before Use"); with this order both
+    point at the retrieved majority, which makes the demos a nearest-neighbour vote. Groups of
+    equal size, and demos within a group, keep their nearest-last order. When no two demos
+    share an answer (generation tasks) this is the nearest-last order unchanged.
+    """
+    votes = Counter(demo.output for demo in nearest_last)
+    last_seen = {demo.output: position for position, demo in enumerate(nearest_last)}
+    return tuple(sorted(nearest_last, key=lambda demo: (votes[demo.output], last_seen[demo.output])))
+
+
 @dataclass(frozen=True)
 class RetrievalRule:
     """How a prompt picks its retrieved demos.
@@ -174,7 +188,10 @@ class RetrievalRule:
         else:
             scores = self.bm25.sparse_scores(query)
         best_first = [self.pool[i] for i in ranked(scores, len(self.pool), self._own_entries(variables), self.k)]
-        return tuple(reversed(best_first)) if self.order == "nearest_last" else tuple(best_first)
+        if self.order == "nearest_first":
+            return tuple(best_first)
+        nearest_last = tuple(reversed(best_first))
+        return majority_last(nearest_last) if self.order == "majority_last" else nearest_last
 
     @cached_property
     def _entries_by_inputs(self) -> dict[tuple[tuple[str, str], ...], list[int]]:
@@ -209,4 +226,4 @@ class RetrievalRule:
         return [cosine(v, target) for v in vectors[:-1]]
 
 
-__all__ = ["BM25", "Embedder", "RetrievalRule", "cosine", "ranked", "tokenize"]
+__all__ = ["BM25", "Embedder", "RetrievalRule", "cosine", "majority_last", "ranked", "tokenize"]

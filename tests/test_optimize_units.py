@@ -271,3 +271,60 @@ def test_a_capped_evaluator_scores_every_candidate_on_the_same_seeded_cases(tmp_
         assert len(seen) == 10 and seen <= set(ids)
         chosen.append(seen)
     assert chosen[0] == chosen[1] != chosen[2]  # drawn once per seed
+
+
+class PoolProgram(RetrievalFavouringProgram):
+    """Every train case is a labelled demo with the given answers, in order."""
+
+    def __init__(self, answers: Sequence[str]) -> None:
+        super().__init__(set())
+        self.answers = answers
+
+    def demo_pool(self, prompt_key: str, nodeids: Sequence[str]) -> list[DemoOption]:
+        from pytest_promptopt.prompts import Demo
+
+        return [DemoOption(Demo({"text": f"case {i}"}, answer), nodeid, "labelled")
+                for i, (nodeid, answer) in enumerate(zip(nodeids, self.answers))]
+
+
+@pytest.mark.parametrize("answers, orders", [
+    (["a", "b"] * 5, ["majority_last", "nearest_last"]),  # classification: both orders, at each k
+    ([f"answer {i}" for i in range(10)], ["nearest_last"]),  # unique answers: the two orders are one
+])
+def test_retrieval_orders_are_screened_only_where_they_differ(tmp_path: Path, answers: list[str],
+                                                               orders: list[str]) -> None:
+    from pytest_promptopt.optimize.demos import Retrieve
+    from pytest_promptopt.optimize.mipro import Mipro
+
+    path = tmp_path / "intent.yaml"
+    path.write_text("messages:\n  - role: system\n    content: 'Pick one of {labels}.'\n  - role: user\n    content: '{text}'\n")
+    prompt = load_prompt(path)
+    train = [Case(f"t::case-{i}", "train", False, 0.0) for i in range(10)]
+    ctx = OptimizationContext({prompt.key: prompt}, train, PoolProgram(answers), None, lambda event, **f: None,
+                              lambda message: None, 0, lambda: None)
+    sets = Mipro(n_demo_sets=0, retrieve_ks=(2, 4))._demo_sets(ctx, prompt.key, random.Random(0))
+    retrieved = [(s.k, s.order, len(s.pool)) for s in sets if isinstance(s, Retrieve)]
+    assert retrieved == [(k, order, 10) for k in (2, 4) for order in orders]
+
+
+def test_recombined_sets_that_cannot_reach_the_best_retrieval_are_not_scored_in_full(tmp_path: Path) -> None:
+    from pytest_promptopt.optimize.demos import Retrieve
+    from pytest_promptopt.optimize.mipro import Mipro
+    from pytest_promptopt.optimize.search import Evaluator
+    from pytest_promptopt.prompts import Demo
+
+    path = tmp_path / "intent.yaml"
+    path.write_text("messages:\n  - role: system\n    content: 'Pick one of {labels}.'\n  - role: user\n    content: '{text}'\n")
+    prompt = load_prompt(path)
+    ids = [f"t::case-{i}" for i in range(80)]
+    program = RetrievalFavouringProgram(set(ids[:8]))  # retrieval: 72 of 80; every static set: half
+    ctx = OptimizationContext({prompt.key: prompt}, [Case(n, "train", False, 0.0) for n in ids], program, None,
+                              lambda event, **f: None, lambda message: None, 0, lambda: None)
+    pool = tuple(Demo({"text": f"example {i}"}, "a") for i in range(5))
+    statics = [tuple(DemoOption(Demo({"text": f"static {i}.{j}"}, "b"), f"s::{i}.{j}", "labelled") for j in range(3))
+               for i in range(4)]
+    Mipro(keep_demo_sets=2, recombine_generations=2, recombined_sets=2, reorder_sets=0)._screen(
+        ctx, Evaluator(ctx), prompt.key, [None, *statics, Retrieve(pool, 2)], random.Random(0))
+    static_runs = {name: cases for name, cases in program.cases.items() if name != "retrieval"}
+    assert len(static_runs) > len(statics)  # recombined sets were built and scored
+    assert all(len(cases) <= 40 for cases in static_runs.values())  # none in full: they cannot reach 0.9

@@ -12,7 +12,7 @@ from pytest_promptopt.optimize.base import fingerprint
 from pytest_promptopt.optimize.demos import DemoOption, pool_from_options, retrieval_pool
 from pytest_promptopt.prompts import Demo, load_prompt
 from pytest_promptopt.record import Call, CaseOutcome
-from pytest_promptopt.retrieval import BM25, RetrievalRule, cosine, ranked, tokenize
+from pytest_promptopt.retrieval import BM25, RetrievalRule, cosine, majority_last, ranked, tokenize
 
 POOL = (
     Demo({"text": "my card has not arrived yet"}, "card_arrival"),
@@ -153,6 +153,22 @@ def test_select_nearest_first_order_reverses() -> None:
     assert first[0] == POOL[4]
 
 
+def test_select_majority_last_puts_the_answer_most_demos_share_last() -> None:
+    query = {"text": "reset PIN, card has not arrived"}
+    nearest_last = RetrievalRule(POOL, k=3).select(query)
+    assert nearest_last == (POOL[4], POOL[1], POOL[0])  # the nearest is a card_arrival case
+    chosen = RetrievalRule(POOL, k=3, order="majority_last").select(query)
+    assert chosen == (POOL[0], POOL[4], POOL[1])  # two of three say change_pin: they go last
+
+
+def test_majority_last_breaks_ties_by_the_nearest_and_keeps_unique_answers_as_they_are() -> None:
+    a, b, c, d = (Demo({"text": t}, o) for t, o in (("a", "x"), ("b", "y"), ("c", "x"), ("d", "z")))
+    # x twice, y and z once: y and z tie, z holds the nearest demo (last), so z comes after y
+    assert majority_last((a, b, c, d)) == (b, d, a, c)
+    unique = tuple(Demo({"text": str(i)}, f"answer {i}") for i in range(4))
+    assert majority_last(unique) == unique
+
+
 def test_select_is_deterministic_and_breaks_ties_by_pool_order() -> None:
     pool = (Demo({"text": "alpha"}, "a1"), Demo({"text": "alpha"}, "a2"), Demo({"text": "alpha"}, "a3"),
             Demo({"text": "beta"}, "b"))
@@ -199,8 +215,9 @@ def test_identity_changes_with_k_order_and_pool() -> None:
     base = RetrievalRule(POOL, k=2)
     assert base.identity == RetrievalRule(POOL, k=2).identity
     others = [RetrievalRule(POOL, k=3), RetrievalRule(POOL, k=2, order="nearest_first"),
+              RetrievalRule(POOL, k=2, order="majority_last"),
               RetrievalRule(POOL[:-1], k=2), RetrievalRule(POOL, k=2, by="embeddings")]
-    assert len({base.identity, *(o.identity for o in others)}) == 5
+    assert len({base.identity, *(o.identity for o in others)}) == 6
 
 
 # -- loading and validation --------------------------------------------------------------------------

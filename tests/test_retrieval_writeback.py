@@ -64,6 +64,15 @@ def test_new_rule_writes_the_section_and_a_sidecar(tmp_path: Path) -> None:
         {"role": "user", "content": "PIN reset"}]
 
 
+def test_a_new_rule_with_an_order_other_than_the_default_writes_it(tmp_path: Path) -> None:
+    path = write(tmp_path, "intent.yaml", PROMPT)
+    original = load_prompt(path)
+    candidate = original.with_retrieval(POOL, k=4, order="majority_last")
+    apply_write(plan_write(original, candidate))
+    assert "retrieve:\n  k: 4\n  by: bm25\n  order: majority_last\n  pool: intent.pool.yaml\n" in path.read_text()
+    assert load_prompt(path).retrieval == candidate.retrieval
+
+
 def test_changing_the_rule_edits_in_place_and_keeps_the_pool_header(tmp_path: Path) -> None:
     path = write(tmp_path, "intent.yaml", PROMPT + "retrieve:\n  k: 2   # per call\n  pool: intent.pool.yaml\n")
     write(tmp_path, "intent.pool.yaml", "# my labelled cases\n# keep\n- inputs: {text: a}\n  output: x\n")

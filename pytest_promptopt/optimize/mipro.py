@@ -46,6 +46,8 @@ class Mipro:
     minibatch: int = 20
     full_eval_every: int = 5
     retrieve_ks: tuple[int, ...] = (4, 8)  # retrieved-demo options screened with the static sets
+    # demo orders tried at each k (retrieval.ORDERS); a budget shrunk below half keeps the first
+    retrieve_orders: tuple[str, ...] = ("majority_last", "nearest_last")
     critique_cases: int = 6  # failed train cases whose gradients make auto's critique
     summaries: bool = True  # MIPRO's data and program summaries in the proposer's grounding
     scored_cases: int | None = None  # train cases a candidate is scored on in full (None: all)
@@ -58,7 +60,7 @@ class Mipro:
         n_train = min(n_train, self.scored_cases or n_train)
         unseen = 0.7 * n_train  # a case that is one of a set's demos does not score it
         options = self.n_demo_sets
-        screening = n_train * len(self.retrieve_ks) + unseen * (options * 0.25 + options / 2 * 0.25 + self.keep_demo_sets * 0.5
+        screening = n_train * len(self.retrieve_ks) * len(self.retrieve_orders) + unseen * (options * 0.25 + options / 2 * 0.25 + self.keep_demo_sets * 0.5
                               + self.recombine_generations * self.recombined_sets
                               + self.reorder_sets * self.orders_per_set * 0.5 + self.keep_demo_sets * 0.5)
         proposals = (self.rounds * (self.instructions_per_round + 2) + (2 if self.summaries else 0)
@@ -92,6 +94,7 @@ class Mipro:
                        reorder_sets=min(self.reorder_sets, 1) if f < 0.5 else self.reorder_sets,
                        rounds=1 if f < 0.5 else self.rounds,
                        retrieve_ks=self.retrieve_ks[:1] if f < 0.5 else self.retrieve_ks,
+                       retrieve_orders=self.retrieve_orders[:1] if f < 0.5 else self.retrieve_orders,
                        max_trials=min(self.max_trials, max(4, int(self.max_trials * f))))
 
     def _trials(self, ctx: OptimizationContext, calls_per_case: float, n_prompts: int) -> int:
@@ -158,9 +161,12 @@ class Mipro:
         demos = pool_from_options(pool, set(train))
         if not ctx.original[key].supports_retrieval:
             return sets
+        # majority_last differs from nearest_last only when retrieved demos can share an answer
+        answers_repeat = len({d.output for d in demos}) < len(demos)
+        orders = [o for o in self.retrieve_orders if o != "majority_last" or answers_repeat] or ["nearest_last"]
         for k in self.retrieve_ks:
             if len(demos) > k:  # each case is left out of its own retrieval
-                sets.append(Retrieve(demos, k))
+                sets.extend(Retrieve(demos, k, order) for order in orders)
         return sets
 
     def _grounding(self, ctx: OptimizationContext) -> _Grounding:
@@ -209,7 +215,7 @@ class Mipro:
         # call grows with k), and a quarter of the train cases is too few to rank them. Scored
         # first, the best of them is the bar the static sets race against.
         retrieval = [i for i in range(1, len(sets)) if isinstance(sets[i], Retrieve)]
-        full = {i: evaluator.full_train(candidate(i), f"retrieve k={sets[i].k}")  # type: ignore[union-attr]
+        full = {i: evaluator.full_train(candidate(i), f"retrieve k={sets[i].k} {sets[i].order}")  # type: ignore[union-attr]
                 for i in retrieval}
         bar = max(full.values(), default=None)
         alive = [i for i in range(1, len(sets)) if i not in retrieval]
@@ -227,19 +233,31 @@ class Mipro:
                          f"best {max(scores.values()):.2f}")
         full.update({i: evaluator.full_train(candidate(i), f"demo set {i}") for i in alive})
         latest.update(full)
+        self._recombine(ctx, evaluator, sets, full, latest, ids[: max(1, len(ids) // 2)], candidate, bar, rng)
+        self._reorder(ctx, evaluator, sets, full, ids, candidate, rng)
+        kept = sorted(full, key=lambda i: -full[i])[: self.keep_demo_sets]
+        ctx.log("demo_screening", prompt=key, kept=kept, train_scores={str(i): full[i] for i in kept})
+        return [sets[0], *(sets[i] for i in kept)]
+
+    def _recombine(self, ctx: OptimizationContext, evaluator: Evaluator, sets: list[DemoChoice],
+                   full: dict[int, float], latest: dict[int, float], half: list[str],
+                   candidate: Callable[[int], Candidate], bar: float | None, rng: random.Random) -> None:
+        """New static sets from the best-credited demos, raced like the screened sets: scored on
+        half the train cases first, and in full only if they may still reach the retrieval bar."""
         for generation in range(self.recombine_generations):
             screened = [(sets[i], score) for i, score in latest.items() if isinstance(sets[i], tuple)]
             for j, demo_set in enumerate(recombine(screened, self.recombined_sets, rng)):  # type: ignore[arg-type]
                 if demo_set in sets:
                     continue
                 sets.append(demo_set)
-                i = len(sets) - 1
-                full[i] = latest[i] = evaluator.full_train(candidate(i), f"recombined demo set {generation + 1}.{j + 1}")
-                ctx.progress(f"recombined demo set {generation + 1}.{j + 1}: train {full[i]:.2f}")
-        self._reorder(ctx, evaluator, sets, full, ids, candidate, rng)
-        kept = sorted(full, key=lambda i: -full[i])[: self.keep_demo_sets]
-        ctx.log("demo_screening", prompt=key, kept=kept, train_scores={str(i): full[i] for i in kept})
-        return [sets[0], *(sets[i] for i in kept)]
+                i, label = len(sets) - 1, f"recombined demo set {generation + 1}.{j + 1}"
+                first = evaluator.evaluate(candidate(i), half)
+                if bar is not None and not could_reach(first, bar):
+                    latest[i] = first.mean
+                    ctx.progress(f"{label}: {first.mean:.2f} on {len(first.results)} train tests, cannot reach {bar:.2f}")
+                    continue
+                full[i] = latest[i] = evaluator.full_train(candidate(i), label)
+                ctx.progress(f"{label}: train {full[i]:.2f}")
 
     def _reorder(self, ctx: OptimizationContext, evaluator: Evaluator, sets: list[DemoChoice],
                  full: dict[int, float], ids: list[str], candidate: Callable[[int], Candidate], rng: random.Random) -> None:
