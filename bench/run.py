@@ -121,7 +121,8 @@ STANDALONE = (
     ("retrieval.md", "The ceiling of retrieved demos on the banking example",
      "python bench/bench_retrieval.py --ks 0,4,6,8",
      "No search: the example's unchanged instruction plus the k most similar pool entries per message "
-     "(BM25, most similar last) answers its 100 holdout messages. The train split (71) is the pool "
+     "(BM25; `nearest_last`: the most similar last, `majority_last`: grouped by answer, the answer most "
+     "of them share last) answers its 100 holdout messages. The train split (71) is the pool "
      "`--optimize` may use; all 100 train cases include its 29 validation cases, which the optimizer "
      "never puts in a pool."),
     ("strategies/strategies.md", "auto against each single strategy at equal budget (banking example)",
