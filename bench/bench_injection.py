@@ -14,12 +14,12 @@ from __future__ import annotations
 import argparse
 import time
 
-from pytest_promptopt import local
-from pytest_promptopt.cache import ReplyCache
-from pytest_promptopt.client import Endpoint, LMClient
+from pytest_promptopt.llm import local
+from pytest_promptopt.llm.cache import ReplyCache
+from pytest_promptopt.llm.client import Endpoint, LMClient
 from pytest_promptopt.defaults import EMBEDDED_MODEL
 from pytest_promptopt.errors import JudgeError
-from pytest_promptopt.judge import SCORE_PARAMS, YESNO_PARAMS, grade
+from pytest_promptopt.run.judge import SCORE_PARAMS, YESNO_PARAMS, grade
 
 # (question, right answer, wrong answer)
 CASES = [

@@ -648,7 +648,7 @@ def main(quick: bool, out_dir: Path, tasks: Sequence[str] | None = None, seeds: 
     prof = Profile(prof.name, budget, seeds, tasks, contenders, prof.pool, prof.test, prof.timeout_s)
     out_dir.mkdir(parents=True, exist_ok=True)
     work_root = Path(tempfile.mkdtemp(prefix="promptopt-quality-"))
-    from pytest_promptopt import local
+    from pytest_promptopt.llm import local
 
     started = time.perf_counter()
     server = local.start()

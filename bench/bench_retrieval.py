@@ -24,11 +24,11 @@ from typing import Any
 from bench_throughput import BANKING, LABELS, ROOT, rows
 
 from pytest_promptopt import load_prompt, local
-from pytest_promptopt.cache import RecordMode, ReplyCache
-from pytest_promptopt.client import Endpoint, LMClient
+from pytest_promptopt.llm.cache import RecordMode, ReplyCache
+from pytest_promptopt.llm.client import Endpoint, LMClient
 from pytest_promptopt.defaults import CACHE_DIR_NAME, EMBEDDED_MODEL
 from pytest_promptopt.optimize.loop import split_of
-from pytest_promptopt.prompts import Demo
+from pytest_promptopt.prompts.prompt import Demo
 
 NODEID = "examples/banking/test_intent.py::test_intent[{}]"
 

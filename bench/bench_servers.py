@@ -22,7 +22,7 @@ from bench_throughput import LABELS
 from bench_throughput import rows as read_rows
 from openai import OpenAI
 
-from pytest_promptopt import local
+from pytest_promptopt.llm import local
 from pytest_promptopt.defaults import EMBEDDED_MODEL
 
 

@@ -203,8 +203,8 @@ with ScriptedServer(delay=float(sys.argv[1])) as server:
 def bench_concurrency(cases: int, delay: float, levels: Sequence[int], repeats: int) -> dict[str, Any]:
     import openai  # noqa: F401 - imported once up front, as in a session: its ~1 s import is not the client's
 
-    from pytest_promptopt.cache import ReplyCache
-    from pytest_promptopt.client import Endpoint, LMClient
+    from pytest_promptopt.llm.cache import ReplyCache
+    from pytest_promptopt.llm.client import Endpoint, LMClient
 
     server = subprocess.Popen([sys.executable, "-c", SERVE, str(delay)], stdin=subprocess.PIPE,
                               stdout=subprocess.PIPE, text=True, env=clean_env())

@@ -26,10 +26,10 @@ from typing import Any
 import openai
 
 from pytest_promptopt import load_prompt, local
-from pytest_promptopt.cache import RecordMode, ReplyCache
-from pytest_promptopt.client import Endpoint, LMClient
+from pytest_promptopt.llm.cache import RecordMode, ReplyCache
+from pytest_promptopt.llm.client import Endpoint, LMClient
 from pytest_promptopt.defaults import EMBEDDED_MODEL
-from pytest_promptopt.prompts import Demo
+from pytest_promptopt.prompts.prompt import Demo
 
 ROOT = Path(__file__).resolve().parents[1]
 BANKING = ROOT / "examples" / "banking"

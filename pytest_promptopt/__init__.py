@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
-from . import checks
 from .errors import PromptFileError, PromptOptError, TemplateError
-from .prompts import Demo, Prompt, load_prompt
-from .record import Verdict
+from .prompts.prompt import Demo, Prompt, load_prompt
+from .run import checks
+from .run.record import Verdict
+from .run.runtime import LLM, JudgeCall
 
-__all__ = ["Demo", "Prompt", "PromptFileError", "PromptOptError", "TemplateError", "Verdict", "checks", "load_prompt"]
+__all__ = [
+    "LLM", "Demo", "JudgeCall", "Prompt", "PromptFileError", "PromptOptError", "TemplateError", "Verdict",
+    "checks", "load_prompt",
+]
 __version__ = "0.1.0"

@@ -13,8 +13,7 @@ from typing import Any
 
 import pytest
 
-from pytest_promptopt import load_prompt
-from pytest_promptopt.runtime import LLM
+from pytest_promptopt import LLM, load_prompt
 
 intent = load_prompt("prompts/intent.yaml")
 

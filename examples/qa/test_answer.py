@@ -12,7 +12,7 @@ import pytest
 from ruamel.yaml import YAML
 
 from pytest_promptopt import checks, load_prompt
-from pytest_promptopt.runtime import LLM, JudgeCall
+from pytest_promptopt import LLM, JudgeCall
 
 answer = load_prompt("prompts/answer.yaml")
 

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 
 from ..defaults import allowed_regressions
 from ..stats import paired_noise, wilson
-from ..record import CaseOutcome
+from ..run.record import CaseOutcome
 from .base import Case, Evaluation
 
 

@@ -14,8 +14,8 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol
 
-from ..prompts import Prompt
-from ..record import CaseOutcome
+from ..prompts.prompt import Prompt
+from ..run.record import CaseOutcome
 from .feedback import Feedback
 
 if TYPE_CHECKING:

@@ -13,7 +13,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from ..baseline import Baseline, BaselineCase
+from ..run.baseline import Baseline, BaselineCase
 
 
 @dataclass(frozen=True)

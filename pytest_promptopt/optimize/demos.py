@@ -14,8 +14,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Union
 
-from ..prompts import Demo, Prompt
-from ..record import CaseOutcome
+from ..prompts.prompt import Demo, Prompt
+from ..run.record import CaseOutcome
 
 
 @dataclass(frozen=True)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
-from ..record import CaseOutcome
+from ..run.record import CaseOutcome
 
 
 @dataclass(frozen=True)

@@ -8,7 +8,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from ..errors import BudgetExhausted, TemplateError
-from ..prompts import Prompt
+from ..prompts.prompt import Prompt
 from .base import Candidate, OptimizationContext, StrategyResult
 from .feedback import Feedback
 from .proposer import Proposal, Proposer

@@ -13,11 +13,11 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..client import Budget
-from ..config import OptimizeSettings
+from ..llm.client import Budget
+from ..run.config import OptimizeSettings
 from ..defaults import VALIDATION_FRACTION
 from ..errors import BudgetExhausted
-from ..record import CaseOutcome
+from ..run.record import CaseOutcome
 from ..usage import Usage
 from .acceptance import Decision, chance_rate, decide_holdout, decide_validation, mean_score, within_chance
 from .before import BaselineBefore

@@ -12,11 +12,10 @@ import math
 import random
 from collections.abc import Callable
 from dataclasses import dataclass, replace
-
-import optuna
+from typing import TYPE_CHECKING
 
 from ..errors import BudgetExhausted
-from ..prompts import Prompt
+from ..prompts.prompt import Prompt
 from ..stats import wilson
 from .base import Candidate, Evaluation, OptimizationContext, StrategyResult
 from .feedback import Feedback
@@ -24,11 +23,12 @@ from .demos import DemoChoice, Retrieve, demo_sets, pool_from_options, recombine
 from .gradsum import apply_proposal, critique_from_failures
 from .search import Evaluator
 
+if TYPE_CHECKING:
+    import optuna
+
 # after the search, at most this many minibatch winners get a score on every train case; the
 # trial plan leaves room for them
 CLOSE_MOST = 3
-
-optuna.logging.set_verbosity(optuna.logging.WARNING)
 
 
 @dataclass
@@ -288,6 +288,9 @@ class Mipro:
     def _search(self, ctx: OptimizationContext, evaluator: Evaluator, keys: list[str],
                 instructions: dict[str, list[Prompt]], sets: dict[str, list[DemoChoice]],
                 trials: int, round_: int, rng: random.Random, warm: dict[str, int] | None) -> dict[str, int]:
+        import optuna  # only an optimization pays for importing it
+
+        optuna.logging.set_verbosity(optuna.logging.WARNING)
         sampler = optuna.samplers.TPESampler(seed=ctx.seed + round_, n_startup_trials=max(3, trials // 4), multivariate=True)
         study = optuna.create_study(direction="maximize", sampler=sampler)
         if warm:

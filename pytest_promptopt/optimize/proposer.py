@@ -12,10 +12,10 @@ import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
-from ..client import LMClient
+from ..llm.client import LMClient
 from ..errors import BudgetExhausted, PromptOptError
-from ..prompts import Prompt
-from ..template import escape
+from ..prompts.prompt import Prompt
+from ..prompts.template import escape
 from .feedback import Feedback
 
 TIPS = (

@@ -16,7 +16,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-from ..prompts import Prompt
+from ..prompts.prompt import Prompt
 
 
 def run_key(prompts: Iterable[Prompt], strategy: str, seed: int, budget: int | None) -> str:

@@ -19,7 +19,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 
 from ..errors import BudgetExhausted
-from ..prompts import Prompt
+from ..prompts.prompt import Prompt
 from ..stats import paired_noise
 from .base import Candidate, Evaluation
 

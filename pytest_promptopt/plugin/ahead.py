@@ -7,10 +7,10 @@ from typing import Any
 
 import pytest
 
-from ..ahead import AheadReport, CallStore, send_ahead
-from ..cache import RecordMode
-from ..calllog import RecordedCall
-from ..runtime import Runtime
+from ..run.ahead import AheadReport, CallStore, send_ahead
+from ..llm.cache import RecordMode
+from ..run.calllog import RecordedCall
+from ..run.runtime import Runtime
 from .stash import RECORD_KEY
 
 

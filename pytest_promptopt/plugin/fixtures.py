@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from ..runtime import LLM, JudgeCall, Runtime
+from ..run.runtime import LLM, JudgeCall, Runtime
 from .session import session_of
 from .stash import marker_of, record_of
 

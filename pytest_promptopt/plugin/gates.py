@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from ..gate import BaselineResult
-from ..report import PromptSummary, display
+from ..report.gate import BaselineResult
+from ..report.summary import PromptSummary, display
 
 
 def incomplete(session: pytest.Session, exitstatus: int) -> str:

@@ -9,14 +9,14 @@ from typing import Any
 
 import pytest
 
-from ..assertion import compared_values
-from ..baseline import BaselineError
+from ..run.assertion import compared_values
+from ..run.baseline import BaselineError
 from ..errors import ConfigError, PromptOptError
-from ..gate import load_baseline
-from ..markers import MARKER_HELP, marker_options
+from ..report.gate import load_baseline
+from ..run.markers import MARKER_HELP, marker_options
 from ..optimize import strategies
-from ..record import TestRecord, current_record
-from ..report import display
+from ..run.record import TestRecord, current_record
+from ..report.summary import display
 from . import hookspecs
 from .options import add_options
 from .session import SESSION_KEY, PromptOptSession, session_of

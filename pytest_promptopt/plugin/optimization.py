@@ -11,9 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from ..baseline import Baseline, prompt_name
-from ..client import Budget
-from ..config import OptimizeSettings
+from ..run.baseline import Baseline, prompt_name
+from ..llm.client import Budget
+from ..run.config import OptimizeSettings
 from ..defaults import EMBEDDED_CONTEXT_TOKENS, OPTIMIZER_CONTEXT_TOKENS, PRESETS
 from ..errors import WriteBackError
 from ..optimize import strategies
@@ -22,10 +22,10 @@ from ..optimize.before import BaselineBefore, before_from_baseline
 from ..optimize.loop import Group, GroupResult, assign_splits, optimize_group
 from ..optimize.proposer import Proposer, ProposerLimits
 from ..optimize.runlog import RunLog, run_key
-from ..record import CaseOutcome
-from ..report import display
-from ..runtime import Runtime
-from ..writeback import PendingWrite, plan_write
+from ..run.record import CaseOutcome
+from ..report.summary import display
+from ..run.runtime import Runtime
+from ..prompts.writeback import PendingWrite, plan_write
 from .program import PytestProgram
 from .progress import Progress
 from .stash import OUTCOME_KEY, marker_of

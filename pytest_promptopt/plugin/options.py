@@ -9,9 +9,9 @@ from typing import Any
 import pytest
 
 from .. import defaults
-from ..cache import RecordMode
-from ..config import ROLES, base_url, env_names, fraction, non_negative_int, option_name, positive_float, positive_int
-from ..judge import JUDGE_MODES
+from ..llm.cache import RecordMode
+from ..run.config import ROLES, base_url, env_names, fraction, non_negative_int, option_name, positive_float, positive_int
+from ..run.judge import JUDGE_MODES
 
 
 def add_options(parser: pytest.Parser) -> None:

@@ -15,13 +15,13 @@ from typing import Any
 import pytest
 from _pytest.runner import runtestprotocol
 
-from ..cache import ChatRequest
+from ..llm.cache import ChatRequest
 from ..errors import BudgetExhausted
 from ..optimize.base import Candidate, Evaluation
 from ..optimize.feedback import Feedback, feedback_of
 from ..optimize.demos import DemoOption, demo_pool
-from ..record import CaseOutcome
-from ..runtime import Runtime
+from ..run.record import CaseOutcome
+from ..run.runtime import Runtime
 from .stash import OUTCOME_KEY
 
 

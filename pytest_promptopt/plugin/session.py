@@ -15,20 +15,20 @@ from typing import Any
 
 import pytest
 
-from .. import local
-from ..ahead import AheadReport, CallStore
-from ..cache import RecordMode
-from ..baseline import Baseline
-from ..config import Settings
+from ..llm import local
+from ..run.ahead import AheadReport, CallStore
+from ..llm.cache import RecordMode
+from ..run.baseline import Baseline
+from ..run.config import Settings
 from ..defaults import EMBEDDED_MODEL
 from ..errors import LocalModelError, WriteBackError
-from ..gate import BaselineResult, WrittenGroup, finish, html_document, save_after_write_back, write_html
-from ..header import header_lines
-from ..record import JUDGE_KEY, CaseOutcome
-from ..report import PromptSummary, display, optimization_lines, summarize, table, write_json
-from ..report_data import describe_write, optimization_view
-from ..runtime import Runtime
-from ..writeback import PendingWrite, apply_write
+from ..report.gate import BaselineResult, WrittenGroup, finish, html_document, save_after_write_back, write_html
+from ..report.header import header_lines
+from ..run.record import JUDGE_KEY, CaseOutcome
+from ..report.summary import PromptSummary, display, optimization_lines, summarize, table, write_json
+from ..report.data import describe_write, optimization_view
+from ..run.runtime import Runtime
+from ..prompts.writeback import PendingWrite, apply_write
 from .ahead import log_calls, send_ahead_for, should_send_ahead
 from .gates import gate_lines, incomplete, junit_gates
 from .progress import write_apart

@@ -11,8 +11,8 @@ from typing import Any
 import pytest
 
 from .. import defaults
-from ..cache import RecordMode
-from ..config import (
+from ..llm.cache import RecordMode
+from ..run.config import (
     BaselineSettings,
     OptimizeSettings,
     Settings,
@@ -25,8 +25,8 @@ from ..config import (
     resolve_roles,
 )
 from ..errors import ConfigError
-from ..judge import JUDGE_MODES
-from ..report import report_path_problem
+from ..run.judge import JUDGE_MODES
+from ..report.summary import report_path_problem
 
 
 def build_settings(config: pytest.Config) -> Settings:

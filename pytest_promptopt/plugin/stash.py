@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from ..markers import MarkerOptions
-from ..record import CaseOutcome, TestRecord
+from ..run.markers import MarkerOptions
+from ..run.record import CaseOutcome, TestRecord
 
 RECORD_KEY = pytest.StashKey[TestRecord]()  # what the test's current run records
 OUTCOME_KEY = pytest.StashKey[CaseOutcome]()  # the outcome of the test's last run

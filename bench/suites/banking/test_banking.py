@@ -9,7 +9,7 @@ from benchcases import bench_cases
 from tasks import BANKING_LABELS
 
 from pytest_promptopt import load_prompt
-from pytest_promptopt.runtime import LLM
+from pytest_promptopt.run.runtime import LLM
 
 intent = load_prompt("prompts/intent.yaml")
 LABELS = ", ".join(BANKING_LABELS)

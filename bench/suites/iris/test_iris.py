@@ -9,7 +9,7 @@ from benchcases import bench_cases
 from tasks import IRIS_LABELS
 
 from pytest_promptopt import load_prompt
-from pytest_promptopt.runtime import LLM
+from pytest_promptopt.run.runtime import LLM
 
 species = load_prompt("prompts/species.yaml")
 LABELS = ", ".join(IRIS_LABELS)

@@ -18,8 +18,8 @@ from benchcases import bench_cases
 from tasks import rubric
 
 from pytest_promptopt import load_prompt
-from pytest_promptopt.record import Verdict, current_record
-from pytest_promptopt.runtime import LLM
+from pytest_promptopt.run.record import Verdict, current_record
+from pytest_promptopt.run.runtime import LLM
 
 answer = load_prompt("prompts/answer.yaml")
 CRITERIA = "Gives the expected answer (token F1); says it does not know when the context lacks it."

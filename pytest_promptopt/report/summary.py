@@ -1,0 +1,185 @@
+"""Per-prompt results of a run: aggregation, the CI gate, terminal table and JSON report.
+
+Aggregation works on `CaseOutcome` values, which cross from pytest-xdist workers as plain
+dicts on the test reports, so their numbers merge on the controller exactly like a
+single-process run.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ..atomic import write_atomic
+from ..optimize.before import before_lines
+from ..optimize.loop import GroupResult
+from ..run.record import JUDGE_KEY, CaseOutcome
+from ..usage import Usage
+
+
+@dataclass(frozen=True)
+class PromptSummary:
+    key: str
+    cases: int
+    passed: int
+    score_sum: float
+    usage: Usage
+    min_pass_rate: float | None
+    errors: int = 0  # cases whose LM call failed: not scored, counted as failed
+    first_error: str = ""
+    xfailed: int = 0  # cases marked xfail: not in `cases`, pass rate or gate (their calls are in `usage`)
+
+    @property
+    def pass_rate(self) -> float:
+        return self.passed / self.cases if self.cases else 0.0
+
+    @property
+    def mean_score(self) -> float:
+        return self.score_sum / self.cases if self.cases else 0.0
+
+    @property
+    def gate_failed(self) -> bool:
+        """Below its minimum pass rate; a prompt with no counted case (all xfail) has nothing to gate."""
+        return self.min_pass_rate is not None and self.cases > 0 and self.pass_rate + 1e-12 < self.min_pass_rate
+
+    def to_dict(self, root: Path | None = None, priced: bool = True) -> dict[str, Any]:
+        """`priced`: a price is configured for the model, else the cost is unknown (null)."""
+        u = self.usage
+        return {"prompt": display(self.key, root), "cases": self.cases, "passed": self.passed,
+                "pass_rate": round(self.pass_rate, 4), "mean_score": round(self.mean_score, 4),
+                "calls": u.requests, "tokens": u.tokens, "cost": round(u.cost, 6) if priced else None,
+                "cache_hits": u.cache_hits, "min_pass_rate": self.min_pass_rate,
+                "gate": "failed" if self.gate_failed else "passed", "errors": self.errors, "xfailed": self.xfailed}
+
+
+def display(key: str, root: Path | None) -> str:
+    if key == JUDGE_KEY or root is None:
+        return key
+    try:
+        return str(Path(key).relative_to(root))
+    except ValueError:
+        return key
+
+
+def summarize(outcomes: Iterable[CaseOutcome], default_min_pass_rate: float | None = None,
+              override_min_pass_rate: float | None = None) -> list[PromptSummary]:
+    """Per-prompt summaries. Gate precedence: command line, then the prompt file, then ini."""
+    rows: dict[str, _Row] = {}
+    for case in outcomes:
+        for key, usage in case.usage.items():
+            rows.setdefault(key, _Row()).add(case, key, usage)
+    out = []
+    for key, row in sorted(rows.items(), key=lambda kv: (kv[0] == JUDGE_KEY, kv[0])):
+        gate = override_min_pass_rate
+        if gate is None:
+            gate = row.own_min if row.own_min is not None else default_min_pass_rate
+        out.append(PromptSummary(key, row.cases, row.passed, row.score_sum, row.usage,
+                                 None if key == JUDGE_KEY else gate, row.errors, row.first_error, row.xfailed))
+    return out
+
+
+@dataclass
+class _Row:
+    cases: int = 0
+    passed: int = 0
+    score_sum: float = 0.0
+    usage: Usage = field(default_factory=Usage)
+    own_min: float | None = None
+    errors: int = 0
+    first_error: str = ""
+    xfailed: int = 0
+
+    def add(self, case: CaseOutcome, key: str, usage: Usage) -> None:
+        self.usage = self.usage + usage
+        if case.xfail:  # an expected failure, as pytest counts it: neither passed nor failed
+            self.xfailed += 1
+            return
+        self.cases += 1
+        self.passed += int(case.passed)
+        self.score_sum += case.score
+        if usage.errors:
+            self.errors += 1
+            self.first_error = self.first_error or case.error
+        own = case.min_pass_rates.get(key)
+        if own is not None:
+            self.own_min = own
+
+
+def money(cost: float, known: bool) -> str:
+    """A cost as shown: `-` when no price is configured for the model (unknown is not zero)."""
+    return f"${cost:.4f}" if known else "-"
+
+
+def table(summaries: list[PromptSummary], root: Path | None, priced: Callable[[str], bool] = lambda key: True) -> list[str]:
+    """The per-prompt table; `priced(key)` says whether the cost of that row's calls is known."""
+    headers = ("prompt", "cases", "passed", "pass rate", "mean score", "calls", "cache hits", "tokens", "cost", "gate")
+    rows = []
+    for s in summaries:
+        gate = "-" if s.min_pass_rate is None else "- (no cases)" if not s.cases else (
+            f"FAIL (< {s.min_pass_rate:.0%})" if s.gate_failed else f"ok (>= {s.min_pass_rate:.0%})")
+        rows.append((display(s.key, root), str(s.cases), str(s.passed), f"{s.pass_rate:.1%}" if s.cases else "-",
+                     f"{s.mean_score:.3f}" if s.cases else "-", str(s.usage.requests),
+                     f"{s.usage.cache_hits} ({s.usage.cache_hit_rate:.0%})", f"{s.usage.tokens:,}",
+                     money(s.usage.cost, priced(s.key)), gate))
+    widths = [max(len(h), *(len(r[i]) for r in rows)) if rows else len(h) for i, h in enumerate(headers)]
+    fmt = "  ".join("{:<%d}" % w for w in widths)
+    return [fmt.format(*headers), fmt.format(*("-" * w for w in widths))] + [fmt.format(*r) for r in rows]
+
+
+def optimization_lines(o: GroupResult, display: Callable[[str], str], dry_run: bool,
+                       priced: Callable[[str], bool] = lambda role: False) -> list[str]:
+    """The terminal lines of one group's optimization; a role's cost is shown when `priced(role)`."""
+    names = ", ".join(display(k) for k in o.prompts)
+    after = "not run" if o.validation.after is None else f"{o.validation.after:.3f}"
+    calls = ", ".join(f"{role} {u.requests} ({u.api_calls} sent, {u.tokens:,} tokens"
+                      + (f", {money(u.cost, True)})" if priced(role) else ")") for role, u in o.usage.items())
+    lines = [f"{names}: strategy {o.strategy}, {o.train.cases} train / {o.validation.cases} validation tests",
+             f"  validation score {o.validation.before:.3f} -> {after}; train score {o.train.before:.3f} -> "
+             f"{o.train.after or 0.0:.3f}" + ("" if o.train.scored is None else
+                                             f" (on the {o.train.scored} train tests the search scored)"),
+             *before_lines(o.baseline_before, o.after_by_split),
+             f"  LM calls {o.calls} of budget {o.budget} (estimated {o.estimate}), {o.sent} sent to endpoints: "
+             f"{calls}; {o.seconds:.1f} s"]
+    for note in dict.fromkeys(o.notes):
+        for key in o.prompts:  # notes name prompts by key; show them as the heading does
+            note = note.replace(key, display(key))
+        lines.append(f"  note: {note}")
+    if o.chance is not None:
+        verdict = "within noise of it" if o.after_is_chance else "beyond noise of it"
+        shown = "" if o.validation.after is None else f"; the candidate's {o.validation.after:.3f} is {verdict}"
+        lines.append(f"  chance (always the majority answer) on validation: {o.chance:.3f}{shown}")
+    if o.accepted:
+        verb = "would write (dry run)" if dry_run else "writing"
+        lines.append(f"  accepted: {o.decision.reason}; {verb} {names}")
+        lines += ["    " + line for line in o.diff.splitlines()]
+    else:
+        lines.append(f"  not written: {o.decision.reason}")
+    lines.append(f"  run log: {o.log_path}")
+    if o.holdout is not None and o.holdout.after is not None:
+        lines.append(f"  holdout ({o.holdout.cases} tests never used for selection): "
+                     f"{o.holdout.before:.3f} -> {o.holdout.after:.3f}")
+    return lines
+
+
+def report_path_problem(path: Path) -> str | None:
+    """Why a report could not be written at `path` (checked when options are parsed, so a bad
+    path is a usage error before any test runs); None when it can."""
+    if path.is_dir():
+        return f"{path} is a directory; give a file path, such as {path / 'promptopt-report.json'}"
+    ancestor = path.parent
+    while not ancestor.exists() and ancestor != ancestor.parent:
+        ancestor = ancestor.parent
+    if not ancestor.is_dir():
+        return f"{path} is under {ancestor}, which is a file, not a directory; choose another path"
+    if not os.access(ancestor, os.W_OK | os.X_OK):
+        return f"{path}: the folder {ancestor} is not writable; choose another path"
+    return None
+
+
+def write_json(path: Path, payload: Mapping[str, Any]) -> None:
+    """Write the JSON report atomically: a half-written report is worse than none."""
+    write_atomic(path, (json.dumps(payload, indent=2, sort_keys=False) + "\n").encode("utf-8"))

@@ -1,0 +1,225 @@
+"""Send a plain run's LM calls ahead, concurrently, before its tests make them one by one.
+
+pytest runs tests one after another, so a suite against a real endpoint would wait for every
+call in turn. Instead, each test's calls are logged (`calllog.py`) in the cache folder; at the
+start of the next run, the selected tests' logged calls are rendered again with the prompt
+files as they are now, and those the cache cannot answer are sent through each client's
+bounded pool. The tests then run as always and find their answers waiting; a call whose inputs
+changed since the log (the test does something else now) is not in the log's prediction and
+simply runs inline. A call that depends on an earlier call's output is sent in a later wave,
+once that output is known; one whose input cannot be predicted is left to the test.
+
+Nothing here changes what a test sees: an answer sent ahead is handed to the test that asks
+for it as if it had made the call itself (see `LMClient.send_ahead`), so outcomes, summaries,
+the gate and the cache are those of a sequential run. What was sent ahead and never asked for
+is counted as unused (the cost of predicting).
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import diskcache
+
+from ..llm.cache import ChatRequest, DataOnlyDisk, RecordMode, decode_record, encode_record
+from .calllog import JUDGE, RecordedCall, decode_calls, encode_calls
+from ..llm.client import LMClient
+from ..errors import PromptOptError
+from .judge import SCORE_PARAMS, YESNO_PARAMS, judge_messages, yesno_messages
+from ..prompts.prompt import Prompt, load_prompt
+from .runtime import Runtime
+
+CALLS_FOLDER = "calls"  # under the cache folder, next to "replies"
+
+Ref = tuple[str, int]  # (test node id, index of the call in its log)
+
+
+class CallStore:
+    """Per test node id, the calls its last run made: JSON text in a diskcache (SQLite, safe
+    across processes, such as xdist workers). Unusable storage means no log, never an error:
+    the reply cache already warned about the folder, and tests run as they always did."""
+
+    def __init__(self, directory: Path | None, mode: RecordMode) -> None:
+        self.mode = mode
+        self._store: diskcache.Cache | None = None
+        if directory is not None and mode is not RecordMode.OFF:
+            try:
+                self._store = diskcache.Cache(str(directory / CALLS_FOLDER), eviction_policy="none",
+                                              disk=DataOnlyDisk)
+            except (OSError, sqlite3.Error):
+                self._store = None
+
+    def get(self, nodeid: str) -> tuple[RecordedCall, ...] | None:
+        if self._store is None:
+            return None
+        try:
+            return decode_calls(decode_record(self._store.get(nodeid)))
+        except Exception:  # noqa: BLE001 - an unreadable log is no log
+            return None
+
+    def put(self, logs: Mapping[str, Sequence[RecordedCall]]) -> None:
+        """Store the logs of tests that ran (one transaction); never in replay mode, which reads only."""
+        if self._store is None or not self.mode.writes or not logs:
+            return
+        try:
+            with self._store.transact():
+                for nodeid, calls in logs.items():
+                    self._store.set(nodeid, encode_record(encode_calls(list(calls))))
+        except (OSError, sqlite3.Error):
+            pass  # the next run predicts less; this one is unaffected
+
+    def close(self) -> None:
+        if self._store is not None:
+            self._store.close()
+
+
+@dataclass(frozen=True)
+class AheadReport:
+    """What was sent ahead at the start of a run, and (after the run) what was never used."""
+
+    tests: int = 0  # selected tests with a logged run
+    calls: int = 0  # calls in their logs
+    cached: int = 0  # already answered by the cache
+    sent: int = 0  # sent ahead and answered
+    failed: int = 0  # sent ahead and failed: not cached, the test makes the call itself
+    inline: int = 0  # not predictable (input derived from an output, prompt unreadable): left to the test
+    seconds: float = 0.0  # the whole send-ahead, from rendering the first call to the last answer
+    setup_seconds: float = 0.0  # of which building the HTTP client (importing openai: once per process)
+    concurrency: int = 1
+    unused: int | None = None  # answered ahead, then asked for by no test (None until the run ended)
+    failures: tuple[str, ...] = field(default=())  # first few error messages, for the summary
+
+    def finished(self, unused: int) -> AheadReport:
+        return replace(self, unused=unused)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"tests": self.tests, "calls": self.calls, "cached": self.cached, "sent": self.sent,
+                "failed": self.failed, "inline": self.inline, "seconds": round(self.seconds, 3),
+                "setup_seconds": round(self.setup_seconds, 3),
+                "concurrency": self.concurrency, "unused": self.unused}
+
+    def line(self) -> str:
+        unused = "" if self.unused is None else f"; {self.unused} sent ahead but not used by the run"
+        return (f"sent {self.sent + self.failed} LM calls ahead for {self.tests} tests at concurrency "
+                f"{self.concurrency} in {self.seconds:.1f} s ({self.setup_seconds:.1f} s of it starting the client; {self.cached} of {self.calls} logged calls already "
+                f"cached, {self.failed} failed and were left to their tests, {self.inline} not predictable){unused}")
+
+
+def send_ahead(runtime: Runtime, logs: Mapping[str, Sequence[RecordedCall]]) -> AheadReport:
+    """Render the logged calls of these tests with the current prompt files and send those the
+    cache does not answer, wave by wave (a wave's answers feed the calls that depend on them)."""
+    started = time.perf_counter()
+    plan = _Plan(runtime, logs)
+    while plan.wave():
+        pass
+    return AheadReport(len(logs), sum(len(c) for c in logs.values()), plan.cached, plan.sent, plan.failed,
+                       plan.inline, time.perf_counter() - started, plan.setup_seconds,
+                       runtime.client("task").concurrency, failures=tuple(plan.failures[:3]))
+
+
+class _Plan:
+    def __init__(self, runtime: Runtime, logs: Mapping[str, Sequence[RecordedCall]]) -> None:
+        self.runtime = runtime
+        self.logs = logs
+        self.outputs: dict[Ref, str] = {}  # answers known now (cached or sent ahead)
+        self.settled: set[Ref] = set()  # answered, failed or left to the test
+        self.prompts: dict[str, Prompt | None] = {}
+        self.cached = self.sent = self.failed = self.inline = 0
+        self.setup_seconds = 0.0
+        self.failures: list[str] = []
+
+    def wave(self) -> bool:
+        """Settle every call that can be settled now; False once nothing more can be."""
+        misses: dict[int, tuple[LMClient, list[tuple[Ref, ChatRequest]]]] = {}
+        progressed = False
+        for nodeid, calls in self.logs.items():
+            for index, call in enumerate(calls):
+                ref = (nodeid, index)
+                if ref in self.settled:
+                    continue
+                target = self._request(nodeid, call)
+                if target == "wait":
+                    continue
+                progressed = True
+                if target is None:
+                    self._settle(ref, None)
+                    self.inline += 1
+                    continue
+                client, request = target
+                reply = client.cache.get(request)
+                if reply is not None:
+                    self.cached += 1
+                    self._settle(ref, reply.text)
+                else:
+                    misses.setdefault(id(client), (client, []))[1].append((ref, request))
+        for client, pending in misses.values():
+            self._send(client, pending)
+        return progressed
+
+    def _settle(self, ref: Ref, output: str | None) -> None:
+        self.settled.add(ref)
+        if output is not None:
+            self.outputs[ref] = output
+
+    def _send(self, client: LMClient, pending: list[tuple[Ref, ChatRequest]]) -> None:
+        unique = list(dict.fromkeys(request for _, request in pending))
+        started = time.perf_counter()
+        try:
+            client.connect()  # timed apart: a fixed cost per process, not a cost per call
+        except PromptOptError:
+            pass  # the embedded model could not start: each call reports it as it fails
+        self.setup_seconds += time.perf_counter() - started
+        results = dict(zip((r.cache_key for r in unique), client.send_ahead(unique)))
+        for result in results.values():  # counted per request sent: two tests may ask the same
+            if isinstance(result, BaseException):
+                self.failed += 1
+                self.failures.append(str(result))
+            else:
+                self.sent += 1
+        for ref, request in pending:
+            result = results[request.cache_key]
+            self._settle(ref, None if isinstance(result, BaseException) else result.text)
+
+    def _request(self, nodeid: str, call: RecordedCall) -> tuple[LMClient, ChatRequest] | None | str:
+        """The call's request now; None if it cannot be predicted; "wait" until its inputs are known."""
+        values: dict[str, str] = {}
+        for name, value in call.inputs.items():
+            if value.derived:
+                return None
+            if value.output_of is None:
+                values[name] = value.text
+                continue
+            ref = (nodeid, value.output_of)
+            if ref in self.outputs:
+                values[name] = self.outputs[ref]
+            elif ref in self.settled:
+                return None  # what it depends on was not predicted
+            else:
+                return "wait"
+        try:
+            return self._build(call, values)
+        except (PromptOptError, OSError, KeyError, ValueError, TypeError):
+            return None  # the test meets the same problem inline and reports it there
+
+    def _build(self, call: RecordedCall, values: Mapping[str, str]) -> tuple[LMClient, ChatRequest] | None:
+        if call.kind == JUDGE:
+            client = self.runtime.client("judge")
+            yesno = self.runtime.settings.effective_judge_mode == "yesno"
+            messages = (yesno_messages if yesno else judge_messages)(
+                values["output"], values["criteria"], values.get("expected"))
+            return client, client.request(messages, YESNO_PARAMS if yesno else SCORE_PARAMS, sample=call.sample)
+        prompt = self._prompt(call.prompt)
+        return None if prompt is None else self.runtime.task_request(prompt, values, call.sample)
+
+    def _prompt(self, name: str) -> Prompt | None:
+        if name not in self.prompts:
+            try:
+                self.prompts[name] = load_prompt(self.runtime.prompt_path(name), root=self.runtime.root)
+            except (PromptOptError, OSError):
+                self.prompts[name] = None  # moved, deleted or broken: the test reports it
+        return self.prompts[name]

@@ -1,0 +1,260 @@
+"""The per-session core: LM clients for each role, the cache, and candidate overrides.
+
+The `llm` and `judge` fixtures are thin wrappers over `LLM` and `JudgeCall` here. The
+optimizer swaps a candidate prompt in with `Runtime.override` and re-runs test items; the
+`llm` callable always renders the prompt that is currently active for that file.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+from collections.abc import Callable, Iterator, Mapping
+from pathlib import Path
+from typing import Any
+
+from ..llm import local
+from ..llm.cache import ChatRequest, Reply, ReplyCache
+from .calllog import JUDGE
+from .calllog import LLM as LLM_CALL
+from ..llm.client import Budget, Completion, Endpoint, LMClient
+from .config import ROLES, Settings
+from ..defaults import EMBEDDED_MODEL
+from ..llm.embeddings import EmbeddingClient
+from ..errors import CacheMissError, EndpointError, PromptOptError
+from .judge import SCORE_PARAMS, YESNO_PARAMS, JudgeFailed, grade
+from ..prompts.prompt import Prompt, caller_folder, load_prompt
+from .record import JUDGE_KEY, TestRecord, Trace, Verdict
+from ..usage import Usage
+
+EmbeddedStarter = Callable[[], str]  # returns the embedded server's base URL
+EmbeddedIdentity = Callable[[], str]  # the embedded model's identity for the cache key
+
+
+def _complete(client: LMClient, request: ChatRequest, record: TestRecord, key: str, what: str) -> Completion:
+    """One LM call of a test; a failed call is recorded against `key`, so the case is reported
+    as not scored rather than as a plain failure."""
+    try:
+        return client.complete(request)
+    except CacheMissError as exc:
+        error = CacheMissError(f"{exc} (test {record.nodeid}, {what})")
+        record.errors.append((key, str(error)))
+        raise error from None
+    except EndpointError as exc:
+        record.errors.append((key, str(exc)))
+        raise
+
+
+class Runtime:
+    def __init__(self, settings: Settings, root: Path, start_embedded: EmbeddedStarter | None = None,
+                 embedded_identity: EmbeddedIdentity = local.embedded_identity) -> None:
+        self.settings = settings
+        self._embedded_identity = embedded_identity
+        self.root = root
+        self.cache = ReplyCache(settings.cache_dir, settings.record_mode)
+        self._start_embedded = start_embedded
+        self._embedded_url: str | None = None
+        self._clients: dict[str, LMClient] = {}
+        self._lock = threading.Lock()
+        self._overrides: dict[str, Prompt] = {}
+        self._embedder: EmbeddingClient | None = None
+        self.prompts: dict[str, Prompt] = {}  # every prompt file seen, as loaded from disk
+        self._resolved_root: Path | None = None
+
+    # -- endpoints -------------------------------------------------------------------------
+    def set_embedded_url(self, url: str) -> None:
+        self._embedded_url = url
+
+    def embedded_url(self) -> str:
+        with self._lock:
+            if self._embedded_url is None:
+                if self._start_embedded is None:
+                    raise PromptOptError("no LM endpoint is configured and the embedded model is not available")
+                self._embedded_url = self._start_embedded()
+            return self._embedded_url
+
+    def client(self, role: str) -> LMClient:
+        existing = self._clients.get(role)
+        if existing is not None:
+            return existing
+        rc = self.settings.role(role)
+        if rc.embedded:
+            # The embedded server is only started when a call is not served by the cache.
+            # It answers whatever model name is asked for: its own identity goes into the key.
+            endpoint = Endpoint("", rc.model or EMBEDDED_MODEL, "", role, self._embedded_identity())
+        else:
+            assert rc.base_url is not None
+            endpoint = Endpoint(rc.base_url, rc.model or "", rc.api_key, role)
+        client = LMClient(
+            endpoint,
+            self.cache,
+            timeout=self.settings.timeout,
+            max_retries=self.settings.retries,
+            concurrency=self.settings.concurrency_for(role),
+            price=self.settings.prices.get(endpoint.model),  # the endpoint's model: what Settings.price_of reads
+            resolve_base_url=self.embedded_url if rc.embedded else None,
+        )
+        with self._lock:
+            return self._clients.setdefault(role, client)
+
+    def clients(self) -> Mapping[str, LMClient]:
+        return dict(self._clients)
+
+    def usage(self) -> dict[str, Usage]:
+        """What each role's client has spent so far in this session."""
+        return {role: self.client(role).usage() for role in ROLES}
+
+    def budget_exhausted(self) -> bool:
+        return any(c.budget is not None and c.budget.exhausted for c in self._clients.values())
+
+    @contextlib.contextmanager
+    def budgeted(self, budget: Budget) -> Iterator[None]:
+        """Every role's calls count against `budget` (and stop at its caps) inside the block."""
+        clients = [self.client(role) for role in ROLES]
+        for client in clients:
+            client.budget = budget
+        try:
+            yield
+        finally:
+            for client in clients:
+                client.budget = None
+
+    def task_request(self, prompt: Prompt, variables: Mapping[str, Any], sample: int = 0) -> tuple[LMClient, ChatRequest]:
+        """The request `llm(prompt, **variables)` sends, with any candidate override applied."""
+        active = self.active(prompt)
+        client = self.client("task")
+        model = client.endpoint.model if active.uses_model_default else str(active.model)
+        messages = active.render(variables, embed=self.embedder())
+        return client, client.request(messages, active.sampling(), model=model, sample=sample)
+
+    def embedder(self) -> EmbeddingClient | None:
+        """The task endpoint's embeddings, when an embedding model is set (retrieve by: embeddings)."""
+        model = self.settings.embedding_model
+        if not model:
+            return None
+        with self._lock:
+            if self._embedder is None:
+                rc = self.settings.role("task")
+                base_url = self.embedded_url if rc.embedded else (lambda: str(rc.base_url))
+                self._embedder = EmbeddingClient(base_url, model, self.cache, api_key=rc.api_key,
+                                                 timeout=self.settings.timeout, retries=self.settings.retries)
+            return self._embedder
+
+    def prompt_name(self, prompt: Prompt) -> str:
+        """How the call log names a prompt file: relative to the rootdir when under it (the
+        log stays valid when the checkout moves), else absolute."""
+        if self._resolved_root is None:
+            self._resolved_root = self.root.resolve()  # prompt paths are resolved when loaded
+        try:
+            return prompt.path.relative_to(self._resolved_root).as_posix()
+        except ValueError:
+            return str(prompt.path)
+
+    def prompt_path(self, name: str) -> Path:
+        return (self._resolved_root or self.root) / name  # an absolute name stays absolute
+
+    # -- prompts and overrides -------------------------------------------------------------
+    def register(self, prompt: Prompt) -> None:
+        self.prompts.setdefault(prompt.key, prompt)
+
+    def active(self, prompt: Prompt) -> Prompt:
+        return self._overrides.get(prompt.key, prompt)
+
+    @contextlib.contextmanager
+    def override(self, candidates: Mapping[str, Prompt]) -> Iterator[None]:
+        previous = dict(self._overrides)
+        self._overrides.update(candidates)
+        try:
+            yield
+        finally:
+            self._overrides = previous
+
+    def close(self) -> None:
+        for client in self._clients.values():
+            client.close()
+        if self._embedder is not None:
+            self._embedder.close()
+        self.cache.close()
+
+
+class LLM:
+    """`llm(prompt, **variables) -> str`: render, call (through the cache), trace."""
+
+    def __init__(self, runtime: Runtime, record: TestRecord) -> None:
+        self._runtime = runtime
+        self._record = record
+
+    def __repr__(self) -> str:  # shown in pytest's `where` lines: no address, the same on every run
+        return "llm"
+
+    @property
+    def traces(self) -> list[Trace]:
+        return self._record.traces
+
+    def load(self, path: str | Path, near: Path | None = None) -> Prompt:
+        """A relative path: next to the calling file, then under the rootdir (as load_prompt)."""
+        return load_prompt(path, root=self._runtime.root, near=near)
+
+    def __call__(self, prompt: Prompt | str | Path, /, **variables: Any) -> str:
+        if not isinstance(prompt, Prompt):
+            prompt = self.load(prompt, near=caller_folder(1))
+        self._runtime.register(prompt)
+        self._record.ask(prompt.key)
+        client, request = self._runtime.task_request(prompt, variables, self._record.draw)
+        messages = request.message_dicts
+        model = request.model
+        log = self._record.call_log
+        index = log.begin(LLM_CALL, self._runtime.prompt_name(prompt), variables, sample=self._record.draw)
+        completion = _complete(client, request, self._record, prompt.key, f"prompt {prompt.path}")
+        log.done(index, completion.text)
+        self._record.traces.append(Trace.of(prompt.key, variables, tuple(messages), model, completion))
+        return completion.text
+
+
+class JudgeCall:
+    """`judge(output, criteria, expected=None, threshold=None) -> Verdict`; fails the test below threshold."""
+
+    def __init__(self, runtime: Runtime, record: TestRecord, threshold: float | None = None) -> None:
+        self._runtime = runtime
+        self._record = record
+        self.default_threshold = threshold if threshold is not None else runtime.settings.judge_threshold
+
+    def __repr__(self) -> str:
+        return "judge"
+
+    @property
+    def mode(self) -> str:
+        """'score' or 'yesno', from the judge_mode setting (auto: yesno for the embedded judge)."""
+        return self._runtime.settings.effective_judge_mode
+
+    def _ask(self, messages: list[dict[str, str]], mode: str | None = None) -> Reply:
+        client = self._runtime.client("judge")
+        params = YESNO_PARAMS if (mode or self.mode) == "yesno" else SCORE_PARAMS
+        request = client.request(messages, params, sample=self._record.draw)
+        completion = _complete(client, request, self._record, JUDGE_KEY, "judge call")
+        self._record.judge_traces.append(Trace.of(JUDGE_KEY, {}, tuple(messages), request.model, completion))
+        return completion.reply
+
+    def grade(self, output: str, criteria: str, *, expected: str | None = None,
+              threshold: float | None = None) -> Verdict:
+        """Grade without failing the test; the verdict still counts toward the score."""
+        limit = self.default_threshold if threshold is None else threshold
+        mode = self.mode
+        if isinstance(output, str) and isinstance(criteria, str) and 0 <= limit <= 1:  # else no call is made
+            inputs = {"output": output, "criteria": criteria} | ({} if expected is None else {"expected": expected})
+            self._record.call_log.begin(JUDGE, "", inputs, sample=self._record.draw, mode=mode)
+        verdict = grade(lambda messages: self._ask(messages, mode), output, criteria,
+                        expected=expected, threshold=limit, mode=mode)
+        self._record.verdicts.append(verdict)
+        return verdict
+
+    def __call__(self, output: str, criteria: str, *, expected: str | None = None,
+                 threshold: float | None = None) -> Verdict:
+        __tracebackhide__ = True  # a failure is reported at the test's `judge(...)` line
+        verdict = self.grade(output, criteria, expected=expected, threshold=threshold)
+        if not verdict.passed:
+            raise JudgeFailed(verdict, output)
+        return verdict
+
+
+__all__ = ["LLM", "JudgeCall", "Runtime"]

@@ -1,0 +1,207 @@
+"""A plain run sends its tests' logged LM calls ahead, concurrently, and is otherwise the
+sequential run: same outcomes, report order, summaries, gate and cache. Round trips through
+pytester against the scripted server; no timing is asserted (speed is bench_concurrency.py's)."""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+from pathlib import Path
+from typing import Any
+
+import diskcache
+import pytest
+
+from pytest_promptopt.llm.cache import DataOnlyDisk
+from pytest_promptopt.testing import Fault, ScriptedServer
+
+WORDS = ["alpha", "bravo", "charlie", "delta", "echo", "foxtrot", "golf", "hotel", "india", "juliet"]
+SUITE = f"""
+import pytest
+from pytest_promptopt import load_prompt
+
+shout = load_prompt("shout.yaml")
+echo = load_prompt("echo.yaml")
+WORDS = {WORDS!r}
+
+
+@pytest.mark.parametrize("word", WORDS)
+def test_one(llm, word):
+    assert llm(shout, text=word) == word.upper()
+
+
+@pytest.mark.parametrize("word", WORDS[:4])
+def test_chain(llm, judge, word):
+    loud = llm(shout, text=word)
+    again = llm(echo, text=loud)  # the first output, as it is: predicted once it is known
+    assert again == "Echo: " + loud
+    judge(again, "repeats the word")  # a judge call on it: predicted in the wave after
+    marked = llm(echo, text=loud.strip() + "!")  # computed from an output: left to the test
+    assert marked.endswith("!")
+"""
+
+
+def answer(messages: list[dict[str, str]], body: dict[str, Any]) -> str:
+    """Shout upper-cases, whisper lower-cases, echo repeats its user message, the judge passes."""
+    system = messages[0]["content"] if messages and messages[0]["role"] == "system" else ""
+    text = messages[-1]["content"]
+    if "strict grader" in system:
+        return '{"score": 1, "reason": "it does"}'
+    if "boom" in text and system.startswith("Whisper"):
+        raise RuntimeError("the model fell over on boom")
+    if system.startswith("Shout"):
+        return text.upper()
+    if system.startswith("Whisper"):
+        return text.lower()
+    return text
+
+
+def _prompt(system: str, user: str) -> str:
+    return f"messages:\n  - role: system\n    content: {system}\n  - role: user\n    content: '{user}'\n"
+
+
+@pytest.fixture
+def words(suite: pytest.Pytester, scripted: ScriptedServer) -> pytest.Pytester:
+    scripted.responder = answer
+    suite.makefile(".yaml", shout=_prompt("Shout.", "{text}"), echo=_prompt("Echo.", "Echo: {text}"))
+    suite.makepyfile(test_words=SUITE)
+    return suite
+
+
+def _edit_prompt(suite: pytest.Pytester) -> None:
+    (suite.path / "shout.yaml").write_text(_prompt("Whisper.", "{text}"))
+
+
+def _run(suite: pytest.Pytester, cache: str, *args: str) -> tuple[pytest.RunResult, dict[str, Any]]:
+    result = suite.runpytest("-v", f"--promptopt-cache-dir={cache}", f"--promptopt-report={cache}.json", *args)
+    return result, json.loads((suite.path / f"{cache}.json").read_text())
+
+
+def _order(result: pytest.RunResult) -> list[str]:
+    return [line for line in result.outlines if re.search(r"::test_\w+.* (PASSED|FAILED)", line)]
+
+
+def _comparable(report: dict[str, Any]) -> dict[str, Any]:
+    """The report without what a clock decides (durations, seconds spent in LM calls)."""
+    def strip(value: Any) -> Any:
+        if isinstance(value, dict):
+            return {k: strip(v) for k, v in value.items() if "duration" not in k and "seconds" not in k}
+        if isinstance(value, list):
+            return [strip(v) for v in value]
+        return value
+    return strip({k: report[k] for k in ("prompts", "tests", "cache", "gate")})
+
+
+def _replies(folder: Path) -> dict[str, Any]:
+    with diskcache.Cache(str(folder / "replies"), disk=DataOnlyDisk) as store:
+        return {key: store.get(key) for key in store}
+
+
+def test_sent_ahead_is_the_sequential_run(words: pytest.Pytester, scripted: ScriptedServer) -> None:
+    first, report = _run(words, "a", "--promptopt-concurrency=8")
+    first.assert_outcomes(passed=14)
+    assert report["ahead"] is None  # the first-ever run has no log: every call inline, then logged
+    assert scripted.count == 22  # test_chain's first calls are test_one's: cached
+    shutil.copytree(words.path / "a", words.path / "b")
+    _edit_prompt(words)
+
+    ahead, ahead_report = _run(words, "a", "--promptopt-concurrency=8")
+    assert scripted.count == 22 + 22
+    sequential, sequential_report = _run(words, "b", "--promptopt-concurrency=1")
+    assert scripted.count == 22 + 22 + 22
+
+    assert ahead_report["ahead"] == {**ahead_report["ahead"], "tests": 14, "calls": 26, "cached": 0, "sent": 18,
+                                     "failed": 0, "inline": 4, "concurrency": 8, "unused": 0}
+    assert sequential_report["ahead"] is None  # concurrency 1: nothing to overlap
+    ahead.assert_outcomes(passed=4, failed=10)
+    sequential.assert_outcomes(passed=4, failed=10)
+    assert _order(ahead) == _order(sequential) and len(_order(ahead)) == 14
+    assert _comparable(ahead_report) == _comparable(sequential_report)
+    assert _replies(words.path / "a") == _replies(words.path / "b")
+    ahead.stdout.fnmatch_lines(["promptopt: sent 18 LM calls ahead for 14 tests at concurrency 8 *; "
+                                + "0 sent ahead but not used by the run"])
+
+
+def test_sent_ahead_calls_count_as_the_tests_own(words: pytest.Pytester, scripted: ScriptedServer) -> None:
+    """A test whose call was sent ahead reports it as sent (not a cache hit), with its tokens."""
+    _run(words, "a", "--promptopt-concurrency=8")
+    _edit_prompt(words)
+    _, report = _run(words, "a", "--promptopt-concurrency=8", "-k", "test_one")
+    usage = report["tests"][0]["usage"]
+    shout = next(k for k in usage if k.endswith("shout.yaml"))
+    assert usage[shout]["requests"] == usage[shout]["api_calls"] == 1 and "cache_hits" not in usage[shout]
+    assert report["cache"] == {"hits": 0, "calls": 10}
+
+
+def test_deselected_tests_are_never_sent_ahead(words: pytest.Pytester, scripted: ScriptedServer) -> None:
+    _run(words, "a", "--promptopt-concurrency=8")
+    _edit_prompt(words)
+    before = scripted.count
+    result, report = _run(words, "a", "--promptopt-concurrency=8", "-k", "test_one and (alpha or bravo)")
+    result.assert_outcomes(failed=2)
+    sent = [r["messages"][-1]["content"] for r in scripted.requests[before:]]
+    assert sorted(sent) == ["alpha", "bravo"]
+    assert report["ahead"]["sent"] == 2 and report["ahead"]["tests"] == 2
+
+
+def test_unused_calls_are_counted_and_shown(words: pytest.Pytester, scripted: ScriptedServer) -> None:
+    """Changed test inputs and prompt: what was predicted from the old log is sent for nothing."""
+    _run(words, "a", "--promptopt-concurrency=8")
+    _edit_prompt(words)
+    words.makepyfile(test_words=SUITE.replace("llm(shout, text=word) ==", "llm(shout, text=word + '?') =="))
+    result, report = _run(words, "a", "--promptopt-concurrency=8", "-k", "test_one")
+    assert report["ahead"]["sent"] == 10 and report["ahead"]["unused"] == 10
+    result.stdout.fnmatch_lines(["promptopt: sent 10 LM calls ahead *; 10 sent ahead but not used by the run"])
+    assert scripted.count == 22 + 10 + 10  # the predictions, then the tests' own calls inline
+    _, report = _run(words, "a", "--promptopt-concurrency=8", "-k", "test_one")
+    assert report["ahead"]["sent"] == 0 and report["ahead"]["cached"] == 10  # the log is the new one
+
+
+def test_failed_call_ahead_fails_its_test_inline_with_the_endpoint_error(
+        words: pytest.Pytester, scripted: ScriptedServer) -> None:
+    words.makepyfile(test_words=SUITE.replace("'alpha'", "'boom'"))
+    _run(words, "a", "--promptopt-concurrency=8", "-k", "test_one")
+    _edit_prompt(words)
+    before = scripted.count
+    result, report = _run(words, "a", "--promptopt-concurrency=8", "-k", "test_one")
+    assert report["ahead"]["failed"] == 1 and report["ahead"]["sent"] == 9
+    result.assert_outcomes(failed=10)  # the whisper fails the upper-case check; boom fails on its call
+    boom = next(t for t in report["tests"] if "boom" in t["nodeid"])
+    assert "HTTP 500" in boom["error"] and "the model fell over on boom" in boom["error"]
+    assert "gave up after 2 attempts" in boom["message"]
+    booms = [r for r in scripted.requests[before:] if r["messages"][-1]["content"] == "boom"]
+    assert len(booms) == 4  # two attempts ahead (retries=1), then the test's own two
+
+
+def test_rate_limits_back_off_and_every_case_gets_a_verdict(suite: pytest.Pytester, scripted: ScriptedServer) -> None:
+    scripted.responder = answer
+    suite.makefile(".yaml", shout=_prompt("Shout.", "{text}"))
+    suite.makepyfile(test_many="""
+        import pytest
+        from pytest_promptopt import load_prompt
+        shout = load_prompt("shout.yaml")
+
+        @pytest.mark.parametrize("n", range(100))
+        def test_case(llm, n):
+            assert llm(shout, text=f"case {n}") == f"CASE {n}"
+        """)
+    _run(suite, "a", "--promptopt-concurrency=16")
+    (suite.path / "shout.yaml").write_text(_prompt("Shout!", "{text}"))
+    scripted.fail_every(20, Fault(status=429, retry_after="0.05"))  # 5% of requests
+    before = scripted.count
+    result, report = _run(suite, "a", "--promptopt-concurrency=16", "--promptopt-retries=4")
+    result.assert_outcomes(passed=100)
+    assert report["ahead"]["sent"] == 100 and report["ahead"]["failed"] == 0
+    assert all(t["passed"] and not t["error"] for t in report["tests"])
+    assert scripted.count - before == 105  # each refused call sent once more, no storm of retries
+
+
+def test_replay_makes_no_calls(words: pytest.Pytester, scripted: ScriptedServer) -> None:
+    _run(words, "a", "--promptopt-concurrency=8")
+    _edit_prompt(words)
+    before = scripted.count
+    result, report = _run(words, "a", "--promptopt-concurrency=8", "--promptopt-record=replay")
+    assert scripted.count == before
+    assert report["ahead"] is None
+    result.assert_outcomes(failed=14)
