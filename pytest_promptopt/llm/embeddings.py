@@ -16,7 +16,7 @@ from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
 from .cache import CACHE_FORMAT, RecordMode, ReplyCache
-from .client import redact
+from .endpoint import redact
 from ..errors import CacheMissError, EndpointError
 
 if TYPE_CHECKING:
