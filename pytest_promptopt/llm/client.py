@@ -63,7 +63,7 @@ class LMClient:
                                   concurrency=self.concurrency, sleep=sleep)
         self._pool = CallPool(self.concurrency)
         self._in_flight = InFlight()
-        self._early = EarlyCalls(cache, self._meter, down_after=self._health.down_after,
+        self._early = EarlyCalls(cache, self._meter, health=self._health,
                                  endpoint=lambda: self.endpoint, send=partial(self._send, note=False),
                                  run_all=self._pool.map,
                                  complete_all=partial(self.complete_many, budgeted=False))

@@ -8,6 +8,7 @@ from collections.abc import Callable
 from .accounting import Budget, UsageMeter
 from .cache import ChatRequest, RecordMode, ReplyCache
 from .endpoint import Endpoint
+from .health import EndpointHealth
 from .redaction import display_url
 from .replies import Completion
 from ..errors import EndpointError
@@ -20,12 +21,13 @@ class EarlyCalls:
     the endpoint's health record; `run_all` runs a function over requests concurrently;
     `complete_all` completes requests as the client does, outside the budget."""
 
-    def __init__(self, cache: ReplyCache, meter: UsageMeter, *, down_after: int,
+    def __init__(self, cache: ReplyCache, meter: UsageMeter, *, health: EndpointHealth,
                  endpoint: Callable[[], Endpoint], send: Callable[[ChatRequest], Completion],
                  run_all: Callable[[Callable[[ChatRequest], Completion], list[ChatRequest]], Results],
                  complete_all: Callable[[list[ChatRequest]], Results]) -> None:
         self.cache = cache
-        self.down_after = down_after
+        self.health = health
+        self.down_after = health.down_after
         self._meter = meter
         self._endpoint = endpoint
         self._send = send
@@ -72,29 +74,27 @@ class EarlyCalls:
         """Send uncached requests concurrently for a plain run's tests, which ask for them later.
 
         Not counted as requests (each test's own call is); a success is cached and kept for the
-        test that asks (see `take`). A failure is not cached and leaves the endpoint's health
-        record alone: the test makes the call again, inline, and reports it as it would have.
-        After `down_after` failures in a row nothing more is sent ahead (a dead endpoint costs
-        the tests their usual few seconds, not a round of retries per call first).
+        test that asks (see `take`). A failure is not cached: the test makes the call again,
+        inline, and reports it as it would have. After `down_after` failures in a row nothing
+        more is sent ahead; when those failures say the endpoint is unreachable (retryable),
+        the inline calls start with the endpoint down: the first is a probe with one attempt,
+        and while it fails the others fail at once (a dead endpoint costs the tests their usual
+        few seconds, not a round of retries per call first).
         """
-        failed_in_a_row = 0
-        lock = threading.Lock()
+        streak = _Streak(self.down_after)
 
         def send(request: ChatRequest) -> Completion:
-            nonlocal failed_in_a_row
-            with lock:
-                if failed_in_a_row >= self.down_after:
-                    raise EndpointError(f"not sent ahead: {self.down_after} calls ahead failed in a row",
-                                        base_url=display_url(self._endpoint().base_url), model=request.model,
-                                        retryable=True)
+            if streak.stopped():
+                raise EndpointError(f"not sent ahead: {self.down_after} calls ahead failed in a row",
+                                    base_url=display_url(self._endpoint().base_url), model=request.model,
+                                    retryable=True)
             try:
                 completion = self._send(request)
-            except EndpointError:
-                with lock:
-                    failed_in_a_row += 1
+            except EndpointError as exc:
+                if streak.failed(exc):
+                    self.health.assume_down(exc)
                 raise
-            with lock:
-                failed_in_a_row = 0
+            streak.succeeded()
             with self._lock:
                 self._fresh[request.cache_key] = completion
             return completion
@@ -107,3 +107,28 @@ class EarlyCalls:
         with self._lock:
             unused, self._fresh = len(self._fresh), {}
         return unused
+
+
+class _Streak:
+    """Failures in a row of one send-ahead: all of them, and those that say the endpoint is
+    unreachable (retryable), reset by a success."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self._lock = threading.Lock()
+        self._failed = self._unreachable = 0
+
+    def stopped(self) -> bool:
+        with self._lock:
+            return self._failed >= self.limit
+
+    def failed(self, error: EndpointError) -> bool:
+        """Count a failure; True when the endpoint now looks dead (`limit` unreachable in a row)."""
+        with self._lock:
+            self._failed += 1
+            self._unreachable = self._unreachable + 1 if error.retryable else 0
+            return self._unreachable >= self.limit
+
+    def succeeded(self) -> None:
+        with self._lock:
+            self._failed = self._unreachable = 0

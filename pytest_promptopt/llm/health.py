@@ -74,6 +74,16 @@ class EndpointHealth:
             if self._failed_in_a_row >= self.down_after and self._down_until <= time.monotonic():
                 self._down_until = time.monotonic() + self.down_cooldown_s
 
+    def assume_down(self, failure: EndpointError) -> None:
+        """Start in the "down" state (calls sent ahead found the endpoint dead): the next call is
+        a probe with one attempt, and while it fails the others fail at once."""
+        with self._lock:
+            if self._failed_in_a_row >= self.down_after:
+                return
+            self._failed_in_a_row = self.down_after
+            self._last_failure = str(failure).split(" failed: ", 1)[-1][:300]
+            self._down_until = 0.0  # the next call goes out, as the probe
+
     def pause(self, until: float) -> None:
         """No call goes out before `until` (time.monotonic()): the endpoint said "slow down"."""
         with self._lock:
