@@ -50,7 +50,8 @@ class DataOnlyDisk(diskcache.Disk):
         # The Settings table's `disk_*` values are not trusted (see GuardedStore): they are
         # ignored (a `disk_directory` row among them), and the store's folder is fixed here.
         directory = str(args[0])
-        super().__init__(directory)
+        super().__init__(directory, min_file_size=STORE_SETTINGS["disk_min_file_size"],
+                         pickle_protocol=STORE_SETTINGS["disk_pickle_protocol"])
         self._root = os.path.realpath(directory)
 
     def own_file(self, filename: Any) -> str | None:
