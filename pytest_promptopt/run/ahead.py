@@ -26,7 +26,8 @@ from typing import Any
 
 import diskcache
 
-from ..llm.cache import ChatRequest, DataOnlyDisk, RecordMode, decode_record, encode_record
+from ..llm.cache import ChatRequest, RecordMode, decode_record, encode_record
+from ..llm.store import open_store
 from .calllog import JUDGE, RecordedCall, decode_calls, encode_calls
 from ..llm.client import LMClient
 from ..errors import PromptOptError
@@ -49,8 +50,7 @@ class CallStore:
         self._store: diskcache.Cache | None = None
         if directory is not None and mode is not RecordMode.OFF:
             try:
-                self._store = diskcache.Cache(str(directory / CALLS_FOLDER), eviction_policy="none",
-                                              disk=DataOnlyDisk)
+                self._store = open_store(directory / CALLS_FOLDER)
             except (OSError, sqlite3.Error):
                 self._store = None
 
