@@ -30,7 +30,7 @@ from ..llm.cache import ChatRequest, DataOnlyDisk, RecordMode, decode_record, en
 from .calllog import JUDGE, RecordedCall, decode_calls, encode_calls
 from ..llm.client import LMClient
 from ..errors import PromptOptError
-from .judge import SCORE_PARAMS, YESNO_PARAMS, judge_messages, yesno_messages
+from ..prompts.judgefile import load_judge
 from ..prompts.prompt import Prompt, load_prompt
 from .runtime import Runtime
 
@@ -208,11 +208,9 @@ class _Plan:
 
     def _build(self, call: RecordedCall, values: Mapping[str, str]) -> tuple[LMClient, ChatRequest] | None:
         if call.kind == JUDGE:
-            client = self.runtime.client("judge")
-            yesno = self.runtime.settings.effective_judge_mode == "yesno"
-            messages = (yesno_messages if yesno else judge_messages)(
-                values["output"], values["criteria"], values.get("expected"))
-            return client, client.request(messages, YESNO_PARAMS if yesno else SCORE_PARAMS, sample=call.sample)
+            judge = load_judge(self.runtime.prompt_path(call.prompt), root=self.runtime.root) if call.prompt else None
+            criteria = judge.criteria if judge is not None else values["criteria"]  # the file as it is now
+            return self.runtime.judge_request(judge, values["output"], criteria, values.get("expected"), call.sample)
         prompt = self._prompt(call.prompt)
         return None if prompt is None else self.runtime.task_request(prompt, values, call.sample)
 

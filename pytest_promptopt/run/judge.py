@@ -24,6 +24,7 @@ from .record import Verdict, bounded
 # format). "yesno": one token, yes or no, scored by its next-token probabilities (works with
 # the tiny embedded model). "auto": yesno when the judge is the embedded model, else score.
 JUDGE_MODES = ("auto", "score", "yesno")
+INLINE_JUDGE = "<inline>"  # Verdict.judge of judge(output, "criteria"): no file, no card
 SCORE_PARAMS: Mapping[str, Any] = {"temperature": 0, "max_tokens": 128}
 YESNO_PARAMS: Mapping[str, Any] = {"temperature": 0, "max_tokens": 1, "logprobs": True, "top_logprobs": 10}
 
@@ -62,17 +63,41 @@ def _fenced_parts(output: str, criteria: str, expected: str | None) -> list[str]
     return parts
 
 
-def judge_messages(output: str, criteria: str, expected: str | None = None) -> list[dict[str, str]]:
+SCORE_QUESTION = 'Grade the OUTPUT now. Reply with the JSON object {"score": ..., "reason": ...} only.'
+
+
+def judge_messages(output: str, criteria: str, expected: str | None = None,
+                   system: str | None = None) -> list[dict[str, str]]:
+    """The score judge request; `system` replaces the built-in system prompt (a judge file's own)."""
     parts = _fenced_parts(output, criteria, expected)
-    parts.append('Grade the OUTPUT now. Reply with the JSON object {"score": ..., "reason": ...} only.')
-    return [{"role": "system", "content": JUDGE_SYSTEM}, {"role": "user", "content": "\n".join(parts)}]
+    parts.append(SCORE_QUESTION)
+    return [{"role": "system", "content": system or JUDGE_SYSTEM}, {"role": "user", "content": "\n".join(parts)}]
 
 
-def yesno_messages(output: str, criteria: str, expected: str | None = None) -> list[dict[str, str]]:
+def yesno_messages(output: str, criteria: str, expected: str | None = None,
+                   system: str | None = None) -> list[dict[str, str]]:
     """The yes/no judge request: same fencing as `judge_messages`, a one-word question."""
     parts = _fenced_parts(output, criteria, expected)
     parts.append(YESNO_QUESTION)
-    return [{"role": "system", "content": YESNO_SYSTEM}, {"role": "user", "content": "\n".join(parts)}]
+    return [{"role": "system", "content": system or YESNO_SYSTEM}, {"role": "user", "content": "\n".join(parts)}]
+
+
+def request_messages(mode: str, output: str, criteria: str, expected: str | None = None,
+                     system: str | None = None) -> list[dict[str, str]]:
+    """The judge request of `mode` ('score' or 'yesno'): what the test, send-ahead and calibration all send."""
+    return (yesno_messages if mode == "yesno" else judge_messages)(output, criteria, expected, system)
+
+
+def request_params(mode: str) -> Mapping[str, Any]:
+    return YESNO_PARAMS if mode == "yesno" else SCORE_PARAMS
+
+
+def template_digest(mode: str, system: str | None) -> str:
+    """What a judge's wording is, as a digest: its system prompt and question (a calibration
+    card measured one wording; any change of it, the built-in one included, makes it stale)."""
+    question = YESNO_QUESTION if mode == "yesno" else SCORE_QUESTION
+    text = (system or (YESNO_SYSTEM if mode == "yesno" else JUDGE_SYSTEM)) + "\n" + question
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
 
 
 # Every pattern here reads model output, so each must run in linear time: possessive
@@ -208,6 +233,7 @@ def grade(
     expected: str | None = None,
     threshold: float = JUDGE_THRESHOLD,
     mode: str = "score",
+    system: str | None = None,
 ) -> Verdict:
     """Ask the judge model (through `ask`) and read its verdict.
 
@@ -220,12 +246,12 @@ def grade(
     if not 0 <= threshold <= 1:
         raise ValueError(f"threshold must be from 0 to 1, got {threshold!r}")
     if mode == "yesno":
-        reply = ask(yesno_messages(output, criteria, expected))
+        reply = ask(yesno_messages(output, criteria, expected, system))
         if isinstance(reply, Reply):
             return yesno_verdict(reply.text, reply.top_logprobs, threshold=threshold, criteria=criteria)
         return yesno_verdict(reply, threshold=threshold, criteria=criteria)
     if mode != "score":
         raise ValueError(f"judge mode must be 'score' or 'yesno' here, got {mode!r}")
-    reply = ask(judge_messages(output, criteria, expected))
+    reply = ask(judge_messages(output, criteria, expected, system))
     text = reply.text if isinstance(reply, Reply) else reply
     return parse_verdict(text, threshold=threshold, criteria=criteria)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import threading
+from dataclasses import replace
 from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
@@ -22,7 +23,8 @@ from .config import ROLES, Settings
 from ..defaults import EMBEDDED_MODEL
 from ..llm.embeddings import EmbeddingClient
 from ..errors import CacheMissError, EndpointError, PromptOptError
-from .judge import SCORE_PARAMS, YESNO_PARAMS, JudgeFailed, grade
+from .judge import INLINE_JUDGE, JudgeFailed, grade, request_messages, request_params
+from ..prompts.judgefile import Judge
 from ..prompts.prompt import Prompt, caller_folder, load_prompt
 from .record import JUDGE_KEY, TestRecord, Trace, Verdict
 from ..usage import Usage
@@ -143,12 +145,31 @@ class Runtime:
     def prompt_name(self, prompt: Prompt) -> str:
         """How the call log names a prompt file: relative to the rootdir when under it (the
         log stays valid when the checkout moves), else absolute."""
+        return self.file_name(prompt.path)  # prompt paths are resolved when loaded
+
+    def file_name(self, path: Path) -> str:
+        """A file as the call log names it (prompt and judge files alike)."""
         if self._resolved_root is None:
-            self._resolved_root = self.root.resolve()  # prompt paths are resolved when loaded
+            self._resolved_root = self.root.resolve()
         try:
-            return prompt.path.relative_to(self._resolved_root).as_posix()
+            return path.relative_to(self._resolved_root).as_posix()
         except ValueError:
-            return str(prompt.path)
+            return str(path)
+
+    # -- judges ----------------------------------------------------------------------------
+    def judge_mode(self, judge: Judge | None) -> str:
+        """'score' or 'yesno': the judge file's own mode, else the setting's."""
+        return judge.mode if judge is not None and judge.mode else self.settings.effective_judge_mode
+
+    def judge_request(self, judge: Judge | None, output: str, criteria: str, expected: str | None,
+                      sample: int = 0) -> tuple[LMClient, ChatRequest]:
+        """The request a judge call sends (a test's, one sent ahead, or a calibration case's)."""
+        mode = self.judge_mode(judge)
+        client = self.client("judge")
+        system = judge.system if judge is not None else None
+        messages = request_messages(mode, output, criteria, expected, system)
+        model = judge.model if judge is not None and judge.model else None
+        return client, client.request(messages, request_params(mode), model=model, sample=sample)
 
     def prompt_path(self, name: str) -> Path:
         return (self._resolved_root or self.root) / name  # an absolute name stays absolute
@@ -212,7 +233,8 @@ class LLM:
 
 
 class JudgeCall:
-    """`judge(output, criteria, expected=None, threshold=None) -> Verdict`; fails the test below threshold."""
+    """`judge(output, criteria_or_judge, expected=None, threshold=None) -> Verdict`; fails the
+    test below the threshold. The second argument is inline criteria or a `Judge` from a file."""
 
     def __init__(self, runtime: Runtime, record: TestRecord, threshold: float | None = None) -> None:
         self._runtime = runtime
@@ -227,28 +249,31 @@ class JudgeCall:
         """'score' or 'yesno', from the judge_mode setting (auto: yesno for the embedded judge)."""
         return self._runtime.settings.effective_judge_mode
 
-    def _ask(self, messages: list[dict[str, str]], mode: str | None = None) -> Reply:
-        client = self._runtime.client("judge")
-        params = YESNO_PARAMS if (mode or self.mode) == "yesno" else SCORE_PARAMS
-        request = client.request(messages, params, sample=self._record.draw)
+    def _ask(self, judge: Judge | None, output: str, criteria: str, expected: str | None) -> Reply:
+        client, request = self._runtime.judge_request(judge, output, criteria, expected, self._record.draw)
         completion = _complete(client, request, self._record, JUDGE_KEY, "judge call")
-        self._record.judge_traces.append(Trace.of(JUDGE_KEY, {}, tuple(messages), request.model, completion))
+        self._record.judge_traces.append(Trace.of(JUDGE_KEY, {}, tuple(request.message_dicts), request.model, completion))
         return completion.reply
 
-    def grade(self, output: str, criteria: str, *, expected: str | None = None,
+    def grade(self, output: str, criteria: str | Judge, *, expected: str | None = None,
               threshold: float | None = None) -> Verdict:
         """Grade without failing the test; the verdict still counts toward the score."""
-        limit = self.default_threshold if threshold is None else threshold
-        mode = self.mode
-        if isinstance(output, str) and isinstance(criteria, str) and 0 <= limit <= 1:  # else no call is made
-            inputs = {"output": output, "criteria": criteria} | ({} if expected is None else {"expected": expected})
-            self._record.call_log.begin(JUDGE, "", inputs, sample=self._record.draw, mode=mode)
-        verdict = grade(lambda messages: self._ask(messages, mode), output, criteria,
+        judge = criteria if isinstance(criteria, Judge) else None
+        text = judge.criteria if judge is not None else criteria
+        own = judge.threshold if judge is not None else None
+        limit = threshold if threshold is not None else own if own is not None else self.default_threshold
+        mode = self._runtime.judge_mode(judge)
+        if isinstance(output, str) and isinstance(text, str) and 0 <= limit <= 1:  # else no call is made
+            inputs = {"output": output, "criteria": text} | ({} if expected is None else {"expected": expected})
+            name = "" if judge is None else self._runtime.file_name(judge.path)
+            self._record.call_log.begin(JUDGE, name, inputs, sample=self._record.draw, mode=mode)
+        verdict = grade(lambda messages: self._ask(judge, output, text, expected), output, text,
                         expected=expected, threshold=limit, mode=mode)
+        verdict = replace(verdict, judge=INLINE_JUDGE if judge is None else judge.key)
         self._record.verdicts.append(verdict)
         return verdict
 
-    def __call__(self, output: str, criteria: str, *, expected: str | None = None,
+    def __call__(self, output: str, criteria: str | Judge, *, expected: str | None = None,
                  threshold: float | None = None) -> Verdict:
         __tracebackhide__ = True  # a failure is reported at the test's `judge(...)` line
         verdict = self.grade(output, criteria, expected=expected, threshold=threshold)
