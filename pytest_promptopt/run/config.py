@@ -95,6 +95,9 @@ class Settings:
     judge_threshold: float = defaults.JUDGE_THRESHOLD
     report_path: Path | None = None
     judge_mode: str = defaults.JUDGE_MODE  # auto | score | yesno (see judge.JUDGE_MODES)
+    judge_uncalibrated: str = defaults.JUDGE_UNCALIBRATED  # gate | advisory: judges without a current card
+    judge_min_kappa: float = defaults.JUDGE_MIN_KAPPA  # a calibrated judge gates from this kappa lower bound
+    calibrate: bool = False  # --promptopt-calibrate: calibrate the judge files, run no tests
     optimize: OptimizeSettings = field(default_factory=OptimizeSettings)
     baseline: BaselineSettings = field(default_factory=BaselineSettings)
     embedding_model: str | None = None  # for retrieve by: embeddings, through the task endpoint
@@ -225,5 +228,6 @@ fraction = _argtype(float, lambda v: 0 <= v <= 1, "a number from 0 to 1")  # typ
 positive_int = _argtype(int, lambda v: v >= 1, "a whole number of at least 1")  # type: ignore[operator]
 non_negative_int = _argtype(int, lambda v: v >= 0, "a whole number of at least 0")  # type: ignore[operator]
 positive_float = _argtype(float, lambda v: v > 0, "a positive number")  # type: ignore[operator]
+kappa_bound = _argtype(float, lambda v: -1 <= v <= 1, "a number from -1 to 1")  # type: ignore[operator]
 base_url = _argtype(str, lambda v: str(v).startswith(("http://", "https://")),
                     "a URL starting with http:// or https://")

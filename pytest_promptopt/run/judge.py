@@ -245,13 +245,17 @@ def grade(
         raise TypeError(f"judge() grades text; got {type(output).__name__}. Pass the model's output string.")
     if not 0 <= threshold <= 1:
         raise ValueError(f"threshold must be from 0 to 1, got {threshold!r}")
+    if mode not in ("score", "yesno"):
+        raise ValueError(f"judge mode must be 'score' or 'yesno' here, got {mode!r}")
+    reply = ask(request_messages(mode, output, criteria, expected, system))
+    return verdict_of(reply, mode, threshold=threshold, criteria=criteria)
+
+
+def verdict_of(reply: str | Reply, mode: str, *, threshold: float, criteria: str = "") -> Verdict:
+    """Read a judge reply of `mode`: yesno scores the top logprobs (text alone for a plain string)."""
     if mode == "yesno":
-        reply = ask(yesno_messages(output, criteria, expected, system))
         if isinstance(reply, Reply):
             return yesno_verdict(reply.text, reply.top_logprobs, threshold=threshold, criteria=criteria)
         return yesno_verdict(reply, threshold=threshold, criteria=criteria)
-    if mode != "score":
-        raise ValueError(f"judge mode must be 'score' or 'yesno' here, got {mode!r}")
-    reply = ask(judge_messages(output, criteria, expected, system))
     text = reply.text if isinstance(reply, Reply) else reply
     return parse_verdict(text, threshold=threshold, criteria=criteria)

@@ -232,6 +232,12 @@ class CaseOutcome:
         """The score came from judge() verdicts, not from pass/fail."""
         return bool(self.verdicts)
 
+    @property
+    def advisory_only(self) -> bool:
+        """Every verdict came from an advisory judge (one that may not gate): the case is shown,
+        not counted in pass rates and gates."""
+        return bool(self.verdicts) and all(v.get("advisory") for v in self.verdicts)
+
     def output_of(self, key: str) -> str | None:
         """The last output of prompt `key` in this case (None if the case did not call it)."""
         outputs = [c.output for c in self.calls if c.prompt_key == key]

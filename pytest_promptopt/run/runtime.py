@@ -26,6 +26,7 @@ from ..errors import CacheMissError, EndpointError, PromptOptError
 from .judge import INLINE_JUDGE, JudgeFailed, grade, request_messages, request_params
 from ..prompts.judgefile import Judge
 from ..prompts.prompt import Prompt, caller_folder, load_prompt
+from .judges import JudgeBook
 from .record import JUDGE_KEY, TestRecord, Trace, Verdict
 from ..usage import Usage
 
@@ -62,6 +63,7 @@ class Runtime:
         self._embedder: EmbeddingClient | None = None
         self.prompts: dict[str, Prompt] = {}  # every prompt file seen, as loaded from disk
         self._resolved_root: Path | None = None
+        self.judges = JudgeBook(self)  # judge files: identity, trust in this run, calibration
 
     # -- endpoints -------------------------------------------------------------------------
     def set_embedded_url(self, url: str) -> None:
@@ -269,7 +271,8 @@ class JudgeCall:
             self._record.call_log.begin(JUDGE, name, inputs, sample=self._record.draw, mode=mode)
         verdict = grade(lambda messages: self._ask(judge, output, text, expected), output, text,
                         expected=expected, threshold=limit, mode=mode)
-        verdict = replace(verdict, judge=INLINE_JUDGE if judge is None else judge.key)
+        trust = self._runtime.judges.trust(judge)
+        verdict = replace(verdict, judge=INLINE_JUDGE if judge is None else judge.key, advisory=not trust.gates)
         self._record.verdicts.append(verdict)
         return verdict
 
@@ -277,7 +280,7 @@ class JudgeCall:
                  threshold: float | None = None) -> Verdict:
         __tracebackhide__ = True  # a failure is reported at the test's `judge(...)` line
         verdict = self.grade(output, criteria, expected=expected, threshold=threshold)
-        if not verdict.passed:
+        if not verdict.passed and not verdict.advisory:  # an advisory judge is shown, not counted
             raise JudgeFailed(verdict, output)
         return verdict
 
