@@ -34,6 +34,8 @@ JUDGE_UNCALIBRATED = "gate"
 # around chance, and a judge measured to be that weak is shown, not counted. -1 lets every
 # calibrated judge gate (the behaviour before cards).
 JUDGE_MIN_KAPPA = 0.4
+JUDGE_SAMPLES = 1  # draws of each judge call; more measure the judge's flip rate
+JUDGE_CONFIRM_DRAWS = 3  # confirm-on-fail without --promptopt-judge-samples: a failing verdict is asked 2 more times
 
 # -- the baseline gate ------------------------------------------------------------------------
 BASELINE_ALPHA = 0.05  # significance level of the exact McNemar test on paired cases

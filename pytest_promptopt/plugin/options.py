@@ -71,6 +71,7 @@ def _run_options(add: Any) -> None:
         help="how judge() asks: score (a 0..1 score in the reply), yesno (one yes/no token, scored by "
              f"its probability), auto (yesno for the embedded model, else score). Default {defaults.JUDGE_MODE}.")
     _judge_trust_options(add)
+    _judge_draw_options(add)
     add("--promptopt-report", "string", default=None, metavar="PATH",
         help="write a JSON run report to PATH (relative to the current directory, or to the rootdir when set in ini)")
     _baseline_options(add)
@@ -90,6 +91,15 @@ def _judge_trust_options(add: Any) -> None:
     add("--promptopt-judge-min-kappa", "string", default=None, type=kappa_bound, metavar="KAPPA",
         help="lowest lower bound of a calibrated judge's 95%% kappa interval that lets it gate; below it the judge "
              f"is advisory (default {defaults.JUDGE_MIN_KAPPA}; -1: every calibrated judge gates)")
+
+
+def _judge_draw_options(add: Any) -> None:
+    add("--promptopt-judge-samples", "string", default=None, type=positive_int, metavar="K",
+        help="ask each judge call K times (distinct samples, each cached); the median-low verdict wins and the "
+             f"judges' report gives the flip rate (default {defaults.JUDGE_SAMPLES})")
+    add("--promptopt-judge-confirm-fails", None, action="store_true", default=False,
+        help="draw a judge call again only when its first verdict fails, and take the majority (K draws in all; "
+             f"{defaults.JUDGE_CONFIRM_DRAWS} when --promptopt-judge-samples is not given)")
 
 
 def _baseline_options(add: Any) -> None:

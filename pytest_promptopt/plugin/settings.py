@@ -54,6 +54,8 @@ def build_settings(config: pytest.Config) -> Settings:
                                    defaults.JUDGE_UNCALIBRATED),
         judge_min_kappa=_typed(config, "promptopt_judge_min_kappa", kappa_bound, defaults.JUDGE_MIN_KAPPA),
         calibrate=bool(config.getoption("promptopt_calibrate", False)),
+        judge_samples=_typed(config, "promptopt_judge_samples", positive_int, defaults.JUDGE_SAMPLES),
+        judge_confirm_fails=bool(config.getoption("promptopt_judge_confirm_fails", False)),
         optimize=_optimize_settings(config),
         baseline=_baseline_settings(config),
         embedding_model=config.getoption("promptopt_embedding_model", None)

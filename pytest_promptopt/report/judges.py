@@ -33,9 +33,23 @@ class JudgeRow:
     trust: JudgeTrust
     verdicts: int
     failed: int
+    sampled: int = 0  # verdicts drawn more than once (--promptopt-judge-samples, confirm-on-fail)
+    flips: int = 0  # of those, the ones whose draws disagreed on pass or fail
+
+    @property
+    def flip_rate(self) -> Estimate | None:
+        if not self.sampled:
+            return None
+        interval = wilson(self.flips, self.sampled)
+        return Estimate(self.flips / self.sampled, interval.low, interval.high, "Wilson score 95%")
+
+    def flips_shown(self) -> str:
+        return "-" if not self.sampled else f"{self.flips}/{self.sampled}"
 
     def to_dict(self) -> dict[str, Any]:
-        return {"judge": self.name, **self.trust.to_dict(), "verdicts": self.verdicts, "failed": self.failed}
+        rate = self.flip_rate
+        return {"judge": self.name, **self.trust.to_dict(), "verdicts": self.verdicts, "failed": self.failed,
+                "sampled": self.sampled, "flips": self.flips, "flip_rate": None if rate is None else rate.to_dict()}
 
 
 @dataclass(frozen=True)
@@ -75,14 +89,16 @@ def judge_rows(outcomes: Iterable[CaseOutcome], trust: TrustLookup, root: Path |
         for v in case.verdicts:
             key = _judge_key(v)
             if key is not None:
-                row = counts.setdefault(key, [0, 0])
+                row = counts.setdefault(key, [0, 0, 0, 0])
                 row[0] += 1
                 row[1] += int(float(v.get("score", 0)) < float(v.get("threshold", 0)))
+                row[2] += int(int(v.get("samples", 1)) > 1)
+                row[3] += int(bool(v.get("flipped")))
     rows = []
-    for key, (n, failed) in sorted(counts.items()):
+    for key, (n, failed, sampled, flips) in sorted(counts.items()):
         inline = key.startswith(INLINE_JUDGE)
         name = f'inline "{_short(key[len(INLINE_JUDGE) + 2:])}"' if inline else display(key, root)
-        rows.append(JudgeRow(key, name, trust(INLINE_JUDGE if inline else key), n, failed))
+        rows.append(JudgeRow(key, name, trust(INLINE_JUDGE if inline else key), n, failed, sampled, flips))
     return rows
 
 
@@ -122,7 +138,8 @@ def _figure(e: Any, name: str) -> str:
 
 def terminal_lines(rows: Sequence[JudgeRow], rates: Sequence[CorrectedRate]) -> list[tuple[str, bool]]:
     """(line, is a warning) pairs of the `promptopt: judges` section."""
-    headers = ("judge", "status", "gates", "labels", "agreement", "kappa [95%]", "TPR", "TNR", "verdicts", "failed")
+    headers = ("judge", "status", "gates", "labels", "agreement", "kappa [95%]", "TPR", "TNR", "verdicts", "failed",
+               "flips")
     table = [headers]
     for r in rows:
         d = r.trust.to_dict()
@@ -131,11 +148,10 @@ def terminal_lines(rows: Sequence[JudgeRow], rates: Sequence[CorrectedRate]) -> 
             f"{kappa['value']:.3f} [{kappa['low']:.3f}, {kappa['high']:.3f}]"
         table.append((r.name, r.trust.status, "yes" if r.trust.gates else "advisory",
                       "-" if d["labels"] is None else str(d["labels"]), _figure(d, "agreement"), shown,
-                      _figure(d, "tpr"), _figure(d, "tnr"), str(r.verdicts), str(r.failed)))
+                      _figure(d, "tpr"), _figure(d, "tnr"), str(r.verdicts), str(r.failed), r.flips_shown()))
     widths = [max(len(row[i]) for row in table) for i in range(len(headers))]
     fmt = "  ".join("{:<%d}" % w for w in widths)
-    lines = [(fmt.format(*table[0]), False), (fmt.format(*("-" * w for w in widths)), False)]
-    lines += [(fmt.format(*row), False) for row in table[1:]]
+    lines = [(fmt.format(*row).rstrip(), False) for row in (table[0], tuple("-" * w for w in widths), *table[1:])]
     lines += [(f"{r.name}: {r.trust.reason}", not r.trust.gates) for r in rows if r.trust.status != CALIBRATED
               or not r.trust.gates]
     lines += [(rate.line(), False) for rate in rates]
@@ -149,11 +165,11 @@ def html_section(rows: Sequence[JudgeRow], rates: Sequence[CorrectedRate]) -> st
         f"<tr><td>{esc(r.name)}</td><td>{esc(r.trust.status)}</td><td>{'yes' if r.trust.gates else 'advisory'}</td>"
         f"<td>{'-' if r.trust.card is None else r.trust.card.confusion.n}</td>"
         + "".join(f"<td>{esc(_html_estimate(r, m))}</td>" for m in ("agreement", "kappa", "tpr", "tnr"))
-        + f"<td>{r.verdicts}</td><td>{esc(r.trust.reason)}</td></tr>" for r in rows)
+        + f"<td>{r.verdicts}</td><td>{r.flips_shown()}</td><td>{esc(r.trust.reason)}</td></tr>" for r in rows)
     rates_html = "".join(f"<li>{esc(rate.line())}</li>" for rate in rates)
     return ('<section id="judges"><h2>Judges</h2><table><tr><th>judge</th><th>status</th><th>gates</th>'
             "<th>labels</th><th>agreement</th><th>kappa [95%]</th><th>TPR</th><th>TNR</th><th>verdicts</th>"
-            f"<th>why</th></tr>{body}</table><ul>{rates_html}</ul></section>")
+            f"<th>flips</th><th>why</th></tr>{body}</table><ul>{rates_html}</ul></section>")
 
 
 def _html_estimate(row: JudgeRow, metric: str) -> str:

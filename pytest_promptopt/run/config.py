@@ -98,6 +98,15 @@ class Settings:
     judge_uncalibrated: str = defaults.JUDGE_UNCALIBRATED  # gate | advisory: judges without a current card
     judge_min_kappa: float = defaults.JUDGE_MIN_KAPPA  # a calibrated judge gates from this kappa lower bound
     calibrate: bool = False  # --promptopt-calibrate: calibrate the judge files, run no tests
+    judge_samples: int = 1  # draws of each judge call (distinct samples, each cached)
+    judge_confirm_fails: bool = False  # draw again only when the first verdict fails
+
+    @property
+    def judge_draws(self) -> int:
+        """Draws a judge call may take: the setting, or CONFIRM_DRAWS when confirming fails with 1."""
+        if self.judge_confirm_fails and self.judge_samples == 1:
+            return defaults.JUDGE_CONFIRM_DRAWS
+        return self.judge_samples
     optimize: OptimizeSettings = field(default_factory=OptimizeSettings)
     baseline: BaselineSettings = field(default_factory=BaselineSettings)
     embedding_model: str | None = None  # for retrieve by: embeddings, through the task endpoint

@@ -12,6 +12,7 @@ import json
 import math
 import re
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import replace
 from typing import Any
 
 from ..llm.cache import Reply
@@ -259,3 +260,17 @@ def verdict_of(reply: str | Reply, mode: str, *, threshold: float, criteria: str
         return yesno_verdict(reply, threshold=threshold, criteria=criteria)
     text = reply.text if isinstance(reply, Reply) else reply
     return parse_verdict(text, threshold=threshold, criteria=criteria)
+
+
+def combine(verdicts: Sequence[Verdict]) -> Verdict:
+    """Several draws of one judge call as one verdict: the median-low score's (with an even
+    number of draws a tie fails: only a strict majority passes), marked flipped when the draws
+    disagree on pass or fail."""
+    if len(verdicts) == 1:
+        return verdicts[0]
+    ordered = sorted(verdicts, key=lambda v: v.score)
+    chosen = ordered[(len(ordered) - 1) // 2]
+    flipped = len({v.passed for v in verdicts}) > 1
+    scores = ", ".join(f"{v.score:.2f}" for v in verdicts)
+    note = f" [median of {len(verdicts)} draws: {scores}" + ("; the draws disagree]" if flipped else "]")
+    return replace(chosen, reason=chosen.reason + note, samples=len(verdicts), flipped=flipped)

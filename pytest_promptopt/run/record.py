@@ -33,6 +33,8 @@ class Verdict:
     raw: str = ""
     judge: str = ""  # the judge file's path when a judge file graded, "" for inline criteria
     advisory: bool = False  # the judge may not gate (uncalibrated, stale or below the kappa bar): shown, not counted
+    samples: int = 1  # draws of the judge this verdict stands for (--promptopt-judge-samples, confirm-on-fail)
+    flipped: bool = False  # the draws disagreed on pass or fail
 
     @property
     def passed(self) -> bool:
@@ -155,7 +157,8 @@ class TestRecord:
                 min_pass_rates: Mapping[str, float | None] | None = None,
                 digests: Mapping[str, str] | None = None, xfail: bool = False) -> CaseOutcome:
         verdicts = tuple({"score": v.score, "threshold": v.threshold, "reason": bounded(v.reason, 1000),
-                          "criteria": bounded(v.criteria, 1000), "judge": v.judge, "advisory": v.advisory}
+                          "criteria": bounded(v.criteria, 1000), "judge": v.judge, "advisory": v.advisory,
+                          "samples": v.samples, "flipped": v.flipped}
                          for v in self.verdicts[:CALL_LIMIT])
         return CaseOutcome(self.nodeid, passed, self.score(passed), without_addresses(message)[:MAX_MESSAGE],
                            self.calls()[:CALL_LIMIT],

@@ -23,7 +23,7 @@ from .config import ROLES, Settings
 from ..defaults import EMBEDDED_MODEL
 from ..llm.embeddings import EmbeddingClient
 from ..errors import CacheMissError, EndpointError, PromptOptError
-from .judge import INLINE_JUDGE, JudgeFailed, grade, request_messages, request_params
+from .judge import INLINE_JUDGE, JudgeFailed, combine, grade, request_messages, request_params
 from ..prompts.judgefile import Judge
 from ..prompts.prompt import Prompt, caller_folder, load_prompt
 from .judges import JudgeBook
@@ -251,28 +251,42 @@ class JudgeCall:
         """'score' or 'yesno', from the judge_mode setting (auto: yesno for the embedded judge)."""
         return self._runtime.settings.effective_judge_mode
 
-    def _ask(self, judge: Judge | None, output: str, criteria: str, expected: str | None) -> Reply:
-        client, request = self._runtime.judge_request(judge, output, criteria, expected, self._record.draw)
+    def _ask(self, judge: Judge | None, output: str, criteria: str, expected: str | None, sample: int) -> Reply:
+        client, request = self._runtime.judge_request(judge, output, criteria, expected, sample)
         completion = _complete(client, request, self._record, JUDGE_KEY, "judge call")
         self._record.judge_traces.append(Trace.of(JUDGE_KEY, {}, tuple(request.message_dicts), request.model, completion))
         return completion.reply
 
-    def grade(self, output: str, criteria: str | Judge, *, expected: str | None = None,
-              threshold: float | None = None) -> Verdict:
-        """Grade without failing the test; the verdict still counts toward the score."""
-        judge = criteria if isinstance(criteria, Judge) else None
-        text = judge.criteria if judge is not None else criteria
-        own = judge.threshold if judge is not None else None
-        limit = threshold if threshold is not None else own if own is not None else self.default_threshold
+    def _sample(self, judge: Judge | None, output: str, text: str, expected: str | None, limit: float,
+                sample: int) -> Verdict:
+        """One draw of the judge (its own cache entry), logged so the next run can send it ahead."""
         mode = self._runtime.judge_mode(judge)
         if isinstance(output, str) and isinstance(text, str) and 0 <= limit <= 1:  # else no call is made
             inputs = {"output": output, "criteria": text} | ({} if expected is None else {"expected": expected})
             name = "" if judge is None else self._runtime.file_name(judge.path)
-            self._record.call_log.begin(JUDGE, name, inputs, sample=self._record.draw, mode=mode)
-        verdict = grade(lambda messages: self._ask(judge, output, text, expected), output, text,
-                        expected=expected, threshold=limit, mode=mode)
+            self._record.call_log.begin(JUDGE, name, inputs, sample=sample, mode=mode)
+        return grade(lambda messages: self._ask(judge, output, text, expected, sample), output, text,
+                     expected=expected, threshold=limit, mode=mode)
+
+    def grade(self, output: str, criteria: str | Judge, *, expected: str | None = None,
+              threshold: float | None = None) -> Verdict:
+        """Grade without failing the test; the verdict still counts toward the score.
+
+        With --promptopt-judge-samples k the judge is asked k times (each draw cached apart) and
+        the median-low verdict wins (a strict majority passes); with --promptopt-judge-confirm-fails
+        only a failing first verdict is asked again."""
+        judge = criteria if isinstance(criteria, Judge) else None
+        text = judge.criteria if judge is not None else criteria
+        own = judge.threshold if judge is not None else None
+        limit = threshold if threshold is not None else own if own is not None else self.default_threshold
+        k, confirm = self._runtime.settings.judge_draws, self._runtime.settings.judge_confirm_fails
+        first = self._record.draw * k  # draws of repeats=n and of the judge never share a cache entry
+        verdicts = [self._sample(judge, output, text, expected, limit, first)]
+        if k > 1 and not (confirm and verdicts[0].passed):
+            verdicts += [self._sample(judge, output, text, expected, limit, first + i) for i in range(1, k)]
         trust = self._runtime.judges.trust(judge)
-        verdict = replace(verdict, judge=INLINE_JUDGE if judge is None else judge.key, advisory=not trust.gates)
+        verdict = replace(combine(verdicts), judge=INLINE_JUDGE if judge is None else judge.key,
+                          advisory=not trust.gates)
         self._record.verdicts.append(verdict)
         return verdict
 

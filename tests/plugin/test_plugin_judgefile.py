@@ -100,3 +100,52 @@ def test_readme_path_relative_to_the_test_module(with_judge_file: pytest.Pyteste
     (sub / "test_sub.py").write_text(TESTS, encoding="utf-8")
     Path(with_judge_file.path / "test_capitals.py").unlink()
     with_judge_file.runpytest("sub").assert_outcomes(passed=3)
+
+
+# -- consistency: several draws of a judge call ----------------------------------------------------
+
+DRAW_TESTS = """
+def test_a(judge):
+    judge("A", "is fine")
+
+def test_b(judge):
+    judge("B", "is fine")
+"""
+
+
+def scripted_draws(answers: dict[str, list[float]]) -> Any:
+    """A judge whose n-th reply to an output is the n-th score listed for it (the requests of
+    several draws are identical; only the cache tells them apart)."""
+    seen: dict[str, int] = {}
+
+    def respond(messages: list[dict[str, str]], body: dict[str, Any]) -> str:
+        output = output_of(messages)
+        n = seen.get(output, 0)
+        seen[output] = n + 1
+        return f"score: {answers[output][n]}"
+    return respond
+
+
+def test_k_draws_report_the_flip_rate_and_are_cached_apart(judged: pytest.Pytester,
+                                                            judge_server: ScriptedServer) -> None:
+    judge_server.responder = scripted_draws({"A": [0.9, 0.2, 0.9], "B": [0.2, 0.2, 0.2]})
+    judged.makepyfile(test_draws=DRAW_TESTS)
+    result = judged.runpytest("--promptopt-judge-samples=3", "--promptopt-report=report.json")
+    result.assert_outcomes(passed=1, failed=1)
+    assert judge_server.count == 6
+    report = json.loads((judged.path / "report.json").read_text())
+    verdicts = {t["nodeid"]: t["verdicts"][0] for t in report["tests"]}
+    assert verdicts["test_draws.py::test_a"]["flipped"] is True and verdicts["test_draws.py::test_a"]["score"] == 0.9
+    assert verdicts["test_draws.py::test_b"]["flipped"] is False and verdicts["test_draws.py::test_b"]["samples"] == 3
+    (row,) = report["judges"]
+    assert (row["sampled"], row["flips"], row["flip_rate"]["value"]) == (2, 1, 0.5)
+    result.stdout.fnmatch_lines(['inline "is fine"*uncalibrated*1/2'])
+    judged.runpytest("--promptopt-judge-samples=3").assert_outcomes(passed=1, failed=1)
+    assert judge_server.count == 6  # every draw came from the cache
+
+
+def test_confirm_on_fail_asks_again_only_failing_verdicts(judged: pytest.Pytester, judge_server: ScriptedServer) -> None:
+    judge_server.responder = scripted_draws({"A": [0.9], "B": [0.2, 0.9, 0.9]})
+    judged.makepyfile(test_draws=DRAW_TESTS)
+    judged.runpytest("--promptopt-judge-confirm-fails").assert_outcomes(passed=2)  # B: 2 of 3 draws pass
+    assert judge_server.count == 4

@@ -233,3 +233,15 @@ def test_judge_failed_message() -> None:
     message = str(err)
     assert "0.40" in message and "0.70" in message
     assert "Is it polite?" in message and "too rude" in message
+
+
+def test_several_draws_take_the_median_low_and_say_whether_they_flipped() -> None:
+    from pytest_promptopt.run.judge import combine
+
+    draws = [Verdict(s, 0.5, "r") for s in (0.9, 0.1, 0.8)]
+    v = combine(draws)
+    assert (v.score, v.samples, v.flipped, v.passed) == (0.8, 3, True, True)
+    assert "median of 3 draws: 0.90, 0.10, 0.80; the draws disagree" in v.reason
+    tie = combine([Verdict(s, 0.5) for s in (0.9, 0.1)])
+    assert not tie.passed and tie.flipped  # an even split fails: only a strict majority passes
+    assert combine([Verdict(0.3, 0.5)]) == Verdict(0.3, 0.5)
