@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import PromptFileError
-from .prompt import YAML_SUFFIXES, _line, caller_folder, parse_yaml, read_prompt_text
+from .prompt import YAML_SUFFIXES, _line, caller_folder, locate, parse_yaml, read_prompt_text
 
 JUDGE_KEYS = ("criteria", "threshold", "mode", "model", "system", "labels", "description")
 FILE_MODES = ("score", "yesno")
@@ -71,13 +71,9 @@ class Judge:
 def load_judge(path: str | Path, *, root: Path | None = None, near: Path | None = None) -> Judge:
     """Load and validate a judge file; a relative path is looked up as `load_prompt` does:
     next to the calling module first, then under `root` (default: the current directory)."""
-    p = Path(path)
-    if not p.is_absolute():
-        if near is None and root is None:
-            near = caller_folder(1)
-        candidates = [d / p for d in (near, root or Path.cwd()) if d is not None]
-        p = next((c for c in candidates if c.exists()), candidates[-1])
-    p = p.resolve()
+    if near is None and root is None and not Path(path).is_absolute():
+        near = caller_folder(1)
+    p = locate(path, root, near)
     if not p.exists():
         raise PromptFileError(p, "judge file not found", fix="check the path passed to load_judge")
     if p.suffix.lower() not in YAML_SUFFIXES:

@@ -17,8 +17,8 @@ from __future__ import annotations
 
 import hashlib
 import json
-import stat
 import os
+import stat
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path

@@ -128,5 +128,17 @@ def trust_of(card: Card | None, identity: Mapping[str, Any], uncalibrated: str, 
     return JudgeTrust(CALIBRATED, True, f"kappa lower bound {low:.2f} >= {min_kappa:.2f}", card)
 
 
-__all__ = ["ADVISORY", "CALIBRATED", "Card", "GATE", "JudgeTrust", "STALE", "ThresholdChoice", "UNCALIBRATED",
-           "build_card", "read_card", "trust_of", "write_card"]
+__all__ = [
+    "ADVISORY",
+    "CALIBRATED",
+    "GATE",
+    "STALE",
+    "UNCALIBRATED",
+    "Card",
+    "JudgeTrust",
+    "ThresholdChoice",
+    "build_card",
+    "read_card",
+    "trust_of",
+    "write_card",
+]

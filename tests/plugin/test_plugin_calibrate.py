@@ -17,10 +17,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from test_plugin_judge import _clean_env, output_of  # noqa: F401 - autouse fixture
 
 from pytest_promptopt.testing import ScriptedServer
-
-from test_plugin_judge import _clean_env, output_of  # noqa: F401 - autouse fixture
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "judges"
 TPR, TNR = 0.9, 0.7

@@ -7,10 +7,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import test_plugin_judge as base
+from test_plugin_judge import output_of
 
 from pytest_promptopt.testing import ScriptedServer
 
-from test_plugin_judge import _clean_env, judge_server, judged, output_of  # noqa: F401 - fixtures
+_clean_env, judge_server, judged = base._clean_env, base.judge_server, base.judged  # fixtures shared with it
 
 JUDGE_FILE = """\
 # A judge kept in a file
