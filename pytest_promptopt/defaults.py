@@ -23,7 +23,7 @@ CACHE_DIR_NAME = ".promptopt_cache"  # under the rootdir
 
 # -- judging and the gate ----------------------------------------------------------------------
 JUDGE_THRESHOLD = 0.7  # judge() passes at or above this score
-JUDGE_MODE = "auto"  # auto | score | yesno
+JUDGE_MODE = "auto"  # auto | score | yesno | geval
 # What a judge without a current calibration card (uncalibrated, or stale: its card measured
 # another criteria, wording, mode, model, threshold or labels) may do: "gate" (fail tests and
 # count, as before cards existed) or "advisory" (shown, not counted). "gate": an upgrade must not

@@ -69,7 +69,8 @@ def _run_options(add: Any) -> None:
         help=f"default pass threshold of judge() (default {defaults.JUDGE_THRESHOLD})")
     add("--promptopt-judge-mode", "string", default=None, choices=JUDGE_MODES,
         help="how judge() asks: score (a 0..1 score in the reply), yesno (one yes/no token, scored by "
-             f"its probability), auto (yesno for the embedded model, else score). Default {defaults.JUDGE_MODE}.")
+             "its probability), geval (a 0..10 score written first, weighted by its token probabilities where the "
+             f"endpoint returns them), auto (yesno for the embedded model, else score). Default {defaults.JUDGE_MODE}.")
     _judge_trust_options(add)
     _judge_draw_options(add)
     add("--promptopt-report", "string", default=None, metavar="PATH",

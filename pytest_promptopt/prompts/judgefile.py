@@ -4,7 +4,7 @@
 # judges/polite.yaml
 criteria: The reply is polite and answers the customer's question.
 threshold: 0.7            # optional; else the test's marker or --promptopt-judge-threshold
-mode: yesno               # optional: score | yesno; else --promptopt-judge-mode
+mode: yesno               # optional: score | yesno | geval; else --promptopt-judge-mode
 model: default            # optional; else the judge endpoint's model
 system: |                 # optional: the judge's own system prompt, replacing the built-in one
   You grade customer-support replies. ...
@@ -28,7 +28,7 @@ from ..errors import PromptFileError
 from .prompt import YAML_SUFFIXES, _line, caller_folder, locate, parse_yaml, read_prompt_text
 
 JUDGE_KEYS = ("criteria", "threshold", "mode", "model", "system", "labels", "description")
-FILE_MODES = ("score", "yesno")
+FILE_MODES = ("score", "yesno", "geval")
 CARD_SUFFIX = ".card.json"
 LABEL_SUFFIXES = (".jsonl",)
 _FORMAT_FIX = "see the README, Judges you can trust: criteria: ..., threshold: 0.7, labels: <name>.labels.jsonl"
@@ -41,7 +41,7 @@ class Judge:
     path: Path
     criteria: str
     threshold: float | None = None
-    mode: str | None = None  # score | yesno; None: the judge_mode setting decides
+    mode: str | None = None  # score | yesno | geval; None: the judge_mode setting decides
     model: str | None = None  # None: the judge endpoint's model
     system: str | None = None  # the judge's own system prompt; None: the built-in one of its mode
     labels: str | None = None  # the labelled set's file name, relative to the judge file's folder
@@ -118,7 +118,7 @@ def _mode(path: Path, doc: Mapping[str, Any]) -> str | None:
     if value is None or value == "auto":
         return None
     if value not in FILE_MODES:
-        raise PromptFileError(path, f"unknown mode {value!r}; allowed: score, yesno, auto", field="mode",
+        raise PromptFileError(path, f"unknown mode {value!r}; allowed: score, yesno, geval, auto", field="mode",
                               line=_line(doc, "mode"), fix="write mode: score (a 0..1 score in the reply) or "
                                                            "mode: yesno (one yes/no token, scored by its probability)")
     return str(value)

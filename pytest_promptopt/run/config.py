@@ -94,7 +94,7 @@ class Settings:
     min_pass_rate_override: float | None = None  # command line: the gate of every prompt
     judge_threshold: float = defaults.JUDGE_THRESHOLD
     report_path: Path | None = None
-    judge_mode: str = defaults.JUDGE_MODE  # auto | score | yesno (see judge.JUDGE_MODES)
+    judge_mode: str = defaults.JUDGE_MODE  # auto | score | yesno | geval (see judge.JUDGE_MODES)
     judge_uncalibrated: str = defaults.JUDGE_UNCALIBRATED  # gate | advisory: judges without a current card
     judge_min_kappa: float = defaults.JUDGE_MIN_KAPPA  # a calibrated judge gates from this kappa lower bound
     calibrate: bool = False  # --promptopt-calibrate: calibrate the judge files, run no tests

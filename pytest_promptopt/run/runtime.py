@@ -160,7 +160,7 @@ class Runtime:
 
     # -- judges ----------------------------------------------------------------------------
     def judge_mode(self, judge: Judge | None) -> str:
-        """'score' or 'yesno': the judge file's own mode, else the setting's."""
+        """'score', 'yesno' or 'geval': the judge file's own mode, else the setting's."""
         return judge.mode if judge is not None and judge.mode else self.settings.effective_judge_mode
 
     def judge_request(self, judge: Judge | None, output: str, criteria: str, expected: str | None,

@@ -151,3 +151,19 @@ def test_confirm_on_fail_asks_again_only_failing_verdicts(judged: pytest.Pyteste
     judged.makepyfile(test_draws=DRAW_TESTS)
     judged.runpytest("--promptopt-judge-confirm-fails").assert_outcomes(passed=2)  # B: 2 of 3 draws pass
     assert judge_server.count == 4
+
+
+def test_a_geval_judge_file_asks_for_logprobs_and_weights_the_scores(judged: pytest.Pytester,
+                                                                      judge_server: ScriptedServer) -> None:
+    # 0.5 on 9 and 0.5 on 3: weighted 0.6, below the threshold 0.7 although the text says 9
+    judge_server.responder = lambda messages, body: {"content": "9", "top_logprobs": [("9", -0.6931), ("3", -0.6931)]}
+    (judged.path / "g.yaml").write_text("criteria: is fine\nmode: geval\n", encoding="utf-8")
+    judged.makepyfile("""
+        from pytest_promptopt import load_judge
+        def test_it(judge):
+            verdict = judge.grade("A", load_judge("g.yaml"))
+            assert abs(verdict.score - 0.6) < 1e-3 and not verdict.passed
+        """)
+    judged.runpytest().assert_outcomes(passed=1)
+    (body,) = judge_server.requests
+    assert body["logprobs"] is True and body["top_logprobs"] == 20
