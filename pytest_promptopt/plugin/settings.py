@@ -17,6 +17,7 @@ from ..run.config import (
     OptimizeSettings,
     Settings,
     fraction,
+    kappa_bound,
     non_negative_int,
     parse_prices,
     positive_float,
@@ -25,6 +26,7 @@ from ..run.config import (
     resolve_roles,
 )
 from ..errors import ConfigError
+from ..run.card import UNCALIBRATED_POLICIES
 from ..run.judge import JUDGE_MODES
 from ..report.summary import report_path_problem
 
@@ -48,6 +50,12 @@ def build_settings(config: pytest.Config) -> Settings:
         judge_threshold=_typed(config, "promptopt_judge_threshold", fraction, defaults.JUDGE_THRESHOLD),
         report_path=_report_path(config),
         judge_mode=_choice(config, "promptopt_judge_mode", JUDGE_MODES, defaults.JUDGE_MODE),
+        judge_uncalibrated=_choice(config, "promptopt_judge_uncalibrated", UNCALIBRATED_POLICIES,
+                                   defaults.JUDGE_UNCALIBRATED),
+        judge_min_kappa=_typed(config, "promptopt_judge_min_kappa", kappa_bound, defaults.JUDGE_MIN_KAPPA),
+        calibrate=bool(config.getoption("promptopt_calibrate", False)),
+        judge_samples=_typed(config, "promptopt_judge_samples", positive_int, defaults.JUDGE_SAMPLES),
+        judge_confirm_fails=bool(config.getoption("promptopt_judge_confirm_fails", False)),
         optimize=_optimize_settings(config),
         baseline=_baseline_settings(config),
         embedding_model=config.getoption("promptopt_embedding_model", None)

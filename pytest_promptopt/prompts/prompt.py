@@ -339,13 +339,9 @@ def load_prompt(path: str | Path, *, root: Path | None = None, near: Path | None
     (default: the current directory). `near` names the caller's folder for a wrapper (the `llm`
     fixture passes its caller's, so `llm("prompts/x.yaml")` follows the same rule).
     """
-    p = Path(path)
-    if not p.is_absolute():
-        if near is None and root is None:
-            near = caller_folder(1)
-        candidates = [d / p for d in (near, root or Path.cwd()) if d is not None]
-        p = next((c for c in candidates if c.exists()), candidates[-1])
-    p = p.resolve()
+    if near is None and root is None and not Path(path).is_absolute():
+        near = caller_folder(1)
+    p = locate(path, root, near)
     text, data = read_prompt_text(p)
     digest = hashlib.sha256(data).hexdigest()
     suffix = p.suffix.lower()
@@ -364,6 +360,16 @@ def load_prompt(path: str | Path, *, root: Path | None = None, near: Path | None
         f"unsupported prompt file type {suffix or '(none)'!r}",
         fix="use .yaml/.yml for chat prompts or .txt/.md for a plain template",
     )
+
+
+def locate(path: str | Path, root: Path | None, near: Path | None) -> Path:
+    """A relative path: under `near` (the caller's folder) if it exists there, else under `root`
+    (default: the current directory); resolved."""
+    p = Path(path)
+    if not p.is_absolute():
+        candidates = [d / p for d in (near, root or Path.cwd()) if d is not None]
+        p = next((c for c in candidates if c.exists()), candidates[-1])
+    return p.resolve()
 
 
 def caller_folder(depth: int) -> Path | None:

@@ -38,6 +38,7 @@ class HtmlInput:
     record_mode: str = "normal"
     secrets: tuple[str, ...] = ()  # API keys: never shown
     priced_roles: tuple[str, ...] = ()  # roles whose model has a configured price; others' cost is "-"
+    extra_sections: tuple[str, ...] = ()  # rendered, escaped sections after the header (the judges' table)
 
     @property
     def regressed_ids(self) -> frozenset[str]:
@@ -47,6 +48,7 @@ class HtmlInput:
 def render(data: HtmlInput) -> str:
     body = "\n".join([
         _header(data),
+        *data.extra_sections,
         *(_prompt_section(data, p) for p in data.comparison.prompts),
         *(_optimization_section(o) for o in data.optimizations),
         _cases_section(data),

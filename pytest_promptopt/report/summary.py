@@ -32,6 +32,7 @@ class PromptSummary:
     errors: int = 0  # cases whose LM call failed: not scored, counted as failed
     first_error: str = ""
     xfailed: int = 0  # cases marked xfail: not in `cases`, pass rate or gate (their calls are in `usage`)
+    advisory: int = 0  # cases graded only by advisory judges: shown, not in `cases`, pass rate or gate
 
     @property
     def pass_rate(self) -> float:
@@ -53,7 +54,8 @@ class PromptSummary:
                 "pass_rate": round(self.pass_rate, 4), "mean_score": round(self.mean_score, 4),
                 "calls": u.requests, "tokens": u.tokens, "cost": round(u.cost, 6) if priced else None,
                 "cache_hits": u.cache_hits, "min_pass_rate": self.min_pass_rate,
-                "gate": "failed" if self.gate_failed else "passed", "errors": self.errors, "xfailed": self.xfailed}
+                "gate": "failed" if self.gate_failed else "passed", "errors": self.errors, "xfailed": self.xfailed,
+                "advisory": self.advisory}
 
 
 def display(key: str, root: Path | None) -> str:
@@ -78,7 +80,8 @@ def summarize(outcomes: Iterable[CaseOutcome], default_min_pass_rate: float | No
         if gate is None:
             gate = row.own_min if row.own_min is not None else default_min_pass_rate
         out.append(PromptSummary(key, row.cases, row.passed, row.score_sum, row.usage,
-                                 None if key == JUDGE_KEY else gate, row.errors, row.first_error, row.xfailed))
+                                 None if key == JUDGE_KEY else gate, row.errors, row.first_error, row.xfailed,
+                                 row.advisory))
     return out
 
 
@@ -92,11 +95,15 @@ class _Row:
     errors: int = 0
     first_error: str = ""
     xfailed: int = 0
+    advisory: int = 0
 
     def add(self, case: CaseOutcome, key: str, usage: Usage) -> None:
         self.usage = self.usage + usage
         if case.xfail:  # an expected failure, as pytest counts it: neither passed nor failed
             self.xfailed += 1
+            return
+        if case.advisory_only:  # graded only by judges that may not gate: shown, not counted
+            self.advisory += 1
             return
         self.cases += 1
         self.passed += int(case.passed)

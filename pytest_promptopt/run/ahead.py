@@ -31,7 +31,7 @@ from ..llm.store import open_store
 from .calllog import JUDGE, RecordedCall, decode_calls, encode_calls
 from ..llm.client import LMClient
 from ..errors import PromptOptError
-from .judge import SCORE_PARAMS, YESNO_PARAMS, judge_messages, yesno_messages
+from ..prompts.judgefile import Judge, load_judge
 from ..prompts.prompt import Prompt, load_prompt
 from .runtime import Runtime
 
@@ -129,6 +129,7 @@ class _Plan:
         self.outputs: dict[Ref, str] = {}  # answers known now (cached or sent ahead)
         self.settled: set[Ref] = set()  # answered, failed or left to the test
         self.prompts: dict[str, Prompt | None] = {}
+        self.judges: dict[str, Judge] = {}  # judge files as they are now, read once
         self.cached = self.sent = self.failed = self.inline = 0
         self.setup_seconds = 0.0
         self.failures: list[str] = []
@@ -208,13 +209,17 @@ class _Plan:
 
     def _build(self, call: RecordedCall, values: Mapping[str, str]) -> tuple[LMClient, ChatRequest] | None:
         if call.kind == JUDGE:
-            client = self.runtime.client("judge")
-            yesno = self.runtime.settings.effective_judge_mode == "yesno"
-            messages = (yesno_messages if yesno else judge_messages)(
-                values["output"], values["criteria"], values.get("expected"))
-            return client, client.request(messages, YESNO_PARAMS if yesno else SCORE_PARAMS, sample=call.sample)
+            judge = self._judge(call.prompt) if call.prompt else None
+            criteria = judge.criteria if judge is not None else values["criteria"]  # the file as it is now
+            return self.runtime.judge_request(judge, values["output"], criteria, values.get("expected"), call.sample)
         prompt = self._prompt(call.prompt)
         return None if prompt is None else self.runtime.task_request(prompt, values, call.sample)
+
+    def _judge(self, name: str) -> Judge:
+        """A judge file named in the log; one that cannot be read raises (the call is not predicted)."""
+        if name not in self.judges:
+            self.judges[name] = load_judge(self.runtime.prompt_path(name), root=self.runtime.root)
+        return self.judges[name]
 
     def _prompt(self, name: str) -> Prompt | None:
         if name not in self.prompts:
