@@ -150,9 +150,6 @@ class Runtime:
         except ValueError:
             return str(prompt.path)
 
-    def prompt_path(self, name: str) -> Path:
-        return (self._resolved_root or self.root) / name  # an absolute name stays absolute
-
     # -- prompts and overrides -------------------------------------------------------------
     def register(self, prompt: Prompt) -> None:
         self.prompts.setdefault(prompt.key, prompt)

@@ -1,0 +1,93 @@
+"""Round 3 of the reliability probes (issue 31), the file side: planted call logs, subset
+baselines, report and baseline paths, baselines that pair nothing, and key redaction in the
+HTML report. Round trips through pytester against the scripted server; each test's docstring
+starts with the defect it covers (`../shared/probes/2026-12-07-round3.md`)."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import diskcache
+import pytest
+
+from pytest_promptopt.llm.cache import DataOnlyDisk
+from pytest_promptopt.testing import ScriptedServer
+
+WORD_YAML = "messages:\n  - role: system\n    content: Repeat the word.\n  - role: user\n    content: 'ANSWER:{w}'\n"
+WORD_TESTS = """
+import pytest
+from pytest_promptopt import load_prompt
+p = load_prompt("word.yaml")
+
+@pytest.mark.parametrize("w", ["apple", "pear", "plum"])
+def test_word(llm, w):
+    assert llm(p, w=w) == w
+"""
+APPLE = "test_word.py::test_word[apple]"
+
+
+def echo(messages: list[dict[str, str]], body: dict[str, Any]) -> str:
+    return messages[-1]["content"].removeprefix("ANSWER:")
+
+
+@pytest.fixture
+def words(suite: pytest.Pytester, scripted: ScriptedServer) -> pytest.Pytester:
+    scripted.responder = echo
+    suite.makefile(".yaml", word=WORD_YAML)
+    suite.makepyfile(test_word=WORD_TESTS)
+    return suite
+
+
+def _plant_log(root: Path, nodeid: str, calls: list[dict[str, Any]]) -> None:
+    with diskcache.Cache(str(root / ".promptopt_cache" / "calls"), eviction_policy="none",
+                         disk=DataOnlyDisk) as store:
+        store.set(nodeid, json.dumps({"v": 1, "calls": calls}))
+
+
+def _apple(sample: int = 0, word: str = "apple") -> dict[str, Any]:
+    call: dict[str, Any] = {"kind": "llm", "prompt": "word.yaml", "inputs": {"w": {"text": word}}}
+    return call | ({"sample": sample} if sample else {})
+
+
+# -- D3, D4: a planted call log ------------------------------------------------------------------
+
+def test_planted_call_log_cannot_send_files_outside_the_session_prompts(
+        words: pytest.Pytester, scripted: ScriptedServer) -> None:
+    """D3: a call log naming a file outside the project (absolute, or with '..'), or a file under
+    the rootdir that no test loaded as a prompt, never makes send-ahead read it and send it."""
+    words.runpytest("--promptopt-concurrency=8").assert_outcomes(passed=3)
+    outside = words.path.parent / f"{words.path.name}-outside"
+    outside.mkdir()
+    (outside / "notes.txt").write_text("TOPSECRET aws_secret_access_key = AKIAEXAMPLE\n")
+    (words.path / "private.txt").write_text("TOPSECRET in the project, not a prompt\n")
+    relative = os.path.relpath(outside / "notes.txt", words.path)
+    _plant_log(words.path, APPLE, [_apple(),
+                                   {"kind": "llm", "prompt": str(outside / "notes.txt"), "inputs": {}},
+                                   {"kind": "llm", "prompt": relative, "inputs": {}},
+                                   {"kind": "llm", "prompt": "private.txt", "inputs": {}}])
+    before = scripted.count
+    words.runpytest("--promptopt-concurrency=8").assert_outcomes(passed=3)
+    sent = json.dumps(scripted.requests[before:])
+    assert "TOPSECRET" not in sent
+    assert scripted.count == before  # a warm run: every call the tests make is cached
+
+
+@pytest.mark.parametrize("extra", ["samples beyond the test's repeats", "more calls than a run makes"])
+def test_planted_call_log_cannot_multiply_a_warm_runs_calls(
+        words: pytest.Pytester, scripted: ScriptedServer, extra: str) -> None:
+    """D4: a call log with hundreds of calls the test cannot make (sample indices beyond its
+    repeats, or more calls than a run of it makes) is not sent ahead: a warm run stays free."""
+    words.runpytest("--promptopt-concurrency=8").assert_outcomes(passed=3)
+    if extra == "samples beyond the test's repeats":
+        calls = [_apple()] + [_apple(sample=i) for i in range(2, 502)]
+    else:
+        calls = [_apple()] + [_apple(word=f"apple{i}") for i in range(500)]
+    _plant_log(words.path, APPLE, calls)
+    before = scripted.count
+    result = words.runpytest("--promptopt-concurrency=8")
+    result.assert_outcomes(passed=3)
+    assert scripted.count == before, f"{scripted.count - before} paid requests in a warm run"
+    assert "sent ahead" not in result.stdout.str()
