@@ -142,7 +142,7 @@ class _Builder:
         tag = event.tag
         if tag == "!" or (tag is None and event.style):  # quoted, block or tagged '!': text
             return str(value)
-        resolved = tag or _resolver.resolve(ScalarNode, value, (True, False))
+        resolved = str(tag or _resolver.resolve(ScalarNode, value, (True, False)))
         if resolved in (_STR, "!!str"):
             return str(value)
         kind = resolved.rsplit(":", 1)[-1]
@@ -178,7 +178,8 @@ def _demos(pool_path: Path, raw: Any) -> tuple[Demo, ...]:
         ok = isinstance(item, Mapping) and set(item) <= {"inputs", "output"} and isinstance(item.get("output"), str)
         if not ok or not isinstance(inputs, Mapping) or not all(isinstance(v, str) for v in inputs.values()):
             raise PromptFileError(pool_path, DEMO_SHAPE, field=f"pool[{i}]", line=line,
-                                  fix="rewrite the entry in that form (inputs and output are text)")
+                                  fix="rewrite the entry in that form: inputs and output are text "
+                                      "(quote it where YAML would read a list or mapping)")
         demos.append(Demo(dict(inputs), item["output"]))
     return tuple(demos)
 

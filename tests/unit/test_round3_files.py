@@ -1,0 +1,178 @@
+"""Round 3 of the reliability probes (issue 31), the file side, as unit tests of the core: pool
+files get the prompt files' guards and are parsed once, baselines are read like every other user
+file, non-string demo values are refused. Each docstring starts with the defect it covers
+(`../shared/probes/2026-12-07-round3.md`)."""
+
+from __future__ import annotations
+
+import os
+import sys
+import threading
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from pytest_promptopt.errors import PromptFileError
+from pytest_promptopt.prompts.prompt import load_prompt
+from pytest_promptopt.run.baseline import BaselineError, dumps, load, snapshot
+
+PROMPT = "messages:\n  - role: user\n    content: '{text}'\nretrieve: {k: 2, pool: intent.pool.yaml}\n"
+
+
+def _pool(entries: int) -> str:
+    return "".join(f"- inputs:\n    text: 'message {i} about my card'\n  output: label_{i % 50}\n"
+                   for i in range(entries))
+
+
+def _prompt_with_pool(folder: Path, pool: str | None = None) -> Path:
+    (folder / "intent.yaml").write_text(PROMPT)
+    if pool is not None:
+        (folder / "intent.pool.yaml").write_text(pool)
+    return folder / "intent.yaml"
+
+
+def _load_in_thread(path: Path) -> BaseException | None:
+    """load_prompt's outcome; fails the test (after unblocking the reader) if it blocks."""
+    outcome: list[BaseException | None] = []
+
+    def load_it() -> None:
+        try:
+            load_prompt(path)
+            outcome.append(None)
+        except BaseException as exc:  # noqa: BLE001 - handed to the test thread
+            outcome.append(exc)
+
+    worker = threading.Thread(target=load_it, daemon=True)
+    worker.start()
+    worker.join(10)
+    if worker.is_alive():
+        with open(path.parent / "fifo", "w"):
+            pass  # a writer that closes: the blocked read ends
+        pytest.fail("load_prompt blocked reading the pool file")
+    return outcome[0]
+
+
+# -- D5: pool files get the prompt files' guards ------------------------------------------------
+
+def test_a_pool_file_that_is_a_fifo_or_a_device_is_refused_not_read(tmp_path: Path) -> None:
+    """D5: a pool file that is (a symlink to) a FIFO or /dev/zero is refused, naming the pool
+    file, instead of blocking collection or reading until memory runs out."""
+    path = _prompt_with_pool(tmp_path)
+    os.mkfifo(tmp_path / "fifo")
+    (tmp_path / "intent.pool.yaml").symlink_to(tmp_path / "fifo")
+    error = _load_in_thread(path)
+    assert isinstance(error, PromptFileError) and "not a regular file" in str(error)
+    assert error.path == tmp_path.resolve() / "intent.pool.yaml"
+    if Path("/dev/zero").exists():
+        (tmp_path / "intent.pool.yaml").unlink()
+        (tmp_path / "intent.pool.yaml").symlink_to("/dev/zero")
+        error = _load_in_thread(path)
+        assert isinstance(error, PromptFileError) and "not a regular file" in str(error)
+
+
+def test_an_oversized_pool_file_is_refused_while_read(tmp_path: Path) -> None:
+    """D5 (a guard kept, not a defect: the old code refused it too, after reading it whole): the
+    pool size limit is reported with the pool file named."""
+    path = _prompt_with_pool(tmp_path, "# " + "x" * 10_000_000 + "\n")
+    with pytest.raises(PromptFileError, match="limited to 10,000,000") as info:
+        load_prompt(path)
+    assert info.value.path == tmp_path.resolve() / "intent.pool.yaml"
+
+
+# -- D9: a pool is parsed once per (path, digest), in one pass ----------------------------------
+
+def test_a_pool_is_parsed_once_per_path_and_digest(tmp_path: Path) -> None:
+    """D9: loading the same prompt again (as llm("path") does on every call) reuses the parsed
+    pool while the file's bytes are the same, and reads the new pool once they change."""
+    path = _prompt_with_pool(tmp_path, _pool(200))
+    first, second = load_prompt(path), load_prompt(path)
+    assert first.retrieval is not None and second.retrieval is not None
+    assert second.retrieval.pool is first.retrieval.pool  # not parsed again
+    (tmp_path / "intent.pool.yaml").write_text(_pool(3))
+    third = load_prompt(path)
+    assert third.retrieval is not None and len(third.retrieval.pool) == 3
+    assert third.pool_digest != first.pool_digest
+
+
+@pytest.mark.skipif(not getattr(yaml, "__with_libyaml__", False), reason="the one-pass parse is libyaml's")
+def test_a_large_pool_loads_without_a_round_trip_parse(tmp_path: Path) -> None:
+    """D9: a 2,000-entry pool loads with a bounded number of Python calls per entry (one safe
+    event pass; the round-trip loader parsed it twice at thousands of calls per entry). Counted
+    with a profiler, not timed."""
+    path = _prompt_with_pool(tmp_path, _pool(2000))
+    calls = 0
+
+    def count(frame: Any, event: str, arg: Any) -> None:
+        nonlocal calls
+        if event in ("call", "c_call"):
+            calls += 1
+
+    sys.setprofile(count)
+    try:
+        prompt = load_prompt(path)
+    finally:
+        sys.setprofile(None)
+    assert prompt.retrieval is not None and len(prompt.retrieval.pool) == 2000
+    assert calls < 500 * 2000, f"{calls:,} Python calls to load 2,000 pool entries"  # was ~14,000,000
+
+
+# -- D17: non-string pool and demo values are refused ------------------------------------------
+
+@pytest.mark.parametrize("value", ["null", "1.10", "true", "[a, b]", "{a: 1}", "0x1F"])
+def test_a_non_string_pool_value_is_refused_with_the_line(tmp_path: Path, value: str) -> None:
+    """D17: an output YAML reads as null, a number, a boolean, a list or a mapping is refused
+    with the pool file, the line and "quote it", not sent to the model as Python's repr."""
+    path = _prompt_with_pool(tmp_path, f"- inputs: {{text: fine}}\n  output: ok\n- inputs: {{text: hi}}\n"
+                                       f"  output: {value}\n")
+    with pytest.raises(PromptFileError) as info:
+        load_prompt(path)
+    assert info.value.path == tmp_path.resolve() / "intent.pool.yaml"
+    assert info.value.line in (3, 4) and "quote it" in str(info.value)
+
+
+def test_a_non_string_input_is_refused_in_pool_and_demos(tmp_path: Path) -> None:
+    """D17: `text: 0o17` in a pool entry, and `output: true` in a prompt's demos, are refused
+    with file, line and "quote it"."""
+    path = _prompt_with_pool(tmp_path, "- inputs: {text: 0o17}\n  output: octal\n")
+    with pytest.raises(PromptFileError, match="quote it") as info:
+        load_prompt(path)
+    assert info.value.line == 1
+    demos = tmp_path / "demos.yaml"
+    demos.write_text("messages:\n  - role: user\n    content: '{text}'\ndemos:\n  - inputs: {text: a}\n"
+                     "    output: true\n")
+    with pytest.raises(PromptFileError, match="quote it") as info:
+        load_prompt(demos)
+    assert info.value.path == demos.resolve() and info.value.line == 6
+
+
+# -- D13, D14: baselines read like every other user file ---------------------------------------
+
+def _good_baseline() -> str:
+    return dumps(snapshot([], Path.cwd()))
+
+
+def test_a_deeply_nested_baseline_is_a_one_line_error(tmp_path: Path) -> None:
+    """D13: a baseline nested 100,000 levels deep is a BaselineError of one line naming the file,
+    not a RecursionError (INTERNALERROR)."""
+    path = tmp_path / "bl.json"
+    path.write_text('{"format": "pytest-promptopt baseline", "version": 1, "prompts": '
+                    + "[" * 100_000 + "]" * 100_000 + "}")
+    with pytest.raises(BaselineError) as info:
+        load(path)
+    assert str(path) in str(info.value) and "\n" not in str(info.value) and "nested" in str(info.value)
+
+
+def test_a_baseline_with_a_bom_is_read_and_a_wrong_encoding_says_save_it_as_utf8(tmp_path: Path) -> None:
+    """D14: a baseline saved as "UTF-8 with BOM" is read; one saved as latin-1 says "save it as
+    UTF-8", not "check the path and its permissions"."""
+    path = tmp_path / "bl.json"
+    text = _good_baseline().replace('"prompts": {}', '"prompts": {"caf\u00e9.yaml": {"digest": "", "cases": {}}}')
+    path.write_bytes(b"\xef\xbb\xbf" + text.encode("utf-8"))
+    loaded = load(path)
+    assert loaded is not None and list(loaded.prompts) == ["caf\u00e9.yaml"]
+    path.write_bytes(text.encode("latin-1"))
+    with pytest.raises(BaselineError, match="save it as UTF-8") as info:
+        load(path)
+    assert "permissions" not in str(info.value)
