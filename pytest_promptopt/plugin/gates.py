@@ -39,6 +39,8 @@ def junit_gates(config: pytest.Config, summaries: list[PromptSummary], result: B
              for s in summaries if s.min_pass_rate is not None]
     if result is not None and result.comparison is not None:
         gates += [(f"baseline[{p.prompt}]", p.gate_failed, p.gate_reason) for p in result.comparison.prompts]
+        if result.comparison.unpaired:
+            gates.append(("baseline", True, result.comparison.mismatch_reason))
     for name, failed, reason in gates:
         nodeid = f"promptopt::gate::{name}"
         for when, outcome in (("call", "failed" if failed else "passed"), ("teardown", "passed")):

@@ -176,3 +176,107 @@ def test_a_baseline_with_a_bom_is_read_and_a_wrong_encoding_says_save_it_as_utf8
     with pytest.raises(BaselineError, match="save it as UTF-8") as info:
         load(path)
     assert "permissions" not in str(info.value)
+
+
+# -- D10, D16: the HTML report -----------------------------------------------------------------
+
+def _html(outcomes: list[Any], then: Any, secrets: tuple[str, ...] = ()) -> str:
+    from pytest_promptopt.report.compare import compare
+    from pytest_promptopt.report.html import HtmlInput, render
+    from pytest_promptopt.run.baseline import Baseline, BaselineCase, PromptCases
+
+    now = Baseline({"p.yaml": PromptCases("p.yaml", "d", {
+        o.nodeid: BaselineCase(o.nodeid, o.passed, o.score, o.calls[0].output) for o in outcomes})})
+    return render(HtmlInput(tuple(outcomes), Path("/repo"), compare(then or Baseline({}), now), then,
+                            "compared with base.json", secrets=secrets))
+
+
+def _outcome(nodeid: str, passed: bool, output: str) -> Any:
+    from pytest_promptopt.run.record import Call, CaseOutcome
+    from pytest_promptopt.usage import Usage
+
+    return CaseOutcome(nodeid, passed, float(passed), "" if passed else "assert wrong",
+                       (Call("/repo/p.yaml", {}, output, None, ({"role": "user", "content": f"say {output}"},)),),
+                       {"/repo/p.yaml": Usage(requests=1, prompt_tokens=4)})
+
+
+def _all_passed_baseline(nodeids: list[str]) -> Any:
+    from pytest_promptopt.run.baseline import Baseline, BaselineCase, PromptCases
+
+    return Baseline({"p.yaml": PromptCases("p.yaml", "d", {n: BaselineCase(n, True, 1.0, "then") for n in nodeids})})
+
+
+@pytest.mark.parametrize("key", ["none", "default", "x"])
+def test_html_redaction_never_rewrites_the_markup(key: str) -> None:
+    """D10: a short dummy API key ("none", "default", "x") is redacted from the texts only: the
+    CSP keeps `default-src 'none'`, SVG attributes and fills stay as they are."""
+    ids = [f"t::c{i}" for i in range(4)]
+    page = _html([_outcome(n, i % 2 == 0, f"out {key} {i}") for i, n in enumerate(ids)], _all_passed_baseline(ids),
+                 secrets=(key,))
+    assert "default-src 'none'" in page
+    assert ' x="' in page and 'fill="none"' in page
+    assert "[api key]" in page  # the texts that held the key
+    assert f"out {key} " not in page
+
+
+def test_html_redacts_a_key_that_escaping_would_change() -> None:
+    """D10: a key holding &, < or a quote is redacted before escaping, so its escaped form never
+    appears in the report either."""
+    key = 'sk-a&b<c"d-12345678'
+    page = _html([_outcome("t::a", False, f"the key is {key}")], None, secrets=(key,))
+    import html as html_module
+
+    assert key not in page and html_module.escape(key, quote=True) not in page
+    assert "sk-a&amp;b" not in page
+
+
+def test_html_rendering_is_linear_in_regressed_cases() -> None:
+    """D16: rendering 4x the regressed cases runs about 4x the report module's lines (it scanned
+    every change once per regressed case: quadratic, 16x). Work counted as lines, not timed."""
+
+    def work(n: int) -> int:
+        ids = [f"t::c{i:05d}" for i in range(n)]
+        outcomes = [_outcome(nodeid, False, "now") for nodeid in ids]
+        baseline = _all_passed_baseline(ids)
+        lines = 0
+
+        def in_report(frame: Any, event: str, arg: Any) -> Any:
+            nonlocal lines
+            if event == "line":
+                lines += 1
+            return in_report
+
+        def trace(frame: Any, event: str, arg: Any) -> Any:
+            return in_report if frame.f_globals.get("__name__") == "pytest_promptopt.report.html" else None
+
+        sys.settrace(trace)
+        try:
+            _html(outcomes, baseline)
+        finally:
+            sys.settrace(None)
+        return lines
+
+    small, large = work(150), work(600)
+    assert large < 6 * small, f"{small:,} report lines run for 150 cases, {large:,} for 600"
+
+
+# -- D15: a baseline that pairs nothing ---------------------------------------------------------
+
+def test_a_baseline_that_pairs_no_case_fails_the_gate_as_a_mismatch() -> None:
+    """D15: a baseline whose node ids (or prompt names) pair no case with the run, a baseline of
+    another rootdir or suite, is a mismatch that fails the gate, not a pass."""
+    from pytest_promptopt.report.compare import compare, summary_lines
+    from pytest_promptopt.run.baseline import Baseline, BaselineCase, PromptCases
+
+    def cases(prefix: str, prompt: str = "p.yaml") -> Baseline:
+        return Baseline({prompt: PromptCases(prompt, "d", {f"{prefix}t::{i}": BaselineCase(f"{prefix}t::{i}", True,
+                                                                                             1.0, "o")
+                                                           for i in range(3)})})
+
+    for then in (cases("x::"), cases("", prompt="other/p.yaml")):
+        comparison = compare(then, cases(""), baseline_path="bl.json")
+        assert comparison.gate_failed and comparison.to_dict()["gate"] == "failed"
+        first, bad = summary_lines(comparison)[0]
+        assert bad and "pairs no case" in first and "bl.json" in first
+    assert not compare(cases(""), cases("")).gate_failed  # paired and equal: passes
+    assert not compare(Baseline({}), cases("")).gate_failed  # an empty baseline: nothing to pair, no mismatch
