@@ -91,3 +91,63 @@ def test_planted_call_log_cannot_multiply_a_warm_runs_calls(
     result.assert_outcomes(passed=3)
     assert scripted.count == before, f"{scripted.count - before} paid requests in a warm run"
     assert "sent ahead" not in result.stdout.str()
+
+
+# -- D8: a subset run never overwrites a saved baseline -------------------------------------------
+
+@pytest.mark.parametrize("selection", [["-k", "apple"], ["test_word.py::test_word[apple]"],
+                                       ["--deselect", "test_word.py::test_word[pear]"]])
+def test_a_subset_run_does_not_overwrite_the_saved_baseline(words: pytest.Pytester, selection: list[str]) -> None:
+    """D8: a run narrowed by -k, --deselect or node ids (and -m, --lf: the same rule) refuses to overwrite the saved baseline with its
+    subset, says why, and exits non-zero; the file keeps every case."""
+    words.runpytest("--promptopt-save-baseline=bl.json").assert_outcomes(passed=3)
+    saved = (words.path / "bl.json").read_text()
+    result = words.runpytest(*selection, "--promptopt-baseline=bl.json", "--promptopt-save-baseline=bl.json")
+    result.stdout.fnmatch_lines(["*baseline not saved to *bl.json: this run selected part of the suite*"
+                                 "case(s) of the saved baseline did not run*"])
+    assert (words.path / "bl.json").read_text() == saved
+    assert result.ret == pytest.ExitCode.TESTS_FAILED
+
+
+def test_a_whole_run_still_saves_over_the_baseline(words: pytest.Pytester) -> None:
+    """D8 (what stays): a plain run saves over the baseline, dropping the cases of deleted tests."""
+    words.runpytest("--promptopt-save-baseline=bl.json").assert_outcomes(passed=3)
+    words.makepyfile(test_word=WORD_TESTS.replace('"apple", ', ""))
+    result = words.runpytest("--promptopt-save-baseline=bl.json")
+    assert result.ret == 0
+    assert json.loads((words.path / "bl.json").read_text())["prompts"]["word.yaml"]["cases"].keys() == {
+        "test_word.py::test_word[pear]", "test_word.py::test_word[plum]"}
+
+
+# -- D11, D12: output paths checked up front; a failed save is a failed session -------------------
+
+@pytest.mark.parametrize("option", ["--promptopt-html", "--promptopt-save-baseline"])
+@pytest.mark.parametrize("where", ["a directory", "under a file"])
+def test_report_and_baseline_paths_are_checked_before_any_call(
+        words: pytest.Pytester, scripted: ScriptedServer, option: str, where: str) -> None:
+    """D11, D12: --promptopt-html and --promptopt-save-baseline naming a directory or a path under
+    a file stop the run with a usage error before any LM call (not a traceback, or exit 0, after
+    every call was made)."""
+    (words.path / "adir").mkdir()
+    (words.path / "afile").write_text("x")
+    target = "adir" if where == "a directory" else "afile/out.json"
+    result = words.runpytest(f"{option}={target}")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    assert option in result.stderr.str() and scripted.count == 0
+    assert "Traceback" not in result.stdout.str() + result.stderr.str()
+
+
+def test_a_baseline_that_cannot_be_saved_fails_the_session(words: pytest.Pytester) -> None:
+    """D12: when the save itself fails at the end (here a file took its folder's place during
+    the run), the session exits non-zero with the reason."""
+    (words.path / "out").mkdir()
+    words.makepyfile(test_word=WORD_TESTS + """
+
+def test_zz_last():
+    import os
+    os.rmdir("out")
+    open("out", "w").close()  # the folder is a file now: the save at the end cannot succeed
+""")
+    result = words.runpytest("--promptopt-save-baseline=out/bl.json")
+    result.stdout.fnmatch_lines(["*baseline not saved to *bl.json*"])
+    assert result.ret == pytest.ExitCode.TESTS_FAILED
