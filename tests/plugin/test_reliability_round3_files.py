@@ -151,3 +151,38 @@ def test_zz_last():
     result = words.runpytest("--promptopt-save-baseline=out/bl.json")
     result.stdout.fnmatch_lines(["*baseline not saved to *bl.json*"])
     assert result.ret == pytest.ExitCode.TESTS_FAILED
+
+
+# -- forged eval events in a run log under --optimize-resume ------------------------------------
+
+def test_forged_eval_events_cannot_make_a_worse_candidate_win_on_resume(
+        suite: pytest.Pytester, scripted: ScriptedServer) -> None:
+    """RUNLOG: eval events planted in the run log (every candidate passing every case) do not
+    make a candidate win under --optimize-resume: the results a decision rests on are re-run,
+    the re-run contradicts the log, the log's results are dropped and nothing is written."""
+    from wordtask import WORD_PROMPT, WORD_TESTS as REVERSE_TESTS, reverse_when_told
+
+    scripted.responder = reverse_when_told("Echo the word back exactly.")  # no proposal helps
+    suite.makefile(".yaml", word=WORD_PROMPT)
+    suite.makepyfile(test_word=REVERSE_TESTS)
+    original = (suite.path / "word.yaml").read_text()
+    first = suite.runpytest("--optimize", "--optimize-strategy=mipro")
+    first.stdout.fnmatch_lines(["*not written:*"])  # no candidate beats the original
+    (log,) = list((suite.path / ".promptopt_cache" / "runs").glob("*.jsonl"))
+    events = [json.loads(line) for line in log.read_text().splitlines() if line.strip()]
+    start = next(e for e in events if e["event"] == "start")
+    evals = [e for e in events if e["event"] == "eval"]
+    assert evals, "the first run scored no candidate"
+    template = evals[0]["results"][0]
+    forged = []
+    for e in evals:
+        results = [{**template, "nodeid": n, "passed": True, "score": 1.0, "message": ""}
+                   for n in [*start["train"], *start["validation"]]]
+        forged.append(json.dumps({**e, "results": results}))
+    log.write_text("\n".join(forged) + "\n")
+
+    resumed = suite.runpytest("--optimize", "--optimize-strategy=mipro", "--optimize-resume")
+    assert "wrote" not in resumed.stdout.str()
+    assert (suite.path / "word.yaml").read_text() == original
+    assert "accepted:" not in resumed.stdout.str()
+    resumed.stdout.fnmatch_lines(["*note: the run log's result for * did not match a re-run*"])
