@@ -26,7 +26,7 @@ from ruamel.yaml.nodes import ScalarNode
 from ruamel.yaml.resolver import VersionedResolver
 
 from ..errors import PromptFileError
-from ..userfiles import UserFileError, read_bytes, decode_text
+from ..userfiles import UserFileError, decode_text, read_bytes
 from .demo import Demo
 
 MAX_POOL_FILE_BYTES = 10_000_000  # a pool sidecar holds many labelled cases; still bounded

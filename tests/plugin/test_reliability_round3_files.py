@@ -103,8 +103,8 @@ def test_a_subset_run_does_not_overwrite_the_saved_baseline(words: pytest.Pytest
     words.runpytest("--promptopt-save-baseline=bl.json").assert_outcomes(passed=3)
     saved = (words.path / "bl.json").read_text()
     result = words.runpytest(*selection, "--promptopt-baseline=bl.json", "--promptopt-save-baseline=bl.json")
-    result.stdout.fnmatch_lines(["*baseline not saved to *bl.json: this run selected part of the suite*"
-                                 "case(s) of the saved baseline did not run*"])
+    refusal = "*baseline not saved to *bl.json: this run selected part of the suite*case(s) of the saved baseline*"
+    result.stdout.fnmatch_lines([refusal])
     assert (words.path / "bl.json").read_text() == saved
     assert result.ret == pytest.ExitCode.TESTS_FAILED
 
@@ -160,7 +160,8 @@ def test_forged_eval_events_cannot_make_a_worse_candidate_win_on_resume(
     """RUNLOG: eval events planted in the run log (every candidate passing every case) do not
     make a candidate win under --optimize-resume: the results a decision rests on are re-run,
     the re-run contradicts the log, the log's results are dropped and nothing is written."""
-    from wordtask import WORD_PROMPT, WORD_TESTS as REVERSE_TESTS, reverse_when_told
+    from wordtask import WORD_PROMPT, reverse_when_told
+    from wordtask import WORD_TESTS as REVERSE_TESTS
 
     scripted.responder = reverse_when_told("Echo the word back exactly.")  # no proposal helps
     suite.makefile(".yaml", word=WORD_PROMPT)
