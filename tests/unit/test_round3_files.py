@@ -280,3 +280,23 @@ def test_a_baseline_that_pairs_no_case_fails_the_gate_as_a_mismatch() -> None:
         assert bad and "pairs no case" in first and "bl.json" in first
     assert not compare(cases(""), cases("")).gate_failed  # paired and equal: passes
     assert not compare(Baseline({}), cases("")).gate_failed  # an empty baseline: nothing to pair, no mismatch
+
+
+# -- the run log is read like every other user file --------------------------------------------
+
+def test_a_run_log_that_is_a_fifo_has_no_events_instead_of_blocking(tmp_path: Path) -> None:
+    """RUNLOG: a planted run log that is a FIFO is read as no events (the user-file guards), not
+    a read that blocks --optimize-resume forever."""
+    from pytest_promptopt.optimize.runlog import read_events
+
+    fifo = tmp_path / "k-1.jsonl"
+    os.mkfifo(fifo)
+    outcome: list[object] = []
+    worker = threading.Thread(target=lambda: outcome.append(list(read_events(fifo))), daemon=True)
+    worker.start()
+    worker.join(10)
+    if worker.is_alive():
+        with open(fifo, "w"):
+            pass
+        pytest.fail("read_events blocked reading a FIFO")
+    assert outcome == [[]]
