@@ -31,7 +31,7 @@ from ..report.judges import CorrectedRate, JudgeRow, corrected_rates, html_secti
 from ..run.runtime import Runtime
 from ..prompts.writeback import PendingWrite, apply_write
 from .ahead import log_calls, send_ahead_for, should_send_ahead
-from .gates import gate_lines, incomplete, junit_gates
+from .gates import fail_unsaved, gate_lines, incomplete, junit_gates
 from .progress import write_apart
 from .optimization import OptimizationRun, run_optimization
 
@@ -189,9 +189,11 @@ class PromptOptSession:
         self.corrected = corrected_rates(self.outcomes, self.judge_rows, self.config.rootpath)
         # After --optimize the baseline is saved once the write-back is done (pytest_sessionfinish):
         # it records the prompts as the files hold them then.
-        self.baseline_result = finish(self.settings.baseline, self.loaded_baseline, self.outcomes,
-                                      self.config.rootpath, incomplete=incomplete(session, exitstatus),
+        ran = [o.nodeid for o in self.outcomes]
+        self.baseline_result = finish(self.settings.baseline, self.loaded_baseline, self.outcomes, self.config.rootpath,
+                                      incomplete=incomplete(session, exitstatus, self.settings.baseline.save_path, ran),
                                       save=self.optimization is None)
+        fail_unsaved(session, self.baseline_result)
         if self.gate_failed and session.exitstatus == pytest.ExitCode.OK:
             session.exitstatus = pytest.ExitCode.TESTS_FAILED
         junit_gates(self.config, self.summaries, self.baseline_result)
@@ -212,7 +214,9 @@ class PromptOptSession:
             self.baseline_result = save_after_write_back(
                 self.baseline_result, self.settings.baseline.save_path, self.outcomes,
                 [WrittenGroup(writes, g.outcomes) for g, writes in zip(self.optimization.groups, self.optimization.planned)],
-                self.written_paths, self.config.rootpath, incomplete(session, exitstatus))
+                self.written_paths, self.config.rootpath,
+                incomplete(session, exitstatus, self.settings.baseline.save_path, [o.nodeid for o in self.outcomes]))
+            fail_unsaved(session, self.baseline_result)
         if self.settings.report_path is not None:
             write_json(self.settings.report_path, {**self.json_report(), "exit_code": int(session.exitstatus)})
         if self.settings.baseline.html_path is not None and self.baseline_result is not None:

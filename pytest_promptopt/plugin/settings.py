@@ -91,11 +91,19 @@ def _baseline_settings(config: pytest.Config) -> BaselineSettings:
     save = config.getoption("promptopt_save_baseline", None)
     return BaselineSettings(
         baseline_path=path_setting(config, "promptopt_baseline"),
-        save_path=resolve_path(save, config.invocation_params.dir) if save else None,
+        save_path=_writable("--promptopt-save-baseline", resolve_path(save, config.invocation_params.dir) if save else None),
         alpha=_typed(config, "promptopt_alpha", fraction, defaults.BASELINE_ALPHA),
         max_drop=_typed(config, "promptopt_max_drop", fraction, None),
-        html_path=path_setting(config, "promptopt_html"),
+        html_path=_writable("--promptopt-html", path_setting(config, "promptopt_html")),
     )
+
+
+def _writable(option: str, path: Path | None) -> Path | None:
+    """An output path checked when options are parsed: a bad one is a usage error before any LM call."""
+    problem = report_path_problem(path) if path is not None else None
+    if problem is not None:
+        raise pytest.UsageError(f"{option}: {problem}")
+    return path
 
 
 def _choice(config: pytest.Config, name: str, allowed: Any, default: str) -> str:
@@ -125,11 +133,7 @@ def _ini_value(config: pytest.Config, name: str, convert: Any) -> Any:
 
 
 def _report_path(config: pytest.Config) -> Path | None:
-    path = path_setting(config, "promptopt_report")
-    problem = report_path_problem(path) if path is not None else None
-    if problem is not None:
-        raise pytest.UsageError(f"--promptopt-report: {problem}")
-    return path
+    return _writable("--promptopt-report", path_setting(config, "promptopt_report"))
 
 
 def path_setting(config: pytest.Config, name: str) -> Path | None:

@@ -32,10 +32,15 @@ from .calllog import JUDGE, RecordedCall, decode_calls, encode_calls
 from ..llm.client import LMClient
 from ..errors import PromptOptError
 from ..prompts.judgefile import Judge, load_judge
-from ..prompts.prompt import Prompt, load_prompt
+from ..prompts.prompt import Prompt, load_prompt, loaded_prompt_paths
 from .runtime import Runtime
 
 CALLS_FOLDER = "calls"  # under the cache folder, next to "replies"
+# A log is the test's last run only if it is one a run of this test could have written: its
+# samples are draws of the test's promptopt(repeats=n), and one run of a test makes a bounded
+# number of calls. A log over the bound (a planted or corrupt cache) is not sent ahead at all:
+# the test runs its calls inline and writes a true log.
+MAX_LOGGED_CALLS_PER_DRAW = 64
 
 Ref = tuple[str, int]  # (test node id, index of the call in its log)
 
@@ -54,13 +59,16 @@ class CallStore:
             except (OSError, sqlite3.Error):
                 self._store = None
 
-    def get(self, nodeid: str) -> tuple[RecordedCall, ...] | None:
+    def get(self, nodeid: str, repeats: int = 1) -> tuple[RecordedCall, ...] | None:
+        """The test's logged calls; None when there is no log or it is not one a run of this
+        test (`repeats` draws) could have written."""
         if self._store is None:
             return None
         try:
-            return decode_calls(decode_record(self._store.get(nodeid)))
+            calls = decode_calls(decode_record(self._store.get(nodeid)))
         except Exception:  # noqa: BLE001 - an unreadable log is no log
             return None
+        return calls if calls is not None and plausible(calls, repeats) else None
 
     def put(self, logs: Mapping[str, Sequence[RecordedCall]]) -> None:
         """Store the logs of tests that ran (one transaction); never in replay mode, which reads only."""
@@ -76,6 +84,14 @@ class CallStore:
     def close(self) -> None:
         if self._store is not None:
             self._store.close()
+
+
+def plausible(calls: Sequence[RecordedCall], repeats: int) -> bool:
+    """Could one run of a test with `repeats` draws have made these calls? Every sample index
+    is one of its draws, and there are no more calls than a run makes (bounded per draw)."""
+    if len(calls) > MAX_LOGGED_CALLS_PER_DRAW * max(repeats, 1):
+        return False
+    return all(0 <= call.sample < max(repeats, 1) for call in calls)
 
 
 @dataclass(frozen=True)
@@ -218,13 +234,23 @@ class _Plan:
     def _judge(self, name: str) -> Judge:
         """A judge file named in the log; one that cannot be read raises (the call is not predicted)."""
         if name not in self.judges:
-            self.judges[name] = load_judge(self.runtime.prompt_path(name), root=self.runtime.root)
+            root = self.runtime.root.resolve()
+            path = (root / name).resolve()
+            if not path.is_relative_to(root):  # a planted log must not make us read files outside
+                raise PromptOptError(f"judge file {name!r} is outside the rootdir; not sent ahead")
+            self.judges[name] = load_judge(path, root=root)
         return self.judges[name]
 
     def _prompt(self, name: str) -> Prompt | None:
+        """The prompt file a log names, only if this session loaded it and it is under the rootdir:
+        a planted log must not make us read any other file and send it to the endpoint."""
         if name not in self.prompts:
+            self.prompts[name] = None  # moved, deleted, broken or not ours: the test makes the call itself
+            root = self.runtime.root.resolve()
             try:
-                self.prompts[name] = load_prompt(self.runtime.prompt_path(name), root=self.runtime.root)
-            except (PromptOptError, OSError):
-                self.prompts[name] = None  # moved, deleted or broken: the test reports it
+                path = (root / name).resolve()
+                if path.is_relative_to(root) and path in loaded_prompt_paths():
+                    self.prompts[name] = load_prompt(path, root=root)
+            except (PromptOptError, OSError, ValueError):
+                pass
         return self.prompts[name]

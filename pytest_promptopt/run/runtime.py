@@ -173,9 +173,6 @@ class Runtime:
         model = judge.model if judge is not None and judge.model else None
         return client, client.request(messages, request_params(mode), model=model, sample=sample)
 
-    def prompt_path(self, name: str) -> Path:
-        return (self._resolved_root or self.root) / name  # an absolute name stays absolute
-
     # -- prompts and overrides -------------------------------------------------------------
     def register(self, prompt: Prompt) -> None:
         self.prompts.setdefault(prompt.key, prompt)
