@@ -5,6 +5,12 @@ request's messages (optionally with top logprobs), `POST /v1/embeddings` with th
 embedder function returns (by default hashed word counts), and can inject faults (status codes, Retry-After, hangs, cut bodies,
 malformed JSON, empty choices, wrong content type) so the real `openai` client and our retry
 path are exercised end to end.
+
+A test that interrupts or races a run holds a request at a gate instead of guessing how long the
+run takes: `gate = server.hold(when=...)` makes every chat request for which `when(body)` is true
+wait; `gate.wait_held()` returns once the first one is waiting (the run is now blocked on it and
+cannot finish); the test interrupts, then `gate.release()` lets the held requests be answered.
+`stop()` releases every gate, so a forgotten one never hangs a test.
 """
 
 from __future__ import annotations
@@ -12,8 +18,8 @@ from __future__ import annotations
 import json
 import re
 import threading
-import zlib
 import time
+import zlib
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -40,6 +46,31 @@ class Fault:
     seconds: float = 0.0  # for "hang"; for "trickle", the pause between pieces
     body: bytes = b""  # for "raw", the body; for "trickle", the whole HTTP response, sent 4 bytes at a time
     headers: tuple[tuple[str, str], ...] = ()  # for "raw"
+
+
+class Gate:
+    """Chat requests the server holds until the test releases them (see `ScriptedServer.hold`)."""
+
+    def __init__(self, when: Callable[[dict[str, Any]], bool]) -> None:
+        self.when = when
+        self._reached = threading.Event()
+        self._open = threading.Event()
+
+    def pass_through(self, body: dict[str, Any]) -> None:
+        """Called by the server for each chat request: blocks while this gate holds it."""
+        if self._open.is_set() or not self.when(body):
+            return
+        self._reached.set()
+        self._open.wait()
+
+    def wait_held(self, timeout: float | None = None) -> bool:
+        """Wait until a request is held (the client is now blocked on it); False if none came
+        within `timeout` seconds."""
+        return self._reached.wait(timeout)
+
+    def release(self) -> None:
+        """Answer the held requests and every later one, as if the gate had never been there."""
+        self._open.set()
 
 
 class _Server(ThreadingHTTPServer):
@@ -93,6 +124,7 @@ class ScriptedServer:
         self._httpd: ThreadingHTTPServer | None = None
         self._thread: threading.Thread | None = None
         self._calls = 0
+        self._gates: list[Gate] = []
 
     # -- control ---------------------------------------------------------------------------
     def fail_next(self, fault: Fault, times: int = 1) -> None:
@@ -108,6 +140,15 @@ class ScriptedServer:
         """Inject `fault` on every `every`-th request (deterministic error rate)."""
         with self._lock:
             self._fault_rate = (float(every), fault)
+
+    def hold(self, when: Callable[[dict[str, Any]], bool] = lambda body: True) -> Gate:
+        """From now on, hold every chat request whose body `when` accepts until the returned
+        gate is released (embedding requests are never held). `when` runs on the server's
+        request thread, before the request is answered: e.g. "the run log has two evals"."""
+        gate = Gate(when)
+        with self._lock:
+            self._gates.append(gate)
+        return gate
 
     @property
     def count(self) -> int:
@@ -183,6 +224,9 @@ class ScriptedServer:
         with self._lock:
             self.requests.append(body)
             self.headers.append({k.lower(): v for k, v in handler.headers.items()})
+            gates = list(self._gates)
+        for gate in gates:
+            gate.pass_through(body)
         fault = self._next_fault()
         if self.delay:
             time.sleep(self.delay)
@@ -275,6 +319,10 @@ class ScriptedServer:
         raise ValueError(f"unknown fault kind {fault.kind!r}")
 
     def stop(self) -> None:
+        with self._lock:
+            gates = list(self._gates)
+        for gate in gates:  # a held request must not outlive the test that forgot to release it
+            gate.release()
         if self._httpd is not None:
             self._httpd.shutdown()
             self._httpd.server_close()

@@ -6,12 +6,10 @@ from __future__ import annotations
 import json
 import os
 import signal
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 import pytest
+from interrupt import hold_after_evals, interrupt_at, spawn_pytest
 from wordtask import WORD_PROMPT, WORD_TESTS, WORDS, is_optimizer, reverse_when_told
 
 from pytest_promptopt.testing import ScriptedServer
@@ -145,24 +143,15 @@ def test_optimize_with_xdist_is_a_usage_error(word_suite: pytest.Pytester) -> No
 
 def test_resume_continues_an_interrupted_run_from_its_log(word_suite: pytest.Pytester, scripted: ScriptedServer) -> None:
     scripted.responder = reverse_when_told("Echo the word back exactly.")
-    scripted.delay = 0.05  # slow enough to interrupt mid-run
-    args = [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "--optimize", "--optimize-strategy=mipro", "-q"]
-    process = subprocess.Popen(args, cwd=word_suite.path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                               env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    # once two evaluations are logged the server holds the run's next request: SIGINT lands mid-search
+    gate = hold_after_evals(scripted, word_suite.path, 2)
+    process = spawn_pytest(word_suite.path, "--optimize", "--optimize-strategy=mipro")
+    interrupt_at(gate, process, signal.SIGINT)
     runs = word_suite.path / ".promptopt_cache" / "runs"
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        logs = list(runs.glob("*.jsonl")) if runs.exists() else []
-        if logs and logs[0].read_text().count('"event": "eval"') >= 2:
-            break
-        time.sleep(0.05)
-    process.send_signal(signal.SIGINT)
-    process.communicate(timeout=60)
     (log,) = list(runs.glob("*.jsonl"))
     evals_before = log.read_text().count('"event": "eval"')
     assert '"event": "decision"' not in log.read_text()
 
-    scripted.delay = 0.0
     calls_before = scripted.count
     result = word_suite.runpytest("--optimize", "--optimize-strategy=mipro", "--optimize-resume")
     result.stdout.fnmatch_lines(["*not written:*"])

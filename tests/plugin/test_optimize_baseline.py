@@ -8,6 +8,7 @@ import json
 from typing import Any
 
 import pytest
+from example import Example
 from wordtask import WORD_PROMPT, WORD_TESTS, WORDS, is_optimizer
 
 from pytest_promptopt.optimize.loop import assign_splits
@@ -51,8 +52,8 @@ def _split_line() -> str:
 def test_the_baseline_is_the_before_and_is_left_as_it_was(word_suite: pytest.Pytester) -> None:
     base = word_suite.path / "base.json"
     before = base.read_bytes()
-    result = word_suite.runpytest("--optimize", "--optimize-strategy=mipro", "--promptopt-baseline=base.json",
-                                  "--promptopt-report=r.json", "--promptopt-html=r.html")
+    result = Example(word_suite).run_pytest("--optimize", "--optimize-strategy=mipro", "--promptopt-baseline=base.json",
+                                            "--promptopt-report=r.json", "--promptopt-html=r.html")
     result.stdout.fnmatch_lines([
         "*promptopt: optimization*",
         "  validation score 0.000 -> 1.000; *",  # this run: what the decision compares with
@@ -64,7 +65,7 @@ def test_the_baseline_is_the_before_and_is_left_as_it_was(word_suite: pytest.Pyt
     assert "Reverse the word letter by letter." in (word_suite.path / "word.yaml").read_text()
     assert base.read_bytes() == before  # no save flag: the baseline file is never rewritten
     assert "baseline saved" not in result.stdout.str()
-    (group,) = json.loads((word_suite.path / "r.json").read_text())["optimization"]["groups"]
+    (group,) = result.report["optimization"]["groups"]
     (shown,) = group["baseline_before"]
     assert shown["prompt"] == "word.yaml" and shown["passed"] == 3 and shown["cases"] == 12
     assert shown["pass_rate"] == 0.25 and shown["prompt_changed"] is True
@@ -74,10 +75,10 @@ def test_the_baseline_is_the_before_and_is_left_as_it_was(word_suite: pytest.Pyt
 
 
 def test_without_a_baseline_nothing_is_said_about_one(word_suite: pytest.Pytester) -> None:
-    result = word_suite.runpytest("--optimize", "--optimize-strategy=mipro", "--promptopt-report=r.json")
+    result = Example(word_suite).run_pytest("--optimize", "--optimize-strategy=mipro", "--promptopt-report=r.json")
     result.stdout.fnmatch_lines(["  accepted: validation 0.000 -> 1.000*"])
     assert "from baseline" not in result.stdout.str()
-    (group,) = json.loads((word_suite.path / "r.json").read_text())["optimization"]["groups"]
+    (group,) = result.report["optimization"]["groups"]
     assert group["baseline_before"] == []
 
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 
 import pytest
+from example import Example
 from wordtask import WORD_PROMPT, WORD_TESTS, WORDS, is_optimizer, reverse_when_told
 
 from pytest_promptopt.testing import ScriptedServer
@@ -110,23 +111,22 @@ HOLDOUT_TESTS = WORD_TESTS.replace(
 def test_the_budget_caps_every_request_sent(suite: pytest.Pytester, scripted: ScriptedServer, strategy: str,
                                             tests: str, budget: int, proposal: str) -> None:
     assert "holdout=True" in HOLDOUT_TESTS
-    suite.makefile(".yaml", word=WORD_PROMPT)
-    suite.makepyfile(test_word=tests)
+    example = Example(suite, {"word.yaml": WORD_PROMPT, "test_word.py": tests})
     scripted.responder = reverse_when_told(proposal)
-    result = suite.runpytest("--optimize", f"--optimize-strategy={strategy}", f"--optimize-budget={budget}",
-                             "--optimize-dry-run", "--promptopt-report=r.json")
+    result = example.run_pytest("--optimize", f"--optimize-strategy={strategy}", f"--optimize-budget={budget}",
+                                "--optimize-dry-run", "--promptopt-report=r.json")
     result.assert_outcomes(failed=len(WORDS))
     sent = scripted.count - len(WORDS)  # the plain run sent one request per test
     assert 0 < sent <= budget
-    (group,) = json.loads((suite.path / "r.json").read_text())["optimization"]["groups"]
+    (group,) = result.report["optimization"]["groups"]
     assert group["estimate"] <= budget  # the plan that will run, not the one the budget cuts
     assert group["calls"] <= budget
     assert group["sent"] == sent  # the summary states what was sent
     cold = scripted.count
-    suite.runpytest("--optimize", f"--optimize-strategy={strategy}", f"--optimize-budget={budget}",
-                    "--optimize-dry-run", "--promptopt-report=r.json")
+    warm = example.run_pytest("--optimize", f"--optimize-strategy={strategy}", f"--optimize-budget={budget}",
+                              "--optimize-dry-run", "--promptopt-report=r.json")
     assert scripted.count == cold  # what was prefetched and paid for counts the same in a warm rerun
-    (again,) = json.loads((suite.path / "r.json").read_text())["optimization"]["groups"]
+    (again,) = warm.report["optimization"]["groups"]
     assert (again["calls"], again["sent"], again["accepted"]) == (group["calls"], 0, group["accepted"])
     result.stdout.fnmatch_lines([f"*estimated {group['estimate']} LM calls*",
                                  (f"*LM calls {group['calls']} of budget {budget} (estimated {group['estimate']}), "

@@ -17,6 +17,7 @@ from typing import Any
 
 import diskcache
 import pytest
+from example import Example
 
 from pytest_promptopt.llm.cache import DataOnlyDisk
 from pytest_promptopt.testing import Fault, ScriptedServer
@@ -79,8 +80,9 @@ def _edit_prompt(suite: pytest.Pytester) -> None:
 
 
 def _run(suite: pytest.Pytester, cache: str, *args: str) -> tuple[pytest.RunResult, dict[str, Any]]:
-    result = suite.runpytest("-v", f"--promptopt-cache-dir={cache}", f"--promptopt-report={cache}.json", *args)
-    return result, json.loads((suite.path / f"{cache}.json").read_text())
+    result = Example(suite).run_pytest("-v", f"--promptopt-cache-dir={cache}", f"--promptopt-report={cache}.json",
+                                       *args)
+    return result.run, result.report
 
 
 def _order(result: pytest.RunResult) -> list[str]:

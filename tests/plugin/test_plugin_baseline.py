@@ -9,6 +9,7 @@ import xml.etree.ElementTree as ET
 from typing import Any
 
 import pytest
+from example import Example
 
 from pytest_promptopt.testing import ScriptedServer
 
@@ -69,7 +70,8 @@ def test_save_then_a_significant_drop_fails_the_session(words: pytest.Pytester) 
     assert list(data["prompts"]) == ["shout.yaml"]
     assert data["prompts"]["shout.yaml"]["cases"]["test_shout.py::test_shout[alpha]"] == {
         "judged": False, "output": "ALPHA", "score": 1.0, "verdict": "passed"}
-    result = words.runpytest("--promptopt-baseline=base.json", "--promptopt-report=r.json", "--junitxml=junit.xml")
+    result = Example(words).run_pytest("--promptopt-baseline=base.json", "--promptopt-report=r.json",
+                                       "--junitxml=junit.xml")
     result.assert_outcomes(passed=2, failed=6)
     assert result.ret == pytest.ExitCode.TESTS_FAILED
     result.stdout.fnmatch_lines([
@@ -84,7 +86,7 @@ def test_save_then_a_significant_drop_fails_the_session(words: pytest.Pytester) 
         "    output now:  'alpha'",
         "    failure now: AssertionError: assert 'alpha' == 'ALPHA'",
     ])
-    report = json.loads((words.path / "r.json").read_text())
+    report = result.report
     assert report["gate"] == "failed"
     (prompt,) = report["baseline"]["comparison"]["prompts"]
     assert prompt["gate"] == "failed" and prompt["mcnemar_p"] == 0.03125
@@ -128,12 +130,13 @@ def test_expected_failures_are_not_compared(words: pytest.Pytester, scripted: Sc
     """Cases now marked xfail are known to fail: not regressions (they leave the comparison), as pytest
     does not count them as failures; a strict XPASS still fails."""
     save_then_mumble(words)
-    words.makepyfile(test_shout=TESTS.replace("def test_shout", "@pytest.mark.xfail(reason='known')\ndef test_shout"))
-    result = words.runpytest("--promptopt-baseline=base.json", "--promptopt-report=r.json")
+    example = Example(words, {"test_shout.py": TESTS.replace("def test_shout",
+                                                             "@pytest.mark.xfail(reason='known')\ndef test_shout")})
+    result = example.run_pytest("--promptopt-baseline=base.json", "--promptopt-report=r.json")
     result.assert_outcomes(xfailed=6, xpassed=2)
     assert result.ret == pytest.ExitCode.OK
     result.stdout.fnmatch_lines(["*0 now failing, 0 now passing, 0 new, 8 gone (0 paired)*"])
-    assert json.loads((words.path / "r.json").read_text())["gate"] == "passed"
+    assert result.report["gate"] == "passed"
 
 
 def test_regressions_are_capped_with_a_count_of_the_rest(suite: pytest.Pytester, scripted: ScriptedServer) -> None:
@@ -150,13 +153,13 @@ def test_regressions_are_capped_with_a_count_of_the_rest(suite: pytest.Pytester,
 
 
 def test_missing_baseline_says_so_and_does_not_compare(words: pytest.Pytester, scripted: ScriptedServer) -> None:
-    result = words.runpytest("--promptopt-baseline=nowhere/base.json", "--promptopt-report=r.json")
+    result = Example(words).run_pytest("--promptopt-baseline=nowhere/base.json", "--promptopt-report=r.json")
     result.assert_outcomes(passed=8)
     assert result.ret == pytest.ExitCode.OK
     path = words.path / "nowhere" / "base.json"
     result.stdout.fnmatch_lines([f"baseline {path} does not exist, so this run is not compared with one; "
                                  f"write it with --promptopt-save-baseline {path}*"])
-    assert json.loads((words.path / "r.json").read_text())["baseline"]["comparison"] is None
+    assert result.report["baseline"]["comparison"] is None
 
 
 @pytest.mark.parametrize(
@@ -230,13 +233,13 @@ def test_xdist_and_replay_mode(words: pytest.Pytester, scripted: ScriptedServer)
     words.makefile(".yaml", shout=SHOUT.format(how="Mumble."))
     words.runpytest_subprocess(*args).assert_outcomes(passed=2, failed=6)  # records the mumbling replies
     calls = scripted.count
-    result = words.runpytest_subprocess(*args, "--promptopt-record=replay", "--promptopt-baseline=base.json",
-                                        "--promptopt-report=r.json", "--junitxml=junit.xml")
+    result = Example(words).run_pytest(*args, "--promptopt-record=replay", "--promptopt-baseline=base.json",
+                                       "--promptopt-report=r.json", "--junitxml=junit.xml", subprocess=True)
     result.assert_outcomes(passed=2, failed=6)
     assert scripted.count == calls  # replay: nothing sent
     result.stdout.fnmatch_lines(["*2 workers*", "*6 now failing, 0 now passing, 0 new, 0 gone (8 paired)*",
                                  "  gate FAIL: McNemar exact p = 0.03125*", "    output now:  'alpha'"])
-    report = json.loads((words.path / "r.json").read_text())
+    report = result.report
     assert report["gate"] == "failed" and report["record_mode"] == "replay"
     assert len(report["baseline"]["comparison"]["prompts"][0]["regressed"]) == 6
     assert _junit_case(words, "baseline[shout.yaml]").find("failure") is not None

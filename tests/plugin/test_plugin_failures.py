@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-import json
-
 import pytest
+from example import Example
 
 from pytest_promptopt.testing import ScriptedServer
 
@@ -53,11 +52,11 @@ def capital_suite(suite: pytest.Pytester, scripted: ScriptedServer) -> pytest.Py
 
 def test_every_draw_is_its_own_sample_however_llm_is_reached(capital_suite: pytest.Pytester,
                                                              scripted: ScriptedServer) -> None:
-    capital_suite.makepyfile(test_chains=CHAINS)
-    result = capital_suite.runpytest("--promptopt-report=r.json")
+    example = Example(capital_suite, {"test_chains.py": CHAINS})
+    result = example.run_pytest("--promptopt-report=r.json")
     result.assert_outcomes(passed=2)
     assert scripted.count == 12  # six draws of each test, each its own request
-    report = json.loads((capital_suite.path / "r.json").read_text())
+    report = result.report
     assert [sum(u["requests"] for u in t["usage"].values()) for t in report["tests"]] == [6, 6]
     assert [sum(u.get("cache_hits", 0) for u in t["usage"].values()) for t in report["tests"]] == [0, 0]
     capital_suite.runpytest().assert_outcomes(passed=2)

@@ -7,6 +7,7 @@ import xml.etree.ElementTree as ET
 from typing import Any
 
 import pytest
+from example import Example
 
 from pytest_promptopt.testing import ScriptedServer
 
@@ -121,27 +122,25 @@ def test_gate_from_ini(gated: pytest.Pytester, scripted: ScriptedServer) -> None
 )
 def test_gate_precedence(gated: pytest.Pytester, scripted: ScriptedServer, ini: float | None,
                          file: float | None, cli: str | None, failed: bool) -> None:
-    gated.makefile(".yaml", shout=shout_prompt(file))
-    gated.makepyfile(test_shout=TWO_OF_THREE)
+    example = Example(gated, {"shout.yaml": shout_prompt(file), "test_shout.py": TWO_OF_THREE})
     _ini(gated, scripted, **({"promptopt_min_pass_rate": ini} if ini is not None else {}))
-    result = gated.runpytest(*([f"--promptopt-min-pass-rate={cli}"] if cli else []), "--promptopt-report=r.json")
+    result = example.run_pytest(*([f"--promptopt-min-pass-rate={cli}"] if cli else []), "--promptopt-report=r.json")
     assert ("gate failed" in result.stdout.str()) is failed
-    assert json.loads((gated.path / "r.json").read_text())["gate"] == ("failed" if failed else "passed")
+    assert result.report["gate"] == ("failed" if failed else "passed")
 
 
 def test_gate_is_per_prompt(gated: pytest.Pytester) -> None:
-    gated.makefile(".yaml", quiet="min_pass_rate: 1.0\nmessages:\n  - role: user\n    content: '{text}'\n")
-    gated.makepyfile(
-        test_two=TWO_OF_THREE,
-        test_quiet="""
+    example = Example(gated, {
+        "quiet.yaml": "min_pass_rate: 1.0\nmessages:\n  - role: user\n    content: '{text}'\n",
+        "test_two.py": TWO_OF_THREE,
+        "test_quiet.py": """
             def test_quiet(llm):
                 assert llm("quiet.yaml", text="ok") == "OK"
         """,
-    )
-    result = gated.runpytest("--promptopt-report=r.json")
+    })
+    result = example.run_pytest("--promptopt-report=r.json")
     assert "gate failed" not in result.stdout.str()  # shout.yaml has no gate; quiet.yaml passes 100%
-    report = json.loads((gated.path / "r.json").read_text())
-    assert {p["prompt"]: p["gate"] for p in report["prompts"]} == {"quiet.yaml": "passed", "shout.yaml": "passed"}
+    assert {p["prompt"]: p["gate"] for p in result.report["prompts"]} == {"quiet.yaml": "passed", "shout.yaml": "passed"}
     gated.makefile(".yaml", shout=shout_prompt(0.9))
     result = gated.runpytest()
     assert "gate failed: shout.yaml" in result.stdout.str()
@@ -149,8 +148,7 @@ def test_gate_is_per_prompt(gated: pytest.Pytester) -> None:
 
 
 def test_skipped_case_does_not_count_against_the_gate(gated: pytest.Pytester) -> None:
-    gated.makepyfile(
-        """
+    example = Example(gated, tests="""
         import pytest
 
         def test_ok(llm):
@@ -159,23 +157,21 @@ def test_skipped_case_does_not_count_against_the_gate(gated: pytest.Pytester) ->
         def test_skipped(llm):
             llm("shout.yaml", text="b")
             pytest.skip("not today")
-        """
-    )
-    result = gated.runpytest("--promptopt-min-pass-rate=0.9", "--promptopt-report=r.json")
+        """)
+    result = example.run_pytest("--promptopt-min-pass-rate=0.9", "--promptopt-report=r.json")
     result.assert_outcomes(passed=1, skipped=1)
     assert result.ret == pytest.ExitCode.OK
-    report = json.loads((gated.path / "r.json").read_text())
-    assert [(p["cases"], p["passed"], p["gate"]) for p in report["prompts"]] == [(1, 1, "passed")]
-    assert [t["nodeid"] for t in report["tests"]] == ["test_skipped_case_does_not_count_against_the_gate.py::test_ok"]
+    assert [(p["cases"], p["passed"], p["gate"]) for p in result.report["prompts"]] == [(1, 1, "passed")]
+    assert [t["nodeid"] for t in result.report["tests"]] == ["test_skipped_case_does_not_count_against_the_gate.py::test_ok"]
 
 
 # -- reports -----------------------------------------------------------------------------------
 
 def test_json_report_content(gated: pytest.Pytester, scripted: ScriptedServer) -> None:
-    gated.makepyfile(test_shout=TWO_OF_THREE)
-    result = gated.runpytest("--promptopt-report=out/report.json", "--promptopt-min-pass-rate=0.9")
+    example = Example(gated, {"test_shout.py": TWO_OF_THREE})
+    result = example.run_pytest("--promptopt-report=out/report.json", "--promptopt-min-pass-rate=0.9")
     result.stdout.fnmatch_lines(["promptopt report: *out/report.json"])
-    report = json.loads((gated.path / "out" / "report.json").read_text())
+    report = result.report
     assert report["version"] == 2
     assert report["record_mode"] == "normal"
     assert report["gate"] == "failed"
@@ -199,8 +195,7 @@ def test_json_report_content(gated: pytest.Pytester, scripted: ScriptedServer) -
     assert tests["test_shout.py::test_wrong"]["message"].startswith("AssertionError: assert 'X' == 'y'")
     assert report["cache"] == {"hits": 0, "calls": 3}
     # a cached, gate-free second run
-    gated.runpytest("--promptopt-report=out/report.json", "--promptopt-record=replay")
-    report = json.loads((gated.path / "out" / "report.json").read_text())
+    report = example.run_pytest("--promptopt-report=out/report.json", "--promptopt-record=replay").report
     assert report["record_mode"] == "replay"
     assert report["gate"] == "passed"
     assert report["cache"] == {"hits": 3, "calls": 3}
@@ -312,8 +307,8 @@ def test_wrong_variables_fail_the_test_with_the_fix(gated: pytest.Pytester) -> N
 # -- pytest-xdist ------------------------------------------------------------------------------
 
 def test_xdist_controller_merges_all_workers(gated: pytest.Pytester, scripted: ScriptedServer) -> None:
-    gated.makepyfile(
-        test_many="""
+    example = Example(gated, {
+        "test_many.py": """
             import pytest
             from pytest_promptopt import load_prompt
             shout = load_prompt("shout.yaml")
@@ -325,16 +320,16 @@ def test_xdist_controller_merges_all_workers(gated: pytest.Pytester, scripted: S
             @pytest.mark.parametrize("text", ["a", "b"])
             def test_wrong(llm, text):
                 assert llm(shout, text=text) == "nope"
-        """
-    )
+        """,
+    })
     args = ("-n", "2", "-p", "no:cacheprovider", "--promptopt-report=r.json", "--promptopt-min-pass-rate=0.9",
             "--junitxml=junit.xml")
-    result = gated.runpytest_subprocess(*args)
+    result = example.run_pytest(*args, subprocess=True)
     result.assert_outcomes(passed=8, failed=2)
     result.stdout.fnmatch_lines(["*2 workers*", "shout.yaml*10*8*80.0%*FAIL (< 90%)*",
                                  "gate failed: shout.yaml passed 80.0% of 10 cases; at least 90% required"])
     assert scripted.count == 10
-    report = json.loads((gated.path / "r.json").read_text())
+    report = result.report
     assert len(report["tests"]) == 10
     assert len({t["nodeid"] for t in report["tests"]}) == 10
     assert report["prompts"][0]["cases"] == 10 and report["prompts"][0]["calls"] == 10
@@ -343,10 +338,10 @@ def test_xdist_controller_merges_all_workers(gated: pytest.Pytester, scripted: S
               if p.get("name") == "promptopt_score"]
     assert sorted(scores) == ["0.0"] * 2 + ["1.0"] * 8
     # the workers share the on-disk cache: a second distributed run makes no calls
-    again = gated.runpytest_subprocess(*args)
+    again = example.run_pytest(*args, subprocess=True)
     again.assert_outcomes(passed=8, failed=2)
     assert scripted.count == 10
-    assert json.loads((gated.path / "r.json").read_text())["cache"] == {"hits": 10, "calls": 10}
+    assert again.report["cache"] == {"hits": 10, "calls": 10}
 
 
 def test_optimize_with_xdist_is_a_usage_error(gated: pytest.Pytester, scripted: ScriptedServer) -> None:
@@ -376,13 +371,13 @@ def test_template_error(llm, n):
 
 def test_a_test_failing_before_its_call_counts_against_its_prompt(gated: pytest.Pytester,
                                                                    scripted: ScriptedServer) -> None:
-    gated.makepyfile(test_shout=BEFORE_THE_CALL)
-    result = gated.runpytest("--promptopt-min-pass-rate=0.9", "--promptopt-report=r.json", "--junitxml=junit.xml")
+    example = Example(gated, {"test_shout.py": BEFORE_THE_CALL})
+    result = example.run_pytest("--promptopt-min-pass-rate=0.9", "--promptopt-report=r.json", "--junitxml=junit.xml")
     result.assert_outcomes(passed=2, failed=2)
     assert scripted.count == 2
     result.stdout.fnmatch_lines(["shout.yaml*4*2*50.0%*FAIL (< 90%)*",
                                  "gate failed: shout.yaml passed 50.0% of 4 cases; at least 90% required"])
-    report = json.loads((gated.path / "r.json").read_text())
+    report = result.report
     assert (report["prompts"][0]["cases"], report["prompts"][0]["passed"]) == (4, 2)
     failed = [t for t in report["tests"] if not t["passed"]]
     assert len(failed) == 2 and all("txt" in t["message"] or "text" in t["message"] for t in failed)
@@ -394,13 +389,13 @@ def test_a_test_failing_before_its_call_counts_against_its_prompt(gated: pytest.
 def test_an_expected_failure_is_left_out_of_the_pass_rate(gated: pytest.Pytester) -> None:
     """xfail is pytest's "known to fail": pytest counts it apart from passed and failed, so does the
     prompt table, and no gate counts it as a failure (a strict XPASS still fails, as in pytest)."""
-    gated.makepyfile(test_shout=TWO_OF_THREE_XFAIL)
-    result = gated.runpytest("--promptopt-min-pass-rate=1.0", "--promptopt-report=r.json")
+    result = Example(gated, {"test_shout.py": TWO_OF_THREE_XFAIL}).run_pytest("--promptopt-min-pass-rate=1.0",
+                                                                              "--promptopt-report=r.json")
     result.assert_outcomes(passed=2, xfailed=1)
     assert result.ret == pytest.ExitCode.OK
     result.stdout.fnmatch_lines(["shout.yaml*2*2*100.0%*ok (>= 100%)*",
                                  "expected failures (xfail) left out of the pass rate: 1 case(s) of shout.yaml"])
-    report = json.loads((gated.path / "r.json").read_text())
+    report = result.report
     assert report["prompts"][0]["cases"] == 2 and report["prompts"][0]["xfailed"] == 1
     assert report["gate"] == "passed" and report["exit_code"] == 0
     assert [t["xfail"] for t in report["tests"]].count(True) == 1
@@ -416,18 +411,18 @@ def test_a_prompt_whose_cases_all_xfail_has_nothing_to_gate(gated: pytest.Pytest
 
 def test_the_gate_that_fails_the_session_is_in_junit_and_the_json_report(gated: pytest.Pytester) -> None:
     """The verdict of the exit code, the JUnit file and the JSON report is the same."""
-    gated.makepyfile(test_shout=BEFORE_THE_CALL)
-    result = gated.runpytest("--promptopt-min-pass-rate=0.9", "--promptopt-report=r.json", "--junitxml=junit.xml")
+    example = Example(gated, {"test_shout.py": BEFORE_THE_CALL})
+    result = example.run_pytest("--promptopt-min-pass-rate=0.9", "--promptopt-report=r.json", "--junitxml=junit.xml")
     assert result.ret == pytest.ExitCode.TESTS_FAILED
     suite = ET.parse(gated.path / "junit.xml").getroot().find("testsuite")
     assert suite is not None and int(suite.get("failures") or 0) == 3  # two tests and the gate
     gate = [c for c in suite.iter("testcase") if c.get("classname") == "promptopt.gate"]
     assert [c.get("name") for c in gate] == ["min_pass_rate[shout.yaml]"] and gate[0].find("failure") is not None
-    report = json.loads((gated.path / "r.json").read_text())
+    report = result.report
     assert report["gate"] == "failed" and report["exit_code"] == 1 and report["prompts"][0]["gate"] == "failed"
-    ok = gated.runpytest("--promptopt-min-pass-rate=0.5", "--promptopt-report=r.json", "--junitxml=junit.xml",
-                         "-k", "not template_error")
+    ok = example.run_pytest("--promptopt-min-pass-rate=0.5", "--promptopt-report=r.json", "--junitxml=junit.xml",
+                            "-k", "not template_error")
     assert ok.ret == pytest.ExitCode.OK
-    assert json.loads((gated.path / "r.json").read_text())["exit_code"] == 0
+    assert ok.report["exit_code"] == 0
     suite = ET.parse(gated.path / "junit.xml").getroot().find("testsuite")
     assert suite is not None and int(suite.get("failures") or 0) == 0

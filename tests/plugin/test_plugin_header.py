@@ -3,10 +3,10 @@ folder, the embedded model starting) and costs that say `-` when no price is kno
 
 from __future__ import annotations
 
-import json
 import re
 
 import pytest
+from example import Example
 from wordtask import WORD_PROMPT, WORD_TESTS, reverse_when_told
 
 from pytest_promptopt.llm import local
@@ -74,16 +74,17 @@ def test_the_optimizer_role_is_named_under_optimize(shouting: pytest.Pytester, s
 
 
 def test_cost_is_a_dash_without_prices_and_shown_with_them(shouting: pytest.Pytester) -> None:
-    result = shouting.runpytest("--promptopt-report=r.json", "--promptopt-html=r.html")
+    example = Example(shouting)
+    result = example.run_pytest("--promptopt-report=r.json", "--promptopt-html=r.html")
     row = next(ln for ln in result.outlines if ln.startswith("shout.txt"))
     assert "$0.0000" not in row and re.search(r"\s-\s", row), row
-    assert json.loads((shouting.path / "r.json").read_text())["prompts"][0]["cost"] is None
+    assert result.report["prompts"][0]["cost"] is None
     html = (shouting.path / "r.html").read_text()
     assert "$0.0000" not in html and "<td>-</td></tr>" in html
     shouting.makeini('[pytest]\npromptopt_model = scripted\npromptopt_prices = scripted = 1000000, 1000000\n')
-    priced = shouting.runpytest("--promptopt-report=r.json", "--promptopt-record=refresh", "--promptopt-html=r.html")
+    priced = example.run_pytest("--promptopt-report=r.json", "--promptopt-record=refresh", "--promptopt-html=r.html")
     row = next(ln for ln in priced.outlines if ln.startswith("shout.txt"))
-    cost = json.loads((shouting.path / "r.json").read_text())["prompts"][0]["cost"]
+    cost = priced.report["prompts"][0]["cost"]
     assert cost > 0 and f"${cost:.4f}" in row
     assert f"<td>${cost:.4f}</td></tr>" in (shouting.path / "r.html").read_text()
 

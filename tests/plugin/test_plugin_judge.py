@@ -12,6 +12,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
+from example import Example
 
 from pytest_promptopt.testing import ScriptedServer
 
@@ -194,16 +195,14 @@ def test_low_judge_threshold_from_ini_and_option(judged: pytest.Pytester, script
 
 
 def test_judge_grade_does_not_fail_but_scores(judged: pytest.Pytester) -> None:
-    judged.makepyfile(
-        """
+    example = Example(judged, tests="""
         def test_it(llm, judge):
             verdict = judge.grade(llm("capital.yaml", country="Spain"), "names the capital")
             assert not verdict.passed and verdict.score == 0.2 and verdict.reason == "wrong city"
-        """
-    )
-    result = judged.runpytest("--promptopt-report=r.json")
+        """)
+    result = example.run_pytest("--promptopt-report=r.json")
     result.assert_outcomes(passed=1)
-    report = json.loads((judged.path / "r.json").read_text())
+    report = result.report
     assert [t["score"] for t in report["tests"]] == [0.2]
     (row,) = [p for p in report["prompts"] if p["prompt"] == "capital.yaml"]
     assert row["mean_score"] == 0.2 and row["pass_rate"] == 1.0
@@ -279,15 +278,14 @@ def test_k_of_n(llm):
 
 def test_repeats_k_of_n_pass_with_distinct_cache_keys(judged: pytest.Pytester, scripted: ScriptedServer) -> None:
     scripted.responder = alternating()  # Paris, Lyon, Paris
-    judged.makepyfile(test_rep=REPEAT_TESTS.format(min_passes=2))
-    result = judged.runpytest("--promptopt-report=r.json")
+    example = Example(judged, {"test_rep.py": REPEAT_TESTS.format(min_passes=2)})
+    result = example.run_pytest("--promptopt-report=r.json")
     result.assert_outcomes(passed=1)
     assert scripted.count == 3  # three draws, three distinct requests
-    report = json.loads((judged.path / "r.json").read_text())
-    (test,) = report["tests"]
+    (test,) = result.report["tests"]
     assert test["score"] == pytest.approx(2 / 3)
     assert test["usage"][str(judged.path / "capital.yaml")]["requests"] == 3
-    judged.runpytest().assert_outcomes(passed=1)
+    example.run_pytest().assert_outcomes(passed=1)
     assert scripted.count == 3  # the second run is served by three distinct cache entries
 
 

@@ -10,6 +10,7 @@ import re
 from collections.abc import Iterator
 
 import pytest
+from example import Example
 
 from pytest_promptopt.testing import ScriptedServer
 
@@ -55,8 +56,7 @@ def _upper(messages: list[dict[str, str]], body: dict[str, object]) -> str:
 @pytest.fixture
 def shout(suite: pytest.Pytester, scripted: ScriptedServer) -> pytest.Pytester:
     scripted.responder = _upper
-    suite.makefile(".yaml", shout=UPPER_PROMPT)
-    suite.makepyfile(test_shout=UPPER_TESTS)
+    Example(suite, {"shout.yaml": UPPER_PROMPT, "test_shout.py": UPPER_TESTS})
     return suite
 
 
@@ -250,8 +250,7 @@ def test_it(llm):
 def two_servers(pytester: pytest.Pytester, scripted: ScriptedServer,
                 other: ScriptedServer) -> pytest.Pytester:
     scripted.responder = other.responder = _upper
-    pytester.makefile(".yaml", shout=UPPER_PROMPT)
-    pytester.makepyfile(test_it=MODEL_TESTS)
+    Example(pytester, {"shout.yaml": UPPER_PROMPT, "test_it.py": MODEL_TESTS})
     return pytester
 
 

@@ -6,7 +6,8 @@ from __future__ import annotations
 import io
 import itertools
 import re
-import time
+import threading
+from collections.abc import Callable
 
 import pytest
 from _pytest.terminal import TerminalReporter
@@ -18,7 +19,26 @@ from pytest_promptopt.testing import ScriptedServer
 LINE = re.compile(r"^\[promptopt\] word\.yaml: .+ \| calls \d+/\d+ \| best train (-|\d\.\d{3}) \| \d+ s \| ETA (-|~\d+ s)$")
 
 
-class Tty(io.StringIO):
+class Watched(io.StringIO):
+    """The reporter's file: a test waits until the heartbeat thread wrote what it expects, so no
+    sleep has to guess how often a loaded machine lets that thread run."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._written = threading.Condition()
+
+    def write(self, text: str) -> int:
+        with self._written:
+            count = super().write(text)
+            self._written.notify_all()
+            return count
+
+    def wait_for(self, predicate: Callable[[str], bool], timeout: float = 60.0) -> None:
+        with self._written:
+            assert self._written.wait_for(lambda: predicate(self.getvalue()), timeout), self.getvalue()
+
+
+class Tty(Watched):
     def isatty(self) -> bool:
         return True
 
@@ -28,11 +48,11 @@ def reporter(pytester: pytest.Pytester, file: io.StringIO) -> TerminalReporter:
 
 
 def test_outside_a_terminal_a_plain_line_comes_at_least_every_interval(pytester: pytest.Pytester) -> None:
-    out = io.StringIO()
+    out = Watched()
     calls = iter(range(0, 10_000, 7))
     with Progress(reporter(pytester, out), lambda: next(calls), "word.yaml", 100, interval=0.05) as progress:
         progress("mipro round 1/2 trial 1/4", estimate=80, best=lambda: 0.25)
-        time.sleep(0.4)  # a long stage: nothing else is said, the heartbeat speaks
+        out.wait_for(lambda text: len(text.splitlines()) >= 4)  # a long stage: nothing else is said, the heartbeat speaks
     lines = out.getvalue().splitlines()
     assert len(lines) >= 4, lines
     assert all(LINE.match(line) for line in lines), lines
@@ -48,7 +68,7 @@ def test_in_a_terminal_one_line_is_rewritten(pytester: pytest.Pytester) -> None:
     with Progress(tr, lambda: next(calls), "word.yaml", 50, interval=0.05) as progress:
         progress("screening demo sets", estimate=40, best=lambda: None)
         progress("mipro round 1/1 trial 1/2")
-        time.sleep(0.2)
+        out.wait_for(lambda text: text.count("\r") >= 3)  # the heartbeat rewrote the line
     text = out.getvalue()
     assert text.startswith("....\n\r[promptopt] word.yaml: screening demo sets")  # not glued to the letters
     assert text.count("\r") >= 3 and text.count("\n") == 2 and text.endswith("\n")

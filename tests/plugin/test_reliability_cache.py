@@ -7,7 +7,6 @@ answer. Many xdist workers writing one cache lose nothing.
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import subprocess
 from collections.abc import Iterator
@@ -16,6 +15,7 @@ from typing import Any
 
 import diskcache
 import pytest
+from example import Example
 
 from pytest_promptopt.llm.cache import ChatRequest, Reply, ReplyCache
 from pytest_promptopt.testing import ScriptedServer
@@ -136,9 +136,7 @@ MANY = 320
 
 def test_xdist_workers_writing_one_cache_lose_nothing(suite: pytest.Pytester, scripted: ScriptedServer) -> None:
     scripted.responder = echo
-    suite.makefile(".yaml", echo=ECHO)
-    suite.makepyfile(
-        f"""
+    example = Example(suite, {"echo.yaml": ECHO}, tests=f"""
         import pytest
         from pytest_promptopt import load_prompt
         p = load_prompt("echo.yaml")
@@ -146,13 +144,12 @@ def test_xdist_workers_writing_one_cache_lose_nothing(suite: pytest.Pytester, sc
         @pytest.mark.parametrize("i", range({MANY}))
         def test_echo(llm, i):
             assert llm(p, text=f"case {{i}}") == f"echo: case {{i}}"
-        """
-    )
-    recorded = suite.runpytest("-n", "4", "--promptopt-report=record.json")
+        """)
+    recorded = example.run_pytest("-n", "4", "--promptopt-report=record.json")
     recorded.assert_outcomes(passed=MANY)
     assert WARNING not in recorded.stdout.str()
     assert scripted.count == MANY
-    report = json.loads((suite.path / "record.json").read_text())
+    report = recorded.report
     assert report["cache"] == {"hits": 0, "calls": MANY}
     cache = ReplyCache(suite.path / ".promptopt_cache")
     try:
@@ -160,7 +157,7 @@ def test_xdist_workers_writing_one_cache_lose_nothing(suite: pytest.Pytester, sc
     finally:
         cache.close()
     # replay: every call served from the cache, none sent, none missing
-    replayed = suite.runpytest("--promptopt-record=replay", "--promptopt-report=replay.json")
+    replayed = example.run_pytest("--promptopt-record=replay", "--promptopt-report=replay.json")
     replayed.assert_outcomes(passed=MANY)
     assert scripted.count == MANY
-    assert json.loads((suite.path / "replay.json").read_text())["cache"] == {"hits": MANY, "calls": MANY}
+    assert replayed.report["cache"] == {"hits": MANY, "calls": MANY}

@@ -16,11 +16,12 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
+from example import Example
 from wordtask import WORD_PROMPT, WORD_TESTS, is_optimizer
 
+from pytest_promptopt.errors import EndpointError
 from pytest_promptopt.llm.cache import ReplyCache
 from pytest_promptopt.llm.client import DOWN_AFTER, Endpoint, LMClient
-from pytest_promptopt.errors import EndpointError
 from pytest_promptopt.testing import Fault, ScriptedServer
 
 API_KEY = "sk-reliability-secret-0123456789abcdef"
@@ -73,14 +74,13 @@ def test_each_fault_fails_only_its_test_names_endpoint_and_error_and_is_not_cach
                   f"def test_{i:02d}_ok(llm):", f"    assert llm(p, text='ok {i}') == 'ok {i}'"]
         scripted.fail_next(FAULTS[name][0], times=2)
         scripted.fail_next(NO_FAULT)  # the ok test's call is answered
-    suite.makefile(".yaml", echo=ECHO)
-    suite.makepyfile(test_echo="\n".join(lines) + "\n")
-    result = suite.runpytest("--promptopt-timeout=0.4", "--promptopt-report=report.json")
+    example = Example(suite, {"echo.yaml": ECHO, "test_echo.py": "\n".join(lines) + "\n"})
+    result = example.run_pytest("--promptopt-timeout=0.4", "--promptopt-report=report.json")
     result.assert_outcomes(passed=len(names), failed=len(names))
     assert result.ret == pytest.ExitCode.TESTS_FAILED
     assert "INTERNALERROR" not in result.stdout.str()
     assert scripted.count == 3 * len(names)  # each fault retried once, every ok case sent once
-    tests = {t["nodeid"].split("::")[1]: t for t in json.loads((suite.path / "report.json").read_text())["tests"]}
+    tests = {t["nodeid"].split("::")[1]: t for t in result.report["tests"]}
     for i, name in enumerate(names):
         error = tests[f"test_{i:02d}_fault"]["error"]
         assert error.startswith(f"LM call to model 'scripted' at {scripted.base_url} failed: "), (name, error)
@@ -90,7 +90,7 @@ def test_each_fault_fails_only_its_test_names_endpoint_and_error_and_is_not_cach
     # the cases that could not be scored are reported, and count against the prompt
     result.stdout.fnmatch_lines([f"not scored: {len(names)} of {2 * len(names)} cases of echo.yaml "
                                  "(counted as failed): the LM call failed; first: *HTTP 429*"])
-    (prompt,) = json.loads((suite.path / "report.json").read_text())["prompts"]
+    (prompt,) = result.report["prompts"]
     assert (prompt["cases"], prompt["passed"], prompt["errors"]) == (2 * len(names), len(names), len(names))
     # no error was cached: the next run asks again for exactly the failed cases, and passes
     sent = scripted.count
@@ -101,9 +101,8 @@ def test_each_fault_fails_only_its_test_names_endpoint_and_error_and_is_not_cach
 
 def test_connection_refused_fails_every_test_and_the_run_ends_fast(suite: pytest.Pytester) -> None:
     url = closed_port_url()
-    suite.makefile(".yaml", echo=ECHO)
-    suite.makepyfile(test_echo=ECHO_TESTS.format(texts=[f"t{i}" for i in range(8)]))
-    result = suite.runpytest(f"--promptopt-base-url={url}", "--promptopt-retries=1", "--promptopt-report=r.json")
+    example = Example(suite, {"echo.yaml": ECHO, "test_echo.py": ECHO_TESTS.format(texts=[f"t{i}" for i in range(8)])})
+    result = example.run_pytest(f"--promptopt-base-url={url}", "--promptopt-retries=1", "--promptopt-report=r.json")
     result.assert_outcomes(failed=8)
     assert "INTERNALERROR" not in result.stdout.str()
     text = result.stdout.str()
@@ -116,7 +115,7 @@ def test_connection_refused_fails_every_test_and_the_run_ends_fast(suite: pytest
     # of at most 0.5 s: test_client.py::test_429_without_retry_after_uses_backoff); the other
     # five never retried: each was not sent at all or, had a 10 s cool-down passed, was a probe
     # with a single attempt.
-    errors = [t["error"] for t in json.loads((suite.path / "r.json").read_text())["tests"]]
+    errors = [t["error"] for t in result.report["tests"]]
     assert [attempts(e) for e in errors[:3]] == [2, 2, 2]
     assert all(attempts(e) <= 1 for e in errors[3:]), errors[3:]
     assert any(attempts(e) == 0 for e in errors[3:])

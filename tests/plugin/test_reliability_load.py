@@ -5,10 +5,10 @@ Every case gets a verdict (all pass: each error is retried), and retries stay bo
 
 from __future__ import annotations
 
-import json
 from collections import Counter
 
 import pytest
+from example import Example
 
 from pytest_promptopt.testing import Fault, ScriptedServer
 
@@ -46,13 +46,12 @@ def test_case(llm, i):
 def test_every_case_gets_a_verdict_and_retries_stay_bounded(suite: pytest.Pytester, scripted: ScriptedServer) -> None:
     scripted.responder = lambda messages, body: "echo: " + messages[-1]["content"]
     scripted.fail_every(20, Fault(status=503))
-    suite.makefile(".yaml", echo="messages:\n  - role: user\n    content: '{text}'\n")
     suite.makeconftest(CONFTEST)
-    suite.makepyfile(test_load=TESTS)
-    result = suite.runpytest("--promptopt-concurrency=64", f"--promptopt-retries={RETRIES}",
-                             "--promptopt-report=report.json")
+    example = Example(suite, {"echo.yaml": "messages:\n  - role: user\n    content: '{text}'\n", "test_load.py": TESTS})
+    result = example.run_pytest("--promptopt-concurrency=64", f"--promptopt-retries={RETRIES}",
+                                "--promptopt-report=report.json")
     result.assert_outcomes(passed=CASES)
-    report = json.loads((suite.path / "report.json").read_text())
+    report = result.report
     assert len(report["tests"]) == CASES and all(t["passed"] for t in report["tests"])
     attempts = Counter(body["messages"][-1]["content"] for body in scripted.requests)
     assert len(attempts) == CASES

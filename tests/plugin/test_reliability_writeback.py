@@ -11,12 +11,10 @@ from __future__ import annotations
 import json
 import os
 import signal
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 import pytest
+from interrupt import hold_after_evals, interrupt_at, spawn_pytest
 from wordtask import WORD_PROMPT, WORD_TESTS, is_optimizer
 
 from pytest_promptopt.prompts.prompt import load_prompt
@@ -43,8 +41,10 @@ def pytest_sessionfinish(session):
     if BARRIER:
         here = Path(session.config.rootpath)
         (here / f"at-write-{os.getpid()}").touch()
-        deadline = time.monotonic() + 60
-        while len(list(here.glob("at-write-*"))) < BARRIER and time.monotonic() < deadline:
+        deadline = time.monotonic() + 120
+        while len(list(here.glob("at-write-*"))) < BARRIER:  # each process signals its arrival by a file
+            if time.monotonic() > deadline:
+                raise RuntimeError("the other process never reached the write-back barrier")
             time.sleep(0.02)
     if not AT:
         return
@@ -81,12 +81,6 @@ def word_suite(suite: pytest.Pytester, scripted: ScriptedServer) -> pytest.Pytes
     return suite
 
 
-def pytest_subprocess(path: Path, *args: str, **env: str) -> subprocess.Popen[str]:
-    command = [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-q", *args]
-    return subprocess.Popen(command, cwd=path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                            env={**os.environ, "PYTHONUNBUFFERED": "1", **env})
-
-
 def assert_log_intact(path: Path) -> list[dict]:
     (log,) = (path / ".promptopt_cache" / "runs").glob("*.jsonl")
     return [json.loads(line) for line in log.read_text().splitlines()]  # every line parses
@@ -109,7 +103,7 @@ def test_signal_inside_the_write_leaves_old_or_new_file_and_resume_finishes(
 ) -> None:
     path = word_suite.path / "word.yaml"
     old = path.read_bytes()
-    process = pytest_subprocess(word_suite.path, *FAST, PROMPTOPT_SIGNAL=signame, PROMPTOPT_SIGNAL_AT=at)
+    process = spawn_pytest(word_suite.path, *FAST, PROMPTOPT_SIGNAL=signame, PROMPTOPT_SIGNAL_AT=at)
     output, _ = process.communicate(timeout=120)
     assert process.returncode == pytest.ExitCode.INTERRUPTED, output
     assert "INTERNALERROR" not in output
@@ -132,23 +126,15 @@ def test_sigterm_while_optimizing_writes_nothing_and_resume_continues(
 ) -> None:
     path = word_suite.path / "word.yaml"
     old = path.read_bytes()
-    scripted.delay = 0.03  # slow enough to be signalled mid-search
-    process = pytest_subprocess(word_suite.path, "--optimize", "--optimize-strategy=mipro")
-    runs = word_suite.path / ".promptopt_cache" / "runs"
-    deadline = time.monotonic() + 90
-    while time.monotonic() < deadline:
-        logs = list(runs.glob("*.jsonl")) if runs.exists() else []
-        if logs and logs[0].read_text().count('"event": "eval"') >= 2:
-            break
-        time.sleep(0.05)
-    process.send_signal(signal.SIGTERM)
-    output, _ = process.communicate(timeout=60)
+    # once two evaluations are logged the server holds the run's next request: SIGTERM lands mid-search
+    gate = hold_after_evals(scripted, word_suite.path, 2)
+    process = spawn_pytest(word_suite.path, "--optimize", "--optimize-strategy=mipro")
+    output = interrupt_at(gate, process, signal.SIGTERM)
     assert process.returncode == pytest.ExitCode.INTERRUPTED, output
     assert path.read_bytes() == old
     assert temporary_files(word_suite.path) == []
     events = assert_log_intact(word_suite.path)
     assert events[0]["event"] == "start" and not any(e["event"] == "decision" for e in events)
-    scripted.delay = 0.0
     resumed = word_suite.runpytest("--optimize", "--optimize-strategy=mipro", "--optimize-resume")
     resumed.stdout.fnmatch_lines(["*accepted:*", f"wrote {path}"])
     assert [e["resumed"] for e in assert_log_intact(word_suite.path) if e["event"] == "start"] == [False, True]
@@ -160,7 +146,7 @@ def test_two_processes_optimizing_one_file_one_wins_the_other_does_not_overwrite
 ) -> None:
     path = word_suite.path / "word.yaml"
     # both hold at the write until the other got there: both planned against the original file
-    processes = [pytest_subprocess(word_suite.path, *FAST, PROMPTOPT_BARRIER="2") for _ in range(2)]
+    processes = [spawn_pytest(word_suite.path, *FAST, PROMPTOPT_BARRIER="2") for _ in range(2)]
     outputs = [p.communicate(timeout=180)[0] for p in processes]
     wrote = [o for o in outputs if f"\nwrote {path}\n" in o]
     refused = [o for o in outputs if f"not written: {path}: the file changed on disk during the run" in o]

@@ -7,11 +7,12 @@ import json
 from pathlib import Path
 
 import pytest
+from example import Example
 from wordtask import WORD_PROMPT, WORD_TESTS, WORDS, is_optimizer
 
-from pytest_promptopt.prompts.demo import Demo
 from pytest_promptopt.optimize.base import Candidate, Evaluation
 from pytest_promptopt.optimize.simplify import simplify
+from pytest_promptopt.prompts.demo import Demo
 from pytest_promptopt.prompts.prompt import load_prompt
 from pytest_promptopt.run.record import CaseOutcome
 from pytest_promptopt.testing import ScriptedServer
@@ -118,13 +119,12 @@ def test_the_summary_says_when_a_score_is_only_chance(suite: pytest.Pytester, sc
         return "entailment" if has_demos(messages) else "I am not sure."
 
     scripted.responder = respond
-    suite.makefile(".yaml", nli=NLI_PROMPT)
-    suite.makepyfile(test_nli=TWO_LABELS)
-    result = suite.runpytest("--optimize", "--optimize-strategy=mipro", "--optimize-dry-run",
-                             "--promptopt-report=r.json", "--optimize-preset=light")
+    example = Example(suite, {"nli.yaml": NLI_PROMPT, "test_nli.py": TWO_LABELS})
+    result = example.run_pytest("--optimize", "--optimize-strategy=mipro", "--optimize-dry-run",
+                                "--promptopt-report=r.json", "--optimize-preset=light")
     result.stdout.re_match_lines([r".*chance \(always the majority answer\) on validation: 0\.\d+; the candidate's "
                                   r"0\.\d+ is within noise of it.*"])
-    (group,) = json.loads((suite.path / "r.json").read_text())["optimization"]["groups"]
+    (group,) = result.report["optimization"]["groups"]
     assert group["chance"] == pytest.approx(group["validation"]["after"])
     assert group["after_within_noise_of_chance"] is True
 
@@ -138,10 +138,10 @@ def test_simplification_is_judged_on_the_train_cases_the_search_scored(word_suit
                                      "ctx.program.evaluate(best, ids).mean, scored_on=tuple(ids))"))
     scripted.responder = lambda messages, body: (messages[-1]["content"][::-1] if has_demos(messages)
                                                  else messages[-1]["content"])
-    result = word_suite.runpytest("--optimize", "--optimize-strategy=both", "--promptopt-report=r.json")
+    result = Example(word_suite).run_pytest("--optimize", "--optimize-strategy=both", "--promptopt-report=r.json")
     result.stdout.fnmatch_lines(["*train score 0.000 -> 1.000 (on the 3 train tests the search scored)*",
                                  "*note: dropped the instruction edit of word.yaml*"])
-    (group,) = json.loads((word_suite.path / "r.json").read_text())["optimization"]["groups"]
+    (group,) = result.report["optimization"]["groups"]
     assert group["train"]["scored"] == 3 < group["train"]["cases"]
     events = [json.loads(line) for line in open(_run_log(word_suite))]
     start = next(e for e in events if e["event"] == "start")

@@ -262,15 +262,22 @@ def test_connection_refused(make_client: ClientFactory, sleeps: Sleeps) -> None:
 # -- broken responses -------------------------------------------------------------------------------
 
 
+def hold_the_first_request(server: ScriptedServer) -> None:
+    """The first request is never answered while the test runs (the server's stop releases it):
+    the client's timeout fires however slow the machine is; later requests are answered."""
+    first = iter([True])
+    server.hold(when=lambda body: next(first, False))
+
+
 def test_timeout_then_success(make_client: ClientFactory, server: ScriptedServer, sleeps: Sleeps) -> None:
-    server.fail_next(Fault(kind="hang", seconds=1.5))
+    hold_the_first_request(server)
     done = ask(make_client(timeout=0.5, max_retries=1))
     assert done.attempts == 2 and done.text == "hello world"
     assert len(sleeps) == 1
 
 
 def test_timeout_exhausted(make_client: ClientFactory, server: ScriptedServer) -> None:
-    server.fail_next(Fault(kind="hang", seconds=1.5))
+    hold_the_first_request(server)
     with pytest.raises(EndpointError) as info:
         ask(make_client(timeout=0.5, max_retries=0))
     assert "timeout" in str(info.value) and "0.5 s" in str(info.value)
@@ -393,21 +400,9 @@ def test_complete_many_runs_concurrently(make_client: ClientFactory) -> None:
 
 
 def test_concurrency_limit_is_respected() -> None:
-    active = 0
-    peak = 0
-    lock = threading.Lock()
-
-    def responder(messages: list[dict[str, str]], body: dict[str, Any]) -> str:
-        nonlocal active, peak
-        with lock:
-            active += 1
-            peak = max(peak, active)
-        time.sleep(0.05)
-        with lock:
-            active -= 1
-        return "ok"
-
-    srv = ScriptedServer(responder).start()
+    # each request waits until 3 are in flight together (not a sleep that hopes they overlap)
+    in_flight = InFlight(hold=3)
+    srv = ScriptedServer(in_flight).start()
     client = LMClient(Endpoint(srv.base_url, "m"), ReplyCache(None), concurrency=3, sleep=lambda s: None)
     try:
         out = client.complete_many([ChatRequest.build("m", msgs(str(i))) for i in range(12)])
@@ -415,7 +410,7 @@ def test_concurrency_limit_is_respected() -> None:
         client.close()
         stop_later(srv)
     assert all(isinstance(c, Completion) for c in out)
-    assert 1 < peak <= 3  # the limit holds, and it is not serial either
+    assert in_flight.peak == 3  # the limit holds, and it is not serial either
 
 
 def test_identical_inflight_requests_sent_once(make_client: ClientFactory) -> None:
