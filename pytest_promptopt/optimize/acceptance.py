@@ -7,6 +7,8 @@ and, where holdout tests exist, it does not score lower on them than the origina
 The required gain is the larger of `--optimize-margin` and the noise of the paired difference:
 1.645 standard errors of the mean per-case change (one-sided 95%). So +0.05 on 20 cases (one
 more pass) is noise, while +0.05 on 2,000 cases is not.
+Where the tests give expected answers from a small set, the candidate must also beat always giving
+the most common train answer by the same rule (`constant.py`).
 """
 
 from __future__ import annotations
