@@ -4,6 +4,7 @@ kept so far, and the history of their scores the proposer sees in later rounds."
 from __future__ import annotations
 
 import random
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from ..prompts.prompt import Prompt
@@ -45,6 +46,7 @@ class InstructionPool:
         self.key = key
         self.prompts: list[Prompt] = [original]
         self.history: list[tuple[str, float]] = [(original.instruction, original_score)]
+        self.rewrites = self.rewrites_kept = 0  # the optimizer model's rewrites: proposed, and kept
 
     def propose(self, ctx: OptimizationContext, grounding: Grounding, n: int, round_: int, notes: list[str]) -> None:
         scores = dict(self.history)
@@ -56,9 +58,17 @@ class InstructionPool:
         if grounding.critique and round_ == 0:
             proposals += ctx.proposer.edit(base, grounding.critique, 1, round_)
         for proposal in proposals:
+            rewrite = proposal.kind == "rewrite"
+            self.rewrites += rewrite
             cand = apply_proposal(ctx.original, self.key, base, proposal, ctx, notes)
             if cand is not None and cand[self.key].instruction not in {p.instruction for p in self.prompts}:
                 self.prompts.append(cand[self.key])
+                self.rewrites_kept += rewrite
+
+    def nothing_to_search(self, choices: Sequence[object]) -> bool:
+        """No demo choice but the prompt's own and no rewritten instruction kept: what is left
+        (the original, perhaps with a tip appended) cannot be told apart on cases none pass."""
+        return len(choices) <= 1 and self.rewrites_kept == 0
 
     def rescore(self, evaluator: Evaluator) -> None:
         """The history becomes each instruction's mean score over every configuration that used it."""
@@ -70,3 +80,16 @@ class InstructionPool:
             if scores:
                 history.append((prompt.instruction, sum(scores) / len(scores)))
         self.history = history
+
+
+def cannot_start(ctx: OptimizationContext, pools: Sequence[InstructionPool]) -> str:
+    """Why the search cannot start, said so that the user knows what would help."""
+    passed = sum(c.passed for c in ctx.train)
+    rewrites = sum(p.rewrites for p in pools)
+    demos = ("no demo can be built: " + ("no train case passes and no expected answer is known" if not passed
+             else "the passing cases give no usable demo"))
+    proposals = (f"all {rewrites} rewritten instruction(s) the optimizer model proposed were discarded (see the notes)"
+                 if rewrites else "the optimizer model proposed no rewritten instruction")
+    return (f"cannot start: {demos}, and {proposals}. What would help: a check that names the expected answer "
+            "(checks.equals, checks.json_equals, assert out == expected), judge(..., expected=...), a demo pool "
+            "(retrieve: pool: in the prompt file), or a stronger optimizer model (--promptopt-optimizer-*)")

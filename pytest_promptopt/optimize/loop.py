@@ -236,6 +236,8 @@ def optimize_group(group: Group, program: Program, *, strategy: Strategy, propos
                                               scoring_on=lambda ids: run.memo.track_best(ids, original)))
     run.notes.extend(result.notes)
     run.train_after, run.scored_on = result.train_score, result.scored_on
+    if result.stopped:
+        return run.finish(Decision(False, result.stopped), original)
     if fingerprint(result.best) == fingerprint(original):
         return run.finish(Decision(False, "no candidate beat the original on the train cases"), result.best)
     budget.max_requests, budget.exhausted = settings.budget, False  # the reserve is for what follows

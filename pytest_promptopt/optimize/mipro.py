@@ -18,7 +18,7 @@ from dataclasses import dataclass, replace
 from ..errors import BudgetExhausted
 from .base import OptimizationContext, StrategyResult
 from .demos import DemoChoice
-from .instructions import Grounding, InstructionPool
+from .instructions import Grounding, InstructionPool, cannot_start
 from .screening import DemoScreening, demo_choices
 from .search import Evaluator
 from .tpe import TpeSearch, search_space
@@ -131,6 +131,9 @@ class Mipro:
             for round_ in range(self.rounds):
                 for key in keys:
                     pools[key].propose(ctx, grounding, self.instructions_per_round, round_, notes)
+                if round_ == 0 and all(pools[k].nothing_to_search(choices[k]) for k in keys):
+                    return StrategyResult(ctx.original, original_score, tuple(notes),
+                                          stopped=cannot_start(ctx, list(pools.values())))
                 space = search_space(keys, {k: pools[k].prompts for k in keys}, choices)
                 best_params = search.run(space, per_round, round_, rng, best_params)
                 for key in keys:

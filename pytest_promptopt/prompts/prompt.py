@@ -33,7 +33,7 @@ from ruamel.yaml.events import (
 from ..errors import ConfigError, PromptFileError, PromptOptError, TemplateError
 from .demo import Demo
 from .retrieval import MAX_K, ORDERS, SIMILARITIES, Embedder, RetrievalRule
-from .template import Template, TemplateOrigin, escape
+from .template import Template, TemplateOrigin, escape, from_reading, reading
 
 MAX_PROMPT_FILE_BYTES = 1_000_000
 MAX_POOL_FILE_BYTES = 10_000_000  # a pool sidecar holds many labelled cases; still bounded
@@ -145,6 +145,29 @@ class Prompt:
         messages = list(self.messages)
         messages[index] = Message(old.role, new)
         return replace(self, messages=tuple(messages))
+
+    @property
+    def instruction_as_read(self) -> str:
+        """The instruction as a reader (or the optimizer model) sees it: literal braces single,
+        placeholders as `{name}`."""
+        return reading(self.instruction)
+
+    def with_proposed_instruction(self, text: str) -> Prompt:
+        """A copy whose instruction is `text` written as it reads (see `instruction_as_read`):
+        `{name}` for each of the instruction's placeholders, every other brace (a JSON example,
+        code) literal, escaped in the template so the file reloads to the same text. Refused if
+        it drops one of the placeholders or adds a `{name}` that is not one."""
+        index = self.instruction_index
+        names = self.messages[index].template.placeholders
+        source, lost, added = from_reading(text, names)
+        if lost or added:
+            raise TemplateError(
+                self.path,
+                f"proposed instruction changes the placeholders (dropped: {lost or 'none'}, added: {added or 'none'})",
+                field=f"messages[{index}].content",
+                fix="a rewritten instruction must keep exactly the original placeholders",
+            )
+        return self.with_instruction(source)
 
     def with_demos(self, demos: tuple[Demo, ...]) -> Prompt:
         return replace(self, demos=tuple(demos))
