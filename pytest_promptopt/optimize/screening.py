@@ -129,7 +129,7 @@ class DemoScreening:
             alive = sorted(alive, key=lambda r: -scores[r.fingerprint])[: max(self.keep, len(alive) // 2)]
             alive = [r for r in alive if bar is None or could_reach(evaluations[r.fingerprint], bar)]
             board.ctx.progress(f"screening demo sets on {len(part)} train tests: {len(alive)} left, "
-                               f"best {max(scores.values()):.2f}")
+                               f"top {max(scores.values()):.2f} on them")
         return alive
 
 

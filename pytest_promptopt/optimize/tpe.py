@@ -91,9 +91,9 @@ class TpeSearch:
         self.ctx.log("trial", round=round_, trial=t, params=params, score=score)
         if (t + 1) % self.full_eval_every == 0 and (pending := self.evaluator.best_unvalidated()) is not None:
             self.evaluator.full_train(pending.candidate, pending.label)
-        top = self.evaluator.best_full()
-        self.ctx.progress(f"mipro round {round_ + 1}/{self.rounds} trial {t + 1}/{trials}: "
-                          f"minibatch {score:.2f}, best train {top.full or 0:.2f}")
+        # the progress line adds the one "best train" number (the loop's); a second one here
+        # would be over other cases
+        self.ctx.progress(f"mipro round {round_ + 1}/{self.rounds} trial {t + 1}/{trials}: minibatch {score:.2f}")
 
 
 def search_space(keys: Sequence[str], instructions: Mapping[str, Sequence[Prompt]],

@@ -53,7 +53,7 @@ class Reordering:
             return
         half = list(ids[: max(1, len(ids) // 2)])
         scores = {r.fingerprint: board.evaluate(r, half).mean for r in variants}
-        board.ctx.progress(f"reordered demo sets on {len(half)} train tests: best {max(scores.values()):.2f}")
+        board.ctx.progress(f"reordered demo sets on {len(half)} train tests: top {max(scores.values()):.2f} on them")
         for record in sorted(variants, key=lambda r: -scores[r.fingerprint])[: self.keep]:
             board.ctx.progress(f"{record.label}: train {board.score_full(record):.2f}")
 

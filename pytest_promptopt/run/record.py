@@ -31,6 +31,7 @@ class Verdict:
     reason: str = ""
     criteria: str = ""
     raw: str = ""
+    expected: str | None = None  # the reference answer the judge was given, if any
 
     @property
     def passed(self) -> bool:
@@ -153,7 +154,9 @@ class TestRecord:
                 min_pass_rates: Mapping[str, float | None] | None = None,
                 digests: Mapping[str, str] | None = None, xfail: bool = False) -> CaseOutcome:
         verdicts = tuple({"score": v.score, "threshold": v.threshold, "reason": bounded(v.reason, 1000),
-                          "criteria": bounded(v.criteria, 1000)} for v in self.verdicts[:CALL_LIMIT])
+                          "criteria": bounded(v.criteria, 1000)}
+                         | ({} if v.expected is None else {"expected": bounded(v.expected, 1000)})
+                         for v in self.verdicts[:CALL_LIMIT])
         return CaseOutcome(self.nodeid, passed, self.score(passed), without_addresses(message)[:MAX_MESSAGE],
                            self.calls()[:CALL_LIMIT],
                            self.usage_by_prompt(), dict(min_pass_rates or {}), duration,

@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import threading
 from collections.abc import Callable, Iterator, Mapping
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -245,6 +246,8 @@ class JudgeCall:
             self._record.call_log.begin(JUDGE, "", inputs, sample=self._record.draw, mode=mode)
         verdict = grade(lambda messages: self._ask(messages, mode), output, criteria,
                         expected=expected, threshold=limit, mode=mode)
+        if isinstance(expected, str):  # the optimizer's evidence for this case shows it
+            verdict = replace(verdict, expected=expected)
         self._record.verdicts.append(verdict)
         return verdict
 
