@@ -33,7 +33,7 @@ from ruamel.yaml.events import (
 from ..errors import ConfigError, PromptFileError, PromptOptError, TemplateError
 from .demo import Demo
 from .retrieval import MAX_K, ORDERS, SIMILARITIES, Embedder, RetrievalRule
-from .template import Template, TemplateOrigin, escape, from_reading, reading
+from .template import Template, TemplateOrigin, escape, from_reading_checked, reading
 
 MAX_PROMPT_FILE_BYTES = 1_000_000
 MAX_POOL_FILE_BYTES = 10_000_000  # a pool sidecar holds many labelled cases; still bounded
@@ -157,17 +157,9 @@ class Prompt:
         `{name}` for each of the instruction's placeholders, every other brace (a JSON example,
         code) literal, escaped in the template so the file reloads to the same text. Refused if
         it drops one of the placeholders or adds a `{name}` that is not one."""
-        index = self.instruction_index
-        names = self.messages[index].template.placeholders
-        source, lost, added = from_reading(text, names)
-        if lost or added:
-            raise TemplateError(
-                self.path,
-                f"proposed instruction changes the placeholders (dropped: {lost or 'none'}, added: {added or 'none'})",
-                field=f"messages[{index}].content",
-                fix="a rewritten instruction must keep exactly the original placeholders",
-            )
-        return self.with_instruction(source)
+        template = self.messages[self.instruction_index].template
+        origin = TemplateOrigin(self.path, f"messages[{self.instruction_index}].content")
+        return self.with_instruction(from_reading_checked(text, template.placeholders, origin))
 
     def with_demos(self, demos: tuple[Demo, ...]) -> Prompt:
         return replace(self, demos=tuple(demos))

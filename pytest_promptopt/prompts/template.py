@@ -26,6 +26,16 @@ class Placeholder:
 Segment = Union[str, Placeholder]
 
 
+
+def from_reading_checked(text: str, names: Iterable[str], origin: TemplateOrigin) -> str:
+    """`from_reading`, refused (naming the placeholders) when it drops or invents one."""
+    source, lost, added = from_reading(text, names)
+    if lost or added:
+        raise TemplateError(origin.path, f"proposed instruction changes the placeholders (dropped: {lost or 'none'}, "
+                            f"added: {added or 'none'})", field=origin.field,
+                            fix="a rewritten instruction must keep exactly the original placeholders")
+    return source
+
 @dataclass(frozen=True)
 class TemplateOrigin:
     """Where a template came from, for error messages."""
