@@ -45,6 +45,8 @@ OPTIMIZE_STRATEGY = "auto"
 OPTIMIZE_PRESET = "medium"
 OPTIMIZE_BUDGET = 3000  # LM calls (cached or not) per optimized group of prompts: the medium preset's
 OPTIMIZE_MARGIN = 0.02  # validation gain a candidate needs to be written
+# write a candidate that does not beat always giving the most common expected answer
+OPTIMIZE_ALLOW_CONSTANT = False
 OPTIMIZE_SEED = 0
 PROGRESS_INTERVAL_S = 30.0  # outside a terminal (CI logs), a progress line at least this often
 # Previously passing validation tests a candidate may break, when --optimize-max-regressions is

@@ -139,15 +139,17 @@ def mean_interval(values: Sequence[float], confidence: float = 0.95,
     return MeanEstimate(n, mean, interval if bounds is None else interval.clipped(*bounds))
 
 
-def paired_noise(differences: Sequence[float], z: float = Z95_ONE_SIDED) -> float:
-    """How large a mean paired difference must be to stand out of noise: z standard errors of
-    the mean (one-sided 95% by default). 0 with fewer than 2 pairs: there is no spread to see."""
+def paired_noise(differences: Sequence[float], confidence: float = 0.95) -> float:
+    """How large a mean paired difference must be to stand out of noise: the one-sided Student t
+    bound (95% by default, n - 1 degrees of freedom) times the standard error of the mean; the
+    spread is estimated from the same few cases, so t, not z. 0 with fewer than 2 pairs: there
+    is no spread to see."""
     n = len(differences)
     if n < 2:
         return 0.0
     mean = sum(differences) / n
     variance = sum((d - mean) ** 2 for d in differences) / (n - 1)
-    return z * math.sqrt(variance / n)
+    return t_quantile(confidence, n - 1) * math.sqrt(variance / n) if variance > 0 else 0.0
 
 
 __all__ = ["Z95_ONE_SIDED", "Z_95", "Interval", "MeanEstimate", "binomial_cdf", "mcnemar_exact", "mean_interval",

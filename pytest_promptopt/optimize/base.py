@@ -96,6 +96,7 @@ class StrategyResult:
     train_score: float
     notes: tuple[str, ...] = ()
     scored_on: tuple[str, ...] | None = None  # the train cases `train_score` is on, when not all of them
+    stopped: str = ""  # why the search could not start, when it could not (the decision's reason)
 
 
 class Strategy(Protocol):

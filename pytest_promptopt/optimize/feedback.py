@@ -30,8 +30,17 @@ def feedback_of(results: Sequence[CaseOutcome]) -> list[Feedback]:
         if (r.passed and r.score >= 1) or not r.calls:
             continue
         call = r.calls[-1]
-        out.append(Feedback(r.nodeid, call.prompt_key, call.inputs, call.output, call.expected, r.message, r.score))
+        out.append(Feedback(r.nodeid, call.prompt_key, call.inputs, call.output, expected_of(r), r.message, r.score))
     return out
 
 
-__all__ = ["Feedback", "feedback_of"]
+def expected_of(result: CaseOutcome) -> str | None:
+    """The case's expected answer: from a check or assert on the output, else the reference
+    answer a judge was given (`judge(output, criteria, expected=...)`)."""
+    if result.calls and result.calls[-1].expected is not None:
+        return result.calls[-1].expected
+    given = [v["expected"] for v in result.verdicts if isinstance(v.get("expected"), str)]
+    return given[-1] if given else None
+
+
+__all__ = ["Feedback", "expected_of", "feedback_of"]

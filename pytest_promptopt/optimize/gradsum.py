@@ -87,7 +87,7 @@ def apply_proposal(candidate: Candidate, key: str, prompt: Prompt, proposal: Pro
                    ctx: OptimizationContext, notes: list[str]) -> Candidate | None:
     """The candidate with one prompt's instruction replaced, or None if it breaks placeholders."""
     try:
-        new_prompt = prompt.with_instruction(proposal.text)
+        new_prompt = prompt.with_proposed_instruction(proposal.text)
     except TemplateError as exc:
         notes.append(f"discarded the {proposal.source}'s proposal for {key}: {exc.problem}")
         ctx.log("discarded", prompt=key, reason=exc.problem, text=proposal.text)

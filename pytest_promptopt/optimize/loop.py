@@ -21,6 +21,7 @@ from ..run.record import CaseOutcome
 from ..usage import Usage
 from .acceptance import Decision, chance_rate, decide_holdout, decide_validation, mean_score, within_chance
 from .before import BaselineBefore
+from .constant import ConstantBaseline, OneAnswer, constant_baseline, decide_constant, format_only, one_answer
 from .base import Candidate, Case, Evaluation, Feedback, OptimizationContext, Program, Strategy, fingerprint
 from .demos import DemoOption
 from .proposer import Proposer
@@ -224,6 +225,8 @@ class GroupResult:
     # one was never scored): what the tests give once the winner is written.
     outcomes: tuple[CaseOutcome, ...] = field(default=(), compare=False)
     baseline_before: tuple[BaselineBefore, ...] = ()  # set by the caller when a baseline was given
+    constant: ConstantBaseline | None = None  # always the most common train answer, on validation
+    one_answer: OneAnswer | None = None  # the candidate gives (nearly) one answer on validation
 
     @property
     def accepted(self) -> bool:
@@ -260,7 +263,9 @@ class GroupResult:
                 "usage": {role: u.to_dict() for role, u in self.usage.items()},
                 "seconds": round(self.seconds, 3), "notes": list(self.notes), "log": self.log_path,
                 "diff": self.diff, "chance": self.chance, "after_within_noise_of_chance": self.after_is_chance,
-                "baseline_before": [b.to_dict() for b in self.baseline_before]}
+                "baseline_before": [b.to_dict() for b in self.baseline_before],
+                "constant": None if self.constant is None else self.constant.to_dict(),
+                "one_answer": None if self.one_answer is None else self.one_answer.to_dict()}
 
 
 def optimize_group(group: Group, program: Program, *, strategy: Strategy, proposer: Proposer, budget: Budget,
@@ -283,6 +288,8 @@ def optimize_group(group: Group, program: Program, *, strategy: Strategy, propos
                                               scoring_on=lambda ids: run.memo.track_best(ids, original)))
     run.notes.extend(result.notes)
     run.train_after, run.scored_on = result.train_score, result.scored_on
+    if result.stopped:
+        return run.finish(Decision(False, result.stopped), original)
     if fingerprint(result.best) == fingerprint(original):
         return run.finish(Decision(False, "no candidate beat the original on the train cases"), result.best)
     budget.max_requests, budget.exhausted = settings.budget, False  # the reserve is for what follows
@@ -294,7 +301,8 @@ def optimize_group(group: Group, program: Program, *, strategy: Strategy, propos
         after = run.memo.verified(best, [c.nodeid for c in validation], run.notes)
     except BudgetExhausted as exc:
         return run.finish(Decision(False, f"budget ran out before validation finished ({exc})"), best)
-    decision = decide_validation(validation, after, margin=settings.margin, max_regressions=settings.max_regressions)
+    decision = run.against_constant(
+        decide_validation(validation, after, margin=settings.margin, max_regressions=settings.max_regressions), after)
     held = None
     if decision.accepted and group.holdout:
         try:  # within the budget too: the cap counts every request the optimization sends
@@ -330,6 +338,21 @@ class _GroupRun:
         self.notes: list[str] = []
         self.train_after = mean_score(group.train)
         self.scored_on: tuple[str, ...] | None = None  # the train cases train_after is on, when not all
+        self.constant: ConstantBaseline | None = None
+        self.one_answer: OneAnswer | None = None
+
+    def against_constant(self, validated: Decision, after: Evaluation) -> Decision:
+        """The decision once the candidate is also held against the constant baseline; notes a
+        candidate that gives one answer, or that fixed only the format of the original's."""
+        ids = {c.nodeid: c.split for c in self.group.cases}
+        first = {split: [o for o in self.group.first_run if ids.get(o.nodeid) == split] for split in ("train", "validation")}
+        self.constant = constant_baseline(first["train"], first["validation"], after.results)
+        self.one_answer = one_answer(after.results)
+        format_note = format_only(first["validation"], after, self.constant, self.settings.margin)
+        if format_note:
+            self.notes.append(format_note)
+        return decide_constant(validated, self.constant, after, margin=self.settings.margin,
+                               allow=self.settings.allow_constant)
 
     def simplify(self, best: Candidate) -> Candidate:
         """`best` with what does not earn its place put back, judged on the train cases the
@@ -365,6 +388,7 @@ class _GroupRun:
                            self.estimate, self.settings.budget, spent, time.perf_counter() - self.started,
                            tuple([*self.notes, *self.proposer.notes]), best, str(self.log.path),
                            chance=chance_rate(first_validation, after.results if after else ()),
+                           constant=self.constant, one_answer=self.one_answer,
                            outcomes=self._winner_outcomes(best) if decision.accepted else ())
 
     def _winner_outcomes(self, best: Candidate) -> tuple[CaseOutcome, ...]:

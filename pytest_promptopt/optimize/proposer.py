@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from ..llm.client import LMClient
 from ..errors import BudgetExhausted, PromptOptError
 from ..prompts.prompt import Prompt
-from ..prompts.template import escape
+from ..prompts.template import escape, reading
 from .feedback import Feedback
 
 TIPS = (
@@ -160,7 +160,7 @@ class Proposer:
     # -- GRAD-SUM --------------------------------------------------------------------------
     def gradient(self, prompt: Prompt, case: Feedback) -> str | None:
         """One textual gradient: how the instruction should change so this failed case passes."""
-        evidence = fit([("INSTRUCTION", prompt.instruction), *describe_case(case)], self.limits.evidence_chars)
+        evidence = fit([("INSTRUCTION", prompt.instruction_as_read), *describe_case(case)], self.limits.evidence_chars)
         user = (f"{evidence}\n\nWhat in the instruction let this output fail the test, and how should the "
                 "instruction change so that cases like this one pass? Be specific; keep what already works.")
         return self._ask(user, purpose=f"gradient:{hashlib.sha256(user.encode()).hexdigest()[:10]}",
@@ -175,7 +175,7 @@ class Proposer:
         return self._ask(user, purpose=f"summary:{round_}", temperature=0.0, max_tokens=self.limits.summary_tokens)
 
     def edit(self, prompt: Prompt, critique: str, n: int, round_: int) -> list[Proposal]:
-        user = (f"CURRENT INSTRUCTION:\n{prompt.instruction}\n\nCRITIQUE:\n{critique}\n\n"
+        user = (f"CURRENT INSTRUCTION:\n{prompt.instruction_as_read}\n\nCRITIQUE:\n{critique}\n\n"
                 f"Rewrite the instruction to fix what the critique says. {_keep(prompt)} "
                 "Reply with the new instruction only.")
         out: list[Proposal] = []
@@ -183,7 +183,7 @@ class Proposer:
             if (proposal := self._rewrite(prompt, user, f"edit:{round_}", draw, "editor")) is not None:
                 out.append(proposal)
         if critique:
-            out.append(Proposal(prompt.instruction.rstrip() + "\n" + as_guidance(critique), "augment", "editor"))
+            out.append(Proposal(prompt.instruction_as_read.rstrip() + "\n" + as_guidance(critique), "augment", "editor"))
         return out
 
     # -- MIPRO -----------------------------------------------------------------------------
@@ -214,13 +214,13 @@ class Proposer:
             if proposal is not None:
                 out.append(proposal)
                 if draw == 0:
-                    out.append(Proposal(prompt.instruction.rstrip() + "\n" + as_guidance(tip), "augment", "proposer"))
+                    out.append(Proposal(prompt.instruction_as_read.rstrip() + "\n" + as_guidance(tip), "augment", "proposer"))
         return out
 
     def _proposal_request(self, prompt: Prompt, data_summary: str, program_summary: str,
                           history: Sequence[tuple[str, float]], failures: Sequence[Feedback], critique: str,
                           tip: str) -> str:
-        scored = [(f"SCORE {s:.2f}", t) for t, s in sorted(history, key=lambda h: h[1])]
+        scored = [(f"SCORE {s:.2f}", reading(t)) for t, s in sorted(history, key=lambda h: h[1])]
         cases = [(f"FAILED CASE {i + 1}", fit(describe_case(f), self.limits.evidence_chars))
                  for i, f in enumerate(failures[: self.limits.cases_per_proposal])]
         budget = self.limits.evidence_chars
@@ -232,7 +232,7 @@ class Proposer:
             parts.append(f"CRITIQUE OF THE CURRENT INSTRUCTION:\n{critique}")
         if cases:
             parts.append("CASES THE CURRENT INSTRUCTION FAILS:\n" + fit(cases, budget // 2))
-        parts += [f"TIP: {tip}", f"CURRENT INSTRUCTION (the best so far):\n{prompt.instruction}",
+        parts += [f"TIP: {tip}", f"CURRENT INSTRUCTION (the best so far):\n{prompt.instruction_as_read}",
                   f"Write a better instruction. {_keep(prompt)} Reply with the new instruction only."]
         return "\n\n".join(parts)
 

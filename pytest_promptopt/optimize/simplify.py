@@ -4,8 +4,8 @@ The parts, tried in this order for each prompt: the instruction edit, the retrie
 demos as a block, then the demos in halves, then one by one (when at most `ONE_BY_ONE` are
 left). Each part is put back as the original had it; the removal is kept when the score on
 the train cases the search scored on (none a demo of the winner) and validation does not drop
-beyond noise: the mean per-case drop must exceed 1.645
-standard errors of the per-case differences (one-sided 95%, `stats.paired_noise`). Ties go to
+beyond noise: the mean per-case drop must exceed the one-sided 95% Student t bound of the
+per-case differences (`stats.paired_noise`). Ties go to
 the shorter prompt, since a tie is no drop.
 
 Every removal is judged against the winner as the search found it, not against the prompt left

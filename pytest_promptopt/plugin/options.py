@@ -31,6 +31,8 @@ def add_options(parser: pytest.Parser) -> None:
                   type="linelist", default=[])
     parser.addini("promptopt_progress_interval", "--optimize outside a terminal (CI): a progress line at least "
                   f"every this many seconds (default {defaults.PROGRESS_INTERVAL_S:g})", default=None)
+    parser.addini("promptopt_optimize_allow_constant", "--optimize writes a winner even if it does not beat always "
+                  "giving the most common expected answer (--optimize-allow-constant)", type="bool", default=None)
     _optimize_options(group)
 
 
@@ -144,6 +146,10 @@ def _optimize_options(group: pytest.OptionGroup) -> None:
                     help=f"random seed (default {defaults.OPTIMIZE_SEED})")
     group.addoption("--optimize-margin", default=None, type=fraction, metavar="DELTA",
                     help=f"validation score gain a candidate needs to be written (default {defaults.OPTIMIZE_MARGIN})")
+    group.addoption("--optimize-allow-constant", action="store_true", default=None,
+                    help="write a winner even if it does not beat always giving the most common expected answer "
+                         "(e.g. when only the format of the original's answers was wrong; ini "
+                         f"promptopt_optimize_allow_constant; default {str(defaults.OPTIMIZE_ALLOW_CONSTANT).lower()})")
     group.addoption("--optimize-max-regressions", default=None, type=non_negative_int, metavar="N",
                     help="previously passing validation tests a candidate may break (default: "
                          f"{share} of them, at least 1)")

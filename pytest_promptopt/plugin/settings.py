@@ -82,6 +82,8 @@ def _optimize_settings(config: pytest.Config) -> OptimizeSettings:
         seed=option("optimize_seed", defaults.OPTIMIZE_SEED),
         margin=option("optimize_margin", defaults.OPTIMIZE_MARGIN),
         max_regressions=config.getoption("optimize_max_regressions", None),
+        allow_constant=_flag(config, "optimize_allow_constant", "promptopt_optimize_allow_constant",
+                             defaults.OPTIMIZE_ALLOW_CONSTANT),
         context_tokens=config.getoption("optimize_context_tokens", None),
         progress_interval=_typed(config, "promptopt_progress_interval", positive_float, defaults.PROGRESS_INTERVAL_S),
     )
@@ -111,6 +113,14 @@ def _choice(config: pytest.Config, name: str, allowed: Any, default: str) -> str
     if value not in allowed:
         raise pytest.UsageError(f"ini option {name} = {value!r}: expected one of {', '.join(allowed)}")
     return str(value)
+
+
+def _flag(config: pytest.Config, option: str, ini: str, default: bool) -> bool:
+    """A yes/no setting: the command line's flag, else the ini key (true/false), else `default`."""
+    if config.getoption(option, None):
+        return True
+    value = config.getini(ini)
+    return default if value is None or value == "" else bool(value)
 
 
 def _typed(config: pytest.Config, name: str, convert: Any, default: Any) -> Any:

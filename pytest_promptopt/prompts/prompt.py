@@ -35,7 +35,7 @@ from ..userfiles import UserFileError, read_text
 from .demo import Demo
 from .pool_file import check_pool_name, load_pool_file, read_pool_bytes
 from .retrieval import MAX_K, ORDERS, SIMILARITIES, Embedder, RetrievalRule
-from .template import Template, TemplateOrigin, escape
+from .template import Template, TemplateOrigin, escape, from_reading_checked, reading
 
 MAX_PROMPT_FILE_BYTES = 1_000_000
 MAX_YAML_DEPTH = 50  # a prompt file nests 4 levels; deeper is an accident or an attack
@@ -146,6 +146,21 @@ class Prompt:
         messages = list(self.messages)
         messages[index] = Message(old.role, new)
         return replace(self, messages=tuple(messages))
+
+    @property
+    def instruction_as_read(self) -> str:
+        """The instruction as a reader (or the optimizer model) sees it: literal braces single,
+        placeholders as `{name}`."""
+        return reading(self.instruction)
+
+    def with_proposed_instruction(self, text: str) -> Prompt:
+        """A copy whose instruction is `text` written as it reads (see `instruction_as_read`):
+        `{name}` for each of the instruction's placeholders, every other brace (a JSON example,
+        code) literal, escaped in the template so the file reloads to the same text. Refused if
+        it drops one of the placeholders or adds a `{name}` that is not one."""
+        template = self.messages[self.instruction_index].template
+        origin = TemplateOrigin(self.path, f"messages[{self.instruction_index}].content")
+        return self.with_instruction(from_reading_checked(text, template.placeholders, origin))
 
     def with_demos(self, demos: tuple[Demo, ...]) -> Prompt:
         return replace(self, demos=tuple(demos))

@@ -9,7 +9,7 @@ with the file, line and placeholder named.
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
@@ -25,6 +25,16 @@ class Placeholder:
 
 Segment = Union[str, Placeholder]
 
+
+
+def from_reading_checked(text: str, names: Iterable[str], origin: TemplateOrigin) -> str:
+    """`from_reading`, refused (naming the placeholders) when it drops or invents one."""
+    source, lost, added = from_reading(text, names)
+    if lost or added:
+        raise TemplateError(origin.path, f"proposed instruction changes the placeholders (dropped: {lost or 'none'}, "
+                            f"added: {added or 'none'})", field=origin.field,
+                            fix="a rewritten instruction must keep exactly the original placeholders")
+    return source
 
 @dataclass(frozen=True)
 class TemplateOrigin:
@@ -117,6 +127,35 @@ def parse(source: str, origin: TemplateOrigin | None = None) -> tuple[Segment, .
 def escape(text: str) -> str:
     """Make literal text safe to embed in a template."""
     return text.replace("{", "{{").replace("}", "}}")
+
+
+NAMED = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]*)\}")  # `{name}` as a reader sees a placeholder
+
+
+def reading(source: str) -> str:
+    """A template as it reads: literal braces single, placeholders as `{name}`."""
+    return "".join(s if isinstance(s, str) else "{" + s.name + "}" for s in parse(source))
+
+
+def from_reading(text: str, names: Iterable[str]) -> tuple[str, list[str], list[str]]:
+    """Template source for `text` written as it reads: each `{name}` of `names` is a
+    placeholder, every other brace literal text (escaped). Also the names it leaves out and the
+    `{identifier}`s it adds that are not among `names` (placeholders it would invent)."""
+    allowed = set(names)
+    out: list[str] = []
+    found: set[str] = set()
+    invented: list[str] = []
+    last = 0
+    for m in NAMED.finditer(text):
+        if m.group(1) not in allowed:
+            if m.group(1) not in invented:
+                invented.append(m.group(1))
+            continue
+        out += [escape(text[last:m.start()]), m.group(0)]
+        found.add(m.group(1))
+        last = m.end()
+    out.append(escape(text[last:]))
+    return "".join(out), sorted(allowed - found), sorted(invented)
 
 
 @dataclass(frozen=True)

@@ -314,8 +314,8 @@ def _demo_edits(text: str, root: Any, dumper: YAML, original: Prompt, candidate:
 
 def _checked(path: Path, new_text: str, original: Prompt, candidate: Prompt) -> str:
     """Never write a file we could not read back, nor one that reads back as something else."""
-    doc = parse_yaml(path, new_text)
     try:
+        doc = parse_yaml(path, new_text)  # a plain scalar cannot hold every text (": " in it): try the next way
         instruction = doc["messages"][original.instruction_index]["content"]
         demos = read_demo_list(path, doc["demos"]) if doc.get("demos") else ()
     except (KeyError, IndexError, TypeError, PromptFileError) as exc:

@@ -74,6 +74,7 @@ class OptimizationView:
     log_path: str
     curve: tuple[CurvePoint, ...] = ()
     baseline: tuple[str, ...] = ()  # the saved baseline as the "before", as the terminal says it
+    one_answer: str = ""  # "answers 'x' for 21 of 21 validation cases" when the candidate gives one answer
 
     @property
     def calls(self) -> int:
@@ -101,7 +102,8 @@ def optimization_view(result: GroupResult, root: Path, write_status: str) -> Opt
         result.train.before, result.train.after or 0.0, result.validation.before, result.validation.after,
         usage, result.diff, write_status, result.log_path,
         search_curve(read_events(Path(result.log_path))) if result.log_path else (),
-        tuple(line.strip() for line in before_lines(result.baseline_before, result.after_by_split)))
+        tuple(line.strip() for line in before_lines(result.baseline_before, result.after_by_split)),
+        "" if result.one_answer is None else result.one_answer.text)
 
 
 def describe_write(result: GroupResult, dry_run: bool, written: Sequence[Path]) -> str:

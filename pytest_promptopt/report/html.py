@@ -332,6 +332,7 @@ def _optimization_section(o: OptimizationView) -> str:
     rows = [("strategy", o.strategy), ("validation score", f"{o.validation_before:.3f} -> {after}"),
             ("train score", f"{o.train_before:.3f} -> {o.train_after:.3f}"), ("LM calls", str(o.calls)),
             *(("baseline", line) for line in o.baseline),
+            *((("candidate", o.one_answer),) if o.one_answer else ()),
             ("decision", f"{decision}: {o.reason}"), ("diff", o.write_status), ("run log", o.log_path)]
     table = "".join(f"<tr><th>{_esc(a)}</th><td>{_esc(b)}</td></tr>" for a, b in rows)
     return (f'<section class="optimization"><h2>Optimization: {_esc(", ".join(o.prompts))}</h2>'

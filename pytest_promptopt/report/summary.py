@@ -159,6 +159,8 @@ def optimization_lines(o: GroupResult, display: Callable[[str], str], dry_run: b
         verdict = "within noise of it" if o.after_is_chance else "beyond noise of it"
         shown = "" if o.validation.after is None else f"; the candidate's {o.validation.after:.3f} is {verdict}"
         lines.append(f"  chance (always the majority answer) on validation: {o.chance:.3f}{shown}")
+    if o.one_answer is not None:
+        lines.append(f"  candidate: {o.one_answer.text}")
     if o.accepted:
         verb = "would write (dry run)" if dry_run else "writing"
         lines.append(f"  accepted: {o.decision.reason}; {verb} {names}")

@@ -2,7 +2,7 @@
 
 Each check raises `CheckFailed` (an AssertionError) saying what was expected and what came
 back, and records a 1/0 verdict on the running test so prompt scores include it. `equals`
-also records the expected answer, which the optimizer uses as a labelled demo. Each hides its
+and `json_equals` also record the expected answer, which the optimizer uses as a labelled demo. Each hides its
 own frame (`__tracebackhide__`, as pytest's helpers do), so a failure is reported at the line
 of the test that called it.
 """
@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import math
 import re
+from collections.abc import Sequence
 from typing import Any
 
 from .record import Verdict, current_record
@@ -77,16 +78,7 @@ def matches(output: str, pattern: str, *, flags: int = 0) -> re.Match[str]:
 def json_output(output: str, schema: dict[str, Any] | None = None) -> Any:
     """Output is JSON (a ```json fence is allowed) and, if given, valid under `schema`."""
     __tracebackhide__ = True
-    text = output.strip()
-    if len(text) >= 6 and text.startswith("```") and text.endswith("```"):  # no regex: linear time
-        inner = text[3:-3]
-        text = (inner[4:] if inner.startswith("json") else inner).strip()
-    try:
-        data = json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise _fail(f"expected JSON ({exc.msg} at line {exc.lineno} column {exc.colno})", output) from None
-    except (ValueError, RecursionError) as exc:  # a 5,000-digit number, nesting deeper than Python's stack
-        raise _fail(f"expected JSON the checker can read ({str(exc)[:120]})", output) from None
+    data = _parsed_json(output)
     if schema is not None:
         try:
             import jsonschema
@@ -99,6 +91,64 @@ def json_output(output: str, schema: dict[str, Any] | None = None) -> Any:
             raise _fail(f"JSON does not match the schema at {where}: {first.message}", output)
     _record(True, "valid JSON")
     return data
+
+
+def _parsed_json(output: str) -> Any:
+    __tracebackhide__ = True
+    text = output.strip()
+    if len(text) >= 6 and text.startswith("```") and text.endswith("```"):  # no regex: linear time
+        inner = text[3:-3]
+        text = (inner[4:] if inner.startswith("json") else inner).strip()
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise _fail(f"expected JSON ({exc.msg} at line {exc.lineno} column {exc.colno})", output) from None
+    except (ValueError, RecursionError) as exc:  # a 5,000-digit number, nesting deeper than Python's stack
+        raise _fail(f"expected JSON the checker can read ({str(exc)[:120]})", output) from None
+
+
+def json_equals(output: str, expected: Any, fields: Sequence[str] | None = None) -> Any:
+    """Output is JSON (a ```json fence is allowed) equal to `expected`, or, with `fields`, equal
+    to it in those fields of an object. Fails like an assert with a field-by-field diff; the
+    expected object, as JSON, is the case's expected answer (a labelled demo for the
+    optimizer). Returns the parsed output."""
+    __tracebackhide__ = True
+    record = current_record.get()
+    if record is not None:
+        record.note_expected(output, json.dumps(expected, ensure_ascii=False))
+    data = _parsed_json(output)
+    differences = _json_differences(data, expected, fields)
+    if differences:
+        raise _fail("expected JSON equal to " + _show(json.dumps(expected, ensure_ascii=False))
+                    + " but " + "; ".join(differences), output)
+    _record(True, "JSON equals " + ("the expected object" if fields is None else f"in {list(fields)}"))
+    return data
+
+
+_MISSING = object()
+
+
+def _json_differences(data: Any, expected: Any, fields: Sequence[str] | None) -> list[str]:
+    """What differs, one entry per field: `name: expected X, got Y` (or `missing`)."""
+    if fields is None and not (isinstance(data, dict) and isinstance(expected, dict)):
+        return [] if data == expected else [f"expected {_show(json.dumps(expected))}, got {_show(json.dumps(data))}"]
+    if not isinstance(data, dict):
+        return [f"expected an object, got {type(data).__name__}"]
+    if not isinstance(expected, dict):
+        raise TypeError(f"json_equals(fields=...) compares objects; expected is a {type(expected).__name__}")
+    names = list(fields) if fields is not None else list(dict.fromkeys([*expected, *data]))
+    out = []
+    for name in names:
+        want, got = expected.get(name, _MISSING), data.get(name, _MISSING)
+        if want == got:
+            continue
+        if got is _MISSING:
+            out.append(f"{name}: missing (expected {json.dumps(want)})")
+        elif want is _MISSING:
+            out.append(f"{name}: not expected (got {json.dumps(got)})")
+        else:
+            out.append(f"{name}: expected {json.dumps(want)}, got {json.dumps(got)}")
+    return out
 
 
 def close_to(output: str, expected: float, *, tolerance: float = 1e-6, relative: bool = False) -> float:

@@ -64,6 +64,7 @@ class OptimizeSettings:
     seed: int = defaults.OPTIMIZE_SEED
     margin: float = defaults.OPTIMIZE_MARGIN
     max_regressions: int | None = None  # None: defaults.allowed_regressions decides
+    allow_constant: bool = defaults.OPTIMIZE_ALLOW_CONSTANT  # write a candidate no better than the constant answer
     context_tokens: int | None = None  # the optimizer model's context; None: by endpoint (see defaults)
     progress_interval: float = defaults.PROGRESS_INTERVAL_S  # seconds between progress lines in CI, at most
 

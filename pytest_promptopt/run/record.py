@@ -35,6 +35,7 @@ class Verdict:
     advisory: bool = False  # the judge may not gate (uncalibrated, stale or below the kappa bar): shown, not counted
     samples: int = 1  # draws of the judge this verdict stands for (--promptopt-judge-samples, confirm-on-fail)
     flipped: bool = False  # the draws disagreed on pass or fail
+    expected: str | None = None  # the reference answer the judge was given, if any
 
     @property
     def passed(self) -> bool:
@@ -159,6 +160,7 @@ class TestRecord:
         verdicts = tuple({"score": v.score, "threshold": v.threshold, "reason": bounded(v.reason, 1000),
                           "criteria": bounded(v.criteria, 1000), "judge": v.judge, "advisory": v.advisory,
                           "samples": v.samples, "flipped": v.flipped}
+                         | ({} if v.expected is None else {"expected": bounded(v.expected, 1000)})
                          for v in self.verdicts[:CALL_LIMIT])
         return CaseOutcome(self.nodeid, passed, self.score(passed), without_addresses(message)[:MAX_MESSAGE],
                            self.calls()[:CALL_LIMIT],

@@ -11,6 +11,7 @@ import contextlib
 import threading
 from dataclasses import replace
 from collections.abc import Callable, Iterator, Mapping
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -284,6 +285,8 @@ class JudgeCall:
         trust = self._runtime.judges.trust(judge)
         verdict = replace(combine(verdicts), judge=INLINE_JUDGE if judge is None else judge.key,
                           advisory=not trust.gates)
+        if isinstance(expected, str):  # the optimizer's evidence for this case shows it
+            verdict = replace(verdict, expected=expected)
         self._record.verdicts.append(verdict)
         return verdict
 

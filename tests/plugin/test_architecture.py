@@ -169,8 +169,8 @@ def test_rejects_a_gain_below_the_margin() -> None:
 def test_a_gain_within_the_noise_of_few_cases_is_rejected_and_the_same_gain_on_many_is_not() -> None:
     few = decide_validation(cases(*[False] * 20), after(True, *[False] * 19), margin=0.02, max_regressions=None)
     assert not few.accepted
-    assert few.reason == ("validation 0.000 -> 0.050: the gain is within noise on 20 cases (it needs +0.082, "
-                          "1.645 standard errors of the per-case change)")
+    assert few.reason == ("validation 0.000 -> 0.050: the gain is within noise on 20 cases (it needs +0.086, "
+                          "the one-sided 95% t bound of the per-case change)")
     many = decide_validation(cases(*[False] * 2000), after(*[True] * 100, *[False] * 1900), margin=0.02,
                              max_regressions=None)
     assert many.accepted and many.reason.startswith("validation 0.000 -> 0.050 (+0.050)")

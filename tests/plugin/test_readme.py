@@ -38,6 +38,8 @@ def answer(messages: list[dict[str, str]], body: dict[str, Any]) -> str:
     everything = "\n".join(m["content"] for m in messages)
     if '{"score"' in everything:
         return json.dumps({"score": 0.9, "reason": "answers from the context"})
+    if "Reply with JSON only" in everything:
+        return json.dumps({"amount": 12.5, "currency": "EUR", "merchant": "Cafe Nero"})
     if "Context:" in everything:
         return "At 9:00 on weekdays."
     return "pin_blocked" if "PIN" in messages[-1]["content"] else "card_arrival"

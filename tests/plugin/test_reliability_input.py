@@ -95,9 +95,12 @@ def test_word(llm, word):
 BAD_PROPOSALS = [
     ("Reverse the {kind} and the {extra}.", r"proposed instruction changes the placeholders \(dropped: none, "
                                             r"added: \['extra'\]\)"),
-    ("Reverse the {kind.__class__}.", r"attribute access in placeholder '\{kind.__class__\}' is not allowed"),
-    ("Reverse the {kind:>20}.", r"format spec in placeholder '\{kind:>20\}' is not allowed"),
-    ("Reverse the {kind.", r"unbalanced '\{' at character 13 of the template"),
+    # a brace that is not one of the prompt's placeholders is literal text in a proposal (issue 33): these
+    # three lose {kind}, which is what discards them
+    ("Reverse the {kind.__class__}.", r"proposed instruction changes the placeholders \(dropped: \['kind'\], "
+                                      r"added: none\)"),
+    ("Reverse the {kind:>20}.", r"proposed instruction changes the placeholders \(dropped: \['kind'\], added: none\)"),
+    ("Reverse the {kind.", r"proposed instruction changes the placeholders \(dropped: \['kind'\], added: none\)"),
 ]
 
 

@@ -285,3 +285,29 @@ def test_blank_expected_is_not_a_label(record: Record) -> None:
         with pytest.raises(CheckFailed):
             checks.equals("x", "   ")
         assert record.labels == []
+
+
+# -- json_equals (issue 33) -------------------------------------------------------------------------
+
+def test_json_equals_fails_with_a_field_by_field_diff_and_records_the_expected_object(record: Record) -> None:
+    out = '{"amount": 12.0, "currency": "USD", "merchant": "Cafe Nero"}'
+    expected = {"amount": 12.5, "currency": "EUR", "merchant": "Cafe Nero"}
+    with recording(record):
+        record.traces.append(trace(out))
+        with pytest.raises(CheckFailed) as failed:
+            checks.json_equals(out, expected)
+        assert record.labels == [Label(0, '{"amount": 12.5, "currency": "EUR", "merchant": "Cafe Nero"}')]
+        assert [v.score for v in record.verdicts] == [0.0]
+    message = str(failed.value)
+    assert "amount: expected 12.5, got 12.0" in message and "currency: expected \"EUR\", got \"USD\"" in message
+    assert "merchant" not in message.split(" but ", 1)[1].rsplit("; got ", 1)[0]  # equal fields are not listed
+
+
+def test_json_equals_compares_only_the_named_fields_and_returns_the_object(record: Record) -> None:
+    with recording(record):
+        data = checks.json_equals('```json\n{"amount": 12.5, "note": "x"}\n```', {"amount": 12.5, "note": "y"},
+                                  fields=["amount"])
+        assert data == {"amount": 12.5, "note": "x"}
+        assert [v.score for v in record.verdicts] == [1.0]
+        assert "missing" in fails(checks.json_equals, '{"note": "x"}', {"amount": 1}, fields=["amount"])
+        assert "expected JSON" in fails(checks.json_equals, "not json", {"amount": 1})

@@ -208,7 +208,7 @@ def test_retrieval_options_are_scored_on_every_train_case_not_dropped_by_the_fir
     pool = tuple(Demo({"text": f"example {i}"}, "a") for i in range(5))
     statics = [(DemoOption(Demo({"text": f"static {i}"}, "b"), f"s::{i}", "labelled"),) for i in range(8)]
     sets = [None, *statics, Retrieve(pool, 2)]
-    kept = Mipro(keep_demo_sets=2, recombine_generations=0, reorder_sets=0)._screen(
+    kept = Mipro(keep_demo_sets=2, recombine_generations=0, reorder_sets=0).screen(
         ctx, Evaluator(ctx), prompt.key, sets, random.Random(0))
     assert program.cases["retrieval"] == set(ids)  # scored on all 40, 30 of them passing
     assert isinstance(kept[1], Retrieve)  # and ranked first after screening
@@ -240,7 +240,7 @@ def test_a_static_set_that_cannot_reach_the_best_retrieval_is_not_scored_further
                               lambda event, **f: None, lambda message: None, 0, lambda: None)
     pool = tuple(Demo({"text": f"example {i}"}, "a") for i in range(5))
     statics = [(DemoOption(Demo({"text": f"static {i}"}, "b"), f"s::{i}", "labelled"),) for i in range(4)]
-    kept = Mipro(keep_demo_sets=3, recombine_generations=0, reorder_sets=0)._screen(
+    kept = Mipro(keep_demo_sets=3, recombine_generations=0, reorder_sets=0).screen(
         ctx, Evaluator(ctx), prompt.key, [None, *statics, Retrieve(pool, 2)], random.Random(0))
     weak = [cases for name, cases in program.cases.items() if name not in ("retrieval", "strong")]
     assert len(weak) == 3 and all(len(cases) <= 40 for cases in weak)  # half the cases at most: dropped
@@ -302,7 +302,7 @@ def test_retrieval_orders_are_screened_only_where_they_differ(tmp_path: Path, an
     train = [Case(f"t::case-{i}", "train", False, 0.0) for i in range(10)]
     ctx = OptimizationContext({prompt.key: prompt}, train, PoolProgram(answers), None, lambda event, **f: None,
                               lambda message: None, 0, lambda: None)
-    sets = Mipro(n_demo_sets=0, retrieve_ks=(2, 4))._demo_sets(ctx, prompt.key, random.Random(0))
+    sets = Mipro(n_demo_sets=0, retrieve_ks=(2, 4)).demo_choices(ctx, prompt.key, random.Random(0))
     retrieved = [(s.k, s.order, len(s.pool)) for s in sets if isinstance(s, Retrieve)]
     assert retrieved == [(k, order, 10) for k in (2, 4) for order in orders]
 
@@ -323,7 +323,7 @@ def test_recombined_sets_that_cannot_reach_the_best_retrieval_are_not_scored_in_
     pool = tuple(Demo({"text": f"example {i}"}, "a") for i in range(5))
     statics = [tuple(DemoOption(Demo({"text": f"static {i}.{j}"}, "b"), f"s::{i}.{j}", "labelled") for j in range(3))
                for i in range(4)]
-    Mipro(keep_demo_sets=2, recombine_generations=2, recombined_sets=2, reorder_sets=0)._screen(
+    Mipro(keep_demo_sets=2, recombine_generations=2, recombined_sets=2, reorder_sets=0).screen(
         ctx, Evaluator(ctx), prompt.key, [None, *statics, Retrieve(pool, 2)], random.Random(0))
     static_runs = {name: cases for name, cases in program.cases.items() if name != "retrieval"}
     assert len(static_runs) > len(statics)  # recombined sets were built and scored

@@ -106,4 +106,4 @@ def test_mean_interval_is_clipped_to_the_range_of_the_values() -> None:
 def test_paired_noise_is_one_sided_95_percent_of_the_standard_error() -> None:
     assert paired_noise([1.0] * 5) == 0.0  # every case moved the same way: no spread
     assert paired_noise([0.5]) == 0.0
-    assert paired_noise([1.0, 0.0, 0.0, 0.0]) == pytest.approx(1.644854 * 0.25)  # sd 0.5 / sqrt(4)
+    assert paired_noise([1.0, 0.0, 0.0, 0.0]) == pytest.approx(2.353363 * 0.25, abs=1e-5)  # t(0.95, 3), sd 0.5 / sqrt(4)

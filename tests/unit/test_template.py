@@ -204,3 +204,13 @@ def test_template_missing_variable_without_origin() -> None:
         Template("{a}{b}").render({"a": 1})
     assert "missing variable 'b'" in str(info.value)
     assert "<template>" in str(info.value)
+
+
+def test_a_proposal_as_it_reads_keeps_the_placeholders_and_escapes_every_other_brace() -> None:
+    from pytest_promptopt.prompts.template import from_reading, reading
+
+    text = 'Reply with JSON only: {"amount": <number>} for {text}; see {label}.'
+    source, dropped, added = from_reading(text, ["text", "labels"])
+    assert source == 'Reply with JSON only: {{"amount": <number>}} for {text}; see {{label}}.'
+    assert (dropped, added) == (["labels"], ["label"])
+    assert reading(source) == text
