@@ -66,6 +66,7 @@ class PromptOptSession:
         self._previous_sigterm: Any = None
         self.optimize_notes: list[str] = []  # about --optimize as a whole, before its own notes
         self.worker_shared_hits = 0  # xdist: the workers' shared-tier hits
+        self.tests_exit_code = 0  # pytest's exit code before the promptopt gates
         if not self.is_worker and settings.optimize.enabled:
             self._sigterm_as_interrupt()
             self._run_every_test()
@@ -188,6 +189,7 @@ class PromptOptSession:
         self.baseline_result = finish(self.settings.baseline, self.loaded_baseline, self.outcomes,
                                       self.config.rootpath, incomplete=incomplete(session, exitstatus),
                                       save=self.optimization is None)
+        self.tests_exit_code = int(session.exitstatus)  # pytest's own, for `promptopt merge`
         if self.gate_failed and session.exitstatus == pytest.ExitCode.OK:
             session.exitstatus = pytest.ExitCode.TESTS_FAILED
         junit_gates(self.config, self.summaries, self.baseline_result)
@@ -211,7 +213,8 @@ class PromptOptSession:
                 [WrittenGroup(writes, g.outcomes) for g, writes in zip(self.optimization.groups, self.optimization.planned)],
                 self.written_paths, self.config.rootpath, incomplete(session, exitstatus))
         if self.settings.report_path is not None:
-            write_json(self.settings.report_path, {**self.json_report(), "exit_code": int(session.exitstatus)})
+            write_json(self.settings.report_path, {**self.json_report(), "exit_code": int(session.exitstatus),
+                                                   "tests_exit_code": self.tests_exit_code})
         if self.settings.baseline.html_path is not None and self.baseline_result is not None:
             write_html(self.settings.baseline.html_path, self._html(self.baseline_result))
 
