@@ -95,8 +95,10 @@ class FsspecStore:
         import fsspec  # the `shared` extra; only when this backend is configured
 
         self._fs, self._root = fsspec.core.url_to_fs(self.url)
-        self._fs.makedirs(self._root, exist_ok=True)
-        self._fs.ls(self._root)  # unreachable or unauthorized: raises here, once
+        try:  # unreachable or unauthorized: raises here, once (no bucket or folder is created)
+            self._fs.ls(self._root)
+        except FileNotFoundError:
+            pass  # an empty prefix: the first entry written creates it
 
     def _path(self, key: str) -> str:
         return f"{self._root}/{key[:2]}/{key}{ENTRY_SUFFIX}"
