@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 from .errors import PromptFileError, PromptOptError, TemplateError
+from .prompts.judgefile import Judge, load_judge
 from .prompts.prompt import Demo, Prompt, load_prompt
 from .run import checks
 from .run.record import Verdict
 from .run.runtime import LLM, JudgeCall
 
 __all__ = [
-    "LLM", "Demo", "JudgeCall", "Prompt", "PromptFileError", "PromptOptError", "TemplateError", "Verdict",
-    "checks", "load_prompt",
+    "LLM", "Demo", "Judge", "JudgeCall", "Prompt", "PromptFileError", "PromptOptError", "TemplateError", "Verdict",
+    "checks", "load_judge", "load_prompt",
 ]
 __version__ = "0.1.0"

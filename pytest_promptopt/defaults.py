@@ -25,7 +25,19 @@ SHARED_CACHE_MAX_ENTRY_BYTES = 16 * 1024 * 1024  # a shared entry larger than th
 
 # -- judging and the gate ----------------------------------------------------------------------
 JUDGE_THRESHOLD = 0.7  # judge() passes at or above this score
-JUDGE_MODE = "auto"  # auto | score | yesno
+JUDGE_MODE = "auto"  # auto | score | yesno | geval
+# What a judge without a current calibration card (uncalibrated, or stale: its card measured
+# another criteria, wording, mode, model, threshold or labels) may do: "gate" (fail tests and
+# count, as before cards existed) or "advisory" (shown, not counted). "gate": an upgrade must not
+# silently stop a suite's judges from failing it; every report says which judges are uncalibrated.
+JUDGE_UNCALIBRATED = "gate"
+# The lowest lower bound of a calibrated judge's 95% kappa interval that lets it gate. 0.4 is the
+# bottom of "moderate" agreement (Landis & Koch): below it, what the judge says is mostly noise
+# around chance, and a judge measured to be that weak is shown, not counted. -1 lets every
+# calibrated judge gate (the behaviour before cards).
+JUDGE_MIN_KAPPA = 0.4
+JUDGE_SAMPLES = 1  # draws of each judge call; more measure the judge's flip rate
+JUDGE_CONFIRM_DRAWS = 3  # confirm-on-fail without --promptopt-judge-samples: a failing verdict is asked 2 more times
 
 # -- the baseline gate ------------------------------------------------------------------------
 BASELINE_ALPHA = 0.05  # significance level of the exact McNemar test on paired cases

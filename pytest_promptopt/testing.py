@@ -87,6 +87,7 @@ class ScriptedServer:
         self.requests: list[dict[str, Any]] = []
         self.headers: list[dict[str, str]] = []
         self._faults: deque[Fault] = deque()
+        self._embedding_faults: deque[Fault] = deque()
         self._fault_rate: tuple[float, Fault] | None = None
         self._lock = threading.Lock()
         self._httpd: ThreadingHTTPServer | None = None
@@ -97,6 +98,11 @@ class ScriptedServer:
     def fail_next(self, fault: Fault, times: int = 1) -> None:
         with self._lock:
             self._faults.extend([fault] * times)
+
+    def fail_next_embedding(self, fault: Fault, times: int = 1) -> None:
+        """Inject `fault` on the next `times` embeddings requests (chat faults are apart)."""
+        with self._lock:
+            self._embedding_faults.extend([fault] * times)
 
     def fail_every(self, every: int, fault: Fault) -> None:
         """Inject `fault` on every `every`-th request (deterministic error rate)."""
@@ -207,6 +213,9 @@ class ScriptedServer:
         """`POST /v1/embeddings`: kept apart from chat requests, so `requests` counts chat calls only."""
         with self._lock:
             self.embedding_requests.append(body)
+            fault = self._embedding_faults.popleft() if self._embedding_faults else None
+        if fault is not None and self._inject(handler, fault):
+            return
         texts = body.get("input", [])
         texts = [texts] if isinstance(texts, str) else list(texts)
         try:

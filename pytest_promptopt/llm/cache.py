@@ -12,6 +12,7 @@ miss that is called again and rewritten.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import math
@@ -25,6 +26,9 @@ from pathlib import Path
 from typing import Any
 
 import diskcache
+
+# DataOnlyDisk and NotData are imported from here too
+from .store import DataOnlyDisk, ForeignFile, NotData, open_store  # noqa: F401
 
 CACHE_FORMAT = 2  # 2: JSON text entries, `served_by` in the key (1 was pickled dicts)
 MAX_TOKEN_COUNT = 10**12  # a stored token count above this is not a count
@@ -192,26 +196,6 @@ def _refuse_constant(name: str) -> Any:
     raise ValueError(f"{name} is not a value a reply holds")
 
 
-class NotData(Exception):
-    """A stored value that is not plain text or bytes (a pickle): never loaded."""
-
-
-class DataOnlyDisk(diskcache.Disk):
-    """diskcache's storage with unpickling taken out: values and keys are read back only if
-    they were stored as text or bytes. A pickled entry (an older version's, or a planted one)
-    raises NotData, which the cache treats as a miss."""
-
-    def fetch(self, mode: int, filename: str | None, value: Any, read: bool) -> Any:
-        if mode == diskcache.core.MODE_PICKLE:
-            raise NotData("a pickled cache value")
-        return super().fetch(mode, filename, value, read)
-
-    def get(self, key: Any, raw: bool) -> Any:
-        if not raw:
-            raise NotData("a pickled cache key")
-        return super().get(key, raw)
-
-
 class ReplyCache:
     """The store behind every LM call. Falls back to no caching, with one warning, if the
     folder cannot be used (read-only disk, corrupted database)."""
@@ -227,8 +211,7 @@ class ReplyCache:
     def _open(self, directory: Path) -> None:
         try:
             directory.mkdir(parents=True, exist_ok=True)
-            self._store = diskcache.Cache(str(directory / "replies"), size_limit=2**33, eviction_policy="none",
-                                          disk=DataOnlyDisk)
+            self._store = open_store(directory / "replies")
             self._store.get("__probe__")
         except (OSError, sqlite3.Error) as exc:
             self._disable(f"cannot use the cache folder {directory}: {exc}")
@@ -258,6 +241,10 @@ class ReplyCache:
             return decode_record(self._store.get(key))
         except (OSError, sqlite3.Error) as exc:
             self._disable(f"the cache could not be read: {exc}")
+        except ForeignFile:  # a planted row: gone, without touching the file it names
+            if self.mode.writes:
+                with contextlib.suppress(Exception):
+                    self._store.delete(key)
         except Exception:  # noqa: BLE001 - a pickle or an unreadable value is a miss, never a wrong answer
             pass
         return None

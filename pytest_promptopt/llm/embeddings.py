@@ -12,18 +12,21 @@ import hashlib
 import json
 import math
 import threading
+import time
 from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
+from .accounting import UsageMeter
 from .cache import CACHE_FORMAT, RecordMode, ReplyCache
-from .client import redact
-from ..errors import CacheMissError, EndpointError
-
-if TYPE_CHECKING:
-    import openai
+from .connection import Connection
+from .endpoint import Endpoint
+from .health import EndpointHealth
+from .retries import Retrying
+from ..errors import CacheMissError
 
 BATCH = 64  # texts per request: pools of thousands go out in a few dozen requests, once
 MAX_DIMENSIONS = 16_384  # a bound on what we accept from the endpoint (model output is untrusted)
+_HINT = ". Check --promptopt-embedding-model, or retrieve by: bm25, which needs no model"
 
 
 def embedding_key(model: str, text: str) -> str:
@@ -48,19 +51,21 @@ def _checked_vector(raw: Any) -> tuple[float, ...] | None:
 
 
 class EmbeddingClient:
-    """`embed(texts) -> vectors`, in order; an `Embedder` for `RetrievalRule.select`."""
+    """`embed(texts) -> vectors`, in order; an `Embedder` for `RetrievalRule.select`. Requests go
+    through the same guarded connection as chat calls (`Connection`: the whole-call deadline, the
+    reply-size cap, errors without secrets) and the same retries."""
 
     def __init__(self, base_url: Callable[[], str], model: str, cache: ReplyCache, *, api_key: str = "",
-                 timeout: float = 120.0, retries: int = 4) -> None:
-        self._base_url = base_url  # resolved on the first miss: the embedded server starts lazily
+                 timeout: float = 120.0, retries: int = 4, sleep: Callable[[float], None] = time.sleep) -> None:
         self.model = model
         self.cache = cache
-        self._api_key = api_key
-        self.timeout = timeout
-        self.retries = retries
         self._memory: dict[str, tuple[float, ...]] = {}
         self._lock = threading.Lock()
-        self._openai: openai.OpenAI | None = None
+        # the base URL is resolved on the first miss: the embedded server starts lazily
+        self._connection = Connection(Endpoint("", model, api_key, role="embeddings"), timeout=timeout,
+                                      resolve_base_url=base_url, kind="embedding call", hint=_HINT)
+        self._retrying = Retrying(EndpointHealth(lambda: self._connection.endpoint), UsageMeter(),
+                                  max_retries=retries, concurrency=1, sleep=sleep)
         self.requests = 0  # embedding requests sent to the endpoint (for tests and accounting)
 
     def __call__(self, texts: Sequence[str]) -> list[tuple[float, ...]]:
@@ -88,39 +93,26 @@ class EmbeddingClient:
         self.cache.put_record(embedding_key(self.model, text),
                               {"v": CACHE_FORMAT, "kind": "embedding", "vector": list(vector)})
 
-    def _client(self) -> openai.OpenAI:
-        if self._openai is None:
-            import openai
-
-            self._openai = openai.OpenAI(base_url=self._base_url(), api_key=self._api_key or "not-needed",
-                                         timeout=self.timeout, max_retries=self.retries)
-        return self._openai
-
     def _fetch(self, batch: list[str]) -> list[tuple[float, ...]]:
-        import openai
-
-        client = self._client()
-        base_url = str(client.base_url)
         self.requests += 1
+        vectors, _ = self._retrying.run(lambda: self._attempt(batch))
+        return vectors
+
+    def _attempt(self, batch: list[str]) -> list[tuple[float, ...]]:
+        response = self._connection.call(
+            lambda client: client.embeddings.create(model=self.model, input=batch, encoding_format="float"),
+            self.model)
         try:
-            response = client.embeddings.create(model=self.model, input=batch, encoding_format="float")
             data = sorted(response.data, key=lambda d: d.index)
-        except openai.APIStatusError as exc:
-            raise self._error(base_url, f"HTTP {exc.status_code}: {exc.message}") from None
-        except (openai.APIError, ValueError, AttributeError, TypeError) as exc:
-            raise self._error(base_url, f"{type(exc).__name__}: {exc}") from None
+        except (AttributeError, TypeError) as exc:
+            raise self._connection.error(f"bad response: {type(exc).__name__}: {exc}", False,
+                                         model=self.model) from None
         vectors = [_checked_vector(getattr(d, "embedding", None)) for d in data]
         if len(vectors) != len(batch) or any(v is None for v in vectors):
-            raise self._error(base_url, f"expected {len(batch)} vectors of at most {MAX_DIMENSIONS} finite "
-                                     f"numbers, got {len(vectors)} of which {sum(v is None for v in vectors)} unusable")
+            raise self._connection.error(
+                f"expected {len(batch)} vectors of at most {MAX_DIMENSIONS} finite numbers, got {len(vectors)} "
+                f"of which {sum(v is None for v in vectors)} unusable", False, model=self.model)
         return [v for v in vectors if v is not None]
 
-    def _error(self, base_url: str, what: str) -> EndpointError:
-        text = redact(" ".join(what.split())[:300], self._api_key)
-        return EndpointError(f"embedding call to model {self.model!r} at {base_url} failed: {text}. Check "
-                             "--promptopt-embedding-model, or retrieve by: bm25, which needs no model",
-                             base_url=base_url, model=self.model, retryable=False)
-
     def close(self) -> None:
-        if self._openai is not None:
-            self._openai.close()
+        self._connection.close()

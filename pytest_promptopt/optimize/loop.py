@@ -52,7 +52,12 @@ class MemoProgram:
     """Remembers every case result per candidate (and logs it), so nothing runs twice and a
     resumed run replays finished evaluations from the log. A result replayed from the log is
     charged to the budget once, as its first evaluation was, so a resumed run ends where an
-    uninterrupted one would. The first run's outcomes are the original's results."""
+    uninterrupted one would. The first run's outcomes are the original's results.
+
+    A log is not trusted: only its events of this run (`run` is the log's key) are replayed,
+    never over the original's first-run results, and only for cases of the group. What a
+    decision rests on is re-run first (`verify`); one replayed result that a re-run contradicts
+    means the log is not this run's, and every result replayed from it is dropped."""
 
     def __init__(self, inner: Program, budget: Budget, log: RunLog, original: Candidate,
                  first_run: Sequence[CaseOutcome]) -> None:
@@ -64,11 +69,51 @@ class MemoProgram:
         self.best_train: float | None = None  # the best mean score of a candidate scored on all of train
         self._train: tuple[str, ...] = ()
         self._uncharged: set[tuple[str, str]] = set()  # replayed from the log, not yet paid for
+        self.replayed: set[tuple[str, str]] = set()  # replayed from the log, not yet verified by a re-run
+        self.refused = ""  # why the log's results were dropped ("" while they are trusted)
+        cases = {o.nodeid for o in first_run}
         for event in log.replayed_events("eval"):
-            for r in event.get("results", []):
-                key = (event["candidate"], r["nodeid"])
-                self.memo[key] = CaseOutcome.from_dict(r)
-                self._uncharged.add(key)
+            self._replay(event, base, cases)
+
+    def _replay(self, event: Mapping[str, Any], base: str, cases: set[str]) -> None:
+        candidate, results = event.get("candidate"), event.get("results")
+        if event.get("run") != self.log.key or not isinstance(candidate, str) or candidate == base \
+                or not isinstance(results, list):
+            return
+        for r in results:
+            try:
+                outcome = CaseOutcome.from_dict(r)
+            except (KeyError, TypeError, ValueError, AttributeError):
+                continue
+            if cases and outcome.nodeid not in cases:
+                continue
+            key = (candidate, outcome.nodeid)
+            self.memo[key] = outcome
+            self._uncharged.add(key)
+            self.replayed.add(key)
+
+    def verify(self, candidate: Candidate, nodeids: Sequence[str]) -> str:
+        """Re-run the cases of `candidate` whose results came from the log, before a decision
+        rests on them. Returns why the log was refused ("" when it held)."""
+        fp = fingerprint(candidate)
+        keys = [(fp, n) for n in nodeids if (fp, n) in self.replayed]
+        if not keys:
+            return ""
+        fresh = {r.nodeid: r for r in self.inner.evaluate(candidate, [n for _, n in keys]).results}
+        self._uncharged.difference_update(keys)  # the re-run paid for them
+        differ = [n for _, n in keys if not _same(self.memo[(fp, n)], fresh[n])]
+        self.replayed.difference_update(keys)
+        self.memo.update({(fp, n): r for n, r in fresh.items()})
+        if differ and not self.refused:
+            self.refused = (f"the run log's result for {differ[0]} did not match a re-run ({len(differ)} of "
+                            f"{len(keys)} checked): the log is not this run's (planted or stale), so every result "
+                            f"replayed from it was dropped and scored again")
+            for key in self.replayed:
+                del self.memo[key]
+            self._uncharged.difference_update(self.replayed)
+            self.replayed.clear()
+            self.log.write("replay_refused", candidate=fp, cases=differ[:20])
+        return self.refused if differ else ""
 
     def evaluate(self, candidate: Candidate, nodeids: Sequence[str]) -> Evaluation:
         fp = fingerprint(candidate)
@@ -83,11 +128,18 @@ class MemoProgram:
             for r in fresh.results:
                 self.memo[(fp, r.nodeid)] = r
             self._note_best(fp)
-            self.log.write("eval", candidate=fp, results=[r.to_dict() for r in fresh.results],
+            self.log.write("eval", run=self.log.key, candidate=fp, results=[r.to_dict() for r in fresh.results],
                            prompts={k: {"instruction": p.instruction, "demos": [d.to_dict() for d in p.demos],
                                         "retrieve": p.retrieval.summary() if p.retrieval else None}
                                     for k, p in candidate.items()})
         return Evaluation(tuple(self.memo[(fp, n)] for n in nodeids))
+
+    def verified(self, candidate: Candidate, nodeids: Sequence[str], notes: list[str]) -> Evaluation:
+        """`evaluate`, with every result replayed from the log re-run first (what decides)."""
+        refused = self.verify(candidate, nodeids)
+        if refused:
+            notes.append(refused)
+        return self.evaluate(candidate, nodeids)
 
     def track_best(self, train: Sequence[str], original: Candidate) -> None:
         """Keep `best_train` (shown in progress lines) from here on; the original is the first."""
@@ -239,14 +291,14 @@ def optimize_group(group: Group, program: Program, *, strategy: Strategy, propos
     if fingerprint(best) == fingerprint(original):
         return run.finish(Decision(False, "nothing the winner changed earned its place on train + validation"), best)
     try:
-        after = run.memo.evaluate(best, [c.nodeid for c in validation])
+        after = run.memo.verified(best, [c.nodeid for c in validation], run.notes)
     except BudgetExhausted as exc:
         return run.finish(Decision(False, f"budget ran out before validation finished ({exc})"), best)
     decision = decide_validation(validation, after, margin=settings.margin, max_regressions=settings.max_regressions)
     held = None
     if decision.accepted and group.holdout:
         try:  # within the budget too: the cap counts every request the optimization sends
-            held = run.memo.evaluate(best, [c.nodeid for c in group.holdout])
+            held = run.memo.verified(best, [c.nodeid for c in group.holdout], run.notes)
         except BudgetExhausted as exc:
             run.notes.append(f"holdout not checked: {exc}")
     return run.finish(decide_holdout(decision, group.holdout, held), best, after, held)
@@ -322,6 +374,11 @@ class _GroupRun:
 
 
 SIMPLIFY_PASSES = 2  # evaluations over train + validation reserved for simplifying a winner
+
+
+def _same(logged: CaseOutcome, rerun: CaseOutcome) -> bool:
+    """A logged result and its re-run agree on what the decision uses: verdict and score."""
+    return logged.passed == rerun.passed and abs(logged.score - rerun.score) < 1e-6
 
 
 __all__ = ["Group", "GroupResult", "MemoProgram", "Scores", "assign_splits", "optimize_group", "split_of"]

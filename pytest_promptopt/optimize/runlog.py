@@ -3,6 +3,11 @@
 It makes a run auditable and resumable: on `--optimize-resume` the evaluations already in the
 log are replayed from it (no test re-runs), and the LM cache makes the replayed proposals
 free, so a seeded run continues exactly where it stopped.
+
+The log lives in the cache folder, which may be shared or planted, so it is evidence, not
+truth: it is read through the user-file guards, only events of this run (its key: prompts and
+their digests, strategy, seed, budget) are replayed, and the memo re-runs what a decision rests
+on (see `MemoProgram.verify`).
 """
 
 from __future__ import annotations
@@ -17,6 +22,9 @@ from pathlib import Path
 from typing import Any
 
 from ..prompts.prompt import Prompt
+from ..userfiles import UserFileError, read_text
+
+MAX_RUN_LOG_BYTES = 200_000_000  # a long medium run writes a few MB; a larger file is not ours
 
 
 def run_key(prompts: Iterable[Prompt], strategy: str, seed: int, budget: int | None) -> str:
@@ -29,6 +37,7 @@ def run_key(prompts: Iterable[Prompt], strategy: str, seed: int, budget: int | N
 class RunLog:
     def __init__(self, directory: Path, key: str, *, resume: bool) -> None:
         self.directory = directory
+        self.key = key
         directory.mkdir(parents=True, exist_ok=True)
         self._lock = threading.Lock()
         self.replayed: list[dict[str, Any]] = []
@@ -71,13 +80,18 @@ def _ends_torn(path: Path) -> bool:
 
 
 def read_events(path: Path) -> Iterable[dict[str, Any]]:
-    """Events of a log; a line cut by a crash (the last one) is skipped."""
-    with open(path, encoding="utf-8") as handle:
-        for line in handle:
-            try:
-                event = json.loads(line)
-            except ValueError:
-                continue
-            if isinstance(event, dict):
-                yield event
+    """Events of a log, through the user-file guards (regular file, size, UTF-8); a line cut by
+    a crash (the last one), or one that is not a JSON object, is skipped. An unreadable log has
+    no events."""
+    try:
+        text, _ = read_text(path, limit=MAX_RUN_LOG_BYTES, what="run log")
+    except (OSError, UserFileError):
+        return
+    for line in text.splitlines():
+        try:
+            event = json.loads(line)
+        except (ValueError, RecursionError):
+            continue
+        if isinstance(event, dict):
+            yield event
 

@@ -11,7 +11,7 @@ from ..run.ahead import AheadReport, CallStore, send_ahead
 from ..llm.cache import RecordMode
 from ..run.calllog import RecordedCall
 from ..run.runtime import Runtime
-from .stash import RECORD_KEY
+from .stash import RECORD_KEY, marker_of
 
 
 def should_send_ahead(session: pytest.Session, runtime: Runtime) -> bool:
@@ -34,7 +34,7 @@ def send_ahead_for(session: pytest.Session, runtime: Runtime, store: CallStore) 
     """Send the selected items' logged calls ahead; None when there is nothing to send for."""
     logs: dict[str, tuple[RecordedCall, ...]] = {}
     for item in session.items:
-        calls = store.get(item.nodeid)
+        calls = store.get(item.nodeid, marker_of(item).repeats)
         if calls:
             logs[item.nodeid] = calls
     if not logs:

@@ -1,24 +1,70 @@
-"""The session's gates as pytest sees them: JUnit testcases for each gated prompt, and whether
-a run stood for the whole suite (only then is it saved as a baseline)."""
+"""The session's gates as pytest sees them: JUnit testcases for each gated prompt, whether a
+run stood for the whole suite (only then is it saved as a baseline), and the exit status of a
+baseline that was asked for and not saved."""
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+from pathlib import Path
 
 import pytest
 
 from ..report.gate import BaselineResult
 from ..report.summary import PromptSummary, gate_lines, gate_verdicts
+from ..run.baseline import BaselineError, load
 
-__all__ = ["gate_lines", "incomplete", "junit_gates"]
+__all__ = ["fail_unsaved", "gate_lines", "incomplete", "junit_gates", "subset"]
+
+SELECTING_OPTIONS = ("--lf", "--last-failed", "--deselect", "--sw", "--stepwise")
 
 
-def incomplete(session: pytest.Session, exitstatus: int) -> str:
+def incomplete(session: pytest.Session, exitstatus: int, save_path: Path | None = None,
+               ran: Iterable[str] = ()) -> str:
     """Why this run does not stand for the whole suite (then it is not saved as a baseline)."""
     if exitstatus == pytest.ExitCode.INTERRUPTED or session.exitstatus == pytest.ExitCode.INTERRUPTED:
         return "the run was interrupted"
     if session.shouldstop or session.shouldfail:
         return f"the run stopped early ({session.shouldstop or session.shouldfail})"
-    return ""
+    return subset(session.config, save_path, ran)
+
+
+def subset(config: pytest.Config, save_path: Path | None, ran: Iterable[str]) -> str:
+    """Why saving would overwrite the baseline at `save_path` with part of it: the command line
+    selected part of the suite (-k, -m, --lf, --deselect, test paths or ids) and cases of the
+    saved baseline did not run. A plain run may drop cases: their tests are gone."""
+    narrowed = selection(config)
+    if not narrowed or save_path is None:
+        return ""
+    try:
+        saved = load(save_path)
+    except BaselineError:
+        return ""  # unreadable: nothing worth keeping
+    missing = sorted({n for p in saved.prompts.values() for n in p.cases} - set(ran)) if saved else []
+    if not missing:
+        return ""
+    return (f"this run selected part of the suite ({narrowed}) and {len(missing)} case(s) of the saved baseline did "
+            f"not run (e.g. {missing[0]}); saving would drop them. Run the whole suite to save it (or delete the "
+            "file to start a new baseline)")
+
+
+def selection(config: pytest.Config) -> str:
+    """What on the command line selected part of the suite ("" when nothing did); ini addopts
+    are part of the suite's definition, so only the invocation's own arguments count."""
+    found = ["test paths or ids"] if config.args_source is pytest.Config.ArgsSource.ARGS else []
+    for arg in map(str, config.invocation_params.args):
+        name = arg.split("=", 1)[0]
+        if arg[:2] in ("-k", "-m") and not arg.startswith("--"):
+            found.append(arg[:2])
+        elif name in SELECTING_OPTIONS:
+            found.append(name)
+    return ", ".join(dict.fromkeys(found))
+
+
+def fail_unsaved(session: pytest.Session, result: BaselineResult | None) -> None:
+    """A baseline asked for and not saved fails the session: a CI job that refreshes the baseline
+    must not pass without writing it."""
+    if result is not None and result.save_failed and session.exitstatus == pytest.ExitCode.OK:
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
 
 
 def junit_gates(config: pytest.Config, summaries: list[PromptSummary], result: BaselineResult | None) -> None:

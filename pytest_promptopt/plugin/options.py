@@ -10,7 +10,9 @@ import pytest
 
 from .. import defaults
 from ..llm.cache import RecordMode
-from ..run.config import ROLES, base_url, env_names, fraction, non_negative_int, option_name, positive_float, positive_int
+from ..run.card import UNCALIBRATED_POLICIES
+from ..run.config import (ROLES, base_url, env_names, fraction, kappa_bound, non_negative_int, option_name,
+                          positive_float, positive_int)
 from ..run.judge import JUDGE_MODES
 
 
@@ -71,13 +73,38 @@ def _run_options(add: Any) -> None:
         help=f"default pass threshold of judge() (default {defaults.JUDGE_THRESHOLD})")
     add("--promptopt-judge-mode", "string", default=None, choices=JUDGE_MODES,
         help="how judge() asks: score (a 0..1 score in the reply), yesno (one yes/no token, scored by "
-             f"its probability), auto (yesno for the embedded model, else score). Default {defaults.JUDGE_MODE}.")
+             "its probability), geval (a 0..10 score written first, weighted by its token probabilities where the "
+             f"endpoint returns them), auto (yesno for the embedded model, else score). Default {defaults.JUDGE_MODE}.")
+    _judge_trust_options(add)
+    _judge_draw_options(add)
     add("--promptopt-report", "string", default=None, metavar="PATH",
         help="write a JSON run report to PATH (relative to the current directory, or to the rootdir when set in ini)")
     _baseline_options(add)
     add("--promptopt-embedding-model", "string", default=None, metavar="MODEL",
         help="embedding model of the task endpoint, for prompts that retrieve demos by: embeddings "
              "(ini promptopt_embedding_model; env $PROMPTOPT_EMBEDDING_MODEL)")
+
+
+def _judge_trust_options(add: Any) -> None:
+    add("--promptopt-calibrate", None, action="store_true", default=False,
+        help="run each judge file over its labelled set (through the cache), write its calibration card next to "
+             "it (<judge>.card.json) and run no tests; judge files: those the collected tests load, and "
+             "judges/*.yaml under the rootdir")
+    add("--promptopt-judge-uncalibrated", "string", default=None, choices=UNCALIBRATED_POLICIES,
+        help="what a judge without a current calibration card (uncalibrated or stale) may do: gate (fail tests, "
+             f"count) or advisory (shown, not counted). Default {defaults.JUDGE_UNCALIBRATED}.")
+    add("--promptopt-judge-min-kappa", "string", default=None, type=kappa_bound, metavar="KAPPA",
+        help="lowest lower bound of a calibrated judge's 95%% kappa interval that lets it gate; below it the judge "
+             f"is advisory (default {defaults.JUDGE_MIN_KAPPA}; -1: every calibrated judge gates)")
+
+
+def _judge_draw_options(add: Any) -> None:
+    add("--promptopt-judge-samples", "string", default=None, type=positive_int, metavar="K",
+        help="ask each judge call K times (distinct samples, each cached); the median-low verdict wins and the "
+             f"judges' report gives the flip rate (default {defaults.JUDGE_SAMPLES})")
+    add("--promptopt-judge-confirm-fails", None, action="store_true", default=False,
+        help="draw a judge call again only when its first verdict fails, and take the majority (K draws in all; "
+             f"{defaults.JUDGE_CONFIRM_DRAWS} when --promptopt-judge-samples is not given)")
 
 
 def _baseline_options(add: Any) -> None:

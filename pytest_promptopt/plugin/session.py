@@ -28,10 +28,11 @@ from ..report.header import header_lines
 from ..run.record import JUDGE_KEY, CaseOutcome
 from ..report.summary import PromptSummary, display, optimization_lines, summarize, table, write_json
 from ..report.data import describe_write, optimization_view
+from ..report.judges import CorrectedRate, JudgeRow, corrected_rates, html_section, judge_rows, terminal_lines
 from ..run.runtime import Runtime
 from ..prompts.writeback import PendingWrite, apply_write
 from .ahead import log_calls, send_ahead_for, should_send_ahead
-from .gates import gate_lines, incomplete, junit_gates
+from .gates import fail_unsaved, gate_lines, incomplete, junit_gates
 from .progress import write_apart
 from .optimization import OptimizationRun, run_optimization
 
@@ -60,11 +61,14 @@ class PromptOptSession:
         self.loaded_baseline = baseline  # the baseline to compare with, read when options were parsed
         self.baseline_result: BaselineResult | None = None
         self.summaries: list[PromptSummary] = []
+        self.judge_rows: list[JudgeRow] = []  # each judge of the run and how far it can be trusted
+        self.corrected: list[CorrectedRate] = []
         self.calls = CallStore(settings.cache_dir, settings.record_mode)  # each test's calls, for the next run
         self.ahead: AheadReport | None = None
         self.started = time.perf_counter()
         self._previous_sigterm: Any = None
         self.optimize_notes: list[str] = []  # about --optimize as a whole, before its own notes
+        self.calibration_lines: list[tuple[str, bool]] = []  # --promptopt-calibrate: (line, is a warning)
         self.worker_shared_hits = 0  # xdist: the workers' shared-tier hits
         self.tests_exit_code = 0  # pytest's exit code before the promptopt gates
         if not self.is_worker and settings.optimize.enabled:
@@ -151,7 +155,7 @@ class PromptOptSession:
 
     @pytest.hookimpl(wrapper=True)
     def pytest_runtestloop(self, session: pytest.Session) -> Any:
-        if should_send_ahead(session, self.runtime):
+        if should_send_ahead(session, self.runtime) and not self.settings.calibrate:
             self.ahead = send_ahead_for(session, self.runtime, self.calls)
         try:
             result = yield
@@ -165,7 +169,7 @@ class PromptOptSession:
             unused = sum(client.unused_ahead() for client in self.runtime.clients().values())
             if self.ahead is not None:
                 self.ahead = self.ahead.finished(unused)
-        if self.settings.optimize.enabled and not session.shouldstop:
+        if self.settings.optimize.enabled and not session.shouldstop and not self.settings.calibrate:
             path = self.settings.baseline.baseline_path
             before = None if self.loaded_baseline is None or path is None else (self.loaded_baseline, str(path))
             self.optimization = run_optimization(session, self.runtime, self.settings.optimize, before)
@@ -184,12 +188,16 @@ class PromptOptSession:
             default_min_pass_rate=self.settings.min_pass_rate,
             override_min_pass_rate=self.settings.min_pass_rate_override,
         )
+        self.judge_rows = judge_rows(self.outcomes, self.runtime.judges.trust_by_key, self.config.rootpath)
+        self.corrected = corrected_rates(self.outcomes, self.judge_rows, self.config.rootpath)
         # After --optimize the baseline is saved once the write-back is done (pytest_sessionfinish):
         # it records the prompts as the files hold them then.
-        self.baseline_result = finish(self.settings.baseline, self.loaded_baseline, self.outcomes,
-                                      self.config.rootpath, incomplete=incomplete(session, exitstatus),
+        ran = [o.nodeid for o in self.outcomes]
+        self.baseline_result = finish(self.settings.baseline, self.loaded_baseline, self.outcomes, self.config.rootpath,
+                                      incomplete=incomplete(session, exitstatus, self.settings.baseline.save_path, ran),
                                       save=self.optimization is None)
         self.tests_exit_code = int(session.exitstatus)  # pytest's own, for `promptopt merge`
+        fail_unsaved(session, self.baseline_result)
         if self.gate_failed and session.exitstatus == pytest.ExitCode.OK:
             session.exitstatus = pytest.ExitCode.TESTS_FAILED
         junit_gates(self.config, self.summaries, self.baseline_result)
@@ -211,7 +219,9 @@ class PromptOptSession:
             self.baseline_result = save_after_write_back(
                 self.baseline_result, self.settings.baseline.save_path, self.outcomes,
                 [WrittenGroup(writes, g.outcomes) for g, writes in zip(self.optimization.groups, self.optimization.planned)],
-                self.written_paths, self.config.rootpath, incomplete(session, exitstatus))
+                self.written_paths, self.config.rootpath,
+                incomplete(session, exitstatus, self.settings.baseline.save_path, [o.nodeid for o in self.outcomes]))
+            fail_unsaved(session, self.baseline_result)
         if self.settings.report_path is not None:
             write_json(self.settings.report_path, {**self.json_report(), "exit_code": int(session.exitstatus),
                                                    "tests_exit_code": self.tests_exit_code})
@@ -226,7 +236,8 @@ class PromptOptSession:
         return html_document(result, self.outcomes, root, optimizations=views,
                              gate_lines=gate_lines(self.summaries, root), record_mode=self.settings.record_mode.value,
                              secrets=[r.api_key for r in self.settings.roles.values()],
-                             priced_roles=[r for r in self.settings.roles if self.settings.price_of(r) is not None])
+                             priced_roles=[r for r in self.settings.roles if self.settings.price_of(r) is not None],
+                             extra_sections=[html_section(self.judge_rows, self.corrected)] if self.judge_rows else [])
 
     def _flush_writes(self, session: pytest.Session) -> None:
         """Write-back happens once, at the end, in this process only."""
@@ -269,6 +280,8 @@ class PromptOptSession:
             "cache_tiers": self._cache_tiers(sum(u.cache_hits for u in usage)),
             "ahead": None if self.ahead is None else self.ahead.to_dict(),
             "gate": "failed" if self.gate_failed else "passed",
+            "judges": [r.to_dict() for r in self.judge_rows],
+            "corrected_pass_rates": [c.to_dict() for c in self.corrected],
             "baseline": None if self.baseline_result is None else self.baseline_result.to_dict(),
             "optimization": None if run is None else {
                 "notes": [*self.optimize_notes, *run.notes],
@@ -304,11 +317,19 @@ class PromptOptSession:
         lines = self._optimization_lines()
         baseline_lines = self.baseline_result.terminal_lines() if self.baseline_result is not None else []
         ahead = self.ahead if self.ahead is not None and (self.ahead.sent or self.ahead.failed) else None
+        tr = terminalreporter
+        if self.calibration_lines and not self.is_worker:
+            tr.write_sep("=", "promptopt: calibration")
+            for text, bad in self.calibration_lines:
+                tr.write_line(text, red=bad)
         if self.is_worker or not (self.summaries or lines or self.write_errors or baseline_lines or ahead):
             return
-        tr = terminalreporter
         if self.summaries:
             self._write_prompt_table(tr)
+        if self.judge_rows:
+            tr.write_sep("=", "promptopt: judges")
+            for text, bad in terminal_lines(self.judge_rows, self.corrected):
+                tr.write_line(text, red=bad)
         if ahead is not None:
             tr.write_line(f"promptopt: {ahead.line()}", red=bool(ahead.unused))
         if baseline_lines:
@@ -342,6 +363,9 @@ class PromptOptSession:
         xfailed = [f"{s.xfailed} case(s) of {display(s.key, root)}" for s in self.summaries if s.xfailed]
         if xfailed:
             tr.write_line(f"expected failures (xfail) left out of the pass rate: {', '.join(xfailed)}")
+        advisory = [f"{s.advisory} case(s) of {display(s.key, root)}" for s in self.summaries if s.advisory]
+        if advisory:
+            tr.write_line(f"graded only by advisory judges, left out of the pass rate: {', '.join(advisory)}")
         for line in gate_lines(self.summaries, root):
             tr.write_line(line, red=True)
 

@@ -19,6 +19,7 @@ from ..run.config import (
     OptimizeSettings,
     Settings,
     fraction,
+    kappa_bound,
     non_negative_int,
     parse_prices,
     positive_float,
@@ -27,6 +28,7 @@ from ..run.config import (
     resolve_roles,
 )
 from ..errors import ConfigError
+from ..run.card import UNCALIBRATED_POLICIES
 from ..run.judge import JUDGE_MODES
 from ..report.summary import report_path_problem
 
@@ -50,6 +52,12 @@ def build_settings(config: pytest.Config) -> Settings:
         judge_threshold=_typed(config, "promptopt_judge_threshold", fraction, defaults.JUDGE_THRESHOLD),
         report_path=_report_path(config),
         judge_mode=_choice(config, "promptopt_judge_mode", JUDGE_MODES, defaults.JUDGE_MODE),
+        judge_uncalibrated=_choice(config, "promptopt_judge_uncalibrated", UNCALIBRATED_POLICIES,
+                                   defaults.JUDGE_UNCALIBRATED),
+        judge_min_kappa=_typed(config, "promptopt_judge_min_kappa", kappa_bound, defaults.JUDGE_MIN_KAPPA),
+        calibrate=bool(config.getoption("promptopt_calibrate", False)),
+        judge_samples=_typed(config, "promptopt_judge_samples", positive_int, defaults.JUDGE_SAMPLES),
+        judge_confirm_fails=bool(config.getoption("promptopt_judge_confirm_fails", False)),
         optimize=_optimize_settings(config),
         baseline=_baseline_settings(config),
         embedding_model=config.getoption("promptopt_embedding_model", None)
@@ -86,11 +94,19 @@ def _baseline_settings(config: pytest.Config) -> BaselineSettings:
     save = config.getoption("promptopt_save_baseline", None)
     return BaselineSettings(
         baseline_path=path_setting(config, "promptopt_baseline"),
-        save_path=resolve_path(save, config.invocation_params.dir) if save else None,
+        save_path=_writable("--promptopt-save-baseline", resolve_path(save, config.invocation_params.dir) if save else None),
         alpha=_typed(config, "promptopt_alpha", fraction, defaults.BASELINE_ALPHA),
         max_drop=_typed(config, "promptopt_max_drop", fraction, None),
-        html_path=path_setting(config, "promptopt_html"),
+        html_path=_writable("--promptopt-html", path_setting(config, "promptopt_html")),
     )
+
+
+def _writable(option: str, path: Path | None) -> Path | None:
+    """An output path checked when options are parsed: a bad one is a usage error before any LM call."""
+    problem = report_path_problem(path) if path is not None else None
+    if problem is not None:
+        raise pytest.UsageError(f"{option}: {problem}")
+    return path
 
 
 def _choice(config: pytest.Config, name: str, allowed: Any, default: str) -> str:
@@ -120,11 +136,7 @@ def _ini_value(config: pytest.Config, name: str, convert: Any) -> Any:
 
 
 def _report_path(config: pytest.Config) -> Path | None:
-    path = path_setting(config, "promptopt_report")
-    problem = report_path_problem(path) if path is not None else None
-    if problem is not None:
-        raise pytest.UsageError(f"--promptopt-report: {problem}")
-    return path
+    return _writable("--promptopt-report", path_setting(config, "promptopt_report"))
 
 
 def _shared_cache(config: pytest.Config) -> str | None:

@@ -11,10 +11,10 @@ from __future__ import annotations
 
 import hashlib
 import io
-import os
 import re
-import stat
 import sys
+import threading
+from collections import OrderedDict
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from functools import cached_property
@@ -31,12 +31,13 @@ from ruamel.yaml.events import (
 )
 
 from ..errors import ConfigError, PromptFileError, PromptOptError, TemplateError
+from ..userfiles import UserFileError, read_text
 from .demo import Demo
+from .pool_file import check_pool_name, load_pool_file, read_pool_bytes
 from .retrieval import MAX_K, ORDERS, SIMILARITIES, Embedder, RetrievalRule
 from .template import Template, TemplateOrigin, escape
 
 MAX_PROMPT_FILE_BYTES = 1_000_000
-MAX_POOL_FILE_BYTES = 10_000_000  # a pool sidecar holds many labelled cases; still bounded
 MAX_YAML_DEPTH = 50  # a prompt file nests 4 levels; deeper is an accident or an attack
 MAX_NUMBER_DIGITS = 100  # longer "numbers" would be costly or impossible to convert
 _NUMBER_LIKE = re.compile(r"[-+]?+[0-9][0-9_]*+")
@@ -283,52 +284,53 @@ def split_examples_block(source: str) -> tuple[tuple[Demo, ...], str]:
 _yaml = YAML(typ="rt")
 
 
-def _check_regular_file(path: Path) -> int:
-    """The file's size; only a regular file is read: a FIFO or device would block or never end."""
-    try:
-        mode = os.stat(path).st_mode
-    except FileNotFoundError:
-        raise PromptFileError(path, "prompt file not found", fix="check the path passed to load_prompt") from None
-    except OSError as exc:
-        raise PromptFileError(path, f"cannot be read: {exc.strerror}", fix="make the file readable") from None
-    if stat.S_ISDIR(mode):
-        raise PromptFileError(path, "is a directory, not a prompt file", fix="pass a .yaml, .txt or .md file")
-    if not stat.S_ISREG(mode):
-        raise PromptFileError(path, "is not a regular file (a FIFO, device or socket); prompt files are read whole",
-                              fix="pass a regular .yaml, .txt or .md file")
-    return os.stat(path).st_size
-
-
-def _read_bounded(path: Path) -> bytes:
-    """At most one byte over the limit, so a file that grows while read still ends."""
-    with open(path, "rb") as handle:
-        return handle.read(MAX_PROMPT_FILE_BYTES + 1)
-
-
 def read_prompt_text(path: Path) -> tuple[str, bytes]:
-    size = _check_regular_file(path)
+    """The prompt file's text and bytes, through the user-file guards (regular file, size
+    checked while reading, UTF-8)."""
     try:
-        data = _read_bounded(path)
+        return read_text(path, limit=MAX_PROMPT_FILE_BYTES, what="prompt file")
     except FileNotFoundError:
         raise PromptFileError(path, "prompt file not found", fix="check the path passed to load_prompt") from None
-    except IsADirectoryError:
-        raise PromptFileError(path, "is a directory, not a prompt file", fix="pass a .yaml, .txt or .md file") from None
-    except PermissionError as exc:
-        raise PromptFileError(path, f"cannot be read: {exc.strerror}", fix="make the file readable") from None
-    if len(data) > MAX_PROMPT_FILE_BYTES:
-        raise PromptFileError(
-            path,
-            f"is {max(size, len(data)):,} bytes; prompt files are limited to {MAX_PROMPT_FILE_BYTES:,}",
-            fix="keep large data out of the prompt file and pass it as a variable",
-        )
+    except UserFileError as exc:
+        fix = {"a directory": "pass a .yaml, .txt or .md file",
+               "limited": "keep large data out of the prompt file and pass it as a variable"}
+        chosen = next((f for word, f in fix.items() if word in exc.problem), exc.fix)
+        raise PromptFileError(path, exc.problem, line=exc.line, fix=chosen) from None
+
+
+_LOADED_KEEP = 256  # prompts kept loaded per process (by path and digest)
+_loaded: OrderedDict[tuple[Path, str], Prompt] = OrderedDict()
+_loaded_paths: set[Path] = set()
+_loaded_lock = threading.Lock()
+
+
+def loaded_prompt_paths() -> frozenset[Path]:
+    """Every prompt file this process has loaded (resolved paths): what send-ahead may read."""
+    with _loaded_lock:
+        return frozenset(_loaded_paths)
+
+
+def _remembered(path: Path, digest: str) -> Prompt | None:
+    """The prompt loaded before from these exact bytes, if its pool file is unchanged too."""
+    with _loaded_lock:
+        prompt = _loaded.get((path, digest))
+    rule = prompt.retrieval if prompt is not None else None
+    if prompt is None or rule is None or rule.pool_file is None:
+        return prompt
     try:
-        text = data.decode("utf-8-sig")
-    except UnicodeDecodeError as exc:
-        line = data[: exc.start].count(b"\n") + 1
-        raise PromptFileError(
-            path, f"is not valid UTF-8 (byte {exc.start})", line=line, fix="save the file as UTF-8"
-        ) from None
-    return text, data
+        pool = read_pool_bytes(path.parent / rule.pool_file)
+    except (FileNotFoundError, PromptFileError):
+        return None  # load it again: the full load reports the problem
+    return prompt if hashlib.sha256(pool).hexdigest() == prompt.pool_digest else None
+
+
+def _remember(prompt: Prompt) -> Prompt:
+    with _loaded_lock:
+        _loaded[(prompt.path, prompt.source_digest)] = prompt
+        _loaded_paths.add(prompt.path)
+        while len(_loaded) > _LOADED_KEEP:
+            _loaded.popitem(last=False)
+    return prompt
 
 
 def load_prompt(path: str | Path, *, root: Path | None = None, near: Path | None = None) -> Prompt:
@@ -339,15 +341,16 @@ def load_prompt(path: str | Path, *, root: Path | None = None, near: Path | None
     (default: the current directory). `near` names the caller's folder for a wrapper (the `llm`
     fixture passes its caller's, so `llm("prompts/x.yaml")` follows the same rule).
     """
-    p = Path(path)
-    if not p.is_absolute():
-        if near is None and root is None:
-            near = caller_folder(1)
-        candidates = [d / p for d in (near, root or Path.cwd()) if d is not None]
-        p = next((c for c in candidates if c.exists()), candidates[-1])
-    p = p.resolve()
+    if near is None and root is None and not Path(path).is_absolute():
+        near = caller_folder(1)
+    p = locate(path, root, near)
     text, data = read_prompt_text(p)
     digest = hashlib.sha256(data).hexdigest()
+    known = _remembered(p, digest)  # parsed once per (path, digest): llm("path") loads on every call
+    return known if known is not None else _remember(_parse_prompt(p, text, digest))
+
+
+def _parse_prompt(p: Path, text: str, digest: str) -> Prompt:
     suffix = p.suffix.lower()
     if suffix in TEXT_SUFFIXES:
         if not text.strip():
@@ -364,6 +367,16 @@ def load_prompt(path: str | Path, *, root: Path | None = None, near: Path | None
         f"unsupported prompt file type {suffix or '(none)'!r}",
         fix="use .yaml/.yml for chat prompts or .txt/.md for a plain template",
     )
+
+
+def locate(path: str | Path, root: Path | None, near: Path | None) -> Path:
+    """A relative path: under `near` (the caller's folder) if it exists there, else under `root`
+    (default: the current directory); resolved."""
+    p = Path(path)
+    if not p.is_absolute():
+        candidates = [d / p for d in (near, root or Path.cwd()) if d is not None]
+        p = next((c for c in candidates if c.exists()), candidates[-1])
+    return p.resolve()
 
 
 def caller_folder(depth: int) -> Path | None:
@@ -559,8 +572,25 @@ def _demo_list(path: Path, raw: list[Any], field_name: str) -> tuple[Demo, ...]:
         if not ok or not isinstance(inputs, Mapping):
             raise PromptFileError(path, "each demo must be {inputs: {name: value}, output: text}",
                                   field=fname, line=_line(raw, i), fix="rewrite the demo in that form")
+        for key, value in [*inputs.items(), ("output", item["output"])]:
+            if not isinstance(value, str):
+                node, at = (item, key) if key == "output" else (inputs, key)
+                raise PromptFileError(path, f"{fname}.{key} is {_yaml_kind(value)} ({value!r:.40}), not text; "
+                                            "demo values are text", field=fname, line=_line(node, at) or _line(raw, i),
+                                      fix="quote it")
         demos.append(Demo({str(k): str(v) for k, v in inputs.items()}, str(item["output"])))
     return tuple(demos)
+
+
+def _yaml_kind(value: Any) -> str:
+    """How YAML read a value that is not text ("a number", "a boolean", ...)."""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "a boolean"
+    if isinstance(value, (int, float)):
+        return "a number"
+    return "a list" if isinstance(value, list) else "a mapping" if isinstance(value, Mapping) else "not text"
 
 
 # -- retrieval (retrieve:) ---------------------------------------------------------------------
@@ -598,7 +628,7 @@ def load_retrieval(path: Path, doc: Mapping[str, Any],
     pool_raw = raw.get("pool")
     pool_digest = ""
     if isinstance(pool_raw, str):
-        pool, pool_digest = _load_pool_file(path, pool_raw, _line(raw, "pool") or line)
+        pool, pool_digest = load_pool_file(path, pool_raw, _line(raw, "pool") or line)
         pool_file: str | None = pool_raw
     elif isinstance(pool_raw, list):
         pool, pool_file = _demo_list(path, pool_raw, "retrieve.pool"), None
@@ -612,47 +642,10 @@ def load_retrieval(path: Path, doc: Mapping[str, Any],
     return rule, pool_digest
 
 
-def _load_pool_file(path: Path, name: str, line: int | None) -> tuple[tuple[Demo, ...], str]:
-    """Read a pool sidecar: a YAML list of {inputs, output} next to the prompt file."""
-    _check_pool_name(path, name, line)
-    pool_path = path.parent / name
-    try:
-        data = pool_path.read_bytes()
-    except FileNotFoundError:
-        raise PromptFileError(path, f"pool file {name!r} not found (looked for {pool_path})", field="retrieve.pool",
-                              line=line, fix="create it with a list of {inputs: {...}, output: ...} entries, "
-                                             "or fix the name") from None
-    except OSError as exc:
-        raise PromptFileError(path, f"pool file {name!r} cannot be read: {exc.strerror}", field="retrieve.pool",
-                              line=line, fix="make the file readable") from None
-    if len(data) > MAX_POOL_FILE_BYTES:
-        raise PromptFileError(pool_path, f"is {len(data):,} bytes; pool files are limited to "
-                                         f"{MAX_POOL_FILE_BYTES:,}", fix="keep fewer, shorter demos in the pool")
-    try:
-        text = data.decode("utf-8-sig")
-    except UnicodeDecodeError as exc:
-        raise PromptFileError(pool_path, f"is not valid UTF-8 (byte {exc.start})",
-                              line=data[: exc.start].count(b"\n") + 1, fix="save the file as UTF-8") from None
-    raw = parse_yaml(pool_path, text)
-    if not isinstance(raw, list) or not raw:
-        raise PromptFileError(pool_path, "a pool file must be a non-empty list of demos", field="pool",
-                              fix="write one '- inputs: {...}\n  output: ...' entry per demo")
-    return _demo_list(pool_path, raw, "pool"), hashlib.sha256(data).hexdigest()
-
-
-def _check_pool_name(path: Path, name: str, line: int | None = None) -> None:
-    """Pool files live beside the prompt (or below its folder), so write-back stays in the project."""
-    relative = Path(name)
-    if relative.is_absolute() or ".." in relative.parts or relative.suffix.lower() not in YAML_SUFFIXES:
-        raise PromptFileError(path, f"pool file {name!r} must be a .yaml/.yml file in the prompt's folder "
-                                    "(or below it)", field="retrieve.pool", line=line,
-                              fix=f"write pool: {path.stem}.pool.yaml")
-
-
 def _check_rule(path: Path, rule: RetrievalRule, placeholders: frozenset[str]) -> None:
     """A pool the prompt can render: not empty, keyed by the prompt's own placeholders."""
     if rule.pool_file is not None:
-        _check_pool_name(path, rule.pool_file)
+        check_pool_name(path, rule.pool_file)
     if not rule.pool:
         raise PromptFileError(path, "the retrieval pool is empty", field="retrieve.pool",
                               fix="add demos to the pool, or remove the retrieve section")

@@ -38,6 +38,7 @@ from .prompt import (
     read_demo_list,
     read_prompt_text,
 )
+from .pool_file import parse_pool_text, read_pool_bytes
 from .retrieval import RetrievalRule
 
 try:  # POSIX only; elsewhere concurrent writers are caught by the digest check alone
@@ -150,18 +151,18 @@ def _plan_pool(original: Prompt, candidate: Prompt) -> PendingWrite | None:
     if ours and before is not None and before.pool == rule.pool:
         return None
     try:
-        old = path.read_bytes()
+        old = read_pool_bytes(path)
     except FileNotFoundError:
         old = b""
-    except OSError as exc:
-        raise WriteBackError(f"{path}: the pool file cannot be read ({exc.strerror}); nothing was written") from None
+    except PromptFileError as exc:
+        raise WriteBackError(f"{path}: the pool file cannot be read ({exc.problem}); nothing was written") from None
     expected = original.pool_digest if ours else ""
     if old and hashlib.sha256(old).hexdigest() != expected:
         what = "changed on disk since it was loaded" if ours else "already exists and is not this prompt's pool"
         raise WriteBackError(f"{path}: the pool file {what}; not overwriting it. Move it away or rerun "
                              "pytest --optimize on the current files.")
     text = pool_file_text(original.path.name, rule.pool, old.decode("utf-8-sig", errors="replace"))
-    if read_demo_list(path, parse_yaml(path, text)) != rule.pool:  # never write what would not read back the same
+    if parse_pool_text(path, text) != rule.pool:  # never write what would not read back the same
         raise WriteBackError(f"{path}: the pool would not read back as written; nothing was written")
     return PendingWrite(path, expected, text.encode("utf-8"), old)
 

@@ -190,7 +190,28 @@ class Comparison:
 
     @property
     def gate_failed(self) -> bool:
-        return any(p.gate_failed for p in self.prompts)
+        return self.unpaired or any(p.gate_failed for p in self.prompts)
+
+    @cached_property
+    def unpaired(self) -> bool:
+        """The baseline and the run both have cases but share none: almost always a baseline
+        saved under another rootdir or for another suite, so the gate cannot pass on it."""
+        changes = [c for p in self.prompts for c in p.changes]
+        return (any(c.then is not None for c in changes) and any(c.now is not None for c in changes)
+                and not any(c.paired for c in changes))
+
+    @property
+    def mismatch_reason(self) -> str:
+        """Why no case paired, with an example of each side's names; "" when cases paired."""
+        if not self.unpaired:
+            return ""
+        then = next(f"{p.prompt} {c.nodeid}" for p in self.prompts for c in p.changes if c.then is not None)
+        now = next(f"{p.prompt} {c.nodeid}" for p in self.prompts for c in p.changes if c.now is not None)
+        where = self.baseline_path or "the baseline"
+        return (f"FAIL: {where} pairs no case with this run (baseline has e.g. {then!r}, this run "
+                f"{now!r}): it was saved under another rootdir or for another suite, so nothing was compared; "
+                "fix: run pytest from the rootdir the baseline was saved under, or save a new baseline "
+                "with --promptopt-save-baseline")
 
     @property
     def regressions(self) -> tuple[tuple[str, CaseChange], ...]:
@@ -207,7 +228,7 @@ class Comparison:
 
     def to_dict(self) -> dict[str, object]:
         return {"baseline": self.baseline_path, "gate": "failed" if self.gate_failed else "passed",
-                "prompts": [p.to_dict() for p in self.prompts]}
+                "mismatch": self.mismatch_reason or None, "prompts": [p.to_dict() for p in self.prompts]}
 
 
 def compare(then: Baseline, now: Baseline, *, alpha: float = DEFAULT_ALPHA, max_drop: float | None = None,
@@ -245,7 +266,7 @@ REGRESSION_LIMIT = 10  # regressed cases listed in the terminal; the rest are co
 
 def summary_lines(comparison: Comparison, limit: int = REGRESSION_LIMIT) -> list[tuple[str, bool]]:
     """The terminal section: (line, is_bad) per line; prompts first, then the regressed cases."""
-    lines: list[tuple[str, bool]] = []
+    lines: list[tuple[str, bool]] = [(comparison.mismatch_reason, True)] if comparison.unpaired else []
     for p in comparison.prompts:
         lines.append((prompt_line(p), False))
         lines.append((f"  gate {p.gate_reason}", p.gate_failed))

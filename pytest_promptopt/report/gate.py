@@ -133,12 +133,14 @@ def _save(path: Path | None, now: Baseline, incomplete: str) -> tuple[str, bool]
 
 def html_document(result: BaselineResult, outcomes: Sequence[CaseOutcome], root: Path, *,
                   optimizations: Sequence[OptimizationView] = (), gate_lines: Sequence[str] = (),
-                  record_mode: str = "normal", secrets: Sequence[str] = (), priced_roles: Sequence[str] = ()) -> str:
+                  record_mode: str = "normal", secrets: Sequence[str] = (), priced_roles: Sequence[str] = (),
+                  extra_sections: Sequence[str] = ()) -> str:
+    """`extra_sections`: rendered, escaped HTML sections shown after the header (the judges' table)."""
     comparison = result.comparison or compare(Baseline({}), result.now)  # no baseline: every case is new
     note = result.note or "No baseline was given (--promptopt-baseline PATH compares with one)."
     return render(HtmlInput(tuple(outcomes), root, comparison, result.baseline if result.comparison else None,
                             note, tuple(optimizations), tuple(gate_lines), record_mode,
-                            tuple(s for s in secrets if s), tuple(priced_roles)))
+                            tuple(s for s in secrets if s), tuple(priced_roles), tuple(extra_sections)))
 
 
 def write_html(path: Path, document: str) -> None:

@@ -3,7 +3,8 @@
 It needs no network: nothing is loaded from anywhere, and a Content-Security-Policy allows only
 the report's own style and script (by hash), so even text that slipped through escaping could
 not run or fetch anything. Every text from the model, the tests or the user goes through
-`_esc`; configured API keys are redacted from the whole document.
+`_esc`, which redacts the configured API keys from the text before escaping it: redacting the
+finished document would rewrite its markup wherever a short key ("none", "x") stands alone.
 """
 
 from __future__ import annotations
@@ -11,19 +12,22 @@ from __future__ import annotations
 import base64
 import hashlib
 import html
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from contextvars import ContextVar
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 
 from ..run.baseline import Baseline, prompt_name
 from ..llm.client import redact
-from .compare import GONE, NEW, NOW_FAILING, NOW_PASSING, Comparison, PromptComparison
+from .compare import GONE, NEW, NOW_FAILING, NOW_PASSING, CaseChange, Comparison, PromptComparison
 from ..run.record import JUDGE_KEY, Call, CaseOutcome, bounded
 from .summary import money
 from .data import CurvePoint, OptimizationView, RoleUsage, usage_in_tests
 from ..stats import Interval, MeanEstimate
 
 FILTERS = ("all", "failed", "regressed", "passed")
+_secrets: ContextVar[tuple[str, ...]] = ContextVar("promptopt_html_secrets", default=())
 
 
 @dataclass(frozen=True)
@@ -38,23 +42,35 @@ class HtmlInput:
     record_mode: str = "normal"
     secrets: tuple[str, ...] = ()  # API keys: never shown
     priced_roles: tuple[str, ...] = ()  # roles whose model has a configured price; others' cost is "-"
+    extra_sections: tuple[str, ...] = ()  # rendered, escaped sections after the header (the judges' table)
 
-    @property
+    @cached_property
     def regressed_ids(self) -> frozenset[str]:
         return frozenset(c.nodeid for _, c in self.comparison.regressions)
 
+    @cached_property
+    def regressions_by_case(self) -> Mapping[str, tuple[tuple[str, CaseChange], ...]]:
+        """node id -> (prompt, change) of each of its regressions: one pass, so the report is
+        linear in the cases, not quadratic."""
+        found: dict[str, list[tuple[str, CaseChange]]] = {}
+        for prompt, change in self.comparison.regressions:
+            found.setdefault(change.nodeid, []).append((prompt, change))
+        return {nodeid: tuple(changes) for nodeid, changes in found.items()}
+
 
 def render(data: HtmlInput) -> str:
-    body = "\n".join([
-        _header(data),
-        *(_prompt_section(data, p) for p in data.comparison.prompts),
-        *(_optimization_section(o) for o in data.optimizations),
-        _cases_section(data),
-    ])
-    document = _page(body)
-    for secret in data.secrets:
-        document = redact(document, secret)
-    return document
+    token = _secrets.set(tuple(s for s in data.secrets if s))
+    try:
+        body = "\n".join([
+            _header(data),
+            *data.extra_sections,
+            *(_prompt_section(data, p) for p in data.comparison.prompts),
+            *(_optimization_section(o) for o in data.optimizations),
+            _cases_section(data),
+        ])
+        return _page(body)
+    finally:
+        _secrets.reset(token)
 
 
 # -- page ----------------------------------------------------------------------------------------
@@ -108,7 +124,11 @@ def _page(body: str) -> str:
 
 
 def _esc(value: object) -> str:
-    return html.escape(str(value), quote=True)
+    """A text as HTML: API keys redacted first, then escaped (so a key holding & or < is found)."""
+    text = str(value)
+    for secret in _secrets.get():
+        text = redact(text, secret)
+    return html.escape(text, quote=True)
 
 
 def _header(data: HtmlInput) -> str:
@@ -119,6 +139,8 @@ def _header(data: HtmlInput) -> str:
     lines = "".join(f'<li class="bad">{_esc(line)}</li>' for line in data.gate_lines)
     lines += "".join(f'<li class="bad">baseline gate failed: {_esc(p.prompt)}: {_esc(p.gate_reason)}</li>'
                      for p in data.comparison.prompts if p.gate_failed)
+    if data.comparison.unpaired:
+        lines += f'<li class="bad" id="mismatch">{_esc(data.comparison.mismatch_reason)}</li>'
     return (f'<h1>pytest-promptopt report</h1>\n<p id="summary">{total} cases: {passed} passed, {total - passed} failed, '
             f'{regressed} regressed. Gate: <span class="{"bad" if gate else "good"}" id="gate">'
             f'{"failed" if gate else "passed"}</span>. Record mode: {_esc(data.record_mode)}.</p>\n'
@@ -378,11 +400,10 @@ def _case_body(data: HtmlInput, o: CaseOutcome, regressed: bool) -> str:
 
 def _then_outputs(data: HtmlInput, o: CaseOutcome) -> str:
     outs = []
-    for p in data.comparison.prompts:
-        for c in p.changes:
-            if c.nodeid == o.nodeid and c.status == NOW_FAILING and c.then is not None:
-                outs.append(f'<p><b>output in the baseline</b> ({_esc(p.prompt)}, {c.then.verdict}, score '
-                            f'{c.then.score:.3f})</p><pre class="then">{_esc(c.then.output)}</pre>')
+    for prompt, c in data.regressions_by_case.get(o.nodeid, ()):
+        if c.status == NOW_FAILING and c.then is not None:
+            outs.append(f'<p><b>output in the baseline</b> ({_esc(prompt)}, {c.then.verdict}, score '
+                        f'{c.then.score:.3f})</p><pre class="then">{_esc(c.then.output)}</pre>')
     return "".join(outs)
 
 

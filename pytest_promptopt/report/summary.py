@@ -33,6 +33,7 @@ class PromptSummary:
     errors: int = 0  # cases whose LM call failed: not scored, counted as failed
     first_error: str = ""
     xfailed: int = 0  # cases marked xfail: not in `cases`, pass rate or gate (their calls are in `usage`)
+    advisory: int = 0  # cases graded only by advisory judges: shown, not in `cases`, pass rate or gate
 
     @property
     def pass_rate(self) -> float:
@@ -54,7 +55,8 @@ class PromptSummary:
                 "pass_rate": round(self.pass_rate, 4), "mean_score": round(self.mean_score, 4),
                 "calls": u.requests, "tokens": u.tokens, "cost": round(u.cost, 6) if priced else None,
                 "cache_hits": u.cache_hits, "min_pass_rate": self.min_pass_rate,
-                "gate": "failed" if self.gate_failed else "passed", "errors": self.errors, "xfailed": self.xfailed}
+                "gate": "failed" if self.gate_failed else "passed", "errors": self.errors, "xfailed": self.xfailed,
+                "advisory": self.advisory}
 
 
 def display(key: str, root: Path | None) -> str:
@@ -79,7 +81,8 @@ def summarize(outcomes: Iterable[CaseOutcome], default_min_pass_rate: float | No
         if gate is None:
             gate = row.own_min if row.own_min is not None else default_min_pass_rate
         out.append(PromptSummary(key, row.cases, row.passed, row.score_sum, row.usage,
-                                 None if key == JUDGE_KEY else gate, row.errors, row.first_error, row.xfailed))
+                                 None if key == JUDGE_KEY else gate, row.errors, row.first_error, row.xfailed,
+                                 row.advisory))
     return out
 
 
@@ -93,11 +96,15 @@ class _Row:
     errors: int = 0
     first_error: str = ""
     xfailed: int = 0
+    advisory: int = 0
 
     def add(self, case: CaseOutcome, key: str, usage: Usage) -> None:
         self.usage = self.usage + usage
         if case.xfail:  # an expected failure, as pytest counts it: neither passed nor failed
             self.xfailed += 1
+            return
+        if case.advisory_only:  # graded only by judges that may not gate: shown, not counted
+            self.advisory += 1
             return
         self.cases += 1
         self.passed += int(case.passed)
@@ -198,4 +205,7 @@ def gate_verdicts(summaries: Sequence[PromptSummary], comparison: Comparison | N
     gates = [(f"min_pass_rate[{display(s.key, root)}]", s.gate_failed,
               f"passed {s.pass_rate:.1%} of {s.cases} cases; at least {s.min_pass_rate:.0%} required")
              for s in summaries if s.min_pass_rate is not None]
-    return gates + [(f"baseline[{p.prompt}]", p.gate_failed, p.gate_reason) for p in (comparison.prompts if comparison else ())]
+    if comparison is None:
+        return gates
+    gates += [(f"baseline[{p.prompt}]", p.gate_failed, p.gate_reason) for p in comparison.prompts]
+    return gates + ([("baseline", True, comparison.mismatch_reason)] if comparison.unpaired else [])

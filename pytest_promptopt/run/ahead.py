@@ -26,15 +26,21 @@ from typing import Any
 
 import diskcache
 
-from ..llm.cache import ChatRequest, DataOnlyDisk, RecordMode, decode_record, encode_record
+from ..llm.cache import ChatRequest, RecordMode, decode_record, encode_record
+from ..llm.store import open_store
 from .calllog import JUDGE, RecordedCall, decode_calls, encode_calls
 from ..llm.client import LMClient
 from ..errors import PromptOptError
-from .judge import SCORE_PARAMS, YESNO_PARAMS, judge_messages, yesno_messages
-from ..prompts.prompt import Prompt, load_prompt
+from ..prompts.judgefile import Judge, load_judge
+from ..prompts.prompt import Prompt, load_prompt, loaded_prompt_paths
 from .runtime import Runtime
 
 CALLS_FOLDER = "calls"  # under the cache folder, next to "replies"
+# A log is the test's last run only if it is one a run of this test could have written: its
+# samples are draws of the test's promptopt(repeats=n), and one run of a test makes a bounded
+# number of calls. A log over the bound (a planted or corrupt cache) is not sent ahead at all:
+# the test runs its calls inline and writes a true log.
+MAX_LOGGED_CALLS_PER_DRAW = 64
 
 Ref = tuple[str, int]  # (test node id, index of the call in its log)
 
@@ -49,18 +55,20 @@ class CallStore:
         self._store: diskcache.Cache | None = None
         if directory is not None and mode is not RecordMode.OFF:
             try:
-                self._store = diskcache.Cache(str(directory / CALLS_FOLDER), eviction_policy="none",
-                                              disk=DataOnlyDisk)
+                self._store = open_store(directory / CALLS_FOLDER)
             except (OSError, sqlite3.Error):
                 self._store = None
 
-    def get(self, nodeid: str) -> tuple[RecordedCall, ...] | None:
+    def get(self, nodeid: str, repeats: int = 1) -> tuple[RecordedCall, ...] | None:
+        """The test's logged calls; None when there is no log or it is not one a run of this
+        test (`repeats` draws) could have written."""
         if self._store is None:
             return None
         try:
-            return decode_calls(decode_record(self._store.get(nodeid)))
+            calls = decode_calls(decode_record(self._store.get(nodeid)))
         except Exception:  # noqa: BLE001 - an unreadable log is no log
             return None
+        return calls if calls is not None and plausible(calls, repeats) else None
 
     def put(self, logs: Mapping[str, Sequence[RecordedCall]]) -> None:
         """Store the logs of tests that ran (one transaction); never in replay mode, which reads only."""
@@ -76,6 +84,14 @@ class CallStore:
     def close(self) -> None:
         if self._store is not None:
             self._store.close()
+
+
+def plausible(calls: Sequence[RecordedCall], repeats: int) -> bool:
+    """Could one run of a test with `repeats` draws have made these calls? Every sample index
+    is one of its draws, and there are no more calls than a run makes (bounded per draw)."""
+    if len(calls) > MAX_LOGGED_CALLS_PER_DRAW * max(repeats, 1):
+        return False
+    return all(0 <= call.sample < max(repeats, 1) for call in calls)
 
 
 @dataclass(frozen=True)
@@ -129,6 +145,7 @@ class _Plan:
         self.outputs: dict[Ref, str] = {}  # answers known now (cached or sent ahead)
         self.settled: set[Ref] = set()  # answered, failed or left to the test
         self.prompts: dict[str, Prompt | None] = {}
+        self.judges: dict[str, Judge] = {}  # judge files as they are now, read once
         self.cached = self.sent = self.failed = self.inline = 0
         self.setup_seconds = 0.0
         self.failures: list[str] = []
@@ -208,18 +225,32 @@ class _Plan:
 
     def _build(self, call: RecordedCall, values: Mapping[str, str]) -> tuple[LMClient, ChatRequest] | None:
         if call.kind == JUDGE:
-            client = self.runtime.client("judge")
-            yesno = self.runtime.settings.effective_judge_mode == "yesno"
-            messages = (yesno_messages if yesno else judge_messages)(
-                values["output"], values["criteria"], values.get("expected"))
-            return client, client.request(messages, YESNO_PARAMS if yesno else SCORE_PARAMS, sample=call.sample)
+            judge = self._judge(call.prompt) if call.prompt else None
+            criteria = judge.criteria if judge is not None else values["criteria"]  # the file as it is now
+            return self.runtime.judge_request(judge, values["output"], criteria, values.get("expected"), call.sample)
         prompt = self._prompt(call.prompt)
         return None if prompt is None else self.runtime.task_request(prompt, values, call.sample)
 
+    def _judge(self, name: str) -> Judge:
+        """A judge file named in the log; one that cannot be read raises (the call is not predicted)."""
+        if name not in self.judges:
+            root = self.runtime.root.resolve()
+            path = (root / name).resolve()
+            if not path.is_relative_to(root):  # a planted log must not make us read files outside
+                raise PromptOptError(f"judge file {name!r} is outside the rootdir; not sent ahead")
+            self.judges[name] = load_judge(path, root=root)
+        return self.judges[name]
+
     def _prompt(self, name: str) -> Prompt | None:
+        """The prompt file a log names, only if this session loaded it and it is under the rootdir:
+        a planted log must not make us read any other file and send it to the endpoint."""
         if name not in self.prompts:
+            self.prompts[name] = None  # moved, deleted, broken or not ours: the test makes the call itself
+            root = self.runtime.root.resolve()
             try:
-                self.prompts[name] = load_prompt(self.runtime.prompt_path(name), root=self.runtime.root)
-            except (PromptOptError, OSError):
-                self.prompts[name] = None  # moved, deleted or broken: the test reports it
+                path = (root / name).resolve()
+                if path.is_relative_to(root) and path in loaded_prompt_paths():
+                    self.prompts[name] = load_prompt(path, root=root)
+            except (PromptOptError, OSError, ValueError):
+                pass
         return self.prompts[name]

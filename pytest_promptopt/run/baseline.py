@@ -17,13 +17,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ..errors import ConfigError
 from ..atomic import write_text_atomic
+from ..errors import ConfigError
+from ..userfiles import UserFileError, parse_json, read_text
 from .record import JUDGE_KEY, CaseOutcome, bounded
 
 BASELINE_FORMAT = "pytest-promptopt baseline"
 BASELINE_VERSION = 1
 VERDICTS = ("passed", "failed")
+MAX_BASELINE_FILE_BYTES = 100_000_000  # outputs are cut to a bound per case; 100 MB is ~100,000 cases
 
 
 class BaselineError(ConfigError):
@@ -116,15 +118,12 @@ def missing_message(path: Path) -> str:
 def load(path: Path) -> Baseline | None:
     """The baseline at `path`, or None when there is no such file."""
     try:
-        text = path.read_text(encoding="utf-8")
+        text, _ = read_text(path, limit=MAX_BASELINE_FILE_BYTES, what="baseline")
+        data = parse_json(path, text, what="baseline", fix=_recreate(path))
     except FileNotFoundError:
         return None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise BaselineError(f"{path}: cannot read the baseline ({exc}); fix: check the path and its permissions") from None
-    try:
-        data = json.loads(text)
-    except ValueError as exc:
-        raise BaselineError(f"{path}: the baseline is not valid JSON ({exc}); fix: {_recreate(path)}") from None
+    except UserFileError as exc:
+        raise BaselineError(str(exc)) from None
     return parse(data, path)
 
 

@@ -94,7 +94,19 @@ class Settings:
     min_pass_rate_override: float | None = None  # command line: the gate of every prompt
     judge_threshold: float = defaults.JUDGE_THRESHOLD
     report_path: Path | None = None
-    judge_mode: str = defaults.JUDGE_MODE  # auto | score | yesno (see judge.JUDGE_MODES)
+    judge_mode: str = defaults.JUDGE_MODE  # auto | score | yesno | geval (see judge.JUDGE_MODES)
+    judge_uncalibrated: str = defaults.JUDGE_UNCALIBRATED  # gate | advisory: judges without a current card
+    judge_min_kappa: float = defaults.JUDGE_MIN_KAPPA  # a calibrated judge gates from this kappa lower bound
+    calibrate: bool = False  # --promptopt-calibrate: calibrate the judge files, run no tests
+    judge_samples: int = 1  # draws of each judge call (distinct samples, each cached)
+    judge_confirm_fails: bool = False  # draw again only when the first verdict fails
+
+    @property
+    def judge_draws(self) -> int:
+        """Draws a judge call may take: the setting, or CONFIRM_DRAWS when confirming fails with 1."""
+        if self.judge_confirm_fails and self.judge_samples == 1:
+            return defaults.JUDGE_CONFIRM_DRAWS
+        return self.judge_samples
     optimize: OptimizeSettings = field(default_factory=OptimizeSettings)
     baseline: BaselineSettings = field(default_factory=BaselineSettings)
     embedding_model: str | None = None  # for retrieve by: embeddings, through the task endpoint
@@ -226,5 +238,6 @@ fraction = _argtype(float, lambda v: 0 <= v <= 1, "a number from 0 to 1")  # typ
 positive_int = _argtype(int, lambda v: v >= 1, "a whole number of at least 1")  # type: ignore[operator]
 non_negative_int = _argtype(int, lambda v: v >= 0, "a whole number of at least 0")  # type: ignore[operator]
 positive_float = _argtype(float, lambda v: v > 0, "a positive number")  # type: ignore[operator]
+kappa_bound = _argtype(float, lambda v: -1 <= v <= 1, "a number from -1 to 1")  # type: ignore[operator]
 base_url = _argtype(str, lambda v: str(v).startswith(("http://", "https://")),
                     "a URL starting with http:// or https://")

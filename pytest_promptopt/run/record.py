@@ -31,6 +31,10 @@ class Verdict:
     reason: str = ""
     criteria: str = ""
     raw: str = ""
+    judge: str = ""  # the judge file's path when a judge file graded, "" for inline criteria
+    advisory: bool = False  # the judge may not gate (uncalibrated, stale or below the kappa bar): shown, not counted
+    samples: int = 1  # draws of the judge this verdict stands for (--promptopt-judge-samples, confirm-on-fail)
+    flipped: bool = False  # the draws disagreed on pass or fail
 
     @property
     def passed(self) -> bool:
@@ -153,7 +157,9 @@ class TestRecord:
                 min_pass_rates: Mapping[str, float | None] | None = None,
                 digests: Mapping[str, str] | None = None, xfail: bool = False) -> CaseOutcome:
         verdicts = tuple({"score": v.score, "threshold": v.threshold, "reason": bounded(v.reason, 1000),
-                          "criteria": bounded(v.criteria, 1000)} for v in self.verdicts[:CALL_LIMIT])
+                          "criteria": bounded(v.criteria, 1000), "judge": v.judge, "advisory": v.advisory,
+                          "samples": v.samples, "flipped": v.flipped}
+                         for v in self.verdicts[:CALL_LIMIT])
         return CaseOutcome(self.nodeid, passed, self.score(passed), without_addresses(message)[:MAX_MESSAGE],
                            self.calls()[:CALL_LIMIT],
                            self.usage_by_prompt(), dict(min_pass_rates or {}), duration,
@@ -217,7 +223,8 @@ class CaseOutcome:
     min_pass_rates: Mapping[str, float | None] = field(default_factory=dict)
     duration: float = 0.0
     error: str = ""  # the first failed LM call's message: the case could not be scored
-    verdicts: tuple[Mapping[str, Any], ...] = ()  # {"score", "threshold", "reason", "criteria"} per judge()
+    # {"score", "threshold", "reason", "criteria", "judge", "advisory"} per judge()
+    verdicts: tuple[Mapping[str, Any], ...] = ()
     digests: Mapping[str, str] = field(default_factory=dict)  # prompt key -> sha256 of its file
     # Marked xfail (failed as expected, or passed anyway): pytest counts it apart from passed and
     # failed, and so do the pass rates and gates; its calls still count as spent.
@@ -227,6 +234,12 @@ class CaseOutcome:
     def judged(self) -> bool:
         """The score came from judge() verdicts, not from pass/fail."""
         return bool(self.verdicts)
+
+    @property
+    def advisory_only(self) -> bool:
+        """Every verdict came from an advisory judge (one that may not gate): the case is shown,
+        not counted in pass rates and gates."""
+        return bool(self.verdicts) and all(v.get("advisory") for v in self.verdicts)
 
     def output_of(self, key: str) -> str | None:
         """The last output of prompt `key` in this case (None if the case did not call it)."""

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import threading
+from dataclasses import replace
 from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
@@ -23,8 +24,10 @@ from .config import ROLES, Settings
 from ..defaults import EMBEDDED_MODEL
 from ..llm.embeddings import EmbeddingClient
 from ..errors import CacheMissError, EndpointError, PromptOptError
-from .judge import SCORE_PARAMS, YESNO_PARAMS, JudgeFailed, grade
+from .judge import INLINE_JUDGE, JudgeFailed, combine, grade, request_messages, request_params
+from ..prompts.judgefile import Judge
 from ..prompts.prompt import Prompt, caller_folder, load_prompt
+from .judges import JudgeBook
 from .record import JUDGE_KEY, TestRecord, Trace, Verdict
 from ..usage import Usage
 
@@ -61,6 +64,7 @@ class Runtime:
         self._embedder: EmbeddingClient | None = None
         self.prompts: dict[str, Prompt] = {}  # every prompt file seen, as loaded from disk
         self._resolved_root: Path | None = None
+        self.judges = JudgeBook(self)  # judge files: identity, trust in this run, calibration
 
     # -- endpoints -------------------------------------------------------------------------
     def set_embedded_url(self, url: str) -> None:
@@ -144,15 +148,31 @@ class Runtime:
     def prompt_name(self, prompt: Prompt) -> str:
         """How the call log names a prompt file: relative to the rootdir when under it (the
         log stays valid when the checkout moves), else absolute."""
-        if self._resolved_root is None:
-            self._resolved_root = self.root.resolve()  # prompt paths are resolved when loaded
-        try:
-            return prompt.path.relative_to(self._resolved_root).as_posix()
-        except ValueError:
-            return str(prompt.path)
+        return self.file_name(prompt.path)  # prompt paths are resolved when loaded
 
-    def prompt_path(self, name: str) -> Path:
-        return (self._resolved_root or self.root) / name  # an absolute name stays absolute
+    def file_name(self, path: Path) -> str:
+        """A file as the call log names it (prompt and judge files alike)."""
+        if self._resolved_root is None:
+            self._resolved_root = self.root.resolve()
+        try:
+            return path.relative_to(self._resolved_root).as_posix()
+        except ValueError:
+            return str(path)
+
+    # -- judges ----------------------------------------------------------------------------
+    def judge_mode(self, judge: Judge | None) -> str:
+        """'score', 'yesno' or 'geval': the judge file's own mode, else the setting's."""
+        return judge.mode if judge is not None and judge.mode else self.settings.effective_judge_mode
+
+    def judge_request(self, judge: Judge | None, output: str, criteria: str, expected: str | None,
+                      sample: int = 0) -> tuple[LMClient, ChatRequest]:
+        """The request a judge call sends (a test's, one sent ahead, or a calibration case's)."""
+        mode = self.judge_mode(judge)
+        client = self.client("judge")
+        system = judge.system if judge is not None else None
+        messages = request_messages(mode, output, criteria, expected, system)
+        model = judge.model if judge is not None and judge.model else None
+        return client, client.request(messages, request_params(mode), model=model, sample=sample)
 
     # -- prompts and overrides -------------------------------------------------------------
     def register(self, prompt: Prompt) -> None:
@@ -213,7 +233,8 @@ class LLM:
 
 
 class JudgeCall:
-    """`judge(output, criteria, expected=None, threshold=None) -> Verdict`; fails the test below threshold."""
+    """`judge(output, criteria_or_judge, expected=None, threshold=None) -> Verdict`; fails the
+    test below the threshold. The second argument is inline criteria or a `Judge` from a file."""
 
     def __init__(self, runtime: Runtime, record: TestRecord, threshold: float | None = None) -> None:
         self._runtime = runtime
@@ -228,32 +249,50 @@ class JudgeCall:
         """'score' or 'yesno', from the judge_mode setting (auto: yesno for the embedded judge)."""
         return self._runtime.settings.effective_judge_mode
 
-    def _ask(self, messages: list[dict[str, str]], mode: str | None = None) -> Reply:
-        client = self._runtime.client("judge")
-        params = YESNO_PARAMS if (mode or self.mode) == "yesno" else SCORE_PARAMS
-        request = client.request(messages, params, sample=self._record.draw)
+    def _ask(self, judge: Judge | None, output: str, criteria: str, expected: str | None, sample: int) -> Reply:
+        client, request = self._runtime.judge_request(judge, output, criteria, expected, sample)
         completion = _complete(client, request, self._record, JUDGE_KEY, "judge call")
-        self._record.judge_traces.append(Trace.of(JUDGE_KEY, {}, tuple(messages), request.model, completion))
+        self._record.judge_traces.append(Trace.of(JUDGE_KEY, {}, tuple(request.message_dicts), request.model, completion))
         return completion.reply
 
-    def grade(self, output: str, criteria: str, *, expected: str | None = None,
+    def _sample(self, judge: Judge | None, output: str, text: str, expected: str | None, limit: float,
+                sample: int) -> Verdict:
+        """One draw of the judge (its own cache entry), logged so the next run can send it ahead."""
+        mode = self._runtime.judge_mode(judge)
+        if isinstance(output, str) and isinstance(text, str) and 0 <= limit <= 1:  # else no call is made
+            inputs = {"output": output, "criteria": text} | ({} if expected is None else {"expected": expected})
+            name = "" if judge is None else self._runtime.file_name(judge.path)
+            self._record.call_log.begin(JUDGE, name, inputs, sample=sample, mode=mode)
+        return grade(lambda messages: self._ask(judge, output, text, expected, sample), output, text,
+                     expected=expected, threshold=limit, mode=mode)
+
+    def grade(self, output: str, criteria: str | Judge, *, expected: str | None = None,
               threshold: float | None = None) -> Verdict:
-        """Grade without failing the test; the verdict still counts toward the score."""
-        limit = self.default_threshold if threshold is None else threshold
-        mode = self.mode
-        if isinstance(output, str) and isinstance(criteria, str) and 0 <= limit <= 1:  # else no call is made
-            inputs = {"output": output, "criteria": criteria} | ({} if expected is None else {"expected": expected})
-            self._record.call_log.begin(JUDGE, "", inputs, sample=self._record.draw, mode=mode)
-        verdict = grade(lambda messages: self._ask(messages, mode), output, criteria,
-                        expected=expected, threshold=limit, mode=mode)
+        """Grade without failing the test; the verdict still counts toward the score.
+
+        With --promptopt-judge-samples k the judge is asked k times (each draw cached apart) and
+        the median-low verdict wins (a strict majority passes); with --promptopt-judge-confirm-fails
+        only a failing first verdict is asked again."""
+        judge = criteria if isinstance(criteria, Judge) else None
+        text = judge.criteria if judge is not None else criteria
+        own = judge.threshold if judge is not None else None
+        limit = threshold if threshold is not None else own if own is not None else self.default_threshold
+        k, confirm = self._runtime.settings.judge_draws, self._runtime.settings.judge_confirm_fails
+        first = self._record.draw * k  # draws of repeats=n and of the judge never share a cache entry
+        verdicts = [self._sample(judge, output, text, expected, limit, first)]
+        if k > 1 and not (confirm and verdicts[0].passed):
+            verdicts += [self._sample(judge, output, text, expected, limit, first + i) for i in range(1, k)]
+        trust = self._runtime.judges.trust(judge)
+        verdict = replace(combine(verdicts), judge=INLINE_JUDGE if judge is None else judge.key,
+                          advisory=not trust.gates)
         self._record.verdicts.append(verdict)
         return verdict
 
-    def __call__(self, output: str, criteria: str, *, expected: str | None = None,
+    def __call__(self, output: str, criteria: str | Judge, *, expected: str | None = None,
                  threshold: float | None = None) -> Verdict:
         __tracebackhide__ = True  # a failure is reported at the test's `judge(...)` line
         verdict = self.grade(output, criteria, expected=expected, threshold=threshold)
-        if not verdict.passed:
+        if not verdict.passed and not verdict.advisory:  # an advisory judge is shown, not counted
             raise JudgeFailed(verdict, output)
         return verdict
 

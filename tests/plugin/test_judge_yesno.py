@@ -121,7 +121,7 @@ def test_yesno_messages_fence_the_output_like_judge_messages() -> None:
 
 def test_yesno_params_ask_for_one_token_and_top_logprobs() -> None:
     assert dict(YESNO_PARAMS) == {"temperature": 0, "max_tokens": 1, "logprobs": True, "top_logprobs": 10}
-    assert JUDGE_MODES == ("auto", "score", "yesno")
+    assert JUDGE_MODES == ("auto", "score", "yesno", "geval")
 
 
 def test_logprob_requests_have_their_own_cache_key() -> None:

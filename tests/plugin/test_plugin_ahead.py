@@ -5,8 +5,13 @@ pytester against the scripted server; no timing is asserted (speed is bench_conc
 from __future__ import annotations
 
 import json
+import os
 import re
 import shutil
+import signal
+import subprocess
+import sys
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -205,3 +210,49 @@ def test_replay_makes_no_calls(words: pytest.Pytester, scripted: ScriptedServer)
     assert scripted.count == before
     assert report["ahead"] is None
     result.assert_outcomes(failed=14)
+
+
+class Held:
+    """A responder that holds every request until `release` is set, and sets `busy` once
+    `width` requests are held at once (only send-ahead has more than one call in flight)."""
+
+    def __init__(self, width: int) -> None:
+        self.width, self.held = width, 0
+        self.lock = threading.Lock()
+        self.busy, self.release = threading.Event(), threading.Event()
+
+    def __call__(self, messages: list[dict[str, str]], body: dict[str, Any]) -> str:
+        with self.lock:
+            self.held += 1
+            if self.held >= self.width:
+                self.busy.set()
+        self.release.wait(600)
+        return answer(messages, body)
+
+
+def test_ctrl_c_during_send_ahead_exits_without_waiting_for_the_calls(words: pytest.Pytester,
+                                                                     scripted: ScriptedServer) -> None:
+    """D19: Ctrl-C while calls sent ahead are in flight ends the run without waiting for their
+    replies: here the server holds every request until the process has exited (with a 600 s
+    call timeout); before the fix the process waited for the calls in flight."""
+    _run(words, "a", "--promptopt-concurrency=4")  # records the call log
+    _edit_prompt(words)
+    held = Held(width=2)
+    scripted.responder = held
+    args = [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-q", "--promptopt-cache-dir=a",
+            "--promptopt-concurrency=4", "--promptopt-timeout=600"]
+    process = subprocess.Popen(args, cwd=words.path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                               env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    try:
+        assert held.busy.wait(120), "send-ahead never had two calls in flight"
+        process.send_signal(signal.SIGINT)
+        # A bound for the old behaviour (waiting up to the 600 s timeout), not a measurement.
+        output, _ = process.communicate(timeout=60)
+        assert not held.release.is_set()  # it exited while every request was still held
+    finally:
+        held.release.set()
+        if process.poll() is None:
+            process.kill()
+            process.communicate()
+    assert process.returncode == pytest.ExitCode.INTERRUPTED
+    assert b"KeyboardInterrupt" in output

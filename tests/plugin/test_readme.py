@@ -18,7 +18,7 @@ from pytest_promptopt.testing import ScriptedServer
 
 README = Path(__file__).resolve().parents[2] / "README.md"
 FENCE = re.compile(r"^```(\w*)\n(.*?)^```", re.DOTALL | re.MULTILINE)
-NAMED = re.compile(r"`([\w./-]+\.(?:ya?ml|txt|md|py))`")
+NAMED = re.compile(r"`([\w./-]+\.(?:ya?ml|jsonl|txt|md|py))`")
 
 
 def readme_blocks() -> list[tuple[str, str, str | None]]:

@@ -165,8 +165,8 @@ def test_send_ahead_hands_the_completion_to_its_caller(make_client: ClientFactor
 
 def test_send_ahead_failures_leave_the_endpoint_health_alone(make_client: ClientFactory, server: ScriptedServer,
                                                              tmp_path: Path) -> None:
-    """Failures ahead stop the sending after `down_after` in a row, are not cached, and do not
-    mark the endpoint down: the tests then make their calls and report them as always."""
+    """Failures ahead stop the sending after `down_after` in a row and are not cached: the tests
+    then make their calls and report them as always (the first goes out as the probe, D18)."""
     client = make_client(ReplyCache(tmp_path), max_retries=0, down_after=2)
     server.responder = lambda messages, body: (_ for _ in ()).throw(RuntimeError("no"))
     out = client.send_ahead([client.request(msgs(str(i))) for i in range(6)])
@@ -174,6 +174,23 @@ def test_send_ahead_failures_leave_the_endpoint_health_alone(make_client: Client
     assert server.count <= 2 + client.concurrency  # stopped sending once 2 failed in a row
     server.responder = echo_last_user
     assert ask(client, "0").text == "0"  # not cached as a failure, and the endpoint is not "down"
+
+
+def test_a_dead_endpoint_seen_ahead_is_down_for_the_inline_calls(make_client: ClientFactory, server: ScriptedServer,
+                                                                  sleeps: Sleeps, tmp_path: Path) -> None:
+    """D18: once the calls sent ahead found the endpoint unreachable (`down_after` in a row),
+    the tests' own calls start with it down: the first is a probe with one attempt, the next
+    fails at once, instead of each spending its retries again."""
+    client = make_client(ReplyCache(tmp_path), max_retries=2, down_after=2, concurrency=1, down_cooldown_s=3600)
+    server.fail_every(1, Fault(status=503))
+    client.send_ahead([client.request(msgs(str(i))) for i in range(4)])
+    sent, slept = server.count, len(sleeps)
+    with pytest.raises(EndpointError) as probe:
+        ask(client, "0")
+    assert "HTTP 503" in str(probe.value) and "gave up" not in str(probe.value)  # one attempt
+    with pytest.raises(EndpointError, match="not sent"):
+        ask(client, "1")
+    assert server.count == sent + 1 and len(sleeps) == slept  # no retry, no backoff
 
 
 def test_real_sleep_honours_retry_after(make_client: ClientFactory, server: ScriptedServer) -> None:

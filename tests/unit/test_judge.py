@@ -233,3 +233,35 @@ def test_judge_failed_message() -> None:
     message = str(err)
     assert "0.40" in message and "0.70" in message
     assert "Is it polite?" in message and "too rude" in message
+
+
+def test_several_draws_take_the_median_low_and_say_whether_they_flipped() -> None:
+    from pytest_promptopt.run.judge import combine
+
+    draws = [Verdict(s, 0.5, "r") for s in (0.9, 0.1, 0.8)]
+    v = combine(draws)
+    assert (v.score, v.samples, v.flipped, v.passed) == (0.8, 3, True, True)
+    assert "median of 3 draws: 0.90, 0.10, 0.80; the draws disagree" in v.reason
+    tie = combine([Verdict(s, 0.5) for s in (0.9, 0.1)])
+    assert not tie.passed and tie.flipped  # an even split fails: only a strict majority passes
+    assert combine([Verdict(0.3, 0.5)]) == Verdict(0.3, 0.5)
+
+
+def test_geval_weights_the_score_tokens_by_their_probabilities() -> None:
+    import math
+
+    from pytest_promptopt.run.judge import geval_verdict, request_messages, request_params
+
+    top = [("8", math.log(0.5)), ("6", math.log(0.3)), ("x", math.log(0.2))]
+    v = geval_verdict("8\nMostly right.", top, threshold=0.7)
+    assert v.score == pytest.approx((0.5 * 8 + 0.3 * 6) / 0.8 / 10) and v.passed
+    assert v.reason.startswith("Mostly right.") and "6: 0.37, 8: 0.62" in v.reason
+    assert geval_verdict("7\nok", threshold=0.7).score == 0.7  # no logprobs: the number as written
+    assert geval_verdict("**10**", [("**", -0.1)], threshold=0.7).score == 1.0
+    with pytest.raises(JudgeError, match="does not start with a score from 0 to 10"):
+        geval_verdict("great job", threshold=0.7)
+    with pytest.raises(JudgeError):
+        geval_verdict("42", threshold=0.7)
+    messages = request_messages("geval", "out", "crit")
+    assert "0 to 10 on the first line" in messages[-1]["content"] and "<OUTPUT-" in messages[-1]["content"]
+    assert request_params("geval")["logprobs"] is True and request_params("geval")["top_logprobs"] == 20

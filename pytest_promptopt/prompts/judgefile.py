@@ -1,0 +1,150 @@
+"""Judge files: an LLM judge kept in a file, like a prompt.
+
+```yaml
+# judges/polite.yaml
+criteria: The reply is polite and answers the customer's question.
+threshold: 0.7            # optional; else the test's marker or --promptopt-judge-threshold
+mode: yesno               # optional: score | yesno | geval; else --promptopt-judge-mode
+model: default            # optional; else the judge endpoint's model
+system: |                 # optional: the judge's own system prompt, replacing the built-in one
+  You grade customer-support replies. ...
+labels: polite.labels.jsonl   # optional: the labelled set next to this file (see labels.py)
+```
+
+A `Judge` is frozen; `load_judge` validates the file with the same safe YAML reading as prompt
+files (no aliases, bounded size and depth) and names the file, line, field and fix of a problem.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from ..errors import PromptFileError
+from .prompt import YAML_SUFFIXES, _line, caller_folder, locate, parse_yaml, read_prompt_text
+
+JUDGE_KEYS = ("criteria", "threshold", "mode", "model", "system", "labels", "description")
+FILE_MODES = ("score", "yesno", "geval")
+CARD_SUFFIX = ".card.json"
+LABEL_SUFFIXES = (".jsonl",)
+_FORMAT_FIX = "see the README, Judges you can trust: criteria: ..., threshold: 0.7, labels: <name>.labels.jsonl"
+
+
+@dataclass(frozen=True)
+class Judge:
+    """A judge file as loaded: what `judge(output, this_judge, ...)` grades with."""
+
+    path: Path
+    criteria: str
+    threshold: float | None = None
+    mode: str | None = None  # score | yesno | geval; None: the judge_mode setting decides
+    model: str | None = None  # None: the judge endpoint's model
+    system: str | None = None  # the judge's own system prompt; None: the built-in one of its mode
+    labels: str | None = None  # the labelled set's file name, relative to the judge file's folder
+    source_digest: str = ""
+
+    @property
+    def key(self) -> str:
+        return str(self.path)
+
+    @property
+    def name(self) -> str:
+        return self.path.stem
+
+    @property
+    def labels_path(self) -> Path | None:
+        return None if self.labels is None else self.path.parent / self.labels
+
+    @property
+    def card_path(self) -> Path:
+        """The calibration card, next to the judge file: `polite.yaml` -> `polite.card.json`."""
+        return self.path.with_name(self.path.stem + CARD_SUFFIX)
+
+    def __repr__(self) -> str:  # shown in pytest's `where` lines: the file, not every field
+        return f"Judge({self.path.name})"
+
+
+def load_judge(path: str | Path, *, root: Path | None = None, near: Path | None = None) -> Judge:
+    """Load and validate a judge file; a relative path is looked up as `load_prompt` does:
+    next to the calling module first, then under `root` (default: the current directory)."""
+    if near is None and root is None and not Path(path).is_absolute():
+        near = caller_folder(1)
+    p = locate(path, root, near)
+    if not p.exists():
+        raise PromptFileError(p, "judge file not found", fix="check the path passed to load_judge")
+    if p.suffix.lower() not in YAML_SUFFIXES:
+        raise PromptFileError(p, f"a judge file is YAML; got {p.suffix or '(no suffix)'!r}",
+                              fix="name it <judge>.yaml")
+    text, data = read_prompt_text(p)
+    doc = parse_yaml(p, text)
+    if not isinstance(doc, Mapping):
+        raise PromptFileError(p, f"top level must be a mapping with 'criteria', got {type(doc).__name__}",
+                              fix=_FORMAT_FIX)
+    unknown = [k for k in doc if k not in JUDGE_KEYS]
+    if unknown:
+        raise PromptFileError(p, f"unknown field {unknown[0]!r}; allowed: {', '.join(JUDGE_KEYS)}",
+                              field=str(unknown[0]), line=_line(doc, unknown[0]), fix="remove or rename the field")
+    return Judge(p, _text(p, doc, "criteria", required=True) or "", _threshold(p, doc), _mode(p, doc),
+                 _model(p, doc), _text(p, doc, "system"), _labels(p, doc), hashlib.sha256(data).hexdigest())
+
+
+def _text(path: Path, doc: Mapping[str, Any], key: str, *, required: bool = False) -> str | None:
+    value = doc.get(key)
+    if value is None and not required:
+        return None
+    if not isinstance(value, str) or not value.strip():
+        problem = f"missing {key!r}" if value is None else f"{key} must be non-empty text, got {value!r}"
+        raise PromptFileError(path, problem, field=key, line=_line(doc, key),
+                              fix=f"write {key}: <text> (a block scalar '{key}: |' for several lines)")
+    return str(value)
+
+
+def _threshold(path: Path, doc: Mapping[str, Any]) -> float | None:
+    value = doc.get("threshold")
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= float(value) <= 1:
+        raise PromptFileError(path, f"threshold must be a number from 0 to 1, got {value!r}", field="threshold",
+                              line=_line(doc, "threshold"), fix="write e.g. threshold: 0.7")
+    return float(value)
+
+
+def _mode(path: Path, doc: Mapping[str, Any]) -> str | None:
+    value = doc.get("mode")
+    if value is None or value == "auto":
+        return None
+    if value not in FILE_MODES:
+        raise PromptFileError(path, f"unknown mode {value!r}; allowed: score, yesno, geval, auto", field="mode",
+                              line=_line(doc, "mode"), fix="write mode: score (a 0..1 score in the reply) or "
+                                                           "mode: yesno (one yes/no token, scored by its probability)")
+    return str(value)
+
+
+def _model(path: Path, doc: Mapping[str, Any]) -> str | None:
+    value = doc.get("model")
+    if value in (None, "", "default"):
+        return None
+    if not isinstance(value, str):
+        raise PromptFileError(path, f"model must be a string, got {value!r}", field="model",
+                              line=_line(doc, "model"), fix="write model: default, or the name the judge endpoint serves")
+    return value
+
+
+def _labels(path: Path, doc: Mapping[str, Any]) -> str | None:
+    value = _text(path, doc, "labels")
+    if value is None:
+        return None
+    name = Path(value)
+    if name.is_absolute() or ".." in name.parts or name.suffix.lower() not in LABEL_SUFFIXES:
+        raise PromptFileError(path, f"labels file {value!r} must be a .jsonl file in the judge's folder (or below it)",
+                              field="labels", line=_line(doc, "labels"), fix=f"write labels: {path.stem}.labels.jsonl")
+    labels_path = path.parent / name
+    if not os.path.isfile(labels_path):
+        raise PromptFileError(path, f"labels file {value!r} not found (looked for {labels_path})", field="labels",
+                              line=_line(doc, "labels"),
+                              fix="create it (one JSON case a line: output, verdict) or fix the name")
+    return value

@@ -1,0 +1,130 @@
+"""The judges of a session: each judge file's identity, its trust in this run, and calibration.
+
+Calibration runs a judge file over its labelled set through the judge client (so through the
+cache, like every LM call), and writes the card next to the judge file.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol
+
+from ..errors import JudgeError, PromptFileError, PromptOptError
+from ..llm.cache import ChatRequest
+from ..llm.client import Completion, LMClient
+from ..prompts.judgefile import Judge, load_judge
+from ..prompts.labels import load_labels
+from .card import GATE, UNCALIBRATED, Card, JudgeTrust, build_card, read_card, trust_of, write_card
+from .config import Settings
+from .judge import INLINE_JUDGE, template_digest, verdict_of
+
+
+class JudgeRuntime(Protocol):
+    """What the judge book needs of the session's runtime (runtime.Runtime provides it)."""
+
+    settings: Settings
+
+    def client(self, role: str) -> LMClient: ...
+
+    def judge_mode(self, judge: Judge | None) -> str: ...
+
+    def judge_request(self, judge: Judge | None, output: str, criteria: str, expected: str | None,
+                      sample: int = 0) -> tuple[LMClient, ChatRequest]: ...
+
+
+@dataclass(frozen=True)
+class Calibration:
+    judge: Judge
+    card: Card
+
+    def line(self) -> str:
+        m, c = self.card.metrics, self.card.confusion
+        k = m["kappa"]
+        return (f"{self.judge.path.name}: {c.n} labels ({c.positives} pass, {c.negatives} fail): agreement "
+                f"{m['agreement'].value:.3f}, kappa {k.value:.3f} [{k.low:.3f}, {k.high:.3f}], TPR {m['tpr'].value:.3f}, "
+                f"TNR {m['tnr'].value:.3f}; card {self.judge.card_path}")
+
+
+class JudgeBook:
+    def __init__(self, runtime: JudgeRuntime) -> None:
+        self._runtime = runtime
+        self._trust: dict[str, JudgeTrust] = {}
+        self._lock = threading.Lock()
+
+    def threshold(self, judge: Judge) -> float:
+        return judge.threshold if judge.threshold is not None else self._runtime.settings.judge_threshold
+
+    def identity(self, judge: Judge) -> dict[str, Any]:
+        """What a card measured: any change of it makes the card stale."""
+        mode = self._runtime.judge_mode(judge)
+        endpoint = self._runtime.client("judge").endpoint
+        labels = judge.labels_path
+        try:
+            labels_digest = hashlib.sha256(labels.read_bytes()).hexdigest() if labels is not None else None
+        except OSError:
+            labels_digest = None
+        return {"criteria": judge.criteria, "template_sha256": template_digest(mode, judge.system), "mode": mode,
+                "model": judge.model or endpoint.model, "served_by": endpoint.served_by,
+                "threshold": self.threshold(judge), "labels_sha256": labels_digest}
+
+    def trust(self, judge: Judge | None) -> JudgeTrust:
+        """The judge's status and whether it gates; inline criteria are uncalibrated."""
+        settings = self._runtime.settings
+        if judge is None:
+            return trust_of(None, {}, settings.judge_uncalibrated, settings.judge_min_kappa)
+        with self._lock:
+            known = self._trust.get(judge.key)
+        if known is None:
+            known = trust_of(read_card(judge.card_path), self.identity(judge), settings.judge_uncalibrated,
+                             settings.judge_min_kappa)
+            with self._lock:
+                self._trust[judge.key] = known
+        return known
+
+    def trust_by_key(self, key: str) -> JudgeTrust:
+        """The trust of a judge named as a verdict names it (a judge file's path, or INLINE_JUDGE)."""
+        if key == INLINE_JUDGE:
+            return self.trust(None)
+        try:
+            return self.trust(load_judge(Path(key)))
+        except PromptOptError as exc:  # moved or broken since the test loaded it
+            return JudgeTrust(UNCALIBRATED, self._runtime.settings.judge_uncalibrated == GATE,
+                              f"the judge file cannot be read now: {exc}")
+
+    def calibrate(self, judge: Judge) -> Calibration:
+        """Grade every labelled case, build the card and write it next to the judge file."""
+        if judge.labels_path is None:
+            raise PromptFileError(judge.path, "has no labelled set to calibrate on", field="labels",
+                                  fix=f"add labels: {judge.path.stem}.labels.jsonl (one JSON case a line: output, verdict)")
+        labels = load_labels(judge.labels_path)
+        threshold = self.threshold(judge)
+        warnings = labels.check_classes(threshold)
+        mode = self._runtime.judge_mode(judge)
+        requests = [self._runtime.judge_request(judge, c.output, judge.criteria, c.expected) for c in labels.cases]
+        client = requests[0][0]
+        replies = client.complete_many([r for _, r in requests])
+        keys, truth, scores, ungraded = [], [], [], 0
+        for case, reply in zip(labels.cases, replies):
+            if isinstance(reply, BaseException) and not isinstance(reply, JudgeError):
+                raise PromptOptError(f"{labels.path}:{case.line}: calibration stopped: {reply}") from reply
+            try:
+                assert isinstance(reply, Completion)
+                score = verdict_of(reply.reply, mode, threshold=threshold).score
+            except (JudgeError, AssertionError):
+                ungraded += 1
+                continue
+            keys.append(f"{case.line}:{case.output}")
+            truth.append(case.passed(threshold))
+            scores.append(score)
+        if len(set(truth)) < 2:
+            raise PromptOptError(f"{labels.path}: the judge graded too few cases of each class to calibrate "
+                                 f"({ungraded} replies had no readable verdict)")
+        card = build_card(judge.path.name, self.identity(judge), keys, truth, scores, threshold,
+                          ungraded=ungraded, warnings=warnings)
+        write_card(judge.card_path, card)
+        with self._lock:
+            self._trust.pop(judge.key, None)
+        return Calibration(judge, card)
