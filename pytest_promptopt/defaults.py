@@ -20,6 +20,8 @@ CONCURRENCY = 8
 EMBEDDED_CONCURRENCY = 1
 RECORD_MODE = "normal"  # normal | replay | refresh | off
 CACHE_DIR_NAME = ".promptopt_cache"  # under the rootdir
+SHARED_CACHE_TIMEOUT_S = 5.0  # connect/read timeout of the shared cache tier (Redis); then local-only
+SHARED_CACHE_MAX_ENTRY_BYTES = 16 * 1024 * 1024  # a shared entry larger than this is a miss, never read
 
 # -- judging and the gate ----------------------------------------------------------------------
 JUDGE_THRESHOLD = 0.7  # judge() passes at or above this score

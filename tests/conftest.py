@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from pathlib import Path
 
 import openai  # the plugin imports it lazily; loaded here, pytester's in-process runs keep it
 import optuna  # noqa: F401 - pytester's in-process runs drop new modules; numpy cannot be imported twice
@@ -33,3 +34,32 @@ def suite(pytester: pytest.Pytester, scripted: ScriptedServer) -> pytest.Pyteste
         """
     )
     return pytester
+
+
+@pytest.fixture(scope="session")
+def redis_url() -> Iterator[str]:
+    """A real redis-server of its own on a free 127.0.0.1 port (no persistence), stopped at the end."""
+    import shutil
+    import socket
+    import subprocess
+
+    binary = shutil.which("redis-server") or ("/usr/bin/redis-server" if Path("/usr/bin/redis-server").exists() else None)
+    if binary is None:
+        pytest.skip("redis-server is not installed (Debian: apt-get install redis-server); the Redis backend is untested")
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    server = subprocess.Popen([binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
+                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    assert server.stdout is not None
+    for line in server.stdout:  # the server says when it accepts connections
+        if "Ready to accept connections" in line:
+            break
+    else:
+        pytest.fail(f"redis-server on port {port} exited with {server.wait()} before accepting connections")
+    try:
+        yield f"redis://127.0.0.1:{port}/0"
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+        server.stdout.close()

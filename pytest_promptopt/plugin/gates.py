@@ -10,8 +10,10 @@ from pathlib import Path
 import pytest
 
 from ..report.gate import BaselineResult
-from ..report.summary import PromptSummary, display
+from ..report.summary import PromptSummary, gate_lines, gate_verdicts
 from ..run.baseline import BaselineError, load
+
+__all__ = ["fail_unsaved", "gate_lines", "incomplete", "junit_gates", "subset"]
 
 SELECTING_OPTIONS = ("--lf", "--last-failed", "--deselect", "--sw", "--stepwise")
 
@@ -65,11 +67,6 @@ def fail_unsaved(session: pytest.Session, result: BaselineResult | None) -> None
         session.exitstatus = pytest.ExitCode.TESTS_FAILED
 
 
-def gate_lines(summaries: list[PromptSummary], root: Path) -> list[str]:
-    return [f"gate failed: {display(s.key, root)} passed {s.pass_rate:.1%} of {s.cases} cases; "
-            f"at least {s.min_pass_rate:.0%} required" for s in summaries if s.gate_failed]
-
-
 def junit_gates(config: pytest.Config, summaries: list[PromptSummary], result: BaselineResult | None) -> None:
     """One JUnit testcase per gated prompt (min pass rate, baseline), failed when its gate failed,
     so CI systems that read JUnit show why a session with only passing tests failed."""
@@ -78,14 +75,7 @@ def junit_gates(config: pytest.Config, summaries: list[PromptSummary], result: B
     xml = config.stash.get(xml_key, None)
     if xml is None:
         return
-    root = config.rootpath
-    gates = [(f"min_pass_rate[{display(s.key, root)}]", s.gate_failed,
-              f"passed {s.pass_rate:.1%} of {s.cases} cases; at least {s.min_pass_rate:.0%} required")
-             for s in summaries if s.min_pass_rate is not None]
-    if result is not None and result.comparison is not None:
-        gates += [(f"baseline[{p.prompt}]", p.gate_failed, p.gate_reason) for p in result.comparison.prompts]
-        if result.comparison.unpaired:
-            gates.append(("baseline", True, result.comparison.mismatch_reason))
+    gates = gate_verdicts(summaries, None if result is None else result.comparison, config.rootpath)
     for name, failed, reason in gates:
         nodeid = f"promptopt::gate::{name}"
         for when, outcome in (("call", "failed" if failed else "passed"), ("teardown", "passed")):

@@ -56,6 +56,10 @@ def _run_options(add: Any) -> None:
     add("--promptopt-cache-dir", "string", default=None, metavar="DIR",
         help=f"where LM replies are cached (default {defaults.CACHE_DIR_NAME} under the rootdir); relative to "
              "the current directory, or to the rootdir when set in ini")
+    add("--promptopt-shared-cache", "string", default=None, metavar="URL",
+        help="a shared tier of recorded replies under the local cache, read on a local miss and written once "
+             "per reply: a directory (path or file:///path), redis://host:port/db, or an fsspec URL "
+             "(s3://bucket/prefix, gs://...); needs the extra pytest-promptopt[shared] for Redis and fsspec")
     add("--promptopt-timeout", "string", default=None, type=positive_float, metavar="SECONDS",
         help=f"timeout of one LM call (default {defaults.TIMEOUT_S:g})")
     add("--promptopt-retries", "string", default=None, type=non_negative_int, metavar="N",

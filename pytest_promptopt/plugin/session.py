@@ -18,6 +18,7 @@ import pytest
 from ..llm import local
 from ..run.ahead import AheadReport, CallStore
 from ..llm.cache import RecordMode
+from ..llm.shared_cache import shared_hits
 from ..run.baseline import Baseline
 from ..run.config import Settings
 from ..defaults import EMBEDDED_MODEL
@@ -68,6 +69,8 @@ class PromptOptSession:
         self._previous_sigterm: Any = None
         self.optimize_notes: list[str] = []  # about --optimize as a whole, before its own notes
         self.calibration_lines: list[tuple[str, bool]] = []  # --promptopt-calibrate: (line, is a warning)
+        self.worker_shared_hits = 0  # xdist: the workers' shared-tier hits
+        self.tests_exit_code = 0  # pytest's exit code before the promptopt gates
         if not self.is_worker and settings.optimize.enabled:
             self._sigterm_as_interrupt()
             self._run_every_test()
@@ -193,6 +196,7 @@ class PromptOptSession:
         self.baseline_result = finish(self.settings.baseline, self.loaded_baseline, self.outcomes, self.config.rootpath,
                                       incomplete=incomplete(session, exitstatus, self.settings.baseline.save_path, ran),
                                       save=self.optimization is None)
+        self.tests_exit_code = int(session.exitstatus)  # pytest's own, for `promptopt merge`
         fail_unsaved(session, self.baseline_result)
         if self.gate_failed and session.exitstatus == pytest.ExitCode.OK:
             session.exitstatus = pytest.ExitCode.TESTS_FAILED
@@ -205,6 +209,7 @@ class PromptOptSession:
 
     def pytest_sessionfinish(self, session: pytest.Session, exitstatus: int) -> None:
         if self.is_worker:
+            self.config.workeroutput[SHARED_HITS] = shared_hits(self.runtime.cache)  # type: ignore[attr-defined]
             return
         if exitstatus == pytest.ExitCode.INTERRUPTED or session.exitstatus == pytest.ExitCode.INTERRUPTED:
             self._not_written(self.pending_writes)
@@ -218,7 +223,8 @@ class PromptOptSession:
                 incomplete(session, exitstatus, self.settings.baseline.save_path, [o.nodeid for o in self.outcomes]))
             fail_unsaved(session, self.baseline_result)
         if self.settings.report_path is not None:
-            write_json(self.settings.report_path, {**self.json_report(), "exit_code": int(session.exitstatus)})
+            write_json(self.settings.report_path, {**self.json_report(), "exit_code": int(session.exitstatus),
+                                                   "tests_exit_code": self.tests_exit_code})
         if self.settings.baseline.html_path is not None and self.baseline_result is not None:
             write_html(self.settings.baseline.html_path, self._html(self.baseline_result))
 
@@ -271,6 +277,7 @@ class PromptOptSession:
             "prompts": [s.to_dict(root, self._priced(s.key)) for s in self.summaries],
             "tests": [o.to_dict() for o in self.outcomes],
             "cache": {"hits": sum(u.cache_hits for u in usage), "calls": sum(u.requests for u in usage)},
+            "cache_tiers": self._cache_tiers(sum(u.cache_hits for u in usage)),
             "ahead": None if self.ahead is None else self.ahead.to_dict(),
             "gate": "failed" if self.gate_failed else "passed",
             "judges": [r.to_dict() for r in self.judge_rows],
@@ -283,6 +290,16 @@ class PromptOptSession:
                 "unscored_runs": [{"nodeid": n, "error": e} for n, e in run.unscored],
             },
         }
+
+    @pytest.hookimpl(optionalhook=True)
+    def pytest_testnodedown(self, node: Any, error: Any) -> None:
+        """xdist: a worker's shared-tier hits, for the controller's report."""
+        self.worker_shared_hits += int(getattr(node, "workeroutput", {}).get(SHARED_HITS, 0))
+
+    def _cache_tiers(self, hits: int) -> dict[str, int]:
+        """Cache hits per tier: replies the shared tier served, and the rest (local entries)."""
+        shared = shared_hits(self.runtime.cache) + self.worker_shared_hits
+        return {"local": max(0, hits - shared), "shared": shared}
 
     def _optimization_lines(self) -> list[str]:
         run, root = self.optimization, Path(self.config.rootpath)
@@ -353,6 +370,7 @@ class PromptOptSession:
             tr.write_line(line, red=True)
 
 
+SHARED_HITS = "promptopt_shared_hits"  # xdist workeroutput key
 SESSION_KEY = pytest.StashKey[PromptOptSession]()
 
 

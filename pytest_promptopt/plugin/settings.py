@@ -12,6 +12,8 @@ import pytest
 
 from .. import defaults
 from ..llm.cache import RecordMode
+from ..llm.redaction import display_url
+from ..llm.shared_stores import missing_dependency
 from ..run.config import (
     BaselineSettings,
     OptimizeSettings,
@@ -60,6 +62,7 @@ def build_settings(config: pytest.Config) -> Settings:
         baseline=_baseline_settings(config),
         embedding_model=config.getoption("promptopt_embedding_model", None)
         or _ini_value(config, "promptopt_embedding_model", str) or os.environ.get("PROMPTOPT_EMBEDDING_MODEL"),
+        shared_cache=_shared_cache(config),
     )
 
 
@@ -144,6 +147,18 @@ def _ini_value(config: pytest.Config, name: str, convert: Any) -> Any:
 
 def _report_path(config: pytest.Config) -> Path | None:
     return _writable("--promptopt-report", path_setting(config, "promptopt_report"))
+
+
+def _shared_cache(config: pytest.Config) -> str | None:
+    """A URL as given; a plain path resolved like --promptopt-cache-dir. A backend whose package
+    is not installed is a usage error (an unreachable one only warns, at the first use)."""
+    raw = config.getoption("promptopt_shared_cache", None) or _ini_value(config, "promptopt_shared_cache", str)
+    if not raw:
+        return None
+    problem = missing_dependency(raw)
+    if problem is not None:
+        raise pytest.UsageError(f"--promptopt-shared-cache / ini promptopt_shared_cache = {display_url(raw)!r}: {problem}")
+    return raw if "://" in raw else str(path_setting(config, "promptopt_shared_cache"))
 
 
 def path_setting(config: pytest.Config, name: str) -> Path | None:

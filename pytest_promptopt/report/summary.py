@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -19,6 +19,7 @@ from ..optimize.before import before_lines
 from ..optimize.loop import GroupResult
 from ..run.record import JUDGE_KEY, CaseOutcome
 from ..usage import Usage
+from .compare import Comparison
 
 
 @dataclass(frozen=True)
@@ -192,3 +193,21 @@ def report_path_problem(path: Path) -> str | None:
 def write_json(path: Path, payload: Mapping[str, Any]) -> None:
     """Write the JSON report atomically: a half-written report is worse than none."""
     write_atomic(path, (json.dumps(payload, indent=2, sort_keys=False) + "\n").encode("utf-8"))
+
+
+def gate_lines(summaries: Sequence[PromptSummary], root: Path) -> list[str]:
+    """The failed per-prompt gates, as the terminal and the HTML report say them."""
+    return [f"gate failed: {display(s.key, root)} passed {s.pass_rate:.1%} of {s.cases} cases; "
+            f"at least {s.min_pass_rate:.0%} required" for s in summaries if s.gate_failed]
+
+
+def gate_verdicts(summaries: Sequence[PromptSummary], comparison: Comparison | None,
+                  root: Path) -> list[tuple[str, bool, str]]:
+    """(JUnit name, failed, reason) of every gate: per prompt's min pass rate, then per prompt's baseline."""
+    gates = [(f"min_pass_rate[{display(s.key, root)}]", s.gate_failed,
+              f"passed {s.pass_rate:.1%} of {s.cases} cases; at least {s.min_pass_rate:.0%} required")
+             for s in summaries if s.min_pass_rate is not None]
+    if comparison is None:
+        return gates
+    gates += [(f"baseline[{p.prompt}]", p.gate_failed, p.gate_reason) for p in comparison.prompts]
+    return gates + ([("baseline", True, comparison.mismatch_reason)] if comparison.unpaired else [])

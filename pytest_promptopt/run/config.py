@@ -111,6 +111,7 @@ class Settings:
     optimize: OptimizeSettings = field(default_factory=OptimizeSettings)
     baseline: BaselineSettings = field(default_factory=BaselineSettings)
     embedding_model: str | None = None  # for retrieve by: embeddings, through the task endpoint
+    shared_cache: str | None = None  # URL or path of the shared reply tier under the local cache
 
     @property
     def needs_embedded(self) -> bool:

@@ -16,7 +16,8 @@ from pathlib import Path
 from typing import Any
 
 from ..llm import local
-from ..llm.cache import ChatRequest, Reply, ReplyCache
+from ..llm.cache import ChatRequest, Reply
+from ..llm.shared_cache import open_cache
 from .calllog import JUDGE
 from .calllog import LLM as LLM_CALL
 from ..llm.client import Budget, Completion, Endpoint, LMClient
@@ -55,7 +56,7 @@ class Runtime:
         self.settings = settings
         self._embedded_identity = embedded_identity
         self.root = root
-        self.cache = ReplyCache(settings.cache_dir, settings.record_mode)
+        self.cache = open_cache(settings.cache_dir, settings.record_mode, settings.shared_cache)
         self._start_embedded = start_embedded
         self._embedded_url: str | None = None
         self._clients: dict[str, LMClient] = {}
