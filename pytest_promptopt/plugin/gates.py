@@ -3,8 +3,6 @@ a run stood for the whole suite (only then is it saved as a baseline)."""
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
 
 from ..report.gate import BaselineResult
@@ -18,11 +16,6 @@ def incomplete(session: pytest.Session, exitstatus: int) -> str:
     if session.shouldstop or session.shouldfail:
         return f"the run stopped early ({session.shouldstop or session.shouldfail})"
     return ""
-
-
-def gate_lines(summaries: list[PromptSummary], root: Path) -> list[str]:
-    return [f"gate failed: {display(s.key, root)} passed {s.pass_rate:.1%} of {s.cases} cases; "
-            f"at least {s.min_pass_rate:.0%} required" for s in summaries if s.gate_failed]
 
 
 def junit_gates(config: pytest.Config, summaries: list[PromptSummary], result: BaselineResult | None) -> None:

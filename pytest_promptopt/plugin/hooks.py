@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 
+from ..llm.cache import RecordMode
 from ..run.assertion import compared_values
 from ..run.baseline import BaselineError
 from ..errors import ConfigError, PromptOptError
@@ -189,6 +190,16 @@ def _failure_message(report: pytest.TestReport) -> str:
 @pytest.hookimpl(optionalhook=True)
 def pytest_configure_node(node: Any) -> None:
     """xdist controller -> worker: share the embedded server started by the controller."""
-    url = session_of(node.config).embedded_url_for_workers()
+    url = _embedded_url_for_workers(session_of(node.config))
     if url:
         node.workerinput["promptopt_embedded_url"] = url
+
+
+def _embedded_url_for_workers(session: PromptOptSession) -> str | None:
+    """Start the embedded server once on the xdist controller, for all workers."""
+    settings = session.settings
+    if not settings.roles["task"].embedded and not settings.needs_embedded:
+        return None
+    if settings.record_mode is RecordMode.REPLAY:
+        return None  # replay never calls a model
+    return session.runtime.embedded_url()

@@ -41,6 +41,17 @@ class OptimizationRun:
     planned: tuple[tuple[tuple[str, PendingWrite], ...], ...] = ()  # per group: (prompt key, write) its winner needs
 
 
+def run_every_test(config: pytest.Config) -> list[str]:
+    """`--optimize` learns from every test's result, so `-x`/`--maxfail` (often in addopts)
+    would leave it nothing to work with: the run goes on, and the section says so."""
+    maxfail = getattr(config.option, "maxfail", 0)
+    if not maxfail:
+        return []
+    config.option.maxfail = 0
+    return [f"ran every test although -x/--maxfail={maxfail} was given: "
+            + "--optimize needs the result of each test to learn from"]
+
+
 @dataclass
 class _Recorded:
     """The tests of the run that called prompts, as the optimizer needs them."""
