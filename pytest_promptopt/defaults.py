@@ -24,6 +24,9 @@ CACHE_DIR_NAME = ".promptopt_cache"  # under the rootdir
 # -- judging and the gate ----------------------------------------------------------------------
 JUDGE_THRESHOLD = 0.7  # judge() passes at or above this score
 JUDGE_MODE = "auto"  # auto | score | yesno
+# What decides the exit code: "gates" (a failed case of a prompt whose gate passed does not fail
+# the session; a prompt suite is not a unit-test suite) or "tests" (pytest's rule: any failure).
+EXIT_RULE = "gates"
 
 # -- the baseline gate ------------------------------------------------------------------------
 BASELINE_ALPHA = 0.05  # significance level of the exact McNemar test on paired cases

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import pytest
 
+from ..report.exit_rule import ExitDecision
 from ..report.gate import BaselineResult
 from ..report.summary import PromptSummary, display
 
@@ -18,7 +19,8 @@ def incomplete(session: pytest.Session, exitstatus: int) -> str:
     return ""
 
 
-def junit_gates(config: pytest.Config, summaries: list[PromptSummary], result: BaselineResult | None) -> None:
+def junit_gates(config: pytest.Config, summaries: list[PromptSummary], result: BaselineResult | None,
+                decision: ExitDecision | None = None) -> None:
     """One JUnit testcase per gated prompt (min pass rate, baseline), failed when its gate failed,
     so CI systems that read JUnit show why a session with only passing tests failed."""
     from _pytest.junitxml import xml_key
@@ -41,3 +43,7 @@ def junit_gates(config: pytest.Config, summaries: list[PromptSummary], result: B
                 user_properties=[("promptopt_gate_reason", reason)]))
     if gates:
         xml.add_global_property("promptopt_gate", "failed" if any(f for _, f, _ in gates) else "passed")
+    if decision is not None:  # the exit code and why, so a JUnit reader agrees with CI's verdict
+        xml.add_global_property("promptopt_exit_code", str(decision.code))
+        xml.add_global_property("promptopt_exit_rule", decision.rule)
+        xml.add_global_property("promptopt_exit_reason", decision.reason)

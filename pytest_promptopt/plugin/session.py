@@ -15,6 +15,7 @@ import pytest
 
 from ..prompts.write_queue import WriteQueue
 from ..report.gate import BaselineResult, WrittenGroup, finish, save_after_write_back, write_html
+from ..report.exit_rule import ExitDecision
 from ..report.header import header_lines
 from ..report.run_report import OptimizationFacts, RunReport
 from ..report.summary import PromptSummary, summarize, write_json
@@ -25,6 +26,7 @@ from ..run.record import CaseOutcome
 from ..run.runtime import Runtime
 from .ahead import log_calls, send_ahead_for, should_send_ahead
 from .embedded import EmbeddedModel
+from .exit_status import FailureLog, exit_decision, write_last_line
 from .gates import incomplete, junit_gates
 from .optimization import OptimizationRun, run_every_test, run_optimization
 from .signals import SigtermAsInterrupt
@@ -56,6 +58,10 @@ class PromptOptSession:
         self.started = time.perf_counter()
         self.sigterm = SigtermAsInterrupt()
         self.optimize_notes: list[str] = []  # about --optimize as a whole, before its own notes
+        self.failures = FailureLog()
+        self.exit: ExitDecision | None = None
+        if not self.is_worker:
+            config.pluginmanager.register(self.failures, "promptopt-failures")
         if not self.is_worker and settings.optimize.enabled:
             self.sigterm.install()
             self.optimize_notes += run_every_test(config)
@@ -124,9 +130,9 @@ class PromptOptSession:
         self.baseline_result = finish(self.settings.baseline, self.loaded_baseline, self.outcomes,
                                       self.config.rootpath, incomplete=incomplete(session, exitstatus),
                                       save=self.optimization is None)
-        if self.report().gate_failed and session.exitstatus == pytest.ExitCode.OK:
-            session.exitstatus = pytest.ExitCode.TESTS_FAILED
-        junit_gates(self.config, self.summaries, self.baseline_result)
+        self.exit = exit_decision(session, self.settings.exit_rule, self.report(), self.failures)
+        session.exitstatus = self.exit.code
+        junit_gates(self.config, self.summaries, self.baseline_result, self.exit)
 
     def pytest_sessionfinish(self, session: pytest.Session, exitstatus: int) -> None:
         if self.is_worker:
@@ -135,6 +141,7 @@ class PromptOptSession:
             self.writes.drop()
         if self.writes.flush():
             session.exitstatus = pytest.ExitCode.INTERRUPTED
+            self.exit = ExitDecision(session.exitstatus, self.settings.exit_rule, "interrupted during the write-back")
         if self.optimization is not None and self.baseline_result is not None:
             written = [WrittenGroup(writes, g.outcomes) for g, writes in zip(self.optimization.groups,
                                                                               self.optimization.planned)]
@@ -157,6 +164,11 @@ class PromptOptSession:
             for line in section.lines:
                 terminalreporter.write_line(line.text, red=line.red)
 
+    def pytest_unconfigure(self, config: pytest.Config) -> None:
+        """After pytest's own summary line: which rule decided the exit code, and why."""
+        if not self.is_worker:
+            write_last_line(config, self.exit, self.report())
+
     # -- the report ----------------------------------------------------------------------------
     def report(self) -> RunReport:
         """The run's results as they stand, for the report object to render."""
@@ -169,7 +181,7 @@ class PromptOptSession:
             tuple(self.writes.written_paths), settings.optimize.dry_run,
             priced_roles=tuple(r for r in settings.roles if settings.price_of(r) is not None),
             secrets=tuple(r.api_key for r in settings.roles.values() if r.api_key),
-            report_path=settings.report_path, html_path=settings.baseline.html_path)
+            report_path=settings.report_path, html_path=settings.baseline.html_path, exit=self.exit)
 
 
 SESSION_KEY = pytest.StashKey[PromptOptSession]()

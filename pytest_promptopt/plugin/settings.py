@@ -25,6 +25,7 @@ from ..run.config import (
     resolve_roles,
 )
 from ..errors import ConfigError
+from ..report.exit_rule import EXIT_RULES
 from ..run.judge import JUDGE_MODES
 from ..report.summary import report_path_problem
 
@@ -48,6 +49,7 @@ def build_settings(config: pytest.Config) -> Settings:
         judge_threshold=_typed(config, "promptopt_judge_threshold", fraction, defaults.JUDGE_THRESHOLD),
         report_path=_report_path(config),
         judge_mode=_choice(config, "promptopt_judge_mode", JUDGE_MODES, defaults.JUDGE_MODE),
+        exit_rule=_choice(config, "promptopt_exit_rule", EXIT_RULES, defaults.EXIT_RULE),
         optimize=_optimize_settings(config),
         baseline=_baseline_settings(config),
         embedding_model=config.getoption("promptopt_embedding_model", None)

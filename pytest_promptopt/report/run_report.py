@@ -14,8 +14,10 @@ from typing import Any
 
 from ..optimize.loop import GroupResult
 from ..run.ahead import AheadReport
+from ..run.baseline import prompt_name
 from ..run.record import JUDGE_KEY, CaseOutcome
 from .data import describe_write, optimization_view
+from .exit_rule import ExitDecision
 from .gate import BaselineResult, html_document
 from .summary import PromptSummary, display, optimization_lines, table
 
@@ -62,6 +64,23 @@ class RunReport:
     secrets: tuple[str, ...] = ()
     report_path: Path | None = None
     html_path: Path | None = None
+    exit: ExitDecision | None = None  # the exit rule's verdict, once the gates are known
+
+    def name(self, key: str) -> str:
+        return display(key, self.root)
+
+    def gate_verdicts(self) -> dict[str, bool]:
+        """Prompt key -> whether its gate failed, for every prompt with a gate: a minimum pass
+        rate over at least one case, and/or a baseline comparison with paired cases."""
+        out = {s.key: s.gate_failed for s in self.summaries if s.min_pass_rate is not None and s.cases}
+        comparison = self.baseline.comparison if self.baseline is not None else None
+        if comparison is not None:
+            compared = {p.prompt: p.gate_failed for p in comparison.prompts if p.paired}
+            for s in self.summaries:
+                failed = compared.get(prompt_name(s.key, self.root))
+                if failed is not None:
+                    out[s.key] = out.get(s.key, False) or failed
+        return out
 
     @property
     def gate_failed(self) -> bool:
@@ -87,18 +106,16 @@ class RunReport:
             "baseline": None if self.baseline is None else self.baseline.to_dict(),
             "optimization": None if self.optimization is None else self._optimization_json(self.optimization),
             "exit_code": exit_code,
+            "exit_rule": None if self.exit is None else self.exit.to_dict(),
         }
 
     def _optimization_json(self, run: OptimizationFacts) -> dict[str, Any]:
         return {
             "notes": [*self.optimize_notes, *run.notes],
-            "groups": [g.to_dict(self._display) for g in run.groups],
+            "groups": [g.to_dict(self.name) for g in run.groups],
             "written": list(self.written), "not_written": list(self.not_written),
             "unscored_runs": [{"nodeid": n, "error": e} for n, e in run.unscored],
         }
-
-    def _display(self, key: str) -> str:
-        return display(key, self.root)
 
     # -- terminal ----------------------------------------------------------------------------
     def terminal(self) -> list[Section]:
@@ -126,9 +143,9 @@ class RunReport:
         out = [Line(line) for line in table(list(self.summaries), self.root, self.priced)]
         for s in self.summaries:
             if s.errors:
-                out.append(Line(f"not scored: {s.errors} of {s.cases} cases of {self._display(s.key)} "
+                out.append(Line(f"not scored: {s.errors} of {s.cases} cases of {self.name(s.key)} "
                                 f"(counted as failed): the LM call failed; first: {s.first_error}", True))
-        xfailed = [f"{s.xfailed} case(s) of {self._display(s.key)}" for s in self.summaries if s.xfailed]
+        xfailed = [f"{s.xfailed} case(s) of {self.name(s.key)}" for s in self.summaries if s.xfailed]
         if xfailed:
             out.append(Line(f"expected failures (xfail) left out of the pass rate: {', '.join(xfailed)}"))
         out += [Line(line, True) for line in gate_lines(self.summaries, self.root)]
@@ -138,7 +155,7 @@ class RunReport:
         run = self.optimization
         lines = [*self.optimize_notes, *(() if run is None else run.notes)]
         for group in () if run is None else run.groups:
-            lines += optimization_lines(group, self._display, self.dry_run, lambda role: role in self.priced_roles)
+            lines += optimization_lines(group, self.name, self.dry_run, lambda role: role in self.priced_roles)
         if run is not None and run.unscored:
             tests = len({n for n, _ in run.unscored})
             lines.append(f"could not score {len(run.unscored)} test run(s) of {tests} test(s) during the optimization: "

@@ -95,6 +95,7 @@ class Settings:
     judge_threshold: float = defaults.JUDGE_THRESHOLD
     report_path: Path | None = None
     judge_mode: str = defaults.JUDGE_MODE  # auto | score | yesno (see judge.JUDGE_MODES)
+    exit_rule: str = defaults.EXIT_RULE  # gates | tests (see report/exit_rule.py)
     optimize: OptimizeSettings = field(default_factory=OptimizeSettings)
     baseline: BaselineSettings = field(default_factory=BaselineSettings)
     embedding_model: str | None = None  # for retrieve by: embeddings, through the task endpoint
