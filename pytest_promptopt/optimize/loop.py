@@ -149,6 +149,9 @@ class Scores:
         return out if self.scored is None else {**out, "scored": self.scored}
 
 
+BUDGET_RAN_OUT = "budget ran out before validation finished"
+
+
 @dataclass(frozen=True)
 class GroupResult:
     """What one optimization did, as data: the session renders it and the JSON report stores it."""
@@ -172,10 +175,17 @@ class GroupResult:
     # one was never scored): what the tests give once the winner is written.
     outcomes: tuple[CaseOutcome, ...] = field(default=(), compare=False)
     baseline_before: tuple[BaselineBefore, ...] = ()  # set by the caller when a baseline was given
+    search_starved: bool = False  # the budget ran out during the search
 
     @property
     def accepted(self) -> bool:
         return self.decision.accepted
+
+    @property
+    def starved(self) -> bool:
+        """Rejected because the budget ran out (during the search, or before validation could
+        decide): no verdict on what a full search would find."""
+        return not self.accepted and (self.search_starved or self.decision.reason.startswith(BUDGET_RAN_OUT))
 
     @property
     def after_by_split(self) -> dict[str, float | None]:
@@ -231,6 +241,7 @@ def optimize_group(group: Group, program: Program, *, strategy: Strategy, propos
                                               scoring_on=lambda ids: run.memo.track_best(ids, original)))
     run.notes.extend(result.notes)
     run.train_after, run.scored_on = result.train_score, result.scored_on
+    run.search_starved = budget.exhausted  # the budget, not the search, ended the search
     if fingerprint(result.best) == fingerprint(original):
         return run.finish(Decision(False, "no candidate beat the original on the train cases"), result.best)
     budget.max_requests, budget.exhausted = settings.budget, False  # the reserve is for what follows
@@ -241,7 +252,7 @@ def optimize_group(group: Group, program: Program, *, strategy: Strategy, propos
     try:
         after = run.memo.evaluate(best, [c.nodeid for c in validation])
     except BudgetExhausted as exc:
-        return run.finish(Decision(False, f"budget ran out before validation finished ({exc})"), best)
+        return run.finish(Decision(False, f"{BUDGET_RAN_OUT} ({exc})"), best)
     decision = decide_validation(validation, after, margin=settings.margin, max_regressions=settings.max_regressions)
     held = None
     if decision.accepted and group.holdout:
@@ -278,6 +289,7 @@ class _GroupRun:
         self.notes: list[str] = []
         self.train_after = mean_score(group.train)
         self.scored_on: tuple[str, ...] | None = None  # the train cases train_after is on, when not all
+        self.search_starved = False
 
     def simplify(self, best: Candidate) -> Candidate:
         """`best` with what does not earn its place put back, judged on the train cases the
@@ -313,7 +325,8 @@ class _GroupRun:
                            self.estimate, self.settings.budget, spent, time.perf_counter() - self.started,
                            tuple([*self.notes, *self.proposer.notes]), best, str(self.log.path),
                            chance=chance_rate(first_validation, after.results if after else ()),
-                           outcomes=self._winner_outcomes(best) if decision.accepted else ())
+                           outcomes=self._winner_outcomes(best) if decision.accepted else (),
+                           search_starved=self.search_starved)
 
     def _winner_outcomes(self, best: Candidate) -> tuple[CaseOutcome, ...]:
         fp, memo = fingerprint(best), self.memo.memo

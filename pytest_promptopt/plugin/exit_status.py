@@ -3,14 +3,18 @@ rule in report/exit_rule.py needs them, and the decision applied to `session.exi
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 import pytest
 
 from ..report.exit_rule import ExitDecision, Failure, OptimizeState, decide
 from ..report.run_report import RunReport
+from ..report.summary import display
 from ..run.record import CaseOutcome
 from .gates import incomplete
+from .optimization import OptimizationRun
 
 
 class FailureLog:
@@ -49,11 +53,25 @@ def exit_decision(session: pytest.Session, rule: str, report: RunReport, log: Fa
                   optimize=optimize)
 
 
-def write_last_line(config: pytest.Config, decision: ExitDecision | None, report: RunReport | None) -> None:
-    """The terminal's last line: which rule decided the exit code, and why. Said when the run
-    called prompts and there was something to decide: a failure, or a gate."""
-    tr = config.pluginmanager.get_plugin("terminalreporter")
-    if tr is None or decision is None or report is None:
-        return
-    if report.summaries and (decision.code != 0 or decision.excused or report.gate_verdicts()):
-        tr.write_line(decision.line(), red=decision.code != 0, green=decision.code == 0, bold=True)
+def optimize_state(enabled: bool, run: OptimizationRun | None, notes: Sequence[str],
+                   write_errors: Sequence[str], root: Path) -> OptimizeState | None:
+    """What an `--optimize` run reached: the prompts whose decision was made (their failed cases
+    are the "before"), or why it has no verdict (it did not run, its budget ran out before
+    validation, its re-runs could not be scored, the winner could not be written)."""
+    if not enabled:
+        return None
+    if run is None:
+        return OptimizeState(problem=notes[-1] if notes else "the optimization did not run")
+    problems = []
+    starved = [g for g in run.groups if g.starved]
+    if starved:
+        names = ", ".join(display(k, root) for g in starved for k in g.prompts)
+        problems.append(f"the LM call budget ran out before the optimization of {names} could decide "
+                        f"({starved[0].decision.reason}); raise --optimize-budget")
+    if run.unscored:
+        problems.append(f"{len(run.unscored)} test run(s) could not be scored during the optimization, the LM call "
+                        f"failed (first: {run.unscored[0][1]})")
+    if write_errors:
+        problems.append(f"the winner was not written: {write_errors[0]}")
+    decided = frozenset(k for g in run.groups if not g.starved for k in g.prompts)
+    return OptimizeState(decided, "; ".join(problems))

@@ -14,6 +14,7 @@ from ..run.assertion import compared_values
 from ..run.baseline import BaselineError
 from ..errors import ConfigError, PromptOptError
 from ..report.gate import load_baseline
+from ..report.header import header_lines
 from ..run.markers import MARKER_HELP, marker_options
 from ..optimize import strategies
 from ..run.record import TestRecord, current_record
@@ -54,6 +55,26 @@ def pytest_configure(config: pytest.Config) -> None:
     config.stash[SESSION_KEY] = session
     config.pluginmanager.register(session, "promptopt-session")
     config.add_cleanup(session.close)
+
+
+def pytest_report_header(config: pytest.Config) -> list[str]:
+    session = config.stash.get(SESSION_KEY, None)
+    if session is None or session.is_worker:
+        return []
+    return header_lines(session.settings, config.rootpath, optimize=session.settings.optimize.enabled)
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_sessionstart(session: pytest.Session) -> None:
+    """Under -q pytest prints no header: the run header still gets its one line."""
+    config = session.config
+    promptopt = config.stash.get(SESSION_KEY, None)
+    tr = config.pluginmanager.get_plugin("terminalreporter")
+    if promptopt is None or promptopt.is_worker or tr is None or config.get_verbosity() >= 0:
+        return
+    for line in header_lines(promptopt.settings, config.rootpath, optimize=promptopt.settings.optimize.enabled,
+                             quiet=True):
+        tr.write_line(line)
 
 
 def _xdist_active(config: pytest.Config) -> bool:

@@ -16,7 +16,6 @@ import pytest
 from ..prompts.write_queue import WriteQueue
 from ..report.gate import BaselineResult, WrittenGroup, finish, save_after_write_back, write_html
 from ..report.exit_rule import ExitDecision
-from ..report.header import header_lines
 from ..report.run_report import OptimizationFacts, RunReport
 from ..report.summary import PromptSummary, summarize, write_json
 from ..run.ahead import AheadReport, CallStore
@@ -26,9 +25,11 @@ from ..run.record import CaseOutcome
 from ..run.runtime import Runtime
 from .ahead import log_calls, send_ahead_for, should_send_ahead
 from .embedded import EmbeddedModel
-from .exit_status import FailureLog, exit_decision, write_last_line
+from .exit_status import FailureLog, exit_decision, optimize_state
 from .gates import incomplete, junit_gates
-from .optimization import OptimizationRun, run_every_test, run_optimization
+from .optimization import (OptimizationRun, quiet_tracebacks, rerun_command, resume_note, run_every_test,
+                           run_optimization)
+from .progress import write_sections
 from .signals import SigtermAsInterrupt
 
 
@@ -64,23 +65,7 @@ class PromptOptSession:
             config.pluginmanager.register(self.failures, "promptopt-failures")
         if not self.is_worker and settings.optimize.enabled:
             self.sigterm.install()
-            self.optimize_notes += run_every_test(config)
-
-    # -- header and embedded model -----------------------------------------------------------
-    def pytest_report_header(self, config: pytest.Config) -> list[str]:
-        if self.is_worker:
-            return []
-        return header_lines(self.settings, config.rootpath, optimize=self.settings.optimize.enabled)
-
-    @pytest.hookimpl(trylast=True)
-    def pytest_sessionstart(self, session: pytest.Session) -> None:
-        """Under -q pytest prints no header: the run header still gets its one line."""
-        tr = self.config.pluginmanager.get_plugin("terminalreporter")
-        if self.is_worker or tr is None or self.config.get_verbosity() >= 0:
-            return
-        for line in header_lines(self.settings, self.config.rootpath, optimize=self.settings.optimize.enabled,
-                                 quiet=True):
-            tr.write_line(line)
+            self.optimize_notes += run_every_test(config) + quiet_tracebacks(config)
 
     def close(self) -> None:
         self.sigterm.restore()
@@ -113,41 +98,48 @@ class PromptOptSession:
         if self.settings.optimize.enabled and not session.shouldstop:
             path = self.settings.baseline.baseline_path
             before = None if self.loaded_baseline is None or path is None else (self.loaded_baseline, str(path))
-            self.optimization = run_optimization(session, self.runtime, self.settings.optimize, before)
+            try:
+                self.optimization = run_optimization(session, self.runtime, self.settings.optimize, before)
+            except KeyboardInterrupt:
+                self.optimize_notes.append(resume_note(self.config, self.settings.cache_dir))
+                raise
             self.writes.queue(self.optimization.writes, self.optimization.errors)
         return result
 
+    def pytest_sessionstart(self, session: pytest.Session) -> None:
+        if not self.is_worker:  # registered now, after junitxml's plugin: see _Finish
+            self.config.pluginmanager.register(_Finish(self), "promptopt-finish")
+
     @pytest.hookimpl(tryfirst=True, specname="pytest_sessionfinish")
     def pytest_sessionfinish_gates(self, session: pytest.Session, exitstatus: int) -> None:
-        """The gates, before junitxml writes its file in its own pytest_sessionfinish: the gate
-        testcases go into it. Write-back stays in the plain hook below."""
+        """The gates. After --optimize the baseline is saved once the write-back is done: it
+        records the prompts as the files hold them then."""
         if self.is_worker:
             return
         self.summaries = summarize(self.outcomes, default_min_pass_rate=self.settings.min_pass_rate,
                                    override_min_pass_rate=self.settings.min_pass_rate_override)
-        # After --optimize the baseline is saved once the write-back is done (pytest_sessionfinish):
-        # it records the prompts as the files hold them then.
         self.baseline_result = finish(self.settings.baseline, self.loaded_baseline, self.outcomes,
                                       self.config.rootpath, incomplete=incomplete(session, exitstatus),
                                       save=self.optimization is None)
-        self.exit = exit_decision(session, self.settings.exit_rule, self.report(), self.failures)
-        session.exitstatus = self.exit.code
-        junit_gates(self.config, self.summaries, self.baseline_result, self.exit)
 
-    def pytest_sessionfinish(self, session: pytest.Session, exitstatus: int) -> None:
-        if self.is_worker:
-            return
+    def finish(self, session: pytest.Session, exitstatus: int) -> None:
+        """Write-back (once, at the end, in this process only), then the exit code, JUnit's
+        gate testcases and properties, the JSON report and the HTML report."""
         if exitstatus == pytest.ExitCode.INTERRUPTED or session.exitstatus == pytest.ExitCode.INTERRUPTED:
             self.writes.drop()
         if self.writes.flush():
             session.exitstatus = pytest.ExitCode.INTERRUPTED
-            self.exit = ExitDecision(session.exitstatus, self.settings.exit_rule, "interrupted during the write-back")
         if self.optimization is not None and self.baseline_result is not None:
             written = [WrittenGroup(writes, g.outcomes) for g, writes in zip(self.optimization.groups,
                                                                               self.optimization.planned)]
             self.baseline_result = save_after_write_back(
                 self.baseline_result, self.settings.baseline.save_path, self.outcomes, written,
                 self.writes.written_paths, self.config.rootpath, incomplete(session, exitstatus))
+        state = optimize_state(self.settings.optimize.enabled, self.optimization, self.optimize_notes,
+                               self.writes.errors, self.config.rootpath)
+        self.exit = exit_decision(session, self.settings.exit_rule, self.report(), self.failures, state)
+        session.exitstatus = self.exit.code
+        junit_gates(self.config, self.summaries, self.baseline_result, self.exit)
         report = self.report()
         if self.settings.report_path is not None:
             write_json(self.settings.report_path, report.json(int(session.exitstatus)))
@@ -156,18 +148,14 @@ class PromptOptSession:
             write_html(self.settings.baseline.html_path, document)
 
     def pytest_terminal_summary(self, terminalreporter: Any) -> None:
-        if self.is_worker:
-            return
-        for section in self.report().terminal():
-            if section.title is not None:
-                terminalreporter.write_sep("=", section.title)
-            for line in section.lines:
-                terminalreporter.write_line(line.text, red=line.red)
+        if not self.is_worker:
+            write_sections(terminalreporter, self.report().terminal())
 
     def pytest_unconfigure(self, config: pytest.Config) -> None:
-        """After pytest's own summary line: which rule decided the exit code, and why."""
-        if not self.is_worker:
-            write_last_line(config, self.exit, self.report())
+        """After pytest's own summary: the optimization's result, then why this exit code."""
+        tr = config.pluginmanager.get_plugin("terminalreporter")
+        if not self.is_worker and tr is not None:
+            write_sections(tr, self.report().closing())
 
     # -- the report ----------------------------------------------------------------------------
     def report(self) -> RunReport:
@@ -181,7 +169,21 @@ class PromptOptSession:
             tuple(self.writes.written_paths), settings.optimize.dry_run,
             priced_roles=tuple(r for r in settings.roles if settings.price_of(r) is not None),
             secrets=tuple(r.api_key for r in settings.roles.values() if r.api_key),
-            report_path=settings.report_path, html_path=settings.baseline.html_path, exit=self.exit)
+            report_path=settings.report_path, html_path=settings.baseline.html_path, exit=self.exit,
+            rerun=rerun_command(self.config) if self.writes.written else "")
+
+
+class _Finish:
+    """The session's plain pytest_sessionfinish, registered at session start. Plain hooks run
+    last-registered first, so this runs after every tryfirst one (a conftest's among them: the
+    write-back is the session's very last step) and before junitxml's, registered at configure
+    time, writes its file: the gate testcases and the exit rule's verdict go into it."""
+
+    def __init__(self, session: PromptOptSession) -> None:
+        self.session = session
+
+    def pytest_sessionfinish(self, session: pytest.Session, exitstatus: int) -> None:
+        self.session.finish(session, exitstatus)
 
 
 SESSION_KEY = pytest.StashKey[PromptOptSession]()

@@ -65,6 +65,7 @@ class RunReport:
     report_path: Path | None = None
     html_path: Path | None = None
     exit: ExitDecision | None = None  # the exit rule's verdict, once the gates are known
+    rerun: str = ""  # the command that shows a written prompt's results (this one, without --optimize)
 
     def name(self, key: str) -> str:
         return display(key, self.root)
@@ -119,24 +120,34 @@ class RunReport:
 
     # -- terminal ----------------------------------------------------------------------------
     def terminal(self) -> list[Section]:
-        """The sections of the terminal summary, in order; empty when there is nothing to say."""
-        lines = self.optimization_lines()
+        """The sections of pytest's terminal summary, in order; the optimization's section and
+        the exit line come after pytest's own summary (`closing`)."""
         baseline = self.baseline.terminal_lines() if self.baseline is not None else []
         ahead = self.ahead if self.ahead is not None and (self.ahead.sent or self.ahead.failed) else None
-        if not (self.summaries or lines or self.not_written or baseline or ahead):
-            return []
         sections = [Section("promptopt: prompts", tuple(self.prompt_lines()))] if self.summaries else []
         if ahead is not None:
             sections.append(Section(None, (Line(f"promptopt: {ahead.line()}", bool(ahead.unused)),)))
         if baseline:
             sections.append(Section("promptopt: baseline", tuple(Line(t, bad) for t, bad in baseline)))
+        files = [f"promptopt report: {self.report_path}"] if self.report_path is not None else []
+        files += [f"promptopt HTML report: {self.html_path}"] if self.html_path is not None else []
+        if files and (sections or self.optimization_lines() or self.not_written):
+            sections.append(Section(None, tuple(Line(f) for f in files)))
+        return sections
+
+    def closing(self) -> list[Section]:
+        """What a team reads last, after pytest's short summary: what `--optimize` did (its
+        decision, before -> after, what was written and how to see the result), then which
+        rule decided the exit code, and why."""
+        lines = self.optimization_lines()
+        sections = []
         if lines or self.not_written:
             sections.append(Section("promptopt: optimization", (
                 *(Line(line) for line in lines), *(Line(f"not written: {e}", True) for e in self.not_written))))
-        files = [f"promptopt report: {self.report_path}"] if self.report_path is not None else []
-        files += [f"promptopt HTML report: {self.html_path}"] if self.html_path is not None else []
-        if files:
-            sections.append(Section(None, tuple(Line(f) for f in files)))
+        decision = self.exit
+        if decision is not None and (sections or (self.summaries and (
+                decision.code != 0 or decision.excused or self.gate_verdicts()))):
+            sections.append(Section(None, (Line(decision.line(), decision.code != 0),)))
         return sections
 
     def prompt_lines(self) -> list[Line]:
@@ -160,7 +171,10 @@ class RunReport:
             tests = len({n for n, _ in run.unscored})
             lines.append(f"could not score {len(run.unscored)} test run(s) of {tests} test(s) during the optimization: "
                          f"the LM call failed, so each counted as a failure with score 0; first: {run.unscored[0][1]}")
-        return lines + list(self.written)
+        lines += self.written
+        if self.written and self.rerun:
+            lines.append(f"the written prompt's results: {self.rerun}")
+        return lines
 
     # -- HTML --------------------------------------------------------------------------------
     def html(self) -> str | None:
