@@ -286,7 +286,7 @@ class _GroupRun:
                   budget=settings.budget, estimate=self.estimate, train=[c.nodeid for c in group.train],
                   validation=[c.nodeid for c in group.validation], resumed=log.resumed)
         self.memo = MemoProgram(program, budget, log, group.original, group.first_run)
-        self.notes: list[str] = []
+        self.notes: list[str] = [resumed_note(log)] if settings.resume else []
         self.train_after = mean_score(group.train)
         self.scored_on: tuple[str, ...] | None = None  # the train cases train_after is on, when not all
         self.search_starved = False
@@ -332,6 +332,20 @@ class _GroupRun:
         fp, memo = fingerprint(best), self.memo.memo
         ids = [c.nodeid for c in (*self.group.cases, *self.group.holdout)]
         return tuple(memo[(fp, n)] for n in ids) if all((fp, n) in memo for n in ids) else ()
+
+
+def resumed_note(log: RunLog) -> str:
+    """What --optimize-resume reused: the interrupted run's scores, replayed instead of re-run."""
+    evals = log.replayed_events("eval")
+    if not log.resumed:
+        return (f"--optimize-resume found no run log of this prompt, strategy, seed and budget in {log.directory}: "
+                "started afresh")
+    if not evals:
+        return f"resumed from {log.path}: the interrupted run had scored no candidate yet, so nothing was reused"
+    results = sum(len(e.get("results", [])) for e in evals)
+    candidates = len({e.get("candidate") for e in evals})
+    return (f"resumed from {log.path}: reused {results} case result(s) of {candidates} candidate(s) scored by "
+            "the interrupted run (not re-run; charged to the budget as before)")
 
 
 SIMPLIFY_PASSES = 2  # evaluations over train + validation reserved for simplifying a winner

@@ -355,10 +355,15 @@ def _case(data: HtmlInput, o: CaseOutcome, statuses: set[str], regressed: bool) 
         badges += '<span class="badge b-new">new</span>'
     prompts = ", ".join(prompt_name(k, data.root) for k in o.usage if k != JUDGE_KEY)
     summary = (f'<summary><code class="nodeid">{_esc(o.nodeid)}</code>{badges} '
-               f'<span class="muted">score {o.score:.3f}{" (judge)" if o.judged else ""}; {_esc(prompts)}</span>'
+               f'<span class="muted">score {o.score:.3f}{_graded_by(o)}; {_esc(prompts)}</span>'
                "</summary>")
     return (f'<details class="case" data-verdict="{verdict}" data-regressed="{"yes" if regressed else "no"}">'
             f"{summary}{_case_body(data, o, regressed)}</details>")
+
+
+def _graded_by(o: CaseOutcome) -> str:
+    """What the score came from: an LM judge, deterministic checks (1/0), or pass/fail alone."""
+    return " (judge)" if o.judged else " (checks)" if o.checked else ""
 
 
 def _case_body(data: HtmlInput, o: CaseOutcome, regressed: bool) -> str:
@@ -366,7 +371,8 @@ def _case_body(data: HtmlInput, o: CaseOutcome, regressed: bool) -> str:
     if o.message or o.error:
         parts.append(f'<p><b>failure</b></p><pre class="message">{_esc(o.message or o.error)}</pre>')
     for v in o.verdicts:
-        parts.append(f'<p><b>judge</b> score {float(v.get("score", 0)):.3f} (threshold '
+        kind = "check" if v.get("kind") == "check" else "judge"
+        parts.append(f'<p><b>{kind}</b> score {float(v.get("score", 0)):.3f} (threshold '
                      f'{float(v.get("threshold", 0)):.2f}): <span class="reason">{_esc(v.get("reason", ""))}</span>'
                      f'<br><span class="muted">criteria: {_esc(v.get("criteria", ""))}</span></p>')
     if regressed:

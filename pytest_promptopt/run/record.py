@@ -31,6 +31,7 @@ class Verdict:
     reason: str = ""
     criteria: str = ""
     raw: str = ""
+    kind: str = "judge"  # "judge" (an LM judge's score) or "check" (a deterministic checks.* 1/0)
 
     @property
     def passed(self) -> bool:
@@ -153,7 +154,7 @@ class TestRecord:
                 min_pass_rates: Mapping[str, float | None] | None = None,
                 digests: Mapping[str, str] | None = None, xfail: bool = False) -> CaseOutcome:
         verdicts = tuple({"score": v.score, "threshold": v.threshold, "reason": bounded(v.reason, 1000),
-                          "criteria": bounded(v.criteria, 1000)} for v in self.verdicts[:CALL_LIMIT])
+                          "criteria": bounded(v.criteria, 1000), "kind": v.kind} for v in self.verdicts[:CALL_LIMIT])
         return CaseOutcome(self.nodeid, passed, self.score(passed), without_addresses(message)[:MAX_MESSAGE],
                            self.calls()[:CALL_LIMIT],
                            self.usage_by_prompt(), dict(min_pass_rates or {}), duration,
@@ -225,8 +226,13 @@ class CaseOutcome:
 
     @property
     def judged(self) -> bool:
-        """The score came from judge() verdicts, not from pass/fail."""
-        return bool(self.verdicts)
+        """An LM judge scored this case (judge()); checks.* alone are not judge scores."""
+        return any(v.get("kind", "judge") == "judge" for v in self.verdicts)
+
+    @property
+    def checked(self) -> bool:
+        """A deterministic checks.* call graded this case (a 1/0 score)."""
+        return any(v.get("kind") == "check" for v in self.verdicts)
 
     def output_of(self, key: str) -> str | None:
         """The last output of prompt `key` in this case (None if the case did not call it)."""

@@ -130,3 +130,8 @@ def test_ctrl_c_during_the_optimization_says_how_to_resume(words: pytest.Pyteste
             "--optimize-resume` continues where this run stopped") in done.stdout
     assert done.stdout.splitlines()[-1] == "promptopt: exit 2 by the gates rule: the run was interrupted"
     assert exit_code_in_report(words) == 2
+    words.makeconftest("")
+    resumed = words.runpytest(*MIPRO, "--optimize-resume")  # the command it printed, in-process
+    reused = "  note: resumed from *.jsonl: reused * case result(s) of * candidate(s) scored by the interrupted run*"
+    resumed.stdout.fnmatch_lines([reused, f"wrote {words.path / 'word.yaml'}"])
+    assert resumed.ret == 0
