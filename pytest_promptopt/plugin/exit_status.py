@@ -61,7 +61,8 @@ def optimize_state(enabled: bool, run: OptimizationRun | None, notes: Sequence[s
     if not enabled:
         return None
     if run is None:
-        return OptimizeState(problem=notes[-1] if notes else "the optimization did not run")
+        said = [n for n in notes if n.startswith("not optimized")]
+        return OptimizeState(problem=said[-1] if said else "not optimized: the run before the optimization did not finish")
     problems = []
     starved = [g for g in run.groups if g.starved]
     if starved:

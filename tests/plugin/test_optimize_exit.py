@@ -135,3 +135,10 @@ def test_ctrl_c_during_the_optimization_says_how_to_resume(words: pytest.Pyteste
     reused = "  note: resumed from *.jsonl: reused * case result(s) of * candidate(s) scored by the interrupted run*"
     resumed.stdout.fnmatch_lines([reused, f"wrote {words.path / 'word.yaml'}"])
     assert resumed.ret == 0
+
+
+def test_a_run_stopped_before_the_optimization_does_not_exit_0(words: pytest.Pytester) -> None:
+    result = words.runpytest(*MIPRO, "--stepwise", "-p", "cacheprovider")  # pytest interrupts at the first failure
+    assert result.ret == pytest.ExitCode.INTERRUPTED and exit_code_in_report(words) == 2
+    assert result.stdout.lines[-2].startswith("not optimized: the run stopped early (Test failed, continuing")
+    assert result.stdout.lines[-1] == "promptopt: exit 2 by the gates rule: the run was interrupted"
