@@ -59,13 +59,15 @@ class PromptOptSession:
         self.started = time.perf_counter()
         self.sigterm = SigtermAsInterrupt()
         self.optimize_notes: list[str] = []  # about --optimize as a whole, before its own notes
+        self.screen_notes: list[str] = []
         self.failures = FailureLog()
         self.exit: ExitDecision | None = None
         if not self.is_worker:
             config.pluginmanager.register(self.failures, "promptopt-failures")
         if not self.is_worker and settings.optimize.enabled:
             self.sigterm.install()
-            self.optimize_notes += run_every_test(config) + quiet_tracebacks(config)
+            self.optimize_notes += run_every_test(config)
+            self.screen_notes = quiet_tracebacks(config)  # about the terminal: not in the JSON report
 
     def close(self) -> None:
         self.sigterm.restore()
@@ -170,7 +172,7 @@ class PromptOptSession:
             priced_roles=tuple(r for r in settings.roles if settings.price_of(r) is not None),
             secrets=tuple(r.api_key for r in settings.roles.values() if r.api_key),
             report_path=settings.report_path, html_path=settings.baseline.html_path, exit=self.exit,
-            rerun=rerun_command(self.config) if self.writes.written else "")
+            rerun=rerun_command(self.config) if self.writes.written else "", screen_notes=tuple(self.screen_notes))
 
 
 class _Finish:

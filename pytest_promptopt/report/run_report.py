@@ -66,6 +66,7 @@ class RunReport:
     html_path: Path | None = None
     exit: ExitDecision | None = None  # the exit rule's verdict, once the gates are known
     rerun: str = ""  # the command that shows a written prompt's results (this one, without --optimize)
+    screen_notes: tuple[str, ...] = ()  # about what the terminal shows (tracebacks off): not in the JSON
 
     def name(self, key: str) -> str:
         return display(key, self.root)
@@ -164,7 +165,7 @@ class RunReport:
 
     def optimization_lines(self) -> list[str]:
         run = self.optimization
-        lines = [*self.optimize_notes, *(() if run is None else run.notes)]
+        lines = [*self.screen_notes, *self.optimize_notes, *(() if run is None else run.notes)]
         for group in () if run is None else run.groups:
             lines += optimization_lines(group, self.name, self.dry_run, lambda role: role in self.priced_roles)
         if run is not None and run.unscored:
