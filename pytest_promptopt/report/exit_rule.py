@@ -55,12 +55,15 @@ class ExitDecision:
 
 def decide(rule: str, status: int, failures: Sequence[Failure], gates: Mapping[str, bool], *,
            name: Callable[[str], str] = str, incomplete: str = "", unrecorded: int = 0,
-           optimize: OptimizeState | None = None) -> ExitDecision:
+           optimize: OptimizeState | None = None, problems: Sequence[str] = ()) -> ExitDecision:
     """`status`: pytest's own exit status; `gates`: prompt key -> whether its gate failed (a
     prompt with no gate is absent); `unrecorded`: failures pytest counted that are not in
-    `failures` (they fail the session under either rule)."""
+    `failures`; `problems`: what else makes the run untrustworthy (say, a baseline asked for and
+    not saved). Those fail the session under either rule."""
     if status not in (OK, FAILED):
         return ExitDecision(status, rule, _OTHER_CODES.get(status, f"pytest's exit status {status}"))
+    if problems:
+        return ExitDecision(FAILED, rule, "; ".join(problems))
     if optimize is not None and optimize.problem:
         return ExitDecision(FAILED, rule, optimize.problem)
     decided = optimize.decided if optimize is not None else frozenset()

@@ -40,3 +40,9 @@ def test_an_optimization_that_decided_is_not_failed_by_its_before_cases() -> Non
         assert decide(rule, 1, [CASE], {}, optimize=OptimizeState(problem="the optimization was interrupted")).code == 1
     other = Failure("t.py::test_c", ("q.yaml",))
     assert decide("gates", 1, [CASE, other], {}, optimize=decided).code == 1  # q.yaml was not optimized
+
+
+def test_a_problem_outside_the_gates_fails_the_session_under_either_rule() -> None:
+    for rule in ("gates", "tests"):
+        decision = decide(rule, 0, [], {"p.yaml": False}, problems=["baseline not saved to b.json: disk full"])
+        assert decision.code == 1 and decision.reason == "baseline not saved to b.json: disk full"
