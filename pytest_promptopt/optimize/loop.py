@@ -202,6 +202,9 @@ class Scores:
         return out if self.scored is None else {**out, "scored": self.scored}
 
 
+BUDGET_RAN_OUT = "budget ran out before validation finished"
+
+
 @dataclass(frozen=True)
 class GroupResult:
     """What one optimization did, as data: the session renders it and the JSON report stores it."""
@@ -227,10 +230,17 @@ class GroupResult:
     baseline_before: tuple[BaselineBefore, ...] = ()  # set by the caller when a baseline was given
     constant: ConstantBaseline | None = None  # always the most common train answer, on validation
     one_answer: OneAnswer | None = None  # the candidate gives (nearly) one answer on validation
+    search_starved: bool = False  # the budget ran out during the search
 
     @property
     def accepted(self) -> bool:
         return self.decision.accepted
+
+    @property
+    def starved(self) -> bool:
+        """Rejected because the budget ran out (during the search, or before validation could
+        decide): no verdict on what a full search would find."""
+        return not self.accepted and (self.search_starved or self.decision.reason.startswith(BUDGET_RAN_OUT))
 
     @property
     def after_by_split(self) -> dict[str, float | None]:
@@ -288,6 +298,7 @@ def optimize_group(group: Group, program: Program, *, strategy: Strategy, propos
                                               scoring_on=lambda ids: run.memo.track_best(ids, original)))
     run.notes.extend(result.notes)
     run.train_after, run.scored_on = result.train_score, result.scored_on
+    run.search_starved = budget.exhausted  # the budget, not the search, ended the search
     if result.stopped:
         return run.finish(Decision(False, result.stopped), original)
     if fingerprint(result.best) == fingerprint(original):
@@ -300,7 +311,7 @@ def optimize_group(group: Group, program: Program, *, strategy: Strategy, propos
     try:
         after = run.memo.verified(best, [c.nodeid for c in validation], run.notes)
     except BudgetExhausted as exc:
-        return run.finish(Decision(False, f"budget ran out before validation finished ({exc})"), best)
+        return run.finish(Decision(False, f"{BUDGET_RAN_OUT} ({exc})"), best)
     decision = run.against_constant(
         decide_validation(validation, after, margin=settings.margin, max_regressions=settings.max_regressions), after)
     held = None
@@ -335,11 +346,12 @@ class _GroupRun:
                   budget=settings.budget, estimate=self.estimate, train=[c.nodeid for c in group.train],
                   validation=[c.nodeid for c in group.validation], resumed=log.resumed)
         self.memo = MemoProgram(program, budget, log, group.original, group.first_run)
-        self.notes: list[str] = []
+        self.notes: list[str] = [resumed_note(log)] if settings.resume else []
         self.train_after = mean_score(group.train)
         self.scored_on: tuple[str, ...] | None = None  # the train cases train_after is on, when not all
         self.constant: ConstantBaseline | None = None
         self.one_answer: OneAnswer | None = None
+        self.search_starved = False
 
     def against_constant(self, validated: Decision, after: Evaluation) -> Decision:
         """The decision once the candidate is also held against the constant baseline; notes a
@@ -389,12 +401,27 @@ class _GroupRun:
                            tuple([*self.notes, *self.proposer.notes]), best, str(self.log.path),
                            chance=chance_rate(first_validation, after.results if after else ()),
                            constant=self.constant, one_answer=self.one_answer,
-                           outcomes=self._winner_outcomes(best) if decision.accepted else ())
+                           outcomes=self._winner_outcomes(best) if decision.accepted else (),
+                           search_starved=self.search_starved)
 
     def _winner_outcomes(self, best: Candidate) -> tuple[CaseOutcome, ...]:
         fp, memo = fingerprint(best), self.memo.memo
         ids = [c.nodeid for c in (*self.group.cases, *self.group.holdout)]
         return tuple(memo[(fp, n)] for n in ids) if all((fp, n) in memo for n in ids) else ()
+
+
+def resumed_note(log: RunLog) -> str:
+    """What --optimize-resume reused: the interrupted run's scores, replayed instead of re-run."""
+    evals = log.replayed_events("eval")
+    if not log.resumed:
+        return (f"--optimize-resume found no run log of this prompt, strategy, seed and budget in {log.directory}: "
+                "started afresh")
+    if not evals:
+        return f"resumed from {log.path}: the interrupted run had scored no candidate yet, so nothing was reused"
+    results = sum(len(e.get("results", [])) for e in evals)
+    candidates = len({e.get("candidate") for e in evals})
+    return (f"resumed from {log.path}: reused {results} case result(s) of {candidates} candidate(s) scored by "
+            "the interrupted run (not re-run; charged to the budget as before)")
 
 
 SIMPLIFY_PASSES = 2  # evaluations over train + validation reserved for simplifying a winner

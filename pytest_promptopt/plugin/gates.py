@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from ..report.exit_rule import ExitDecision
 from ..report.gate import BaselineResult
 from ..report.summary import PromptSummary, gate_lines, gate_verdicts
 from ..run.baseline import BaselineError, load
@@ -60,14 +61,16 @@ def selection(config: pytest.Config) -> str:
     return ", ".join(dict.fromkeys(found))
 
 
-def fail_unsaved(session: pytest.Session, result: BaselineResult | None) -> None:
-    """A baseline asked for and not saved fails the session: a CI job that refreshes the baseline
-    must not pass without writing it."""
-    if result is not None and result.save_failed and session.exitstatus == pytest.ExitCode.OK:
-        session.exitstatus = pytest.ExitCode.TESTS_FAILED
+def unsaved_problem(result: BaselineResult | None) -> list[str]:
+    """A baseline asked for and not saved fails the session under either exit rule: a CI job
+    that refreshes the baseline must not pass without writing it."""
+    if result is None or not result.save_failed:
+        return []
+    return [f"the baseline was asked for and not saved ({result.saved})"]
 
 
-def junit_gates(config: pytest.Config, summaries: list[PromptSummary], result: BaselineResult | None) -> None:
+def junit_gates(config: pytest.Config, summaries: list[PromptSummary], result: BaselineResult | None,
+                decision: ExitDecision | None = None) -> None:
     """One JUnit testcase per gated prompt (min pass rate, baseline), failed when its gate failed,
     so CI systems that read JUnit show why a session with only passing tests failed."""
     from _pytest.junitxml import xml_key
@@ -85,3 +88,7 @@ def junit_gates(config: pytest.Config, summaries: list[PromptSummary], result: B
                 user_properties=[("promptopt_gate_reason", reason)]))
     if gates:
         xml.add_global_property("promptopt_gate", "failed" if any(f for _, f, _ in gates) else "passed")
+    if decision is not None:  # the exit code and why, so a JUnit reader agrees with CI's verdict
+        xml.add_global_property("promptopt_exit_code", str(decision.code))
+        xml.add_global_property("promptopt_exit_rule", decision.rule)
+        xml.add_global_property("promptopt_exit_reason", decision.reason)

@@ -9,10 +9,12 @@ from typing import Any
 
 import pytest
 
+from ..llm.cache import RecordMode
 from ..run.assertion import compared_values
 from ..run.baseline import BaselineError
 from ..errors import ConfigError, PromptOptError
 from ..report.gate import load_baseline
+from ..report.header import header_lines
 from ..run.markers import MARKER_HELP, marker_options
 from ..optimize import strategies
 from ..run.record import TestRecord, current_record
@@ -53,6 +55,26 @@ def pytest_configure(config: pytest.Config) -> None:
     config.stash[SESSION_KEY] = session
     config.pluginmanager.register(session, "promptopt-session")
     config.add_cleanup(session.close)
+
+
+def pytest_report_header(config: pytest.Config) -> list[str]:
+    session = config.stash.get(SESSION_KEY, None)
+    if session is None or session.is_worker:
+        return []
+    return header_lines(session.settings, config.rootpath, optimize=session.settings.optimize.enabled)
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_sessionstart(session: pytest.Session) -> None:
+    """Under -q pytest prints no header: the run header still gets its one line."""
+    config = session.config
+    promptopt = config.stash.get(SESSION_KEY, None)
+    tr = config.pluginmanager.get_plugin("terminalreporter")
+    if promptopt is None or promptopt.is_worker or tr is None or config.get_verbosity() >= 0:
+        return
+    for line in header_lines(promptopt.settings, config.rootpath, optimize=promptopt.settings.optimize.enabled,
+                             quiet=True):
+        tr.write_line(line)
 
 
 def _xdist_active(config: pytest.Config) -> bool:
@@ -189,6 +211,16 @@ def _failure_message(report: pytest.TestReport) -> str:
 @pytest.hookimpl(optionalhook=True)
 def pytest_configure_node(node: Any) -> None:
     """xdist controller -> worker: share the embedded server started by the controller."""
-    url = session_of(node.config).embedded_url_for_workers()
+    url = _embedded_url_for_workers(session_of(node.config))
     if url:
         node.workerinput["promptopt_embedded_url"] = url
+
+
+def _embedded_url_for_workers(session: PromptOptSession) -> str | None:
+    """Start the embedded server once on the xdist controller, for all workers."""
+    settings = session.settings
+    if not settings.roles["task"].embedded and not settings.needs_embedded:
+        return None
+    if settings.record_mode is RecordMode.REPLAY:
+        return None  # replay never calls a model
+    return session.runtime.embedded_url()

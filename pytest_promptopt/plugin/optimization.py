@@ -4,6 +4,7 @@ session renders it, queues the writes and stores it in the JSON report."""
 
 from __future__ import annotations
 
+import shlex
 from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
@@ -39,6 +40,59 @@ class OptimizationRun:
     unscored: tuple[tuple[str, str], ...] = ()  # (node id, error) of re-runs whose LM call failed
     errors: tuple[str, ...] = ()  # planned writes that could not be made
     planned: tuple[tuple[tuple[str, PendingWrite], ...], ...] = ()  # per group: (prompt key, write) its winner needs
+
+
+def run_every_test(config: pytest.Config) -> list[str]:
+    """`--optimize` learns from every test's result, so `-x`/`--maxfail` (often in addopts)
+    would leave it nothing to work with: the run goes on, and the section says so."""
+    maxfail = getattr(config.option, "maxfail", 0)
+    if not maxfail:
+        return []
+    config.option.maxfail = 0
+    return [(f"ran every test although -x/--maxfail={maxfail} was given: "
+             "--optimize needs the result of each test to learn from")]
+
+
+def quiet_tracebacks(config: pytest.Config) -> list[str]:
+    """The run before the optimization is its "before": the prompt table sums it up per prompt,
+    so its tracebacks (hundreds of them on a failing prompt) are off unless --tb was given."""
+    if getattr(config.option, "tbstyle", "auto") != "auto" or _given(config, "--tb"):
+        return []
+    config.option.tbstyle = "no"
+    return [("the tests' tracebacks are not shown (--tb=no): the run before the optimization is its \"before\", "
+             "summed up per prompt in the table above; pass --tb=short to see them")]
+
+
+def resume_note(config: pytest.Config, cache_dir: Path) -> str:
+    """Said when Ctrl-C or SIGTERM stops the optimization: the run log keeps every score."""
+    return (f"interrupted: nothing was written; every candidate scored so far is in the run log under {cache_dir / 'runs'}, "
+            f"so `{_command(config, ['--optimize-resume'])}` continues where this run stopped")
+
+
+def rerun_command(config: pytest.Config) -> str:
+    """This run's command without its --optimize options: what shows the written prompt's results."""
+    return _command(config, [], keep_optimize=False)
+
+
+_OPTIMIZE_FLAGS = ("--optimize", "--optimize-dry-run", "--optimize-resume")  # the --optimize options without a value
+
+
+def _command(config: pytest.Config, extra: list[str], keep_optimize: bool = True) -> str:
+    args, skip = [], False
+    for arg in map(str, config.invocation_params.args):
+        if skip:
+            skip = False
+            continue
+        if not keep_optimize and arg.startswith("--optimize"):
+            skip = "=" not in arg and arg not in _OPTIMIZE_FLAGS  # its value is the next argument
+            continue
+        args.append(arg)
+    args += [a for a in extra if a not in args]
+    return " ".join(["pytest", *(shlex.quote(a) for a in args)])
+
+
+def _given(config: pytest.Config, flag: str) -> bool:
+    return any(str(a) == flag or str(a).startswith(flag + "=") for a in config.invocation_params.args)
 
 
 @dataclass

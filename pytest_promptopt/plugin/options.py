@@ -13,6 +13,7 @@ from ..llm.cache import RecordMode
 from ..run.card import UNCALIBRATED_POLICIES
 from ..run.config import (ROLES, base_url, env_names, fraction, kappa_bound, non_negative_int, option_name,
                           positive_float, positive_int)
+from ..report.exit_rule import EXIT_RULES
 from ..run.judge import JUDGE_MODES
 
 
@@ -71,6 +72,10 @@ def _run_options(add: Any) -> None:
     add("--promptopt-min-pass-rate", "string", default=None, type=fraction, metavar="RATE",
         help="fail the session if a prompt's pass rate is below RATE (0..1); on the command line it "
              "overrides min_pass_rate in prompt files, in ini it is the default for prompts without one")
+    add("--promptopt-exit-rule", "string", default=None, choices=EXIT_RULES,
+        help="what decides the exit code: gates (a failed case of a prompt whose gate passed does not fail the "
+             "session; failures outside a gate, failed LM calls and incomplete runs still do) or tests (pytest's "
+             f"rule: any failed test fails the session). Default {defaults.EXIT_RULE}.")
     add("--promptopt-judge-threshold", "string", default=None, type=fraction, metavar="SCORE",
         help=f"default pass threshold of judge() (default {defaults.JUDGE_THRESHOLD})")
     add("--promptopt-judge-mode", "string", default=None, choices=JUDGE_MODES,

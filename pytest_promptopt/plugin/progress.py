@@ -1,4 +1,4 @@
-"""Progress of `--optimize` on the terminal.
+"""Progress of `--optimize` on the terminal, and a report's sections written out.
 
 In a terminal one line is rewritten in place as the search goes. Elsewhere (CI logs) each
 update is a plain line, and a heartbeat thread adds one whenever `interval` seconds passed
@@ -11,8 +11,10 @@ import contextlib
 import os
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
+
+from ..report.run_report import Section
 
 MIN_GAP_S = 2.0  # plain lines closer than this are merged (the next one says it all)
 
@@ -31,6 +33,15 @@ def write_apart(tr: Any, line: str) -> None:
     fresh_line(tr)
     tr.write_line(line)
     tr.flush()
+
+
+def write_sections(tr: Any, sections: Sequence[Section]) -> None:
+    """A report's sections on the terminal: a `===` separator per titled section, then its lines."""
+    for section in sections:
+        if section.title is not None:
+            tr.write_sep("=", section.title)
+        for line in section.lines:
+            tr.write_line(line.text, red=line.red)
 
 
 class Progress:

@@ -1,40 +1,38 @@
-"""Session-level hooks: embedded server lifecycle, result merging, CI gate, report, optimization.
+"""Session-level hooks: embedded server lifecycle, result merging, CI gate, write-back.
 
 Registered as a plugin object per pytest config. On xdist workers it only records; the
-controller merges outcomes (from report attributes), gates, reports and writes files.
+controller merges outcomes (from report attributes), gates, writes files, and asks a
+`RunReport` (pytest-free, in report/) for the JSON report, the terminal text and the HTML.
 """
 
 from __future__ import annotations
 
-import signal
-import threading
 import time
 import warnings
-from pathlib import Path
 from typing import Any
 
 import pytest
 
-from ..llm import local
-from ..run.ahead import AheadReport, CallStore
-from ..llm.cache import RecordMode
 from ..llm.shared_cache import shared_hits
+from ..prompts.write_queue import WriteQueue
+from ..report.gate import BaselineResult, WrittenGroup, finish, save_after_write_back, write_html
+from ..report.exit_rule import ExitDecision
+from ..report.judges import CorrectedRate, JudgeRow, corrected_rates, judge_rows
+from ..report.run_report import OptimizationFacts, RunReport
+from ..report.summary import PromptSummary, summarize, write_json
+from ..run.ahead import AheadReport, CallStore
 from ..run.baseline import Baseline
 from ..run.config import Settings
-from ..defaults import EMBEDDED_MODEL
-from ..errors import LocalModelError, WriteBackError
-from ..report.gate import BaselineResult, WrittenGroup, finish, html_document, save_after_write_back, write_html
-from ..report.header import header_lines
-from ..run.record import JUDGE_KEY, CaseOutcome
-from ..report.summary import PromptSummary, display, optimization_lines, summarize, table, write_json
-from ..report.data import describe_write, optimization_view
-from ..report.judges import CorrectedRate, JudgeRow, corrected_rates, html_section, judge_rows, terminal_lines
+from ..run.record import CaseOutcome
 from ..run.runtime import Runtime
-from ..prompts.writeback import PendingWrite, apply_write
 from .ahead import log_calls, send_ahead_for, should_send_ahead
-from .gates import fail_unsaved, gate_lines, incomplete, junit_gates
-from .progress import write_apart
-from .optimization import OptimizationRun, run_optimization
+from .embedded import EmbeddedModel
+from .exit_status import FailureLog, exit_decision, optimize_state
+from .gates import incomplete, junit_gates, unsaved_problem
+from .optimization import (OptimizationRun, quiet_tracebacks, rerun_command, resume_note, run_every_test,
+                           run_optimization)
+from .progress import write_sections
+from .signals import SigtermAsInterrupt
 
 
 class PromptOptSession:
@@ -42,10 +40,10 @@ class PromptOptSession:
         self.config = config
         self.settings = settings
         self.is_worker = hasattr(config, "workerinput")
-        self._server: local.EmbeddedServer | None = None
+        self.embedded = EmbeddedModel(config)
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
-            self.runtime = Runtime(settings, config.rootpath, start_embedded=self._start_embedded)
+            self.runtime = Runtime(settings, config.rootpath, start_embedded=self.embedded.start)
         for warning in caught:  # e.g. an unusable cache: once, in pytest's warnings summary
             config.issue_config_time_warning(warning.message, stacklevel=2)
         if self.is_worker:
@@ -53,99 +51,36 @@ class PromptOptSession:
             if url:
                 self.runtime.set_embedded_url(url)
         self.outcomes: list[CaseOutcome] = []
-        self.pending_writes: list[PendingWrite] = []
-        self.written: list[str] = []  # what the write-back wrote, as the user names the files
-        self.written_paths: list[Path] = []
-        self.write_errors: list[str] = []
+        self.writes = WriteQueue()
         self.optimization: OptimizationRun | None = None
         self.loaded_baseline = baseline  # the baseline to compare with, read when options were parsed
         self.baseline_result: BaselineResult | None = None
         self.summaries: list[PromptSummary] = []
-        self.judge_rows: list[JudgeRow] = []  # each judge of the run and how far it can be trusted
-        self.corrected: list[CorrectedRate] = []
         self.calls = CallStore(settings.cache_dir, settings.record_mode)  # each test's calls, for the next run
         self.ahead: AheadReport | None = None
         self.started = time.perf_counter()
-        self._previous_sigterm: Any = None
+        self.sigterm = SigtermAsInterrupt()
         self.optimize_notes: list[str] = []  # about --optimize as a whole, before its own notes
+        self.screen_notes: list[str] = []
+        self.failures = FailureLog()
+        self.exit: ExitDecision | None = None
+        self.judge_rows: list[JudgeRow] = []  # each judge of the run and how far it can be trusted
+        self.corrected: list[CorrectedRate] = []
         self.calibration_lines: list[tuple[str, bool]] = []  # --promptopt-calibrate: (line, is a warning)
         self.worker_shared_hits = 0  # xdist: the workers' shared-tier hits
         self.tests_exit_code = 0  # pytest's exit code before the promptopt gates
+        if not self.is_worker:
+            config.pluginmanager.register(self.failures, "promptopt-failures")
         if not self.is_worker and settings.optimize.enabled:
-            self._sigterm_as_interrupt()
-            self._run_every_test()
-
-    def _run_every_test(self) -> None:
-        """`--optimize` learns from every test's result, so `-x`/`--maxfail` (often in addopts)
-        would leave it nothing to work with: the run goes on, and the section says so."""
-        maxfail = getattr(self.config.option, "maxfail", 0)
-        if maxfail:
-            self.config.option.maxfail = 0
-            self.optimize_notes.append(f"ran every test although -x/--maxfail={maxfail} was given: --optimize "
-                                       "needs the result of each test to learn from")
-
-    # -- signals ---------------------------------------------------------------------------
-    def _sigterm_as_interrupt(self) -> None:
-        """SIGTERM (CI cancel, `kill`) ends the session like Ctrl-C does: the run log is closed,
-        a half-made temporary file is removed, the embedded server is stopped and nothing is
-        written back. Only for `--optimize` runs, and only when nobody else handles SIGTERM."""
-        if threading.current_thread() is not threading.main_thread():
-            return
-        if signal.getsignal(signal.SIGTERM) is not signal.SIG_DFL:
-            return
-        self._previous_sigterm = signal.SIG_DFL
-        signal.signal(signal.SIGTERM, _raise_interrupt)
-
-    def _restore_sigterm(self) -> None:
-        if self._previous_sigterm is not None and threading.current_thread() is threading.main_thread():
-            if signal.getsignal(signal.SIGTERM) is _raise_interrupt:
-                signal.signal(signal.SIGTERM, self._previous_sigterm)
-            self._previous_sigterm = None
-
-    # -- header ----------------------------------------------------------------------------
-    def pytest_report_header(self, config: pytest.Config) -> list[str]:
-        if self.is_worker:
-            return []
-        return header_lines(self.settings, config.rootpath, optimize=self.settings.optimize.enabled)
-
-    @pytest.hookimpl(trylast=True)
-    def pytest_sessionstart(self, session: pytest.Session) -> None:
-        """Under -q pytest prints no header: the run header still gets its one line."""
-        tr = self.config.pluginmanager.get_plugin("terminalreporter")
-        if self.is_worker or tr is None or self.config.get_verbosity() >= 0:
-            return
-        for line in header_lines(self.settings, self.config.rootpath, optimize=self.settings.optimize.enabled,
-                                 quiet=True):
-            tr.write_line(line)
-
-    # -- embedded model --------------------------------------------------------------------
-    def _start_embedded(self) -> str:
-        tr = self.config.pluginmanager.get_plugin("terminalreporter")
-        say = (lambda text: write_apart(tr, text)) if tr is not None else (lambda text: None)
-        say(f"promptopt: starting the embedded model ({EMBEDDED_MODEL}, llama.cpp server on 127.0.0.1): "
-            "a call was not in the cache")
-        started = time.perf_counter()
-        try:
-            self._server = local.start()
-        except LocalModelError as exc:
-            pytest.exit(f"pytest-promptopt: {exc}", returncode=pytest.ExitCode.USAGE_ERROR)
-        say(f"promptopt: embedded model ready at {self._server.base_url} ({time.perf_counter() - started:.1f} s)")
-        return self._server.base_url
-
-    def embedded_url_for_workers(self) -> str | None:
-        """Start the embedded server once on the xdist controller, for all workers."""
-        if not self.settings.roles["task"].embedded and not self.settings.needs_embedded:
-            return None
-        if self.settings.record_mode is RecordMode.REPLAY:
-            return None  # replay never calls a model
-        return self.runtime.embedded_url()
+            self.sigterm.install()
+            self.optimize_notes += run_every_test(config)
+            self.screen_notes = quiet_tracebacks(config)  # about the terminal: not in the JSON report
 
     def close(self) -> None:
-        self._restore_sigterm()
+        self.sigterm.restore()
         self.calls.close()
         self.runtime.close()
-        if self._server is not None:
-            self._server.stop()
+        self.embedded.stop()
 
     # -- results ---------------------------------------------------------------------------
     def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
@@ -172,218 +107,119 @@ class PromptOptSession:
         if self.settings.optimize.enabled and not session.shouldstop and not self.settings.calibrate:
             path = self.settings.baseline.baseline_path
             before = None if self.loaded_baseline is None or path is None else (self.loaded_baseline, str(path))
-            self.optimization = run_optimization(session, self.runtime, self.settings.optimize, before)
-            self.pending_writes.extend(self.optimization.writes)
-            self.write_errors.extend(self.optimization.errors)
+            try:
+                self.optimization = run_optimization(session, self.runtime, self.settings.optimize, before)
+            except KeyboardInterrupt:
+                self.optimize_notes.append(resume_note(self.config, self.settings.cache_dir))
+                raise
+            self.writes.queue(self.optimization.writes, self.optimization.errors)
         return result
+
+    def pytest_sessionstart(self, session: pytest.Session) -> None:
+        if not self.is_worker:  # registered now, after junitxml's plugin: see _Finish
+            self.config.pluginmanager.register(_Finish(self), "promptopt-finish")
 
     @pytest.hookimpl(tryfirst=True, specname="pytest_sessionfinish")
     def pytest_sessionfinish_gates(self, session: pytest.Session, exitstatus: int) -> None:
-        """The gates, before junitxml writes its file in its own pytest_sessionfinish: the gate
-        testcases go into it. Write-back stays in the plain hook below."""
-        if self.is_worker:
-            return
-        self.summaries = summarize(
-            self.outcomes,
-            default_min_pass_rate=self.settings.min_pass_rate,
-            override_min_pass_rate=self.settings.min_pass_rate_override,
-        )
-        self.judge_rows = judge_rows(self.outcomes, self.runtime.judges.trust_by_key, self.config.rootpath)
-        self.corrected = corrected_rates(self.outcomes, self.judge_rows, self.config.rootpath)
-        # After --optimize the baseline is saved once the write-back is done (pytest_sessionfinish):
-        # it records the prompts as the files hold them then.
-        ran = [o.nodeid for o in self.outcomes]
-        self.baseline_result = finish(self.settings.baseline, self.loaded_baseline, self.outcomes, self.config.rootpath,
-                                      incomplete=incomplete(session, exitstatus, self.settings.baseline.save_path, ran),
-                                      save=self.optimization is None)
-        self.tests_exit_code = int(session.exitstatus)  # pytest's own, for `promptopt merge`
-        fail_unsaved(session, self.baseline_result)
-        if self.gate_failed and session.exitstatus == pytest.ExitCode.OK:
-            session.exitstatus = pytest.ExitCode.TESTS_FAILED
-        junit_gates(self.config, self.summaries, self.baseline_result)
-
-    @property
-    def gate_failed(self) -> bool:
-        baseline = self.baseline_result is not None and self.baseline_result.gate_failed
-        return baseline or any(s.gate_failed for s in self.summaries)
-
-    def pytest_sessionfinish(self, session: pytest.Session, exitstatus: int) -> None:
+        """The gates. After --optimize the baseline is saved once the write-back is done: it
+        records the prompts as the files hold them then."""
         if self.is_worker:
             self.config.workeroutput[SHARED_HITS] = shared_hits(self.runtime.cache)  # type: ignore[attr-defined]
             return
+        self.summaries = summarize(self.outcomes, default_min_pass_rate=self.settings.min_pass_rate,
+                                   override_min_pass_rate=self.settings.min_pass_rate_override)
+        self.judge_rows = judge_rows(self.outcomes, self.runtime.judges.trust_by_key, self.config.rootpath)
+        self.corrected = corrected_rates(self.outcomes, self.judge_rows, self.config.rootpath)
+        self.baseline_result = finish(self.settings.baseline, self.loaded_baseline, self.outcomes, self.config.rootpath,
+                                      incomplete=self._incomplete(session, exitstatus), save=self.optimization is None)
+        self.tests_exit_code = int(session.exitstatus)  # pytest's own, for `promptopt merge`
+
+    def _incomplete(self, session: pytest.Session, exitstatus: int) -> str:
+        """Why this run does not stand for the saved baseline's suite (then it is not saved)."""
+        return incomplete(session, exitstatus, self.settings.baseline.save_path, [o.nodeid for o in self.outcomes])
+
+    def finish(self, session: pytest.Session, exitstatus: int) -> None:
+        """Write-back (once, at the end, in this process only), then the exit code, JUnit's
+        gate testcases and properties, the JSON report and the HTML report."""
         if exitstatus == pytest.ExitCode.INTERRUPTED or session.exitstatus == pytest.ExitCode.INTERRUPTED:
-            self._not_written(self.pending_writes)
-            self.pending_writes.clear()
-        self._flush_writes(session)
+            self.writes.drop()
+        if self.writes.flush():
+            session.exitstatus = pytest.ExitCode.INTERRUPTED
         if self.optimization is not None and self.baseline_result is not None:
+            written = [WrittenGroup(writes, g.outcomes) for g, writes in zip(self.optimization.groups,
+                                                                              self.optimization.planned)]
             self.baseline_result = save_after_write_back(
-                self.baseline_result, self.settings.baseline.save_path, self.outcomes,
-                [WrittenGroup(writes, g.outcomes) for g, writes in zip(self.optimization.groups, self.optimization.planned)],
-                self.written_paths, self.config.rootpath,
-                incomplete(session, exitstatus, self.settings.baseline.save_path, [o.nodeid for o in self.outcomes]))
-            fail_unsaved(session, self.baseline_result)
+                self.baseline_result, self.settings.baseline.save_path, self.outcomes, written,
+                self.writes.written_paths, self.config.rootpath, self._incomplete(session, exitstatus))
+        state = optimize_state(self.settings.optimize.enabled, self.optimization, self.optimize_notes,
+                               self.writes.errors, self.config.rootpath)
+        self.exit = exit_decision(session, self.settings.exit_rule, self.report(), self.failures, state,
+                                  problems=unsaved_problem(self.baseline_result))
+        session.exitstatus = self.exit.code
+        junit_gates(self.config, self.summaries, self.baseline_result, self.exit)
+        report = self.report()
         if self.settings.report_path is not None:
-            write_json(self.settings.report_path, {**self.json_report(), "exit_code": int(session.exitstatus),
-                                                   "tests_exit_code": self.tests_exit_code})
-        if self.settings.baseline.html_path is not None and self.baseline_result is not None:
-            write_html(self.settings.baseline.html_path, self._html(self.baseline_result))
+            write_json(self.settings.report_path, report.json(int(session.exitstatus)))
+        document = report.html()
+        if self.settings.baseline.html_path is not None and document is not None:
+            write_html(self.settings.baseline.html_path, document)
 
-    def _html(self, result: BaselineResult) -> str:
-        root = self.config.rootpath
-        groups = self.optimization.groups if self.optimization is not None else ()
-        dry = self.settings.optimize.dry_run
-        views = [optimization_view(g, root, describe_write(g, dry, self.written_paths)) for g in groups]
-        return html_document(result, self.outcomes, root, optimizations=views,
-                             gate_lines=gate_lines(self.summaries, root), record_mode=self.settings.record_mode.value,
-                             secrets=[r.api_key for r in self.settings.roles.values()],
-                             priced_roles=[r for r in self.settings.roles if self.settings.price_of(r) is not None],
-                             extra_sections=[html_section(self.judge_rows, self.corrected)] if self.judge_rows else [])
-
-    def _flush_writes(self, session: pytest.Session) -> None:
-        """Write-back happens once, at the end, in this process only."""
-        pending_writes, self.pending_writes = self.pending_writes, []
-        for i, pending in enumerate(pending_writes):
-            try:
-                apply_write(pending)
-                self.written_paths.extend(pending.paths)
-                self.written.append(f"wrote {', '.join(str(p) for p in pending.paths)}")
-            except (WriteBackError, OSError) as exc:
-                self.write_errors.append(str(exc))
-            except KeyboardInterrupt:
-                # Ctrl-C or SIGTERM inside the write: the replace is atomic, so the file is the
-                # old or the new one; say which, and write nothing more.
-                session.exitstatus = pytest.ExitCode.INTERRUPTED
-                if _holds(pending.path, pending.new_bytes):
-                    self.written.append(f"wrote {pending.path} (then interrupted)")
-                else:
-                    self.write_errors.append(f"{pending.path}: interrupted during the write; the file is unchanged. "
-                                             "Rerun with --optimize-resume to finish and write it")
-                self._not_written(pending_writes[i + 1:])
-                return
-
-    def _not_written(self, pending_writes: list[PendingWrite]) -> None:
-        for pending in pending_writes:
-            self.write_errors.append(f"{pending.path}: the run was interrupted, so the improved prompt was not "
-                                     "written; rerun with --optimize-resume to finish and write it")
-
-    def json_report(self) -> dict[str, Any]:
-        root = self.config.rootpath
-        run = self.optimization
-        usage = [u for o in self.outcomes for u in o.usage.values()]
-        return {
-            "version": 2,
-            "duration_s": round(time.perf_counter() - self.started, 3),
-            "record_mode": self.settings.record_mode.value,
-            "prompts": [s.to_dict(root, self._priced(s.key)) for s in self.summaries],
-            "tests": [o.to_dict() for o in self.outcomes],
-            "cache": {"hits": sum(u.cache_hits for u in usage), "calls": sum(u.requests for u in usage)},
-            "cache_tiers": self._cache_tiers(sum(u.cache_hits for u in usage)),
-            "ahead": None if self.ahead is None else self.ahead.to_dict(),
-            "gate": "failed" if self.gate_failed else "passed",
-            "judges": [r.to_dict() for r in self.judge_rows],
-            "corrected_pass_rates": [c.to_dict() for c in self.corrected],
-            "baseline": None if self.baseline_result is None else self.baseline_result.to_dict(),
-            "optimization": None if run is None else {
-                "notes": [*self.optimize_notes, *run.notes],
-                "groups": [g.to_dict(lambda k: display(k, root)) for g in run.groups],
-                "written": list(self.written), "not_written": list(self.write_errors),
-                "unscored_runs": [{"nodeid": n, "error": e} for n, e in run.unscored],
-            },
-        }
+    def pytest_terminal_summary(self, terminalreporter: Any) -> None:
+        if not self.is_worker:
+            write_sections(terminalreporter, self.report().terminal())
 
     @pytest.hookimpl(optionalhook=True)
     def pytest_testnodedown(self, node: Any, error: Any) -> None:
         """xdist: a worker's shared-tier hits, for the controller's report."""
         self.worker_shared_hits += int(getattr(node, "workeroutput", {}).get(SHARED_HITS, 0))
 
-    def _cache_tiers(self, hits: int) -> dict[str, int]:
+    def _cache_tiers(self) -> dict[str, int]:
         """Cache hits per tier: replies the shared tier served, and the rest (local entries)."""
+        hits = sum(u.cache_hits for o in self.outcomes for u in o.usage.values())
         shared = shared_hits(self.runtime.cache) + self.worker_shared_hits
         return {"local": max(0, hits - shared), "shared": shared}
 
-    def _optimization_lines(self) -> list[str]:
-        run, root = self.optimization, Path(self.config.rootpath)
-        lines = [*self.optimize_notes, *(() if run is None else run.notes)]
-        for group in () if run is None else run.groups:
-            lines += optimization_lines(group, lambda k: display(k, root), self.settings.optimize.dry_run,
-                                        lambda role: self.settings.price_of(role) is not None)
-        if run is not None and run.unscored:
-            tests = len({n for n, _ in run.unscored})
-            lines.append(f"could not score {len(run.unscored)} test run(s) of {tests} test(s) during the optimization: "
-                         f"the LM call failed, so each counted as a failure with score 0; first: {run.unscored[0][1]}")
-        return lines + self.written
+    def pytest_unconfigure(self, config: pytest.Config) -> None:
+        """After pytest's own summary: the optimization's result, then why this exit code."""
+        tr = config.pluginmanager.get_plugin("terminalreporter")
+        if not self.is_worker and tr is not None:
+            write_sections(tr, self.report().closing())
 
-    def pytest_terminal_summary(self, terminalreporter: Any) -> None:
-        lines = self._optimization_lines()
-        baseline_lines = self.baseline_result.terminal_lines() if self.baseline_result is not None else []
-        ahead = self.ahead if self.ahead is not None and (self.ahead.sent or self.ahead.failed) else None
-        tr = terminalreporter
-        if self.calibration_lines and not self.is_worker:
-            tr.write_sep("=", "promptopt: calibration")
-            for text, bad in self.calibration_lines:
-                tr.write_line(text, red=bad)
-        if self.is_worker or not (self.summaries or lines or self.write_errors or baseline_lines or ahead):
-            return
-        if self.summaries:
-            self._write_prompt_table(tr)
-        if self.judge_rows:
-            tr.write_sep("=", "promptopt: judges")
-            for text, bad in terminal_lines(self.judge_rows, self.corrected):
-                tr.write_line(text, red=bad)
-        if ahead is not None:
-            tr.write_line(f"promptopt: {ahead.line()}", red=bool(ahead.unused))
-        if baseline_lines:
-            tr.write_sep("=", "promptopt: baseline")
-            for text, bad in baseline_lines:
-                tr.write_line(text, red=bad)
-        if lines or self.write_errors:
-            tr.write_sep("=", "promptopt: optimization")
-            for line in lines:
-                tr.write_line(line)
-            for line in self.write_errors:
-                tr.write_line(f"not written: {line}", red=True)
-        if self.settings.report_path is not None:
-            tr.write_line(f"promptopt report: {self.settings.report_path}")
-        if self.settings.baseline.html_path is not None:
-            tr.write_line(f"promptopt HTML report: {self.settings.baseline.html_path}")
-
-    def _priced(self, key: str) -> bool:
-        """A prompt's calls go to the task model, the judge row's to the judge model."""
-        return self.settings.price_of("judge" if key == JUDGE_KEY else "task") is not None
-
-    def _write_prompt_table(self, tr: Any) -> None:
-        root = Path(self.config.rootpath)
-        tr.write_sep("=", "promptopt: prompts")
-        for line in table(self.summaries, root, self._priced):
-            tr.write_line(line)
-        for s in self.summaries:
-            if s.errors:
-                tr.write_line(f"not scored: {s.errors} of {s.cases} cases of {display(s.key, root)} "
-                              f"(counted as failed): the LM call failed; first: {s.first_error}", red=True)
-        xfailed = [f"{s.xfailed} case(s) of {display(s.key, root)}" for s in self.summaries if s.xfailed]
-        if xfailed:
-            tr.write_line(f"expected failures (xfail) left out of the pass rate: {', '.join(xfailed)}")
-        advisory = [f"{s.advisory} case(s) of {display(s.key, root)}" for s in self.summaries if s.advisory]
-        if advisory:
-            tr.write_line(f"graded only by advisory judges, left out of the pass rate: {', '.join(advisory)}")
-        for line in gate_lines(self.summaries, root):
-            tr.write_line(line, red=True)
+    # -- the report ----------------------------------------------------------------------------
+    def report(self) -> RunReport:
+        """The run's results as they stand, for the report object to render."""
+        settings, run = self.settings, self.optimization
+        facts = None if run is None else OptimizationFacts(run.notes, run.groups, run.unscored)
+        return RunReport(
+            self.config.rootpath, settings.record_mode.value, time.perf_counter() - self.started,
+            tuple(self.outcomes), tuple(self.summaries), self.baseline_result, self.ahead,
+            tuple(self.optimize_notes), facts, tuple(self.writes.written), tuple(self.writes.errors),
+            tuple(self.writes.written_paths), settings.optimize.dry_run,
+            priced_roles=tuple(r for r in settings.roles if settings.price_of(r) is not None),
+            secrets=tuple(r.api_key for r in settings.roles.values() if r.api_key),
+            report_path=settings.report_path, html_path=settings.baseline.html_path, exit=self.exit,
+            rerun=rerun_command(self.config) if self.writes.written else "", screen_notes=tuple(self.screen_notes),
+            judges=tuple(self.judge_rows), corrected=tuple(self.corrected),
+            calibration=tuple(self.calibration_lines), cache_tiers=self._cache_tiers(),
+            tests_exit_code=self.tests_exit_code)
 
 
-SHARED_HITS = "promptopt_shared_hits"  # xdist workeroutput key
+class _Finish:
+    """The session's plain pytest_sessionfinish, registered at session start. Plain hooks run
+    last-registered first, so this runs after every tryfirst one (a conftest's among them: the
+    write-back is the session's very last step) and before junitxml's, registered at configure
+    time, writes its file: the gate testcases and the exit rule's verdict go into it."""
+
+    def __init__(self, session: PromptOptSession) -> None:
+        self.session = session
+
+    def pytest_sessionfinish(self, session: pytest.Session, exitstatus: int) -> None:
+        self.session.finish(session, exitstatus)
+
+
 SESSION_KEY = pytest.StashKey[PromptOptSession]()
+SHARED_HITS = "promptopt_shared_hits"  # xdist workeroutput key
 
 
 def session_of(config: pytest.Config) -> PromptOptSession:
     return config.stash[SESSION_KEY]
-
-
-def _raise_interrupt(signum: int, frame: Any) -> None:
-    raise KeyboardInterrupt(f"terminated by signal {signal.Signals(signum).name}")
-
-
-def _holds(path: Path, data: bytes) -> bool:
-    try:
-        return path.read_bytes() == data
-    except OSError:
-        return False

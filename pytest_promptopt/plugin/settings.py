@@ -29,6 +29,7 @@ from ..run.config import (
 )
 from ..errors import ConfigError
 from ..run.card import UNCALIBRATED_POLICIES
+from ..report.exit_rule import EXIT_RULES
 from ..run.judge import JUDGE_MODES
 from ..report.summary import report_path_problem
 
@@ -58,6 +59,7 @@ def build_settings(config: pytest.Config) -> Settings:
         calibrate=bool(config.getoption("promptopt_calibrate", False)),
         judge_samples=_typed(config, "promptopt_judge_samples", positive_int, defaults.JUDGE_SAMPLES),
         judge_confirm_fails=bool(config.getoption("promptopt_judge_confirm_fails", False)),
+        exit_rule=_choice(config, "promptopt_exit_rule", EXIT_RULES, defaults.EXIT_RULE),
         optimize=_optimize_settings(config),
         baseline=_baseline_settings(config),
         embedding_model=config.getoption("promptopt_embedding_model", None)

@@ -156,9 +156,13 @@ class PromptComparison:
         """The gate's verdict in words, with the numbers it used."""
         if not self.paired:
             return "no paired cases to compare: the gate does not apply"
-        test = (f"McNemar exact p = {self.p_value:.4g} on {self.broken} now failing vs {self.fixed} now passing, "
-                f"{'<' if self.significant_drop else '>='} alpha {self.alpha:g}"
-                + ("" if self.broken > self.fixed else " (not a drop)"))
+        test = f"McNemar exact p = {self.p_value:.4g} on {self.broken} now failing vs {self.fixed} now passing, "
+        if self.broken > self.fixed:
+            test += f"{'<' if self.significant_drop else '>='} alpha {self.alpha:g}"
+        elif self.broken < self.fixed and self.p_value < self.alpha:
+            test += f"a significant improvement at alpha {self.alpha:g} (not a drop)"
+        else:
+            test += "no more failing than passing (not a drop)"
         if self.max_drop is None:
             drop = "no maximum drop set"
         else:

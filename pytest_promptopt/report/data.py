@@ -75,6 +75,8 @@ class OptimizationView:
     curve: tuple[CurvePoint, ...] = ()
     baseline: tuple[str, ...] = ()  # the saved baseline as the "before", as the terminal says it
     one_answer: str = ""  # "answers 'x' for 21 of 21 validation cases" when the candidate gives one answer
+    holdout: str = ""  # this run's holdout check, as the terminal says it ("" : no holdout tests)
+    notes: tuple[str, ...] = ()
 
     @property
     def calls(self) -> int:
@@ -103,7 +105,22 @@ def optimization_view(result: GroupResult, root: Path, write_status: str) -> Opt
         usage, result.diff, write_status, result.log_path,
         search_curve(read_events(Path(result.log_path))) if result.log_path else (),
         tuple(line.strip() for line in before_lines(result.baseline_before, result.after_by_split)),
-        "" if result.one_answer is None else result.one_answer.text)
+        "" if result.one_answer is None else result.one_answer.text,
+        _holdout(result), tuple(_named(note, result.prompts, root) for note in dict.fromkeys(result.notes)))
+
+
+def _named(note: str, keys: Iterable[str], root: Path) -> str:
+    """A note names prompts by key (an absolute path): shown as the heading names them."""
+    for key in keys:
+        note = note.replace(key, prompt_name(key, root))
+    return note
+
+
+def _holdout(result: GroupResult) -> str:
+    held = result.holdout
+    if held is None or held.after is None:
+        return "" if held is None else f"not checked ({held.cases} tests never used for selection)"
+    return f"{held.before:.3f} -> {held.after:.3f} ({held.cases} tests never used for selection)"
 
 
 def describe_write(result: GroupResult, dry_run: bool, written: Sequence[Path]) -> str:

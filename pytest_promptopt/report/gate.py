@@ -59,16 +59,23 @@ def finish(settings: BaselineSettings, loaded: Baseline | None, outcomes: Iterab
     """Compare this run with the loaded baseline, and save its own baseline when asked (unless
     `save` is False: `save_after_write_back` saves it later). `incomplete` says why the run did
     not finish (then no baseline is saved)."""
+    outcomes = list(outcomes)
     now = snapshot(outcomes, root)
+    called = {prompt_name(k, root) for o in outcomes for k in o.prompt_keys}  # xfail cases too
     comparison, note = None, ""
     if settings.baseline_path is not None:
         if loaded is None:
             note = missing_message(settings.baseline_path)
         else:
-            comparison = compare(loaded, now, alpha=settings.alpha, max_drop=settings.max_drop,
+            # a run of some tests (-k, a path) compares the prompts it ran, not the rest as "0 of 0 now"
+            ran = Baseline({name: p for name, p in loaded.prompts.items() if name in now.prompts or name in called})
+            comparison = compare(ran, now, alpha=settings.alpha, max_drop=settings.max_drop,
                                  baseline_path=str(settings.baseline_path))
             note = (f"compared with baseline {settings.baseline_path} (alpha {settings.alpha:g}, maximum drop "
                     f"{'not set' if settings.max_drop is None else f'{settings.max_drop:.1%}'})")
+            left = sorted(set(loaded.prompts) - set(ran.prompts))
+            if left:
+                note += f"; not compared, no test of them ran: {', '.join(left)}"
     saved, failed = _save(settings.save_path, now, incomplete) if save else ("", False)
     return BaselineResult(now, loaded, comparison, note, saved, failed)
 

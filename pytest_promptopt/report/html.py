@@ -61,10 +61,11 @@ class HtmlInput:
 def render(data: HtmlInput) -> str:
     token = _secrets.set(tuple(s for s in data.secrets if s))
     try:
+        prompts = _attention_first(data)
         body = "\n".join([
-            _header(data),
+            _header(data) + _attention(prompts),
             *data.extra_sections,
-            *(_prompt_section(data, p) for p in data.comparison.prompts),
+            *(_prompt_section(data, p, i) for i, (p, _) in enumerate(prompts)),
             *(_optimization_section(o) for o in data.optimizations),
             _cases_section(data),
         ])
@@ -149,7 +150,27 @@ def _header(data: HtmlInput) -> str:
 
 # -- per prompt ----------------------------------------------------------------------------------
 
-def _prompt_section(data: HtmlInput, p: PromptComparison) -> str:
+def _attention_first(data: HtmlInput) -> list[tuple[PromptComparison, str]]:
+    """The prompts, those that failed a gate or regressed first (stable otherwise), each with
+    why it needs attention ("" when it does not)."""
+    def why(p: PromptComparison) -> str:
+        reasons = [*(["minimum pass rate failed"] if any(line.startswith(f"gate failed: {p.prompt} ")
+                                                        for line in data.gate_lines) else []),
+                   *(["baseline gate failed"] if p.gate_failed else []),
+                   *([f"{len(p.regressions)} regressed"] if p.regressions else [])]
+        return ", ".join(reasons)
+
+    rows = [(p, why(p)) for p in data.comparison.prompts]
+    return sorted(rows, key=lambda row: not row[1])
+
+
+def _attention(prompts: Sequence[tuple[PromptComparison, str]]) -> str:
+    links = [f'<li><a href="#prompt-{i}">{_esc(p.prompt)}</a>: {_esc(why)}</li>'
+             for i, (p, why) in enumerate(prompts) if why]
+    return f'\n<p id="attention">Needs attention:</p><ul id="attention-list">{"".join(links)}</ul>' if links else ""
+
+
+def _prompt_section(data: HtmlInput, p: PromptComparison, index: int = 0) -> str:
     has_baseline = data.baseline is not None
     changed = '<p class="bad">The prompt file changed since the baseline.</p>' if p.prompt_changed else ""
     charts = _interval_chart(p, has_baseline) + _histogram([c.score for c in p.cases_now],
@@ -157,7 +178,8 @@ def _prompt_section(data: HtmlInput, p: PromptComparison) -> str:
     gone = [c.nodeid for c in p.changes if c.status == GONE]
     gone_html = (f"<p>Gone since the baseline ({len(gone)}): " + ", ".join(f"<code>{_esc(n)}</code>" for n in gone)
                  + "</p>") if gone else ""
-    return (f'<section class="prompt"><h2>{_esc(p.prompt)}</h2>{changed}\n{_stats_table(p, has_baseline)}\n'
+    return (f'<section class="prompt" id="prompt-{index}"><h2>{_esc(p.prompt)}</h2>{changed}\n'
+            f'{_stats_table(p, has_baseline)}\n'
             f'<div class="charts">{charts}</div>\n{_usage_table(data, p.prompt)}{gone_html}</section>')
 
 
@@ -270,21 +292,27 @@ def _histogram(now: Sequence[float], then: Sequence[float]) -> str:
         h_now, h_then = n / top * height, t / top * height
         parts.append(f'<rect x="{x + 2}" y="{height - h_now:.1f}" width="{bar - 4}" height="{h_now:.1f}" '
                      f'fill="#2f6fb0"><title>{i / 10:.1f}-{(i + 1) / 10:.1f}: {n} now, {t} baseline</title></rect>')
+        if n:  # the count on the bar: a chart without a y scale still says how many
+            parts.append(f'<text class="count" x="{x + bar / 2 - 4:.1f}" y="{max(10.0, height - h_now - 2):.1f}">'
+                         f'{n}</text>')
         if then:
             parts.append(f'<rect x="{x + 2}" y="{height - h_then:.1f}" width="{bar - 4}" height="{h_then:.1f}" '
                          f'fill="none" stroke="#d08000" stroke-width="2"/>')
     parts.append(f'<text x="5" y="{height + 14}">score 0</text><text x="{width - 20}" y="{height + 14}">1</text>'
+                 f'<text class="axis-x" x="70" y="{height + 14}">score (bins of 0.1)</text>'
+                 f'<text class="axis-y" x="5" y="10">cases per bin</text>'
                  f'<text x="90" y="{height + 27}">filled: now; outline: baseline</text></svg>')
     return "".join(parts)
 
 
-def _curve_chart(points: Sequence[CurvePoint], v_before: float, v_after: float | None) -> str:
+def _curve_chart(points: Sequence[CurvePoint], v_before: float, v_after: float | None, calls: int = 0) -> str:
     """Score against LM calls spent: minibatch scores (grey), full-train scores (blue) and the
-    best full-train score so far (line); dashed: validation before (grey) and after (green)."""
+    best full-train score so far (line); dashed: validation before (grey) and after (green).
+    The axis ends at `calls`, the optimization's LM calls as its table counts them."""
     if not points:
         return '<p class="muted">The run log has no scores to draw.</p>'
     width, height, left = 460, 160, 34
-    max_calls = max(1, max(p.calls for p in points))
+    max_calls = max(1, calls, max(p.calls for p in points))
 
     def xy(calls: float, score: float) -> tuple[float, float]:
         return left + calls / max_calls * width, 10 + (1 - score) * height
@@ -303,8 +331,8 @@ def _curve_chart(points: Sequence[CurvePoint], v_before: float, v_after: float |
                          f'stroke-dasharray="4 3"/>')
     parts.append(f'<line x1="{left}" x2="{left}" y1="10" y2="{10 + height}" stroke="#666"/>'
                  f'<text x="0" y="16">1.0</text><text x="0" y="{10 + height}">0.0</text>'
-                 f'<text x="{left}" y="{height + 28}">0</text><text x="{left + width - 60}" y="{height + 28}">'
-                 f'{max_calls} LM calls</text></svg>')
+                 f'<text x="{left}" y="{height + 28}">0</text><text class="axis-end" x="{left + width - 60}" '
+                 f'y="{height + 28}">{max_calls} LM calls</text></svg>')
     return "".join(parts)
 
 
@@ -330,13 +358,17 @@ def _optimization_section(o: OptimizationView) -> str:
     after = "not run" if o.validation_after is None else f"{o.validation_after:.3f}"
     decision = "accepted" if o.accepted else "rejected"
     rows = [("strategy", o.strategy), ("validation score", f"{o.validation_before:.3f} -> {after}"),
-            ("train score", f"{o.train_before:.3f} -> {o.train_after:.3f}"), ("LM calls", str(o.calls)),
-            *(("baseline", line) for line in o.baseline),
+            ("train score", f"{o.train_before:.3f} -> {o.train_after:.3f}"),
+            ("holdout score", o.holdout or "no holdout tests (mark some promptopt(holdout=True))"),
+            ("LM calls", str(o.calls)),
+            *((f"baseline ({i} of {len(o.baseline)})" if len(o.baseline) > 1 else "baseline", line)
+              for i, line in enumerate(o.baseline, 1)),
             *((("candidate", o.one_answer),) if o.one_answer else ()),
-            ("decision", f"{decision}: {o.reason}"), ("diff", o.write_status), ("run log", o.log_path)]
+            ("decision", f"{decision}: {o.reason}"), ("diff", o.write_status),
+            *((f"note {i}", note) for i, note in enumerate(o.notes, 1)), ("run log", o.log_path)]
     table = "".join(f"<tr><th>{_esc(a)}</th><td>{_esc(b)}</td></tr>" for a, b in rows)
     return (f'<section class="optimization"><h2>Optimization: {_esc(", ".join(o.prompts))}</h2>'
-            f"<table>{table}</table>{_curve_chart(o.curve, o.validation_before, o.validation_after)}"
+            f"<table>{table}</table>{_curve_chart(o.curve, o.validation_before, o.validation_after, o.calls)}"
             '<p class="muted">Score against LM calls spent: grey dots minibatch scores, blue dots full-train scores, '
             "the line the best full-train score so far; dashed: validation before (grey) and after (green).</p>"
             f"{_diff(o.diff)}</section>")
@@ -378,10 +410,15 @@ def _case(data: HtmlInput, o: CaseOutcome, statuses: set[str], regressed: bool) 
         badges += '<span class="badge b-new">new</span>'
     prompts = ", ".join(prompt_name(k, data.root) for k in o.usage if k != JUDGE_KEY)
     summary = (f'<summary><code class="nodeid">{_esc(o.nodeid)}</code>{badges} '
-               f'<span class="muted">score {o.score:.3f}{" (judge)" if o.judged else ""}; {_esc(prompts)}</span>'
+               f'<span class="muted">score {o.score:.3f}{_graded_by(o)}; {_esc(prompts)}</span>'
                "</summary>")
     return (f'<details class="case" data-verdict="{verdict}" data-regressed="{"yes" if regressed else "no"}">'
             f"{summary}{_case_body(data, o, regressed)}</details>")
+
+
+def _graded_by(o: CaseOutcome) -> str:
+    """What the score came from: an LM judge, deterministic checks (1/0), or pass/fail alone."""
+    return " (judge)" if o.judged else " (checks)" if o.checked else ""
 
 
 def _case_body(data: HtmlInput, o: CaseOutcome, regressed: bool) -> str:
@@ -389,7 +426,8 @@ def _case_body(data: HtmlInput, o: CaseOutcome, regressed: bool) -> str:
     if o.message or o.error:
         parts.append(f'<p><b>failure</b></p><pre class="message">{_esc(o.message or o.error)}</pre>')
     for v in o.verdicts:
-        parts.append(f'<p><b>judge</b> score {float(v.get("score", 0)):.3f} (threshold '
+        kind = "check" if v.get("kind") == "check" else "judge"
+        parts.append(f'<p><b>{kind}</b> score {float(v.get("score", 0)):.3f} (threshold '
                      f'{float(v.get("threshold", 0)):.2f}): <span class="reason">{_esc(v.get("reason", ""))}</span>'
                      f'<br><span class="muted">criteria: {_esc(v.get("criteria", ""))}</span></p>')
     if regressed:

@@ -8,6 +8,7 @@ single-process run.
 from __future__ import annotations
 
 import json
+import math
 import os
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -118,8 +119,14 @@ class _Row:
 
 
 def money(cost: float, known: bool) -> str:
-    """A cost as shown: `-` when no price is configured for the model (unknown is not zero)."""
-    return f"${cost:.4f}" if known else "-"
+    """A cost as shown: `-` when no price is configured for the model (unknown is not zero).
+    At least four decimals, and three significant digits below that: a priced call of a cheap
+    model costs $0.000123, not $0.0000."""
+    if not known:
+        return "-"
+    if cost <= 0 or not math.isfinite(cost):
+        return f"${max(cost, 0.0):.4f}"
+    return f"${cost:.{max(4, 2 - math.floor(math.log10(cost)))}f}"
 
 
 def table(summaries: list[PromptSummary], root: Path | None, priced: Callable[[str], bool] = lambda key: True) -> list[str]:

@@ -25,7 +25,7 @@ class CheckFailed(AssertionError):
 def _record(ok: bool, what: str) -> None:
     record = current_record.get()
     if record is not None:
-        record.verdicts.append(Verdict(1.0 if ok else 0.0, 1.0, "" if ok else what, what))
+        record.verdicts.append(Verdict(1.0 if ok else 0.0, 1.0, "" if ok else what, what, kind="check"))
 
 
 def _show(text: str, limit: int = 200) -> str:
@@ -151,13 +151,21 @@ def _json_differences(data: Any, expected: Any, fields: Sequence[str] | None) ->
     return out
 
 
-def close_to(output: str, expected: float, *, tolerance: float = 1e-6, relative: bool = False) -> float:
-    """The first number in the output is within `tolerance` of `expected`; returns it."""
+def close_to(output: str | float, expected: float, *, tolerance: float = 1e-6, relative: bool = False) -> float:
+    """The output (a number, or the first number in the text) is within `tolerance` of
+    `expected`; returns it."""
     __tracebackhide__ = True
-    m = re.search(r"-?\d[\d,]*(?:\.\d+)?(?:[eE][-+]?\d+)?|-?\.\d+", output)
-    if m is None:
-        raise _fail(f"expected a number close to {expected}", output)
-    value = float(m.group(0).replace(",", ""))
+    if isinstance(output, (int, float)) and not isinstance(output, bool):
+        value = float(output)
+        output = repr(output)
+    elif not isinstance(output, str):
+        raise _fail(f"checks.close_to takes the output as text or a number, not {type(output).__name__}; "
+                    "pass llm(...)'s text or float(...) of it", repr(output))
+    else:
+        m = re.search(r"-?\d[\d,]*(?:\.\d+)?(?:[eE][-+]?\d+)?|-?\.\d+", output)
+        if m is None:
+            raise _fail(f"expected a number close to {expected}", output)
+        value = float(m.group(0).replace(",", ""))
     allowed = tolerance * abs(expected) if relative else tolerance
     if not math.isfinite(value) or abs(value - expected) > allowed:
         raise _fail(f"expected {expected} ± {allowed:g}, found {value}", output)

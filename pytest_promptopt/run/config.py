@@ -101,6 +101,7 @@ class Settings:
     calibrate: bool = False  # --promptopt-calibrate: calibrate the judge files, run no tests
     judge_samples: int = 1  # draws of each judge call (distinct samples, each cached)
     judge_confirm_fails: bool = False  # draw again only when the first verdict fails
+    exit_rule: str = defaults.EXIT_RULE  # gates | tests (see report/exit_rule.py)
 
     @property
     def judge_draws(self) -> int:

@@ -236,14 +236,16 @@ SHOWN_OUTPUT = 300  # characters of the judged output a failure shows
 
 
 class JudgeFailed(AssertionError):
-    def __init__(self, verdict: Verdict, output: str | None = None) -> None:
+    def __init__(self, verdict: Verdict, output: str | None = None, expected: str | None = None) -> None:
         self.verdict = verdict
-        # the judged output, escaped (repr: newlines and control characters stay on one line)
-        # and bounded, so the failure says what was graded without flooding the terminal
+        # the judged output (and the expected answer it was graded against), escaped (repr:
+        # newlines and control characters stay on one line) and bounded, so the failure says
+        # what was graded without flooding the terminal
         shown = "" if output is None else f"\n  output: {bounded(output, SHOWN_OUTPUT)!r}"
+        wanted = "" if expected is None else f"\n  expected: {bounded(expected, SHOWN_OUTPUT)!r}"
         super().__init__(
             f"judge score {verdict.score:.2f} is below the threshold {verdict.threshold:.2f}\n"
-            f"  criteria: {verdict.criteria}\n  reason: {verdict.reason or '(none given)'}{shown}"
+            f"  criteria: {verdict.criteria}{wanted}\n  reason: {verdict.reason or '(none given)'}{shown}"
         )
 
 

@@ -36,6 +36,7 @@ class Verdict:
     samples: int = 1  # draws of the judge this verdict stands for (--promptopt-judge-samples, confirm-on-fail)
     flipped: bool = False  # the draws disagreed on pass or fail
     expected: str | None = None  # the reference answer the judge was given, if any
+    kind: str = "judge"  # "judge" (an LM judge's score) or "check" (a deterministic checks.* 1/0)
 
     @property
     def passed(self) -> bool:
@@ -159,7 +160,7 @@ class TestRecord:
                 digests: Mapping[str, str] | None = None, xfail: bool = False) -> CaseOutcome:
         verdicts = tuple({"score": v.score, "threshold": v.threshold, "reason": bounded(v.reason, 1000),
                           "criteria": bounded(v.criteria, 1000), "judge": v.judge, "advisory": v.advisory,
-                          "samples": v.samples, "flipped": v.flipped}
+                          "samples": v.samples, "flipped": v.flipped, "kind": v.kind}
                          | ({} if v.expected is None else {"expected": bounded(v.expected, 1000)})
                          for v in self.verdicts[:CALL_LIMIT])
         return CaseOutcome(self.nodeid, passed, self.score(passed), without_addresses(message)[:MAX_MESSAGE],
@@ -234,8 +235,13 @@ class CaseOutcome:
 
     @property
     def judged(self) -> bool:
-        """The score came from judge() verdicts, not from pass/fail."""
-        return bool(self.verdicts)
+        """An LM judge scored this case (judge()); checks.* alone are not judge scores."""
+        return any(v.get("kind", "judge") == "judge" for v in self.verdicts)
+
+    @property
+    def checked(self) -> bool:
+        """A deterministic checks.* call graded this case (a 1/0 score)."""
+        return any(v.get("kind") == "check" for v in self.verdicts)
 
     @property
     def advisory_only(self) -> bool:

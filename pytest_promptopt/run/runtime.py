@@ -50,6 +50,12 @@ def _complete(client: LMClient, request: ChatRequest, record: TestRecord, key: s
         raise
 
 
+def _at_the_callers_line(exc: PromptOptError) -> PromptOptError:
+    """The error without the plugin's frames below the caller: pytest then shows it at the test's
+    own line, as an assert (and checks.*) fail there. Its message names the file and the fix."""
+    return exc.with_traceback(None)
+
+
 class Runtime:
     def __init__(self, settings: Settings, root: Path, start_embedded: EmbeddedStarter | None = None,
                  embedded_identity: EmbeddedIdentity = local.embedded_identity) -> None:
@@ -218,16 +224,20 @@ class LLM:
         return load_prompt(path, root=self._runtime.root, near=near)
 
     def __call__(self, prompt: Prompt | str | Path, /, **variables: Any) -> str:
-        if not isinstance(prompt, Prompt):
-            prompt = self.load(prompt, near=caller_folder(1))
-        self._runtime.register(prompt)
-        self._record.ask(prompt.key)
-        client, request = self._runtime.task_request(prompt, variables, self._record.draw)
-        messages = request.message_dicts
-        model = request.model
-        log = self._record.call_log
-        index = log.begin(LLM_CALL, self._runtime.prompt_name(prompt), variables, sample=self._record.draw)
-        completion = _complete(client, request, self._record, prompt.key, f"prompt {prompt.path}")
+        __tracebackhide__ = True  # a replay miss, a template error, a failed call: at the test's llm(...) line
+        try:
+            if not isinstance(prompt, Prompt):
+                prompt = self.load(prompt, near=caller_folder(1))
+            self._runtime.register(prompt)
+            self._record.ask(prompt.key)
+            client, request = self._runtime.task_request(prompt, variables, self._record.draw)
+            messages = request.message_dicts
+            model = request.model
+            log = self._record.call_log
+            index = log.begin(LLM_CALL, self._runtime.prompt_name(prompt), variables, sample=self._record.draw)
+            completion = _complete(client, request, self._record, prompt.key, f"prompt {prompt.path}")
+        except PromptOptError as exc:
+            raise _at_the_callers_line(exc) from None
         log.done(index, completion.text)
         self._record.traces.append(Trace.of(prompt.key, variables, tuple(messages), model, completion))
         return completion.text
@@ -280,9 +290,13 @@ class JudgeCall:
         limit = threshold if threshold is not None else own if own is not None else self.default_threshold
         k, confirm = self._runtime.settings.judge_draws, self._runtime.settings.judge_confirm_fails
         first = self._record.draw * k  # draws of repeats=n and of the judge never share a cache entry
-        verdicts = [self._sample(judge, output, text, expected, limit, first)]
-        if k > 1 and not (confirm and verdicts[0].passed):
-            verdicts += [self._sample(judge, output, text, expected, limit, first + i) for i in range(1, k)]
+        __tracebackhide__ = True  # a reply without a score, a failed call: at the test's judge(...) line
+        try:
+            verdicts = [self._sample(judge, output, text, expected, limit, first)]
+            if k > 1 and not (confirm and verdicts[0].passed):
+                verdicts += [self._sample(judge, output, text, expected, limit, first + i) for i in range(1, k)]
+        except PromptOptError as exc:
+            raise _at_the_callers_line(exc) from None
         trust = self._runtime.judges.trust(judge)
         verdict = replace(combine(verdicts), judge=INLINE_JUDGE if judge is None else judge.key,
                           advisory=not trust.gates)
@@ -296,7 +310,7 @@ class JudgeCall:
         __tracebackhide__ = True  # a failure is reported at the test's `judge(...)` line
         verdict = self.grade(output, criteria, expected=expected, threshold=threshold)
         if not verdict.passed and not verdict.advisory:  # an advisory judge is shown, not counted
-            raise JudgeFailed(verdict, output)
+            raise JudgeFailed(verdict, output, expected)
         return verdict
 
 

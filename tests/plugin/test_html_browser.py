@@ -130,3 +130,50 @@ def test_report_in_headless_chromium(suite: pytest.Pytester, scripted: ScriptedS
     assert browser.save_screenshot(str(screenshot))
     assert screenshot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and screenshot.stat().st_size > 10_000
     print(f"screenshot: {screenshot}")
+
+
+def test_prompts_that_need_attention_come_first_and_the_header_links_to_them(
+        suite: pytest.Pytester, scripted: ScriptedServer, browser: Any) -> None:
+    """Issue 26: a regressed prompt is listed before a fine one (here `calm.yaml` sorts first by
+    name), the header links to it, and its histogram says how many cases each bar holds."""
+    scripted.responder = shout_unless_mumbling(set(WORDS[:6]))
+    suite.makefile(".yaml", shout=SHOUT.format(how="Shout."), calm=SHOUT.format(how="Shout."))
+    suite.makepyfile(test_shout=TESTS, test_calm="def test_calm(llm):\n    assert llm('calm.yaml', text='ok') == 'OK'\n")
+    suite.runpytest("--promptopt-save-baseline=base.json").assert_outcomes(passed=9)
+    suite.makefile(".yaml", shout=SHOUT.format(how="Mumble."))
+    suite.runpytest("--promptopt-baseline=base.json", "--promptopt-html=report.html").assert_outcomes(passed=3, failed=6)
+    browser.get((suite.path / "report.html").as_uri())
+    headings = [e.text for e in browser.find_elements("css selector", "section.prompt h2")]
+    assert headings == ["shout.yaml", "calm.yaml"]
+    (link,) = browser.find_elements("css selector", "#attention-list a")
+    assert link.text == "shout.yaml" and "baseline gate failed, 6 regressed" in link.find_element("xpath", "..").text
+    link.click()
+    target = browser.find_element("css selector", link.get_attribute("hash"))
+    assert target.find_element("css selector", "h2").text == "shout.yaml"
+    assert browser.execute_script("return location.hash") == link.get_attribute("hash")
+    histogram = target.find_element("css selector", "svg.histogram")
+    assert sorted(t.text for t in histogram.find_elements("css selector", "text.count")) == ["2", "6"]
+    labels = [t.text for t in histogram.find_elements("css selector", "text.axis-x, text.axis-y")]
+    assert labels == ["score (bins of 0.1)", "cases per bin"]
+
+
+def test_the_optimization_table_and_plot_read_at_a_glance(suite: pytest.Pytester, scripted: ScriptedServer,
+                                                         browser: Any) -> None:
+    """Issue 26: distinct row names, this run's holdout result and notes in the table, and the
+    plot's axis ending at the LM calls the table counts."""
+    from wordtask import WORD_PROMPT, WORD_TESTS, reverse_when_told
+
+    scripted.responder = reverse_when_told()
+    suite.makefile(".yaml", word=WORD_PROMPT)
+    suite.makepyfile(test_word=WORD_TESTS)
+    suite.runpytest("--optimize", "--optimize-strategy=mipro", "--optimize-dry-run", "--promptopt-html=r.html")
+    browser.get((suite.path / "r.html").as_uri())
+    section = browser.find_element("css selector", "section.optimization")
+    rows = {r.find_element("tag name", "th").text: r.find_element("tag name", "td").text
+            for r in section.find_elements("css selector", "table tr")}
+    names = [r.find_element("tag name", "th").text for r in section.find_elements("css selector", "table tr")]
+    assert len(names) == len(set(names)), names
+    assert rows["holdout score"] == "no holdout tests (mark some promptopt(holdout=True))"
+    assert rows["note 1"].startswith("dropped the demos of word.yaml")
+    axis_end = section.find_element("css selector", "svg.curve text.axis-end").text
+    assert axis_end == f"{rows['LM calls']} LM calls"

@@ -249,7 +249,7 @@ def test_equals_records_label_for_traced_output(record: Record) -> None:
         with pytest.raises(CheckFailed):
             checks.equals("Lyon", "Paris")
         assert record.labels == [Label(0, "Paris")]
-        assert record.verdicts == [Verdict(0.0, 1.0, "expected 'Paris'", "expected 'Paris'")]
+        assert record.verdicts == [Verdict(0.0, 1.0, "expected 'Paris'", "expected 'Paris'", kind="check")]
 
 
 def test_equals_labels_the_trace_the_output_came_from(record: Record) -> None:
