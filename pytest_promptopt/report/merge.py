@@ -16,7 +16,9 @@ from typing import Any
 
 from ..run.config import BaselineSettings
 from ..run.record import JUDGE_KEY, CaseOutcome
+from .exit_rule import EXIT_RULES, Failure, decide
 from .gate import BaselineResult, finish, load_baseline
+from .run_report import RunReport
 from .shard_reader import MergeError, ShardReport, read_shard, relative_name
 from .summary import PromptSummary, summarize
 
@@ -54,7 +56,7 @@ def merge(paths: Sequence[Path], root: Path, baseline: BaselineSettings, expect:
                  for s in summarize(outcomes)]
     result = finish(baseline, load_baseline(baseline), outcomes, root)
     merged = Merged(shards, outcomes, summaries, result, 0, root)
-    return replace(merged, exit_code=_exit_code(shards, merged.gate_failed))
+    return replace(merged, exit_code=_exit_code(shards, merged))
 
 
 def _check_paths(paths: Sequence[Path], expect: int | None) -> None:
@@ -109,8 +111,18 @@ def _gates(shards: Sequence[ShardReport]) -> dict[str, float | None]:
     return {name: gate for shard in shards for name, gate in shard.gates.items()}
 
 
-def _exit_code(shards: Iterable[ShardReport], gate_failed: bool) -> int:
+def _exit_code(shards: Sequence[ShardReport], merged: Merged) -> int:
+    """The exit rule the shards ran under, applied to the merged cases and gates, as one run
+    would. A failure outside a test (an error in setup) shows in a shard's pytest exit code
+    only: a shard with such a failure and no failed case fails the merge as well."""
     codes = [s.tests_exit_code for s in shards]
     if all(code == NO_TESTS for code in codes):
         return NO_TESTS
-    return FAILED if FAILED in codes or gate_failed else 0
+    _check_same(shards, lambda s: {"exit rule": s.exit_rule}, "{a} ran under the {x} exit rule, {b} under {y}; "
+                "run every shard with the same --promptopt-exit-rule")
+    rule = shards[0].exit_rule if shards[0].exit_rule in EXIT_RULES else "tests"
+    failures = [Failure(o.nodeid, tuple(o.prompt_keys), o.error) for o in merged.outcomes if not o.passed and not o.xfail]
+    unrecorded = sum(1 for s in shards if s.tests_exit_code == FAILED and all(o.passed or o.xfail for o in s.outcomes))
+    status = FAILED if FAILED in codes or failures else 0
+    report = RunReport(merged.root, shards[0].record_mode, 0.0, merged.outcomes, tuple(merged.summaries), merged.baseline)
+    return decide(rule, status, failures, report.gate_verdicts(), name=report.name, unrecorded=unrecorded).code

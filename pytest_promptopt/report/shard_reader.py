@@ -35,6 +35,7 @@ class ShardReport:
     record_mode: str
     exit_code: int
     tests_exit_code: int  # pytest's own, before the shard's promptopt gates changed it
+    exit_rule: str  # the rule the shard ran under (gates | tests); a report without one: tests
     cache_tiers: Mapping[str, int]
     optimized: bool
     duration_s: float
@@ -72,9 +73,10 @@ def _parse(path: Path, data: Mapping[str, Any], root: Path) -> ShardReport:
     if exit_before is None:  # a report without it: a failed gate may be all that made the exit code 1
         failed = any(not o.passed and not o.xfail for o in outcomes)
         exit_before = data["exit_code"] if data["gate"] == "passed" or failed else 0
+    rule = (data.get("exit_rule") or {}).get("rule", "tests")
     return ShardReport(path, outcomes, {n: p["min_pass_rate"] for n, p in named.items()},
                        {n: p["cost"] is not None for n, p in named.items()}, digests, str(data["record_mode"]),
-                       int(data["exit_code"]), int(exit_before),
+                       int(data["exit_code"]), int(exit_before), str(rule),
                        {str(k): int(v) for k, v in (data.get("cache_tiers") or {}).items()},
                        data.get("optimization") is not None, float(data.get("duration_s") or 0.0))
 
