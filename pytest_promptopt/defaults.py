@@ -102,3 +102,7 @@ PRESETS: dict[str, Preset] = {
         gradsum={"beam": 4, "rounds": 6, "gradients_per_round": 10, "edits": 4, "minibatch": 32},
     ),
 }
+
+# Pairwise judging: ask both orders (a shown first, then b shown first) and call a disagreement
+# a tie. One order alone takes the judge's position bias for a verdict.
+PAIRWISE_BOTH_ORDERS = True

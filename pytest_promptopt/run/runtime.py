@@ -20,13 +20,14 @@ from .calllog import JUDGE
 from .calllog import LLM as LLM_CALL
 from ..llm.client import Budget, Completion, Endpoint, LMClient
 from .config import ROLES, Settings
-from ..defaults import EMBEDDED_MODEL
+from ..defaults import EMBEDDED_MODEL, PAIRWISE_BOTH_ORDERS
 from ..llm.embeddings import EmbeddingClient
 from ..errors import CacheMissError, EndpointError, PromptOptError
 from .judge import INLINE_JUDGE, JudgeFailed, combine, grade, request_messages, request_params
 from ..prompts.judgefile import Judge
 from ..prompts.prompt import Prompt, caller_folder, load_prompt
 from .judges import JudgeBook
+from .pairwise import PAIR_PARAMS, PairVerdict, pair_messages, pair_verdict, read_position
 from .record import JUDGE_KEY, TestRecord, Trace, Verdict
 from ..usage import Usage
 
@@ -173,6 +174,14 @@ class Runtime:
         model = judge.model if judge is not None and judge.model else None
         return client, client.request(messages, request_params(mode), model=model, sample=sample)
 
+    def pair_request(self, judge: Judge | None, first: str, second: str, criteria: str, expected: str | None,
+                     sample: int = 0) -> tuple[LMClient, ChatRequest]:
+        """One order of a pairwise judge call: `first` shown as A, `second` as B."""
+        client = self.client("judge")
+        messages = pair_messages(first, second, criteria, expected, judge.system if judge is not None else None)
+        model = judge.model if judge is not None and judge.model else None
+        return client, client.request(messages, PAIR_PARAMS, model=model, sample=sample)
+
     # -- prompts and overrides -------------------------------------------------------------
     def register(self, prompt: Prompt) -> None:
         self.prompts.setdefault(prompt.key, prompt)
@@ -286,6 +295,27 @@ class JudgeCall:
                           advisory=not trust.gates)
         self._record.verdicts.append(verdict)
         return verdict
+
+    def pairwise(self, a: str, b: str, criteria: str | Judge, *, expected: str | None = None,
+                 both_orders: bool = PAIRWISE_BOTH_ORDERS) -> PairVerdict:
+        """Which of `a` and `b` better meets the criteria: 'a', 'b' or 'tie' (`.winner`). Asked
+        with a shown first and, by default, again with b shown first (each its own cache entry);
+        when the two orders disagree the verdict is a tie. Never fails the test by itself."""
+        if not isinstance(a, str) or not isinstance(b, str):
+            raise TypeError(f"judge.pairwise() compares two texts; got {type(a).__name__} and {type(b).__name__}")
+        judge = criteria if isinstance(criteria, Judge) else None
+        text = judge.criteria if judge is not None else criteria
+        a_first = self._ask_pair(judge, a, b, text, expected)
+        b_first = self._ask_pair(judge, b, a, text, expected) if both_orders else None
+        verdict = pair_verdict(a_first, b_first, text, INLINE_JUDGE if judge is None else judge.key)
+        self._record.pairs.append(verdict.to_dict())
+        return verdict
+
+    def _ask_pair(self, judge: Judge | None, first: str, second: str, criteria: str, expected: str | None) -> str:
+        client, request = self._runtime.pair_request(judge, first, second, criteria, expected, self._record.draw)
+        completion = _complete(client, request, self._record, JUDGE_KEY, "pairwise judge call")
+        self._record.judge_traces.append(Trace.of(JUDGE_KEY, {}, tuple(request.message_dicts), request.model, completion))
+        return read_position(completion.text)
 
     def __call__(self, output: str, criteria: str | Judge, *, expected: str | None = None,
                  threshold: float | None = None) -> Verdict:
