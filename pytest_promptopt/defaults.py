@@ -106,3 +106,7 @@ PRESETS: dict[str, Preset] = {
 # Pairwise judging: ask both orders (a shown first, then b shown first) and call a disagreement
 # a tie. One order alone takes the judge's position bias for a verdict.
 PAIRWISE_BOTH_ORDERS = True
+
+# A panel's case goes to its review file when the members disagree on pass or fail, or when its
+# score is closer than this to the threshold (a verdict a small change of wording could flip).
+PANEL_REVIEW_MARGIN = 0.1

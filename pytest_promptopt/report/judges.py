@@ -18,6 +18,7 @@ from ..run.calibration import Estimate, corrected_rate
 from ..run.card import CALIBRATED, JudgeTrust
 from ..run.judge import INLINE_JUDGE
 from ..run.pairwise import PairStats
+from ..run.panel import PanelAgreement, panel_agreement
 from ..run.record import CaseOutcome
 from ..stats import wilson
 from .summary import display
@@ -37,6 +38,7 @@ class JudgeRow:
     sampled: int = 0  # verdicts drawn more than once (--promptopt-judge-samples, confirm-on-fail)
     flips: int = 0  # of those, the ones whose draws disagreed on pass or fail
     pair: PairStats = field(default_factory=PairStats)  # judge.pairwise() calls: both orders, flips, first-position picks
+    panel: PanelAgreement | None = None  # a panel judge: its members' agreement over the run
 
     @property
     def flip_rate(self) -> Estimate | None:
@@ -75,7 +77,7 @@ class JudgeRow:
         rate = self.flip_rate
         return {"judge": self.name, **self.trust.to_dict(), "verdicts": self.verdicts, "failed": self.failed,
                 "sampled": self.sampled, "flips": self.flips, "flip_rate": None if rate is None else rate.to_dict(),
-                "pairwise": self.pairwise_dict()}
+                "pairwise": self.pairwise_dict(), "panel": None if self.panel is None else self.panel.to_dict()}
 
 
 def _rate(hits: int, n: int) -> Estimate | None:
@@ -123,6 +125,7 @@ def _judge_key(verdict: Any) -> str | None:
 def judge_rows(outcomes: Iterable[CaseOutcome], trust: TrustLookup, root: Path | None) -> list[JudgeRow]:
     counts: dict[str, list[int]] = {}
     pairs: dict[str, PairStats] = {}
+    panels: dict[str, list[tuple[dict[str, float], float]]] = {}
     for case in outcomes:
         for p in case.pairs:
             key = _judge_key(p)
@@ -137,12 +140,15 @@ def judge_rows(outcomes: Iterable[CaseOutcome], trust: TrustLookup, root: Path |
                 row[1] += int(float(v.get("score", 0)) < float(v.get("threshold", 0)))
                 row[2] += int(int(v.get("samples", 1)) > 1)
                 row[3] += int(bool(v.get("flipped")))
+                if v.get("members"):
+                    panels.setdefault(key, []).append(({str(m): float(s) for m, s in v["members"]},
+                                                       float(v.get("threshold", 0))))
     rows = []
     for key, (n, failed, sampled, flips) in sorted(counts.items()):
         inline = key.startswith(INLINE_JUDGE)
         name = f'inline "{_short(key[len(INLINE_JUDGE) + 2:])}"' if inline else display(key, root)
         rows.append(JudgeRow(key, name, trust(INLINE_JUDGE if inline else key), n, failed, sampled, flips,
-                             pairs.get(key, PairStats())))
+                             pairs.get(key, PairStats()), panel_agreement(panels[key]) if key in panels else None))
     return rows
 
 
@@ -199,6 +205,7 @@ def terminal_lines(rows: Sequence[JudgeRow], rates: Sequence[CorrectedRate]) -> 
     lines += [(f"{r.name}: {r.trust.reason}", not r.trust.gates) for r in rows if r.trust.status != CALIBRATED
               or not r.trust.gates]
     lines += [(line, False) for r in rows if (line := r.pairwise_line()) is not None]
+    lines += [(r.panel.line(r.name), False) for r in rows if r.panel is not None]
     lines += [(rate.line(), False) for rate in rates]
     return lines
 
@@ -212,7 +219,8 @@ def html_section(rows: Sequence[JudgeRow], rates: Sequence[CorrectedRate]) -> st
         + "".join(f"<td>{esc(_html_estimate(r, m))}</td>" for m in ("agreement", "kappa", "tpr", "tnr"))
         + f"<td>{r.verdicts}</td><td>{r.flips_shown()}</td><td>{esc(_shown(r.pair_flip_rate))}</td>"
         f"<td>{esc(_shown(r.first_position_rate))}</td><td>{esc(r.trust.reason)}</td></tr>" for r in rows)
-    rates_html = "".join(f"<li>{esc(rate.line())}</li>" for rate in rates)
+    rates_html = "".join(f"<li>{esc(r.panel.line(r.name))}</li>" for r in rows if r.panel is not None)
+    rates_html += "".join(f"<li>{esc(rate.line())}</li>" for rate in rates)
     return ('<section id="judges"><h2>Judges</h2><table><tr><th>judge</th><th>status</th><th>gates</th>'
             "<th>labels</th><th>agreement</th><th>kappa [95%]</th><th>TPR</th><th>TNR</th><th>verdicts</th>"
             f"<th>flips</th><th>pairwise flip rate</th><th>first-position rate</th><th>why</th></tr>{body}</table><ul>{rates_html}</ul></section>")

@@ -35,6 +35,7 @@ class Verdict:
     advisory: bool = False  # the judge may not gate (uncalibrated, stale or below the kappa bar): shown, not counted
     samples: int = 1  # draws of the judge this verdict stands for (--promptopt-judge-samples, confirm-on-fail)
     flipped: bool = False  # the draws disagreed on pass or fail
+    members: tuple[tuple[str, float], ...] = ()  # a panel's members: (model, score) each
 
     @property
     def passed(self) -> bool:
@@ -160,6 +161,7 @@ class TestRecord:
         verdicts = tuple({"score": v.score, "threshold": v.threshold, "reason": bounded(v.reason, 1000),
                           "criteria": bounded(v.criteria, 1000), "judge": v.judge, "advisory": v.advisory,
                           "samples": v.samples, "flipped": v.flipped}
+                         | ({"members": [[m, s] for m, s in v.members]} if v.members else {})
                          for v in self.verdicts[:CALL_LIMIT])
         return CaseOutcome(self.nodeid, passed, self.score(passed), without_addresses(message)[:MAX_MESSAGE],
                            self.calls()[:CALL_LIMIT],

@@ -27,6 +27,7 @@ from .judge import INLINE_JUDGE, JudgeFailed, combine, grade, request_messages, 
 from ..prompts.judgefile import Judge
 from ..prompts.prompt import Prompt, caller_folder, load_prompt
 from .judges import JudgeBook
+from .panel import append_review, panel_verdict, review_reason
 from .pairwise import PAIR_PARAMS, PairVerdict, pair_messages, pair_verdict, read_position
 from .record import JUDGE_KEY, TestRecord, Trace, Verdict
 from ..usage import Usage
@@ -47,6 +48,13 @@ def _complete(client: LMClient, request: ChatRequest, record: TestRecord, key: s
     except EndpointError as exc:
         record.errors.append((key, str(exc)))
         raise
+
+
+def _own_model(judge: Judge | None) -> str | None:
+    """A judge file's model (a panel's first member); None: the judge endpoint's model."""
+    if judge is None:
+        return None
+    return judge.models[0] if judge.models else judge.model
 
 
 class Runtime:
@@ -165,22 +173,15 @@ class Runtime:
         return judge.mode if judge is not None and judge.mode else self.settings.effective_judge_mode
 
     def judge_request(self, judge: Judge | None, output: str, criteria: str, expected: str | None,
-                      sample: int = 0) -> tuple[LMClient, ChatRequest]:
-        """The request a judge call sends (a test's, one sent ahead, or a calibration case's)."""
+                      sample: int = 0, member: str | None = None) -> tuple[LMClient, ChatRequest]:
+        """The request a judge call sends (a test's, one sent ahead, or a calibration case's);
+        `member` names a panel's model (default: the panel's first, which is what is sent ahead)."""
         mode = self.judge_mode(judge)
         client = self.client("judge")
         system = judge.system if judge is not None else None
         messages = request_messages(mode, output, criteria, expected, system)
-        model = judge.model if judge is not None and judge.model else None
+        model = member or _own_model(judge)
         return client, client.request(messages, request_params(mode), model=model, sample=sample)
-
-    def pair_request(self, judge: Judge | None, first: str, second: str, criteria: str, expected: str | None,
-                     sample: int = 0) -> tuple[LMClient, ChatRequest]:
-        """One order of a pairwise judge call: `first` shown as A, `second` as B."""
-        client = self.client("judge")
-        messages = pair_messages(first, second, criteria, expected, judge.system if judge is not None else None)
-        model = judge.model if judge is not None and judge.model else None
-        return client, client.request(messages, PAIR_PARAMS, model=model, sample=sample)
 
     # -- prompts and overrides -------------------------------------------------------------
     def register(self, prompt: Prompt) -> None:
@@ -257,8 +258,9 @@ class JudgeCall:
         """'score' or 'yesno', from the judge_mode setting (auto: yesno for the embedded judge)."""
         return self._runtime.settings.effective_judge_mode
 
-    def _ask(self, judge: Judge | None, output: str, criteria: str, expected: str | None, sample: int) -> Reply:
-        client, request = self._runtime.judge_request(judge, output, criteria, expected, sample)
+    def _ask(self, judge: Judge | None, output: str, criteria: str, expected: str | None, sample: int,
+             member: str | None = None) -> Reply:
+        client, request = self._runtime.judge_request(judge, output, criteria, expected, sample, member)
         completion = _complete(client, request, self._record, JUDGE_KEY, "judge call")
         self._record.judge_traces.append(Trace.of(JUDGE_KEY, {}, tuple(request.message_dicts), request.model, completion))
         return completion.reply
@@ -271,8 +273,17 @@ class JudgeCall:
             inputs = {"output": output, "criteria": text} | ({} if expected is None else {"expected": expected})
             name = "" if judge is None else self._runtime.file_name(judge.path)
             self._record.call_log.begin(JUDGE, name, inputs, sample=sample, mode=mode)
-        return grade(lambda messages: self._ask(judge, output, text, expected, sample), output, text,
-                     expected=expected, threshold=limit, mode=mode)
+        if judge is None or not judge.is_panel:
+            return grade(lambda messages: self._ask(judge, output, text, expected, sample), output, text,
+                         expected=expected, threshold=limit, mode=mode)
+        members = [(model, grade(lambda messages, m=model: self._ask(judge, output, text, expected, sample, m),
+                                 output, text, expected=expected, threshold=limit, mode=mode))
+                   for model in judge.models]
+        verdict = panel_verdict(members, judge.panel, limit, text)
+        reason = review_reason(verdict)
+        if reason is not None:
+            append_review(judge.review_path, output, expected, reason)
+        return verdict
 
     def grade(self, output: str, criteria: str | Judge, *, expected: str | None = None,
               threshold: float | None = None) -> Verdict:
@@ -312,7 +323,10 @@ class JudgeCall:
         return verdict
 
     def _ask_pair(self, judge: Judge | None, first: str, second: str, criteria: str, expected: str | None) -> str:
-        client, request = self._runtime.pair_request(judge, first, second, criteria, expected, self._record.draw)
+        """One order of a pairwise call, `first` shown as A: the position the judge picked."""
+        client = self._runtime.client("judge")
+        messages = pair_messages(first, second, criteria, expected, judge.system if judge is not None else None)
+        request = client.request(messages, PAIR_PARAMS, model=_own_model(judge), sample=self._record.draw)
         completion = _complete(client, request, self._record, JUDGE_KEY, "pairwise judge call")
         self._record.judge_traces.append(Trace.of(JUDGE_KEY, {}, tuple(request.message_dicts), request.model, completion))
         return read_position(completion.text)
