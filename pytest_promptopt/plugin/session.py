@@ -152,7 +152,7 @@ class PromptOptSession:
 
     @pytest.hookimpl(wrapper=True)
     def pytest_runtestloop(self, session: pytest.Session) -> Any:
-        if should_send_ahead(session, self.runtime) and not self.settings.calibrate:
+        if should_send_ahead(session, self.runtime) and not self.settings.judges_only:
             self.ahead = send_ahead_for(session, self.runtime, self.calls)
         try:
             result = yield
@@ -166,7 +166,7 @@ class PromptOptSession:
             unused = sum(client.unused_ahead() for client in self.runtime.clients().values())
             if self.ahead is not None:
                 self.ahead = self.ahead.finished(unused)
-        if self.settings.optimize.enabled and not session.shouldstop and not self.settings.calibrate:
+        if self.settings.optimize.enabled and not session.shouldstop and not self.settings.judges_only:
             path = self.settings.baseline.baseline_path
             before = None if self.loaded_baseline is None or path is None else (self.loaded_baseline, str(path))
             self.optimization = run_optimization(session, self.runtime, self.settings.optimize, before)
@@ -302,7 +302,7 @@ class PromptOptSession:
         ahead = self.ahead if self.ahead is not None and (self.ahead.sent or self.ahead.failed) else None
         tr = terminalreporter
         if self.calibration_lines and not self.is_worker:
-            tr.write_sep("=", "promptopt: calibration")
+            tr.write_sep("=", "promptopt: judge tuning" if self.settings.optimize_judges else "promptopt: calibration")
             for text, bad in self.calibration_lines:
                 tr.write_line(text, red=bad)
         if self.is_worker or not (self.summaries or lines or self.write_errors or baseline_lines or ahead):

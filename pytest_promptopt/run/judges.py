@@ -113,6 +113,11 @@ class JudgeBook:
             return JudgeTrust(UNCALIBRATED, self._runtime.settings.judge_uncalibrated == GATE,
                               f"the judge file cannot be read now: {exc}")
 
+    def forget(self, judge: Judge) -> None:
+        """Read the judge's card again when next asked (it was just written)."""
+        with self._lock:
+            self._trust.pop(judge.key, None)
+
     def calibrate(self, judge: Judge) -> Calibration:
         """Grade every labelled case (and every case a human labelled in the review file), build
         the card and write it next to the judge file."""
@@ -123,7 +128,7 @@ class JudgeBook:
         cases = merged_cases(labels, load_reviewed(judge.review_path))
         threshold = self.threshold(judge)
         warnings = labels.check_classes(threshold)
-        graded = self._grade_cases(judge, cases, threshold, labels.path)
+        graded = self.grade_cases(judge, cases, threshold, labels.path)
         keys, truth, scores = [], [], []
         for case, score in zip(cases, graded):
             if score is not None:
@@ -137,16 +142,17 @@ class JudgeBook:
         card = build_card(judge.path.name, self.identity(judge), keys, truth, scores, threshold,
                           ungraded=ungraded, warnings=warnings)
         write_card(judge.card_path, card)
-        with self._lock:
-            self._trust.pop(judge.key, None)
+        self.forget(judge)
         return Calibration(judge, card)
 
-    def _grade_cases(self, judge: Judge, cases: Sequence[LabelledCase], threshold: float,
-                     where: Path) -> list[float | None]:
-        """Each case's score (a panel's verdict for a panel), None where a reply had no verdict."""
+    def grade_cases(self, judge: Judge, cases: Sequence[LabelledCase], threshold: float, where: Path,
+                    criteria: str | None = None) -> list[float | None]:
+        """Each case's score (a panel's verdict for a panel), None where a reply had no verdict;
+        `criteria` replaces the judge file's (a candidate wording being tuned)."""
+        criteria = judge.criteria if criteria is None else criteria
         mode = self._runtime.judge_mode(judge)
         members = judge.models if judge.is_panel else (None,)
-        requests = [self._runtime.judge_request(judge, c.output, judge.criteria, c.expected, 0, m)
+        requests = [self._runtime.judge_request(judge, c.output, criteria, c.expected, 0, m)
                     for c in cases for m in members]
         replies = requests[0][0].complete_many([r for _, r in requests])
         out: list[float | None] = []
