@@ -116,6 +116,11 @@ class JudgeTuner:
         cases = merged_cases(labels, load_reviewed(judge.review_path))
         threshold = self.book.threshold(judge)
         truth = [c.passed(threshold) for c in cases]
+        if min(sum(truth), len(truth) - sum(truth)) < len(SPLIT):
+            raise PromptFileError(labels.path, f"too few labels to split three ways: {sum(truth)} pass and "
+                                               f"{len(truth) - sum(truth)} fail at the threshold {threshold:g}",
+                                  field="verdict", fix=f"label at least {len(SPLIT)} cases of each class "
+                                                       "(20 or more each for intervals narrow enough to act on)")
         parts = split_three([f"{c.output}\n{c.expected}" for c in cases], truth)
         original = self._score(judge, cases, judge.criteria)
         rewrites = self._propose(judge, cases, truth, original, parts["train"], threshold)

@@ -325,7 +325,8 @@ class JudgeCall:
     def _ask_pair(self, judge: Judge | None, first: str, second: str, criteria: str, expected: str | None) -> str:
         """One order of a pairwise call, `first` shown as A: the position the judge picked."""
         client = self._runtime.client("judge")
-        messages = pair_messages(first, second, criteria, expected, judge.system if judge is not None else None)
+        # the built-in pairwise system prompt always: a judge file's own `system` asks for a score
+        messages = pair_messages(first, second, criteria, expected)
         request = client.request(messages, PAIR_PARAMS, model=_own_model(judge), sample=self._record.draw)
         completion = _complete(client, request, self._record, JUDGE_KEY, "pairwise judge call")
         self._record.judge_traces.append(Trace.of(JUDGE_KEY, {}, tuple(request.message_dicts), request.model, completion))

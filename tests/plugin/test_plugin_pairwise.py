@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 import test_plugin_judge as base
 
+from pytest_promptopt.run.pairwise import PAIR_SYSTEM
 from pytest_promptopt.testing import ScriptedServer, biased_pairwise
 
 _clean_env, judge_server, judged = base._clean_env, base.judge_server, base.judged  # fixtures shared with it
@@ -74,3 +75,20 @@ def test_a_biased_judge_reports_the_bias_it_was_given(judged: pytest.Pytester, j
                      r"flip rate 0\.\d{3} \[0\.\d{3}, 0\.\d{3}\]; first-position rate 0\.\d{3}", out), out
     html = (judged.path / "report.html").read_text()
     assert "first-position rate" in html and f"{pairwise['first_position_rate']['value']:.3f}" in html
+
+
+def test_a_judge_file_gives_its_criteria_not_its_score_prompt(judged: pytest.Pytester,
+                                                              judge_server: ScriptedServer) -> None:
+    judge_server.responder = fair
+    (judged.path / "polite.yaml").write_text("criteria: is good\nmodel: pair-model\nsystem: Reply with a JSON score only.\n")
+    judged.makepyfile(test_pairs="""
+from pytest_promptopt import load_judge
+polite = load_judge("polite.yaml")
+
+def test_pair(judge):
+    assert judge.pairwise("a good reply", "a bad reply", polite).winner == "a"
+""")
+    judged.runpytest().assert_outcomes(passed=1)
+    assert {b["model"] for b in judge_server.requests} == {"pair-model"}
+    assert all(b["messages"][0]["content"] == PAIR_SYSTEM for b in judge_server.requests)
+    assert all("CRITERIA:\nis good" in b["messages"][1]["content"] for b in judge_server.requests)

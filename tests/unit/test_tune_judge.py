@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from pytest_promptopt.errors import WriteBackError
+from pytest_promptopt.errors import PromptFileError, WriteBackError
 from pytest_promptopt.optimize.judges import objective_of, split_three
 from pytest_promptopt.prompts.judgefile import load_judge
 from pytest_promptopt.prompts.writeback import apply_write, plan_judge_write
@@ -44,3 +44,21 @@ def test_the_judge_write_back_replaces_only_the_criteria_and_refuses_a_changed_f
     path.write_text(path.read_text() + "# edited by hand\n")
     with pytest.raises(WriteBackError, match="changed on disk"):
         plan_judge_write(judge, "Other.")  # loaded before the hand edit
+
+
+def test_too_few_labels_to_split_three_ways_name_the_labels_file(tmp_path: Path) -> None:
+    from pytest_promptopt.optimize.judges import JudgeTuner
+    from pytest_promptopt.run.config import ROLES, RoleConfig, Settings
+    from pytest_promptopt.run.runtime import Runtime
+
+    (tmp_path / "j.labels.jsonl").write_text('{"output": "a", "verdict": "pass"}\n{"output": "b", "verdict": "fail"}\n')
+    (tmp_path / "j.yaml").write_text("criteria: is polite\nlabels: j.labels.jsonl\n")
+    roles = {role: RoleConfig(role, "http://127.0.0.1:9/v1", "m") for role in ROLES}  # never called: it stops first
+    runtime = Runtime(Settings(roles, cache_dir=tmp_path / "cache"), tmp_path)
+    try:
+        tuner = JudgeTuner(runtime.judges, runtime.client("optimizer"), objective="kappa", proposals=1)
+        with pytest.raises(PromptFileError, match="too few labels to split three ways: 1 pass and 1 fail") as info:
+            tuner.tune(load_judge(tmp_path / "j.yaml"))
+        assert info.value.path == tmp_path / "j.labels.jsonl"
+    finally:
+        runtime.close()
