@@ -109,3 +109,17 @@ PRESETS: dict[str, Preset] = {
         gradsum={"beam": 4, "rounds": 6, "gradients_per_round": 10, "edits": 4, "minibatch": 32},
     ),
 }
+
+# Pairwise judging: ask both orders (a shown first, then b shown first) and call a disagreement
+# a tie. One order alone takes the judge's position bias for a verdict.
+PAIRWISE_BOTH_ORDERS = True
+
+# A panel's case goes to its review file when the members disagree on pass or fail, or when its
+# score is closer than this to the threshold (a verdict a small change of wording could flip).
+PANEL_REVIEW_MARGIN = 0.1
+
+# --promptopt-optimize-judges: what a judge's wording is tuned for (kappa, or balanced_accuracy;
+# never raw agreement, which a judge that always says the majority label wins on skewed labels),
+# and how many criteria rewrites the optimizer model proposes per judge.
+JUDGE_OBJECTIVE = "kappa"
+JUDGE_REWRITES = 4

@@ -15,6 +15,7 @@ cannot finish); the test interrupts, then `gate.release()` lets the held request
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 import threading
@@ -81,6 +82,19 @@ class _Server(ThreadingHTTPServer):
 
 def echo_last_user(messages: Messages, body: dict[str, Any]) -> str:
     return next((m["content"] for m in reversed(messages) if m["role"] == "user"), "")
+
+
+def biased_pairwise(p_first: float, seed: int = 0) -> Responder:
+    """A pairwise judge with a known position bias: it answers 'A' (the output shown first) with
+    probability `p_first` and 'B' otherwise, whatever the outputs say. Deterministic per request:
+    the draw is a digest of the request's messages and `seed`, so a rerun answers the same."""
+
+    def answer(messages: Messages, body: dict[str, Any]) -> str:
+        text = json.dumps(messages, sort_keys=True) + f"|{seed}"
+        draw = int(hashlib.sha256(text.encode("utf-8")).hexdigest()[:12], 16) / 16**12
+        return "A" if draw < p_first else "B"
+
+    return answer
 
 
 def hashed_words(texts: list[str], dimensions: int = 64) -> list[list[float]]:

@@ -12,7 +12,9 @@ from typing import Any
 
 import pytest
 
+from ..defaults import JUDGE_REWRITES
 from ..errors import PromptOptError
+from ..optimize.judges import JudgeTuner
 from ..prompts.judgefile import Judge, load_judge
 from ..prompts.prompt import YAML_SUFFIXES
 from .session import session_of
@@ -36,8 +38,10 @@ def collected_judges(session: pytest.Session) -> list[Judge]:
 @pytest.hookimpl(tryfirst=True)
 def pytest_runtestloop(session: pytest.Session) -> bool | None:
     promptopt = session_of(session.config)
-    if not promptopt.settings.calibrate or promptopt.is_worker:
+    settings = promptopt.settings
+    if not (settings.calibrate or settings.optimize_judges) or promptopt.is_worker:
         return None
+    flag = "--promptopt-optimize-judges" if settings.optimize_judges else "--promptopt-calibrate"
     lines: list[tuple[str, bool]] = []
     try:
         judges = collected_judges(session)
@@ -45,15 +49,26 @@ def pytest_runtestloop(session: pytest.Session) -> bool | None:
             if judge.labels_path is None:
                 lines.append((f"{judge.path.name}: skipped, no labels: in the judge file", False))
                 continue
-            result = promptopt.runtime.judges.calibrate(judge)
-            lines.append((result.line(), False))
-            lines += [(f"  warning: {w}", True) for w in result.card.warnings]
+            lines += _tune(promptopt, judge) if settings.optimize_judges else _calibrate(promptopt, judge)
     except PromptOptError as exc:
-        raise pytest.UsageError(f"--promptopt-calibrate: {exc}") from None
+        raise pytest.UsageError(f"{flag}: {exc}") from None
     if not judges:
         lines.append(("no judge files found: load them in test modules (load_judge) or keep them in judges/", True))
     promptopt.calibration_lines = lines
     return True  # calibration only: no test runs
+
+
+def _calibrate(promptopt: Any, judge: Judge) -> list[tuple[str, bool]]:
+    result = promptopt.runtime.judges.calibrate(judge)
+    return [(result.line(), False), *((f"  warning: {w}", True) for w in result.card.warnings)]
+
+
+def _tune(promptopt: Any, judge: Judge) -> list[tuple[str, bool]]:
+    runtime = promptopt.runtime
+    tuner = JudgeTuner(runtime.judges, runtime.client("optimizer"), objective=promptopt.settings.judge_objective,
+                       proposals=JUDGE_REWRITES)
+    tuning = tuner.tune(judge)
+    return [(line, False) for line in tuning.lines()] + [(line, False) for line in tuning.diff.splitlines()]
 
 
 __all__: list[Any] = ["collected_judges", "pytest_runtestloop"]

@@ -170,7 +170,7 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
                                  digests={k: p.source_digest for k, p in prompts.items()},
                                  xfail=hasattr(report, "wasxfail"))
         item.stash[OUTCOME_KEY] = outcome
-        if call.when == "call" and (record.prompt_keys or record.verdicts or record.errors):
+        if call.when == "call" and (record.prompt_keys or record.verdicts or record.pairs or record.errors):
             _attach(item, report, outcome, record)
     return report
 

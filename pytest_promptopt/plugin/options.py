@@ -11,6 +11,7 @@ import pytest
 from .. import defaults
 from ..llm.cache import RecordMode
 from ..run.card import UNCALIBRATED_POLICIES
+from ..run.config import JUDGE_OBJECTIVES
 from ..run.config import (ROLES, base_url, env_names, fraction, kappa_bound, non_negative_int, option_name,
                           positive_float, positive_int)
 from ..report.exit_rule import EXIT_RULES
@@ -97,6 +98,12 @@ def _judge_trust_options(add: Any) -> None:
         help="run each judge file over its labelled set (through the cache), write its calibration card next to "
              "it (<judge>.card.json) and run no tests; judge files: those the collected tests load, and "
              "judges/*.yaml under the rootdir")
+    add("--promptopt-optimize-judges", None, action="store_true", default=False,
+        help="tune each judge file's criteria wording against its labels (train/validation/holdout split by a "
+             "digest of each case), write it back only when its holdout figure beats the original's interval, "
+             "refresh its card on the labels it was not tuned on, and run no tests")
+    add("--promptopt-judge-objective", "string", default=None, choices=JUDGE_OBJECTIVES,
+        help=f"what --promptopt-optimize-judges maximizes: kappa or balanced_accuracy (default {defaults.JUDGE_OBJECTIVE})")
     add("--promptopt-judge-uncalibrated", "string", default=None, choices=UNCALIBRATED_POLICIES,
         help="what a judge without a current calibration card (uncalibrated or stale) may do: gate (fail tests, "
              f"count) or advisory (shown, not counted). Default {defaults.JUDGE_UNCALIBRATED}.")

@@ -90,7 +90,7 @@ class PromptOptSession:
 
     @pytest.hookimpl(wrapper=True)
     def pytest_runtestloop(self, session: pytest.Session) -> Any:
-        if should_send_ahead(session, self.runtime) and not self.settings.calibrate:
+        if should_send_ahead(session, self.runtime) and not self.settings.judges_only:
             self.ahead = send_ahead_for(session, self.runtime, self.calls)
         try:
             result = yield
@@ -104,7 +104,7 @@ class PromptOptSession:
             unused = sum(client.unused_ahead() for client in self.runtime.clients().values())
             if self.ahead is not None:
                 self.ahead = self.ahead.finished(unused)
-        if self.settings.optimize.enabled and not session.shouldstop and not self.settings.calibrate:
+        if self.settings.optimize.enabled and not session.shouldstop and not self.settings.judges_only:
             path = self.settings.baseline.baseline_path
             before = None if self.loaded_baseline is None or path is None else (self.loaded_baseline, str(path))
             try:
@@ -200,7 +200,8 @@ class PromptOptSession:
             report_path=settings.report_path, html_path=settings.baseline.html_path, exit=self.exit,
             rerun=rerun_command(self.config) if self.writes.written else "", screen_notes=tuple(self.screen_notes),
             judges=tuple(self.judge_rows), corrected=tuple(self.corrected),
-            calibration=tuple(self.calibration_lines), cache_tiers=self._cache_tiers(),
+            calibration=tuple(self.calibration_lines), tuning=self.settings.optimize_judges,
+            cache_tiers=self._cache_tiers(),
             tests_exit_code=self.tests_exit_code)
 
 

@@ -30,6 +30,7 @@ from ..run.config import (
 from ..errors import ConfigError
 from ..run.card import UNCALIBRATED_POLICIES
 from ..report.exit_rule import EXIT_RULES
+from ..run.config import JUDGE_OBJECTIVES
 from ..run.judge import JUDGE_MODES
 from ..report.summary import report_path_problem
 
@@ -57,6 +58,8 @@ def build_settings(config: pytest.Config) -> Settings:
                                    defaults.JUDGE_UNCALIBRATED),
         judge_min_kappa=_typed(config, "promptopt_judge_min_kappa", kappa_bound, defaults.JUDGE_MIN_KAPPA),
         calibrate=bool(config.getoption("promptopt_calibrate", False)),
+        optimize_judges=bool(config.getoption("promptopt_optimize_judges", False)),
+        judge_objective=_choice(config, "promptopt_judge_objective", JUDGE_OBJECTIVES, defaults.JUDGE_OBJECTIVE),
         judge_samples=_typed(config, "promptopt_judge_samples", positive_int, defaults.JUDGE_SAMPLES),
         judge_confirm_fails=bool(config.getoption("promptopt_judge_confirm_fails", False)),
         exit_rule=_choice(config, "promptopt_exit_rule", EXIT_RULES, defaults.EXIT_RULE),

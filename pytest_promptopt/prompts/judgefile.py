@@ -9,6 +9,8 @@ model: default            # optional; else the judge endpoint's model
 system: |                 # optional: the judge's own system prompt, replacing the built-in one
   You grade customer-support replies. ...
 labels: polite.labels.jsonl   # optional: the labelled set next to this file (see labels.py)
+models: [gpt-4o-mini, llama-3.1-70b, qwen2.5-72b]   # optional, instead of model: a panel of judges
+panel: majority           # optional with models: majority (of pass/fail) | mean (of scores)
 ```
 
 A `Judge` is frozen; `load_judge` validates the file with the same safe YAML reading as prompt
@@ -27,7 +29,10 @@ from typing import Any
 from ..errors import PromptFileError
 from .prompt import YAML_SUFFIXES, _line, caller_folder, locate, parse_yaml, read_prompt_text
 
-JUDGE_KEYS = ("criteria", "threshold", "mode", "model", "system", "labels", "description")
+JUDGE_KEYS = ("criteria", "threshold", "mode", "model", "system", "labels", "description", "models", "panel")
+PANEL_RULES = ("majority", "mean")
+REVIEW_SUFFIX = ".review.jsonl"
+MAX_PANEL = 9
 FILE_MODES = ("score", "yesno", "geval")
 CARD_SUFFIX = ".card.json"
 LABEL_SUFFIXES = (".jsonl",)
@@ -46,6 +51,17 @@ class Judge:
     system: str | None = None  # the judge's own system prompt; None: the built-in one of its mode
     labels: str | None = None  # the labelled set's file name, relative to the judge file's folder
     source_digest: str = ""
+    models: tuple[str, ...] = ()  # a panel: each member a model name on the judge endpoint
+    panel: str = "majority"  # a panel's verdict: majority of pass/fail, or mean of the scores
+
+    @property
+    def is_panel(self) -> bool:
+        return len(self.models) > 1
+
+    @property
+    def review_path(self) -> Path:
+        """Where a panel's hard cases go for a human to label: `polite.yaml` -> `polite.review.jsonl`."""
+        return self.path.with_name(self.path.stem + REVIEW_SUFFIX)
 
     @property
     def key(self) -> str:
@@ -88,8 +104,10 @@ def load_judge(path: str | Path, *, root: Path | None = None, near: Path | None 
     if unknown:
         raise PromptFileError(p, f"unknown field {unknown[0]!r}; allowed: {', '.join(JUDGE_KEYS)}",
                               field=str(unknown[0]), line=_line(doc, unknown[0]), fix="remove or rename the field")
+    models, panel = _panel(p, doc)
     return Judge(p, _text(p, doc, "criteria", required=True) or "", _threshold(p, doc), _mode(p, doc),
-                 _model(p, doc), _text(p, doc, "system"), _labels(p, doc), hashlib.sha256(data).hexdigest())
+                 _model(p, doc), _text(p, doc, "system"), _labels(p, doc), hashlib.sha256(data).hexdigest(),
+                 models, panel)
 
 
 def _text(path: Path, doc: Mapping[str, Any], key: str, *, required: bool = False) -> str | None:
@@ -148,3 +166,26 @@ def _labels(path: Path, doc: Mapping[str, Any]) -> str | None:
                               line=_line(doc, "labels"),
                               fix="create it (one JSON case a line: output, verdict) or fix the name")
     return value
+
+
+def _panel(path: Path, doc: Mapping[str, Any]) -> tuple[tuple[str, ...], str]:
+    """`models: [a, b, c]` (a panel of 2 to 9 distinct model names) and `panel: majority|mean`."""
+    value, rule = doc.get("models"), doc.get("panel", "majority")
+    if value is None:
+        if "panel" in doc:
+            raise PromptFileError(path, "panel is set but there is no models list", field="panel",
+                                  line=_line(doc, "panel"), fix="add models: [model-a, model-b, model-c] or remove panel")
+        return (), "majority"
+    fix = "write models: [model-a, model-b, model-c] (2 to 9 distinct names the judge endpoint serves)"
+    if "model" in doc:
+        raise PromptFileError(path, "both model and models are set", field="models", line=_line(doc, "models"),
+                              fix="keep model: for one judge, or models: for a panel")
+    if not isinstance(value, list) or not 2 <= len(value) <= MAX_PANEL or \
+            not all(isinstance(m, str) and m.strip() for m in value) or len(set(value)) != len(value):
+        raise PromptFileError(path, f"models must be a list of 2 to {MAX_PANEL} distinct model names, got {value!r}",
+                              field="models", line=_line(doc, "models"), fix=fix)
+    if rule not in PANEL_RULES:
+        raise PromptFileError(path, f"unknown panel rule {rule!r}; allowed: {', '.join(PANEL_RULES)}", field="panel",
+                              line=_line(doc, "panel"), fix="write panel: majority (most members pass) or "
+                                                            "panel: mean (the mean score against the threshold)")
+    return tuple(str(m) for m in value), str(rule)

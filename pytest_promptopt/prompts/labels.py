@@ -86,7 +86,7 @@ def load_labels(path: Path) -> LabelledSet:
         if not raw.strip():
             continue
         case = _case(path, number, raw)
-        identity = json.dumps([case.output, case.expected, dict(case.inputs)], sort_keys=True)
+        identity = _case_identity(case)
         if identity in seen:
             raise PromptFileError(path, f"the same case (output, expected and inputs) as line {seen[identity]}",
                                   line=number, field="output",
@@ -96,6 +96,37 @@ def load_labels(path: Path) -> LabelledSet:
     if not cases:
         raise PromptFileError(path, "the labelled set has no cases", fix=_CASE_FIX)
     return LabelledSet(path, tuple(cases), hashlib.sha256(data).hexdigest())
+
+
+def _case_identity(case: LabelledCase) -> str:
+    return json.dumps([case.output, case.expected, dict(case.inputs)], sort_keys=True)
+
+
+def load_reviewed(path: Path) -> tuple[LabelledCase, ...]:
+    """The cases of a panel's review file (`<judge>.review.jsonl`, the labels' format) that a human
+    has given a verdict; lines still `"verdict": null` wait for one, a repeated case counts once.
+    No file: no cases."""
+    if not os.path.isfile(path):
+        return ()
+    text = _read(path).decode("utf-8-sig", errors="replace")
+    cases: dict[str, LabelledCase] = {}
+    for number, raw in enumerate(text.splitlines(), start=1):
+        if not raw.strip():
+            continue
+        try:
+            pending = isinstance(item := json.loads(raw), dict) and item.get("verdict") in (None, "")
+        except ValueError:
+            pending = False  # _case names the line and the fix
+        if not pending:
+            case = _case(path, number, raw)
+            cases.setdefault(_case_identity(case), case)
+    return tuple(cases.values())
+
+
+def merged_cases(labels: LabelledSet, reviewed: tuple[LabelledCase, ...]) -> tuple[LabelledCase, ...]:
+    """The labelled set and the reviewed cases it does not hold already (the labels file wins)."""
+    known = {_case_identity(c) for c in labels.cases}
+    return labels.cases + tuple(c for c in reviewed if _case_identity(c) not in known)
 
 
 def _read(path: Path) -> bytes:

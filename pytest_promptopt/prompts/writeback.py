@@ -38,6 +38,7 @@ from .prompt import (
     read_demo_list,
     read_prompt_text,
 )
+from .judgefile import Judge
 from .pool_file import parse_pool_text, read_pool_bytes
 from .retrieval import RetrievalRule
 
@@ -441,3 +442,29 @@ def _undo(sidecar: PendingWrite, like: Path) -> None:
             write_atomic(sidecar.path, sidecar.old_bytes, like=like)
         else:
             sidecar.path.unlink()
+
+
+def plan_judge_write(judge: Judge, criteria: str) -> PendingWrite:
+    """A judge file with its `criteria` replaced and every other byte kept (comments, other
+    fields, the old value's style where it can hold the new text); read back before it is kept."""
+    path = judge.path
+    old_bytes = path.read_bytes()
+    if hashlib.sha256(old_bytes).hexdigest() != judge.source_digest:
+        raise WriteBackError(f"{path}: the judge file changed on disk during the run; not overwriting it")
+    text = old_bytes.decode("utf-8-sig")
+    root = yaml_edit.compose(text)
+    found = yaml_edit.entry(root, "criteria") if root is not None else None
+    if found is None:
+        raise WriteBackError(f"{path}: no criteria field to write into; nothing was written")
+    key, old = found
+    for way in yaml_edit.scalar_texts(old, criteria, key.start_mark.column, text):
+        new_text = yaml_edit.apply(text, yaml_edit.replace_value(text, key, old, way))
+        try:
+            doc = parse_yaml(path, new_text)
+        except PromptFileError:
+            continue
+        if isinstance(doc, dict) and doc.get("criteria") == criteria:
+            prefix = old_bytes[:3] if old_bytes.startswith(b"\xef\xbb\xbf") else b""
+            return PendingWrite(path, judge.source_digest, prefix + new_text.encode("utf-8"), old_bytes)
+    raise WriteBackError(f"{path}: the tuned criteria could not be written so that they read back unchanged; "
+                         "nothing was written")

@@ -71,6 +71,7 @@ class RunReport:
     judges: tuple[JudgeRow, ...] = ()  # each judge of the run and how far it can be trusted
     corrected: tuple[CorrectedRate, ...] = ()  # judged pass rates corrected for the judges' error
     calibration: tuple[tuple[str, bool], ...] = ()  # --promptopt-calibrate: (line, is a warning)
+    tuning: bool = False  # --promptopt-optimize-judges: the calibration lines are the tuning's
     cache_tiers: dict[str, int] | None = None  # cache hits per tier (local, shared)
     tests_exit_code: int = 0  # pytest's exit code before the promptopt gates (for `promptopt merge`)
 
@@ -135,7 +136,8 @@ class RunReport:
         the exit line come after pytest's own summary (`closing`)."""
         baseline = self.baseline.terminal_lines() if self.baseline is not None else []
         ahead = self.ahead if self.ahead is not None and (self.ahead.sent or self.ahead.failed) else None
-        sections = [Section("promptopt: calibration", tuple(Line(t, bad) for t, bad in self.calibration))
+        title = "promptopt: judge tuning" if self.tuning else "promptopt: calibration"
+        sections = [Section(title, tuple(Line(t, bad) for t, bad in self.calibration))
                     ] if self.calibration else []
         sections += [Section("promptopt: prompts", tuple(self.prompt_lines()))] if self.summaries else []
         if self.judges:

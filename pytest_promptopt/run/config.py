@@ -36,6 +36,9 @@ def env_names(role: str, what: str) -> tuple[str, ...]:
     return (own,)
 
 
+JUDGE_OBJECTIVES = ("kappa", "balanced_accuracy")  # what tuning a judge maximizes; never raw agreement
+
+
 @dataclass(frozen=True)
 class RoleConfig:
     role: str
@@ -99,9 +102,16 @@ class Settings:
     judge_uncalibrated: str = defaults.JUDGE_UNCALIBRATED  # gate | advisory: judges without a current card
     judge_min_kappa: float = defaults.JUDGE_MIN_KAPPA  # a calibrated judge gates from this kappa lower bound
     calibrate: bool = False  # --promptopt-calibrate: calibrate the judge files, run no tests
+    optimize_judges: bool = False  # --promptopt-optimize-judges: tune the judge files' criteria, run no tests
+    judge_objective: str = defaults.JUDGE_OBJECTIVE  # kappa | balanced_accuracy
     judge_samples: int = 1  # draws of each judge call (distinct samples, each cached)
     judge_confirm_fails: bool = False  # draw again only when the first verdict fails
     exit_rule: str = defaults.EXIT_RULE  # gates | tests (see report/exit_rule.py)
+
+    @property
+    def judges_only(self) -> bool:
+        """The run calibrates or tunes judge files and runs no tests."""
+        return self.calibrate or self.optimize_judges
 
     @property
     def judge_draws(self) -> int:

@@ -7,7 +7,9 @@ cache, like every LM call), and writes the card next to the judge file.
 from __future__ import annotations
 
 import hashlib
+import json
 import threading
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
@@ -16,10 +18,20 @@ from ..errors import JudgeError, PromptFileError, PromptOptError
 from ..llm.cache import ChatRequest
 from ..llm.client import Completion, LMClient
 from ..prompts.judgefile import Judge, load_judge
-from ..prompts.labels import load_labels
-from .card import GATE, UNCALIBRATED, Card, JudgeTrust, build_card, read_card, trust_of, write_card
+from ..prompts.labels import LabelledCase, load_labels, load_reviewed, merged_cases
+from .card import (
+    GATE,
+    UNCALIBRATED,
+    Card,
+    JudgeTrust,
+    build_card,
+    read_card,
+    trust_of,
+    write_card,
+)
 from .config import Settings
 from .judge import INLINE_JUDGE, template_digest, verdict_of
+from .panel import panel_verdict
 
 
 class JudgeRuntime(Protocol):
@@ -32,7 +44,7 @@ class JudgeRuntime(Protocol):
     def judge_mode(self, judge: Judge | None) -> str: ...
 
     def judge_request(self, judge: Judge | None, output: str, criteria: str, expected: str | None,
-                      sample: int = 0) -> tuple[LMClient, ChatRequest]: ...
+                      sample: int = 0, member: str | None = None) -> tuple[LMClient, ChatRequest]: ...
 
 
 @dataclass(frozen=True)
@@ -66,9 +78,16 @@ class JudgeBook:
             labels_digest = hashlib.sha256(labels.read_bytes()).hexdigest() if labels is not None else None
         except OSError:
             labels_digest = None
-        return {"criteria": judge.criteria, "template_sha256": template_digest(mode, judge.system), "mode": mode,
-                "model": judge.model or endpoint.model, "served_by": endpoint.served_by,
-                "threshold": self.threshold(judge), "labels_sha256": labels_digest}
+        identity = {"criteria": judge.criteria, "template_sha256": template_digest(mode, judge.system), "mode": mode,
+                    "model": judge.model or endpoint.model, "served_by": endpoint.served_by,
+                    "threshold": self.threshold(judge), "labels_sha256": labels_digest}
+        if judge.is_panel:  # only a panel's card carries these: existing cards stay current
+            identity |= {"model": ", ".join(judge.models), "panel": judge.panel}
+        reviewed = load_reviewed(judge.review_path)
+        if reviewed:  # the human-labelled review cases are labels too; the unlabelled ones are not
+            identity["reviewed_sha256"] = hashlib.sha256(json.dumps(
+                [[c.output, c.expected, c.score] for c in reviewed]).encode()).hexdigest()
+        return identity
 
     def trust(self, judge: Judge | None) -> JudgeTrust:
         """The judge's status and whether it gates; inline criteria are uncalibrated."""
@@ -94,37 +113,62 @@ class JudgeBook:
             return JudgeTrust(UNCALIBRATED, self._runtime.settings.judge_uncalibrated == GATE,
                               f"the judge file cannot be read now: {exc}")
 
+    def forget(self, judge: Judge) -> None:
+        """Read the judge's card again when next asked (it was just written)."""
+        with self._lock:
+            self._trust.pop(judge.key, None)
+
     def calibrate(self, judge: Judge) -> Calibration:
-        """Grade every labelled case, build the card and write it next to the judge file."""
+        """Grade every labelled case (and every case a human labelled in the review file), build
+        the card and write it next to the judge file."""
         if judge.labels_path is None:
             raise PromptFileError(judge.path, "has no labelled set to calibrate on", field="labels",
                                   fix=f"add labels: {judge.path.stem}.labels.jsonl (one JSON case a line: output, verdict)")
         labels = load_labels(judge.labels_path)
+        cases = merged_cases(labels, load_reviewed(judge.review_path))
         threshold = self.threshold(judge)
         warnings = labels.check_classes(threshold)
-        mode = self._runtime.judge_mode(judge)
-        requests = [self._runtime.judge_request(judge, c.output, judge.criteria, c.expected) for c in labels.cases]
-        client = requests[0][0]
-        replies = client.complete_many([r for _, r in requests])
-        keys, truth, scores, ungraded = [], [], [], 0
-        for case, reply in zip(labels.cases, replies):
-            if isinstance(reply, BaseException) and not isinstance(reply, JudgeError):
-                raise PromptOptError(f"{labels.path}:{case.line}: calibration stopped: {reply}") from reply
-            try:
-                assert isinstance(reply, Completion)
-                score = verdict_of(reply.reply, mode, threshold=threshold).score
-            except (JudgeError, AssertionError):
-                ungraded += 1
-                continue
-            keys.append(f"{case.line}:{case.output}")
-            truth.append(case.passed(threshold))
-            scores.append(score)
+        graded = self.grade_cases(judge, cases, threshold, labels.path)
+        keys, truth, scores = [], [], []
+        for case, score in zip(cases, graded):
+            if score is not None:
+                keys.append(f"{case.line}:{case.output}")
+                truth.append(case.passed(threshold))
+                scores.append(score)
+        ungraded = graded.count(None)
         if len(set(truth)) < 2:
             raise PromptOptError(f"{labels.path}: the judge graded too few cases of each class to calibrate "
                                  f"({ungraded} replies had no readable verdict)")
         card = build_card(judge.path.name, self.identity(judge), keys, truth, scores, threshold,
                           ungraded=ungraded, warnings=warnings)
         write_card(judge.card_path, card)
-        with self._lock:
-            self._trust.pop(judge.key, None)
+        self.forget(judge)
         return Calibration(judge, card)
+
+    def grade_cases(self, judge: Judge, cases: Sequence[LabelledCase], threshold: float, where: Path,
+                    criteria: str | None = None) -> list[float | None]:
+        """Each case's score (a panel's verdict for a panel), None where a reply had no verdict;
+        `criteria` replaces the judge file's (a candidate wording being tuned)."""
+        criteria = judge.criteria if criteria is None else criteria
+        mode = self._runtime.judge_mode(judge)
+        members = judge.models if judge.is_panel else (None,)
+        requests = [self._runtime.judge_request(judge, c.output, criteria, c.expected, 0, m)
+                    for c in cases for m in members]
+        replies = requests[0][0].complete_many([r for _, r in requests])
+        out: list[float | None] = []
+        for i, case in enumerate(cases):
+            verdicts = []
+            for model, reply in zip(members, replies[i * len(members):(i + 1) * len(members)]):
+                if isinstance(reply, BaseException) and not isinstance(reply, JudgeError):
+                    raise PromptOptError(f"{where}:{case.line}: calibration stopped: {reply}") from reply
+                try:
+                    assert isinstance(reply, Completion)
+                    verdicts.append((str(model), verdict_of(reply.reply, mode, threshold=threshold)))
+                except (JudgeError, AssertionError):
+                    break
+            if len(verdicts) < len(members):
+                out.append(None)
+            else:
+                out.append(panel_verdict(verdicts, judge.panel, threshold).score if judge.is_panel
+                           else verdicts[0][1].score)
+        return out

@@ -37,6 +37,7 @@ class Verdict:
     flipped: bool = False  # the draws disagreed on pass or fail
     expected: str | None = None  # the reference answer the judge was given, if any
     kind: str = "judge"  # "judge" (an LM judge's score) or "check" (a deterministic checks.* 1/0)
+    members: tuple[tuple[str, float], ...] = ()  # a panel's members: (model, score) each
 
     @property
     def passed(self) -> bool:
@@ -93,6 +94,7 @@ class TestRecord:
     nodeid: str
     traces: list[Trace] = field(default_factory=list)
     verdicts: list[Verdict] = field(default_factory=list)
+    pairs: list[Mapping[str, Any]] = field(default_factory=list)  # judge.pairwise() verdicts, as PairVerdict.to_dict()
     labels: list[Label] = field(default_factory=list)
     judge_traces: list[Trace] = field(default_factory=list)
     repeats: tuple[int, int] | None = None  # (passes, runs) under promptopt(repeats=n)
@@ -162,11 +164,13 @@ class TestRecord:
                           "criteria": bounded(v.criteria, 1000), "judge": v.judge, "advisory": v.advisory,
                           "samples": v.samples, "flipped": v.flipped, "kind": v.kind}
                          | ({} if v.expected is None else {"expected": bounded(v.expected, 1000)})
+                         | ({"members": [[m, s] for m, s in v.members]} if v.members else {})
                          for v in self.verdicts[:CALL_LIMIT])
         return CaseOutcome(self.nodeid, passed, self.score(passed), without_addresses(message)[:MAX_MESSAGE],
                            self.calls()[:CALL_LIMIT],
                            self.usage_by_prompt(), dict(min_pass_rates or {}), duration,
-                           self.errors[0][1][:500] if self.errors else "", verdicts, dict(digests or {}), xfail)
+                           self.errors[0][1][:500] if self.errors else "", verdicts, dict(digests or {}), xfail,
+                           tuple(dict(p) for p in self.pairs[:CALL_LIMIT]))
 
 
 MAX_MESSAGE = 2000  # characters of a failure message kept for reports and the optimizer
@@ -232,6 +236,8 @@ class CaseOutcome:
     # Marked xfail (failed as expected, or passed anyway): pytest counts it apart from passed and
     # failed, and so do the pass rates and gates; its calls still count as spent.
     xfail: bool = False
+    # judge.pairwise() verdicts: winner and what each order answered; not part of the score
+    pairs: tuple[Mapping[str, Any], ...] = ()
 
     @property
     def judged(self) -> bool:
@@ -268,7 +274,8 @@ class CaseOutcome:
                 "message": self.message[:MAX_MESSAGE], "calls": [c.to_dict() for c in self.calls],
                 "usage": {k: u.to_dict() for k, u in self.usage.items()},
                 "min_pass_rates": dict(self.min_pass_rates), "duration": self.duration, "error": self.error,
-                "verdicts": [dict(v) for v in self.verdicts], "digests": dict(self.digests), "xfail": self.xfail}
+                "verdicts": [dict(v) for v in self.verdicts], "digests": dict(self.digests), "xfail": self.xfail,
+                "pairs": [dict(p) for p in self.pairs]}
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> CaseOutcome:
@@ -277,7 +284,7 @@ class CaseOutcome:
                    {str(k): Usage.from_dict(u) for k, u in dict(data.get("usage", {})).items()},
                    dict(data.get("min_pass_rates", {})), float(data.get("duration", 0.0)), str(data.get("error", "")),
                    tuple(dict(v) for v in data.get("verdicts", ())), dict(data.get("digests", {})),
-                   bool(data.get("xfail", False)))
+                   bool(data.get("xfail", False)), tuple(dict(p) for p in data.get("pairs", ())))
 
 
 def _derived(actual: str, output: str) -> bool:

@@ -22,13 +22,15 @@ from .calllog import JUDGE
 from .calllog import LLM as LLM_CALL
 from ..llm.client import Budget, Completion, Endpoint, LMClient
 from .config import ROLES, Settings
-from ..defaults import EMBEDDED_MODEL
+from ..defaults import EMBEDDED_MODEL, PAIRWISE_BOTH_ORDERS
 from ..llm.embeddings import EmbeddingClient
 from ..errors import CacheMissError, EndpointError, PromptOptError
 from .judge import INLINE_JUDGE, JudgeFailed, combine, grade, request_messages, request_params
 from ..prompts.judgefile import Judge
 from ..prompts.prompt import Prompt, caller_folder, load_prompt
 from .judges import JudgeBook
+from .panel import append_review, panel_verdict, review_reason
+from .pairwise import PAIR_PARAMS, PairVerdict, pair_messages, pair_verdict, read_position
 from .record import JUDGE_KEY, TestRecord, Trace, Verdict
 from ..usage import Usage
 
@@ -54,6 +56,13 @@ def _at_the_callers_line(exc: PromptOptError) -> PromptOptError:
     """The error without the plugin's frames below the caller: pytest then shows it at the test's
     own line, as an assert (and checks.*) fail there. Its message names the file and the fix."""
     return exc.with_traceback(None)
+
+
+def _own_model(judge: Judge | None) -> str | None:
+    """A judge file's model (a panel's first member); None: the judge endpoint's model."""
+    if judge is None:
+        return None
+    return judge.models[0] if judge.models else judge.model
 
 
 class Runtime:
@@ -172,13 +181,14 @@ class Runtime:
         return judge.mode if judge is not None and judge.mode else self.settings.effective_judge_mode
 
     def judge_request(self, judge: Judge | None, output: str, criteria: str, expected: str | None,
-                      sample: int = 0) -> tuple[LMClient, ChatRequest]:
-        """The request a judge call sends (a test's, one sent ahead, or a calibration case's)."""
+                      sample: int = 0, member: str | None = None) -> tuple[LMClient, ChatRequest]:
+        """The request a judge call sends (a test's, one sent ahead, or a calibration case's);
+        `member` names a panel's model (default: the panel's first, which is what is sent ahead)."""
         mode = self.judge_mode(judge)
         client = self.client("judge")
         system = judge.system if judge is not None else None
         messages = request_messages(mode, output, criteria, expected, system)
-        model = judge.model if judge is not None and judge.model else None
+        model = member or _own_model(judge)
         return client, client.request(messages, request_params(mode), model=model, sample=sample)
 
     # -- prompts and overrides -------------------------------------------------------------
@@ -260,8 +270,9 @@ class JudgeCall:
         """'score' or 'yesno', from the judge_mode setting (auto: yesno for the embedded judge)."""
         return self._runtime.settings.effective_judge_mode
 
-    def _ask(self, judge: Judge | None, output: str, criteria: str, expected: str | None, sample: int) -> Reply:
-        client, request = self._runtime.judge_request(judge, output, criteria, expected, sample)
+    def _ask(self, judge: Judge | None, output: str, criteria: str, expected: str | None, sample: int,
+             member: str | None = None) -> Reply:
+        client, request = self._runtime.judge_request(judge, output, criteria, expected, sample, member)
         completion = _complete(client, request, self._record, JUDGE_KEY, "judge call")
         self._record.judge_traces.append(Trace.of(JUDGE_KEY, {}, tuple(request.message_dicts), request.model, completion))
         return completion.reply
@@ -274,8 +285,17 @@ class JudgeCall:
             inputs = {"output": output, "criteria": text} | ({} if expected is None else {"expected": expected})
             name = "" if judge is None else self._runtime.file_name(judge.path)
             self._record.call_log.begin(JUDGE, name, inputs, sample=sample, mode=mode)
-        return grade(lambda messages: self._ask(judge, output, text, expected, sample), output, text,
-                     expected=expected, threshold=limit, mode=mode)
+        if judge is None or not judge.is_panel:
+            return grade(lambda messages: self._ask(judge, output, text, expected, sample), output, text,
+                         expected=expected, threshold=limit, mode=mode)
+        members = [(model, grade(lambda messages, m=model: self._ask(judge, output, text, expected, sample, m),
+                                 output, text, expected=expected, threshold=limit, mode=mode))
+                   for model in judge.models]
+        verdict = panel_verdict(members, judge.panel, limit, text)
+        reason = review_reason(verdict)
+        if reason is not None:
+            append_review(judge.review_path, output, expected, reason)
+        return verdict
 
     def grade(self, output: str, criteria: str | Judge, *, expected: str | None = None,
               threshold: float | None = None) -> Verdict:
@@ -304,6 +324,31 @@ class JudgeCall:
             verdict = replace(verdict, expected=expected)
         self._record.verdicts.append(verdict)
         return verdict
+
+    def pairwise(self, a: str, b: str, criteria: str | Judge, *, expected: str | None = None,
+                 both_orders: bool = PAIRWISE_BOTH_ORDERS) -> PairVerdict:
+        """Which of `a` and `b` better meets the criteria: 'a', 'b' or 'tie' (`.winner`). Asked
+        with a shown first and, by default, again with b shown first (each its own cache entry);
+        when the two orders disagree the verdict is a tie. Never fails the test by itself."""
+        if not isinstance(a, str) or not isinstance(b, str):
+            raise TypeError(f"judge.pairwise() compares two texts; got {type(a).__name__} and {type(b).__name__}")
+        judge = criteria if isinstance(criteria, Judge) else None
+        text = judge.criteria if judge is not None else criteria
+        a_first = self._ask_pair(judge, a, b, text, expected)
+        b_first = self._ask_pair(judge, b, a, text, expected) if both_orders else None
+        verdict = pair_verdict(a_first, b_first, text, INLINE_JUDGE if judge is None else judge.key)
+        self._record.pairs.append(verdict.to_dict())
+        return verdict
+
+    def _ask_pair(self, judge: Judge | None, first: str, second: str, criteria: str, expected: str | None) -> str:
+        """One order of a pairwise call, `first` shown as A: the position the judge picked."""
+        client = self._runtime.client("judge")
+        # the built-in pairwise system prompt always: a judge file's own `system` asks for a score
+        messages = pair_messages(first, second, criteria, expected)
+        request = client.request(messages, PAIR_PARAMS, model=_own_model(judge), sample=self._record.draw)
+        completion = _complete(client, request, self._record, JUDGE_KEY, "pairwise judge call")
+        self._record.judge_traces.append(Trace.of(JUDGE_KEY, {}, tuple(request.message_dicts), request.model, completion))
+        return read_position(completion.text)
 
     def __call__(self, output: str, criteria: str | Judge, *, expected: str | None = None,
                  threshold: float | None = None) -> Verdict:

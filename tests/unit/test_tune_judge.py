@@ -1,0 +1,64 @@
+"""Tuning a judge: the three-way split and the objective (never raw agreement)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from pytest_promptopt.errors import PromptFileError, WriteBackError
+from pytest_promptopt.optimize.judges import objective_of, split_three
+from pytest_promptopt.prompts.judgefile import load_judge
+from pytest_promptopt.prompts.writeback import apply_write, plan_judge_write
+
+
+def test_the_split_is_three_way_within_each_class_and_the_same_every_time() -> None:
+    keys = [f"case {i}" for i in range(100)]
+    truth = [i < 30 for i in range(100)]  # 30 pass, 70 fail
+    parts = split_three(keys, truth)
+    # each class dealt train, train, validation, holdout: 30 -> 16/7/7, 70 -> 36/17/17
+    assert {k: len(v) for k, v in parts.items()} == {"train": 52, "validation": 24, "holdout": 24}
+    assert sorted(parts["train"] + parts["validation"] + parts["holdout"]) == list(range(100))
+    assert sum(truth[i] for i in parts["holdout"]) == 7
+    assert split_three(list(reversed(keys)), list(reversed(truth)))["holdout"] == \
+        sorted(99 - i for i in parts["holdout"])  # by digest, not by position
+
+
+def test_a_judge_that_says_the_majority_label_scores_nothing() -> None:
+    truth = [True] * 9 + [False]
+    always_pass = [True] * 10  # 90% raw agreement
+    assert objective_of("kappa", truth, always_pass) == 0.0
+    assert objective_of("balanced_accuracy", truth, always_pass) == pytest.approx(0.5)
+    assert objective_of("kappa", truth, truth) == pytest.approx(1.0)
+
+
+def test_the_judge_write_back_replaces_only_the_criteria_and_refuses_a_changed_file(tmp_path: Path) -> None:
+    path = tmp_path / "j.yaml"
+    path.write_text("# keep me\ncriteria: |\n  Is polite.\n  Really.\nthreshold: 0.5  # and me\n")
+    judge = load_judge(path)
+    pending = plan_judge_write(judge, "Greets and thanks.\nNever blames.\n")
+    apply_write(pending)
+    assert path.read_text() == "# keep me\ncriteria: |\n  Greets and thanks.\n  Never blames.\nthreshold: 0.5  # and me\n"
+    judge = load_judge(path)
+    assert judge.criteria == "Greets and thanks.\nNever blames.\n"
+    path.write_text(path.read_text() + "# edited by hand\n")
+    with pytest.raises(WriteBackError, match="changed on disk"):
+        plan_judge_write(judge, "Other.")  # loaded before the hand edit
+
+
+def test_too_few_labels_to_split_three_ways_name_the_labels_file(tmp_path: Path) -> None:
+    from pytest_promptopt.optimize.judges import JudgeTuner
+    from pytest_promptopt.run.config import ROLES, RoleConfig, Settings
+    from pytest_promptopt.run.runtime import Runtime
+
+    (tmp_path / "j.labels.jsonl").write_text('{"output": "a", "verdict": "pass"}\n{"output": "b", "verdict": "fail"}\n')
+    (tmp_path / "j.yaml").write_text("criteria: is polite\nlabels: j.labels.jsonl\n")
+    roles = {role: RoleConfig(role, "http://127.0.0.1:9/v1", "m") for role in ROLES}  # never called: it stops first
+    runtime = Runtime(Settings(roles, cache_dir=tmp_path / "cache"), tmp_path)
+    try:
+        tuner = JudgeTuner(runtime.judges, runtime.client("optimizer"), objective="kappa", proposals=1)
+        with pytest.raises(PromptFileError, match="too few labels to split three ways: 1 pass and 1 fail") as info:
+            tuner.tune(load_judge(tmp_path / "j.yaml"))
+        assert info.value.path == tmp_path / "j.labels.jsonl"
+    finally:
+        runtime.close()
