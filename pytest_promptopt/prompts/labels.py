@@ -18,13 +18,13 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import stat
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from ..errors import PromptFileError
+from ..userfiles import read_bytes
 
 MAX_LABELS_FILE_BYTES = 10_000_000
 LABEL_FIELDS = ("output", "verdict", "expected", "inputs", "note")
@@ -130,19 +130,11 @@ def merged_cases(labels: LabelledSet, reviewed: tuple[LabelledCase, ...]) -> tup
 
 
 def _read(path: Path) -> bytes:
+    """The labels file through the one reader of user files (regular file, size while reading)."""
     try:
-        mode = os.stat(path).st_mode
-        if not stat.S_ISREG(mode):
-            raise PromptFileError(path, "is not a regular file", fix="point labels: at a .jsonl file")
-        with open(path, "rb") as handle:
-            data = handle.read(MAX_LABELS_FILE_BYTES + 1)
+        return read_bytes(path, limit=MAX_LABELS_FILE_BYTES, what="labels file")
     except FileNotFoundError:
         raise PromptFileError(path, "labels file not found", fix="create it or fix labels: in the judge file") from None
-    except OSError as exc:
-        raise PromptFileError(path, f"cannot be read: {exc.strerror}", fix="make the file readable") from None
-    if len(data) > MAX_LABELS_FILE_BYTES:
-        raise PromptFileError(path, f"is over {MAX_LABELS_FILE_BYTES:,} bytes", fix="keep fewer, shorter cases")
-    return data
 
 
 def _case(path: Path, line: int, raw: str) -> LabelledCase:

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from pytest_promptopt import Judge, load_judge
-from pytest_promptopt.errors import PromptFileError
+from pytest_promptopt.errors import PromptFileError, PromptOptError
 from pytest_promptopt.prompts.labels import MIN_CASES_PER_CLASS, load_labels
 
 
@@ -111,3 +111,14 @@ def test_one_class_only_is_an_error_and_few_cases_a_warning(tmp_path: Path) -> N
                                                           *({"output": str(i), "verdict": "pass"} for i in range(25))]))
     warnings = few.check_classes(0.7)
     assert len(warnings) == 1 and "only 1 'fail' case(s)" in warnings[0] and str(MIN_CASES_PER_CLASS) in warnings[0]
+
+
+def test_a_labels_file_that_is_a_fifo_is_refused_without_blocking(tmp_path: Path) -> None:
+    """A labels file is read by the one reader of user files: a FIFO planted in its place is
+    refused at once (opening it for reading would wait for a writer forever)."""
+    import os
+
+    fifo = tmp_path / "polite.labels.jsonl"
+    os.mkfifo(fifo)
+    with pytest.raises(PromptOptError, match="FIFO"):
+        load_labels(fifo)
