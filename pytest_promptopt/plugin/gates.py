@@ -14,7 +14,7 @@ from ..report.gate import BaselineResult
 from ..report.summary import PromptSummary, gate_lines, gate_verdicts
 from ..run.baseline import BaselineError, load
 
-__all__ = ["fail_unsaved", "gate_lines", "incomplete", "junit_gates", "subset"]
+__all__ = ["gate_lines", "incomplete", "junit_gates", "subset", "unsaved_problem"]
 
 SELECTING_OPTIONS = ("--lf", "--last-failed", "--deselect", "--sw", "--stepwise")
 

@@ -7,7 +7,6 @@ writes them out, it does not build them.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -20,7 +19,7 @@ from .data import describe_write, optimization_view
 from .exit_rule import ExitDecision
 from .gate import BaselineResult, html_document
 from .judges import CorrectedRate, JudgeRow, html_section, terminal_lines
-from .summary import PromptSummary, display, optimization_lines, table
+from .summary import PromptSummary, display, gate_lines, optimization_lines, table
 
 
 @dataclass(frozen=True)
@@ -208,8 +207,3 @@ class RunReport:
                              gate_lines=gate_lines(self.summaries, self.root), record_mode=self.record_mode,
                              secrets=self.secrets, priced_roles=self.priced_roles,
                              extra_sections=[html_section(list(self.judges), list(self.corrected))] if self.judges else [])
-
-
-def gate_lines(summaries: Sequence[PromptSummary], root: Path) -> list[str]:
-    return [f"gate failed: {display(s.key, root)} passed {s.pass_rate:.1%} of {s.cases} cases; "
-            f"at least {s.min_pass_rate:.0%} required" for s in summaries if s.gate_failed]
