@@ -9,7 +9,7 @@ and the exit code from the merged raw outcomes, with the same functions a plain 
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
