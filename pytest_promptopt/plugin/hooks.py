@@ -210,17 +210,17 @@ def _failure_message(report: pytest.TestReport) -> str:
 
 @pytest.hookimpl(optionalhook=True)
 def pytest_configure_node(node: Any) -> None:
-    """xdist controller -> worker: share the embedded server started by the controller."""
-    url = _embedded_url_for_workers(session_of(node.config))
-    if url:
-        node.workerinput["promptopt_embedded_url"] = url
+    """xdist controller -> worker: where to ask for the embedded server the controller shares."""
+    folder = _embedded_broker_for_workers(session_of(node.config))
+    if folder:
+        node.workerinput["promptopt_embedded_broker"] = folder
 
 
-def _embedded_url_for_workers(session: PromptOptSession) -> str | None:
-    """Start the embedded server once on the xdist controller, for all workers."""
+def _embedded_broker_for_workers(session: PromptOptSession) -> str | None:
+    """The controller's broker folder: the server starts once, when a worker first asks for it."""
     settings = session.settings
     if not settings.roles["task"].embedded and not settings.needs_embedded:
         return None
     if settings.record_mode is RecordMode.REPLAY:
         return None  # replay never calls a model
-    return session.runtime.embedded_url()
+    return session.embedded.broker_folder(session.runtime.embedded_url)

@@ -8,6 +8,7 @@ controller merges outcomes (from report attributes), gates, writes files, and as
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 import warnings
 from typing import Any
 
@@ -26,7 +27,7 @@ from ..run.config import Settings
 from ..run.record import CaseOutcome
 from ..run.runtime import Runtime
 from .ahead import log_calls, send_ahead_for, should_send_ahead
-from .embedded import EmbeddedModel
+from .embedded import EmbeddedModel, ask_controller
 from .exit_status import FailureLog, exit_decision, optimize_state
 from .gates import incomplete, junit_gates, unsaved_problem
 from .optimization import (OptimizationRun, quiet_tracebacks, rerun_command, resume_note, run_every_test,
@@ -43,13 +44,9 @@ class PromptOptSession:
         self.embedded = EmbeddedModel(config)
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
-            self.runtime = Runtime(settings, config.rootpath, start_embedded=self.embedded.start)
+            self.runtime = Runtime(settings, config.rootpath, start_embedded=self._embedded_starter())
         for warning in caught:  # e.g. an unusable cache: once, in pytest's warnings summary
             config.issue_config_time_warning(warning.message, stacklevel=2)
-        if self.is_worker:
-            url = config.workerinput.get("promptopt_embedded_url")  # type: ignore[attr-defined]
-            if url:
-                self.runtime.set_embedded_url(url)
         self.outcomes: list[CaseOutcome] = []
         self.writes = WriteQueue()
         self.optimization: OptimizationRun | None = None
@@ -75,6 +72,13 @@ class PromptOptSession:
             self.sigterm.install()
             self.optimize_notes += run_every_test(config)
             self.screen_notes = quiet_tracebacks(config)  # about the terminal: not in the JSON report
+
+    def _embedded_starter(self) -> Callable[[], str]:
+        """An xdist worker asks the controller, which shares one server; others start their own."""
+        broker = getattr(self.config, "workerinput", {}).get("promptopt_embedded_broker")
+        if broker:
+            return lambda: ask_controller(broker)
+        return self.embedded.start
 
     def close(self) -> None:
         self.sigterm.restore()

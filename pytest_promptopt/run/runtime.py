@@ -83,9 +83,6 @@ class Runtime:
         self.judges = JudgeBook(self)  # judge files: identity, trust in this run, calibration
 
     # -- endpoints -------------------------------------------------------------------------
-    def set_embedded_url(self, url: str) -> None:
-        self._embedded_url = url
-
     def embedded_url(self) -> str:
         with self._lock:
             if self._embedded_url is None:

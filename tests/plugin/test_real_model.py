@@ -103,15 +103,21 @@ def test_embedded_model_runs_then_serves_from_cache(tiny_suite: pytest.Pytester,
 
 
 def test_embedded_model_under_xdist(tiny_suite: pytest.Pytester, tmp_path: Path) -> None:
-    """Workers share the server the controller starts; the controller merges the summary."""
-    result = tiny_suite.runpytest_subprocess(
-        "-n", "2", "-p", "no:cacheprovider", f"--promptopt-cache-dir={tmp_path / 'cache'}",
-        "--promptopt-report=report.json", timeout=180,
-    )
+    """Workers share one server the controller starts when a worker first needs it; the
+    controller merges the summary; a warm rerun never starts the model."""
+    args = ("-n", "2", "-p", "no:cacheprovider", f"--promptopt-cache-dir={tmp_path / 'cache'}",
+            "--promptopt-report=report.json")
+    result = tiny_suite.runpytest_subprocess(*args, timeout=180)
     result.assert_outcomes(passed=3, failed=1)
+    assert str(result.stdout).count("promptopt: embedded model ready at") == 1, str(result.stdout)
     result.stdout.fnmatch_lines(["*promptopt: prompts*", "reply.yaml*4*3*75.0%*"])
     report = _report(tiny_suite)
     assert len(report["tests"]) == CASES
     rows = report["prompts"]
     assert [(r["prompt"], r["cases"], r["passed"]) for r in rows] == [("reply.yaml", CASES, 3)]
     assert rows[0]["calls"] == CASES and rows[0]["cache_hits"] == 0  # the workers really called the model
+
+    warm = tiny_suite.runpytest_subprocess(*args, timeout=180)
+    warm.assert_outcomes(passed=3, failed=1)
+    assert "starting the embedded model" not in str(warm.stdout), str(warm.stdout)
+    assert all(r["calls"] == r["cache_hits"] for r in _report(tiny_suite)["prompts"])
