@@ -120,13 +120,18 @@ def test_checks_are_labelled_as_checks_not_judge_scores(suite: pytest.Pytester, 
             judge(llm("qa.txt", question="Open?"), criteria="Gives the hour.")
     """)
     suite.runpytest("--promptopt-judge-mode=score", "--promptopt-save-baseline=base.json").assert_outcomes(passed=2)
+    base = json.loads((suite.path / "base.json").read_text())
+    saved = base["prompts"]["qa.txt"]["cases"]
+    assert {n.split("::")[-1]: (c["judged"], c["checked"]) for n, c in saved.items()} == {
+        "test_checked": (False, True), "test_judged": (True, False)}
+    for case in saved.values():  # the file as saved before "checked" existed still loads
+        del case["checked"]
+    (suite.path / "base.json").write_text(json.dumps(base))
     result = suite.runpytest("--promptopt-judge-mode=score", "--promptopt-baseline=base.json",
                              "--promptopt-report=r.json", "--promptopt-html=r.html")
     tests = {t["nodeid"].split("::")[-1]: t for t in json.loads((suite.path / "r.json").read_text())["tests"]}
     assert [v["kind"] for v in tests["test_checked"]["verdicts"]] == ["check"]
     assert [v["kind"] for v in tests["test_judged"]["verdicts"]] == ["judge"]
-    saved = json.loads((suite.path / "base.json").read_text())["prompts"]["qa.txt"]["cases"]
-    assert saved["test_qa.py::test_checked"]["judged"] is False and saved["test_qa.py::test_judged"]["judged"] is True
     result.stdout.fnmatch_lines(["qa.txt: pass rate *; judge score change +0.000 over 1 paired case(s)"])
     html = (suite.path / "r.html").read_text(encoding="utf-8")
     assert "score 1.000 (checks)" in html and "score 0.900 (judge)" in html and "<b>check</b> score 1.000" in html
