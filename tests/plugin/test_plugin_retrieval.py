@@ -157,6 +157,47 @@ def test_embeddings_without_a_model_fail_naming_the_setting(suite: pytest.Pytest
     assert scripted.count == 0 and scripted.embedding_requests == []
 
 
+RETRIEVED_DEMOS_TESTS = """\
+import pytest
+from pytest_promptopt import load_prompt
+
+intent = load_prompt("intent.yaml")
+
+@pytest.mark.parametrize("text,label", [
+    ("was the plastic delivered", "card_arrival"),
+    ("the machine swallowed money", "cash_withdrawal"),
+])
+def test_retrieved_demos_are_the_ones_llm_sends(llm, text, label):
+    demos = intent.retrieved_demos({"text": text, "labels": "many labels"})
+    assert [d.output for d in demos][-1] == label
+    assert llm(intent, text=text, labels="many labels") == label  # the scripted model answers the last demo
+    sent = [m["content"] for m in llm.traces[-1].messages if m["role"] == "assistant"]
+    assert sent == [d.output for d in demos]
+"""
+
+
+def test_retrieved_demos_in_a_test_use_the_configured_embedding_model(
+        suite: pytest.Pytester, scripted: ScriptedServer) -> None:
+    scripted.responder = last_demo_output
+    scripted.embedder = concept_vectors
+    make_suite(suite, "embeddings", RETRIEVED_DEMOS_TESTS)
+    result = suite.runpytest("-p", "no:randomly", "--promptopt-embedding-model", "toy-embed")
+    result.assert_outcomes(passed=2)
+    assert {r["model"] for r in scripted.embedding_requests} == {"toy-embed"}
+    assert scripted.count == 2
+
+
+def test_retrieved_demos_without_an_embedding_model_name_what_to_set(
+        suite: pytest.Pytester, scripted: ScriptedServer) -> None:
+    make_suite(suite, "embeddings", RETRIEVED_DEMOS_TESTS)
+    result = suite.runpytest("-p", "no:randomly")
+    result.assert_outcomes(failed=2)
+    result.stdout.fnmatch_lines(["*intent.yaml: retrieve.by is 'embeddings' but no embedding model is set; set "
+                                 "--promptopt-embedding-model (ini promptopt_embedding_model, environment "
+                                 "PROMPTOPT_EMBEDDING_MODEL) or write 'by: bm25'*"])
+    assert scripted.count == 0 and scripted.embedding_requests == []
+
+
 def test_optimize_keeps_the_retrieve_section_and_the_pool_file(suite: pytest.Pytester, scripted: ScriptedServer) -> None:
     from wordtask import WORD_PROMPT, WORD_TESTS, WORDS, reverse_when_told
 
