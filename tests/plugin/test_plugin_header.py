@@ -101,7 +101,7 @@ def test_the_optimizer_cost_is_shown_when_prices_are_known(suite: pytest.Pyteste
                   "promptopt_prices = scripted = 1000000, 1000000\n")
     priced = suite.runpytest(*args, "--promptopt-record=refresh")
     line = next(ln for ln in priced.outlines if "LM calls" in ln and "budget" in ln)
-    assert re.search(r"optimizer \d+ \(\d+ sent, [\d,]+ tokens, \$\d+\.\d{4}\)", line), line
+    assert re.search(r"optimizer \d+ \(\d+ sent: [\d,]+ tokens, \$\d+\.\d{4}\d*(; \d+ cached: [\d,]+ tokens)?\)", line), line
 
 
 def test_the_embedded_model_starting_is_said_on_a_line_of_its_own(pytester: pytest.Pytester, scripted: ScriptedServer,
