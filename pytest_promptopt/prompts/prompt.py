@@ -34,7 +34,14 @@ from ..errors import ConfigError, PromptFileError, PromptOptError, TemplateError
 from ..userfiles import UserFileError, read_text
 from .demo import Demo
 from .pool_file import check_pool_name, load_pool_file, read_pool_bytes
-from .retrieval import MAX_K, ORDERS, SIMILARITIES, Embedder, RetrievalRule, session_embedder
+from .retrieval import (
+    MAX_K,
+    ORDERS,
+    SIMILARITIES,
+    Embedder,
+    RetrievalRule,
+    session_embedder,
+)
 from .template import Template, TemplateOrigin, escape, from_reading_checked, reading
 
 MAX_PROMPT_FILE_BYTES = 1_000_000

@@ -104,8 +104,8 @@ def test_missing_baseline_is_none_with_a_message_naming_the_fix(tmp_path: Path) 
          '{"t::a": {"verdict": "passed", "score": 7, "output": "x"}}}}}', "score: expected a number from 0 to 1, got 7"),
         ('{"format": "pytest-promptopt baseline", "version": 1, "prompts": {"p.yaml": {"cases": {}}}}',
          "field prompts['p.yaml'].digest: expected a string, got nothing"),
-        ('{"format": "pytest-promptopt baseline", "version": 1, "prompts": {"p.yaml": {"digest": "d", "cases": '
-         '{"t::a": {"verdict": "passed", "score": 1, "output": "x", "checked": "yes"}}}}}',
+        (('{"format": "pytest-promptopt baseline", "version": 1, "prompts": {"p.yaml": {"digest": "d", "cases": '
+          '{"t::a": {"verdict": "passed", "score": 1, "output": "x", "checked": "yes"}}}}}'),
          "field prompts['p.yaml'].cases['t::a'].checked: expected true or false, got 'yes'"),
     ],
 )
