@@ -157,7 +157,7 @@ def test_tokens_and_cost_count_the_same_calls_sent_and_cached_apart(suite: pytes
     suite.makepyfile(test_it=tests.replace("WORDS", '["a", "b"]'))
 
     def run() -> tuple[dict[str, Any], list[str]]:
-        result = suite.runpytest("-p", "no:randomly", "--promptopt-report=r.json")
+        result = suite.runpytest("-p", "no:randomly", "--promptopt-report=r.json", "--promptopt-html=r.html")
         header = next(ln for ln in result.outlines if ln.startswith("prompt ") and "gate" in ln)
         row = next(ln for ln in result.outlines if ln.startswith("shout.yaml"))
         (prompt,) = json.loads((suite.path / "r.json").read_text())["prompts"]
@@ -175,6 +175,9 @@ def test_tokens_and_cost_count_the_same_calls_sent_and_cached_apart(suite: pytes
     assert {k: second[k] for k in ("calls", "cache_hits", "tokens", "tokens_sent", "tokens_cached", "cost")} == {
         "calls": 3, "cache_hits": 2, "tokens": 36, "tokens_sent": 12, "tokens_cached": 24, "cost": 0.014}
     assert "12 + 24" in row and "$0.0140" in row
+    html = (suite.path / "r.html").read_text(encoding="utf-8")
+    assert "<th>tokens sent</th><th>tokens cached</th><th>cost of sent</th>" in html
+    assert "<tr><td>task</td><td>tests</td><td>3</td><td>2</td><td>12</td><td>24</td><td>$0.0140</td></tr>" in html
     warm, (_, row) = run()  # every reply cached: nothing sent, nothing paid
     assert scripted.count == 3
     assert {k: warm[k] for k in ("calls", "cache_hits", "tokens", "tokens_sent", "tokens_cached", "cost")} == {
