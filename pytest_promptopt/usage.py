@@ -18,13 +18,15 @@ class Usage:
     cache_hits: int = 0
     retries: int = 0
     errors: int = 0  # calls that failed after every retry
-    prompt_tokens: int = 0
+    prompt_tokens: int = 0  # of calls sent to the endpoint, as `cost` (what was paid for)
     completion_tokens: int = 0
-    cost: float = 0.0
+    cost: float = 0.0  # of the sent calls: a reply from the cache costs nothing
     lm_seconds: float = 0.0
+    cached_tokens: int = 0  # prompt and completion tokens of the replies served from the cache
 
     @property
     def tokens(self) -> int:
+        """Tokens sent and received, the ones `cost` is for (cached replies' are `cached_tokens`)."""
         return self.prompt_tokens + self.completion_tokens
 
     @property

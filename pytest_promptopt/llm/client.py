@@ -94,7 +94,7 @@ class LMClient:
         cached = self.cache.get(request)
         if cached is not None:
             if counted:
-                self._meter.add(cache_hits=1)  # tokens count only when spent
+                self._meter.add(cache_hits=1, cached_tokens=cached.total_tokens)  # apart from spent tokens
             return Completion(cached, True, 0.0, 0, 0.0)
         if self.cache.mode is RecordMode.REPLAY:
             raise CacheMissError(

@@ -34,7 +34,14 @@ from ..errors import ConfigError, PromptFileError, PromptOptError, TemplateError
 from ..userfiles import UserFileError, read_text
 from .demo import Demo
 from .pool_file import check_pool_name, load_pool_file, read_pool_bytes
-from .retrieval import MAX_K, ORDERS, SIMILARITIES, Embedder, RetrievalRule
+from .retrieval import (
+    MAX_K,
+    ORDERS,
+    SIMILARITIES,
+    Embedder,
+    RetrievalRule,
+    session_embedder,
+)
 from .template import Template, TemplateOrigin, escape, from_reading_checked, reading
 
 MAX_PROMPT_FILE_BYTES = 1_000_000
@@ -195,14 +202,18 @@ class Prompt:
 
     # -- render ----------------------------------------------------------------------------
     def retrieved_demos(self, variables: Mapping[str, object], embed: Embedder | None = None) -> tuple[Demo, ...]:
-        """The demos retrieval picks for this call (empty without a retrieval rule)."""
+        """The demos retrieval picks for this call (empty without a retrieval rule). `by:
+        embeddings` without `embed` uses the running session's embedding model, as llm() does."""
         rule = self.retrieval
         if rule is None:
             return ()
         if rule.by == "embeddings" and embed is None:
+            embed = session_embedder()
+        if rule.by == "embeddings" and embed is None:
             raise ConfigError(
                 f"{self.path}: retrieve.by is 'embeddings' but no embedding model is set; set "
-                "--promptopt-embedding-model (ini promptopt_embedding_model) or write 'by: bm25'"
+                "--promptopt-embedding-model (ini promptopt_embedding_model, environment "
+                "PROMPTOPT_EMBEDDING_MODEL) or write 'by: bm25'"
             )
         return rule.select(variables, embed)
 

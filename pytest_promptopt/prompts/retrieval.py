@@ -39,6 +39,28 @@ MAX_TEXT_CHARS = 8_000
 # Embeds a batch of texts, one vector per text, in order.
 Embedder = Callable[[Sequence[str]], Sequence[Sequence[float]]]
 
+# The running session's embeddings (None: no embedding model is set), for
+# `prompt.retrieved_demos(variables)` called in a user's test without an embedder: the session's
+# runtime registers its own, so the demos shown are the ones its llm() call sends.
+_session_embedder: Callable[[], Embedder | None] | None = None
+
+
+def use_session_embedder(provider: Callable[[], Embedder | None]) -> None:
+    global _session_embedder
+    _session_embedder = provider
+
+
+def release_session_embedder(provider: Callable[[], Embedder | None]) -> None:
+    """Forget `provider` if it is still the session's (a later session may have replaced it)."""
+    global _session_embedder
+    if _session_embedder == provider:
+        _session_embedder = None
+
+
+def session_embedder() -> Embedder | None:
+    provider = _session_embedder
+    return None if provider is None else provider()
+
 _TOKEN = re.compile(r"\w+")
 
 
@@ -226,4 +248,5 @@ class RetrievalRule:
         return [cosine(v, target) for v in vectors[:-1]]
 
 
-__all__ = ["BM25", "Embedder", "RetrievalRule", "cosine", "majority_last", "ranked", "tokenize"]
+__all__ = ["BM25", "Embedder", "RetrievalRule", "cosine", "majority_last", "ranked", "release_session_embedder",
+           "session_embedder", "tokenize", "use_session_embedder"]

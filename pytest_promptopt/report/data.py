@@ -41,7 +41,12 @@ class RoleUsage:
 
     @property
     def tokens(self) -> int:
+        """Of the sent calls, what `cost` is for."""
         return self.usage.tokens
+
+    @property
+    def cached_tokens(self) -> int:
+        return self.usage.cached_tokens
 
     @property
     def cost(self) -> float:

@@ -232,10 +232,11 @@ def _usage_table(data: HtmlInput, name: str) -> str:
         if name in view.prompts:
             rows.extend(view.usage)
     body = "".join(f"<tr><td>{_esc(u.role)}</td><td>{_esc(u.phase)}</td><td>{u.calls}</td>"
-                   f"<td>{u.cache_hits}</td><td>{u.tokens:,}</td><td>{money(u.cost, u.role in data.priced_roles)}</td></tr>"
+                   f"<td>{u.cache_hits}</td><td>{u.tokens:,}</td><td>{u.cached_tokens:,}</td>"
+                   f"<td>{money(u.cost, u.role in data.priced_roles)}</td></tr>"
                    for u in rows)
     return ('<table class="usage"><tr><th>role</th><th>phase</th><th>calls</th><th>cache hits</th>'
-            f"<th>tokens</th><th>cost</th></tr>{body}</table>")
+            f"<th>tokens sent</th><th>tokens cached</th><th>cost of sent</th></tr>{body}</table>")
 
 
 # -- charts (inline SVG) -------------------------------------------------------------------------

@@ -50,11 +50,14 @@ class PromptSummary:
         return self.min_pass_rate is not None and self.cases > 0 and self.pass_rate + 1e-12 < self.min_pass_rate
 
     def to_dict(self, root: Path | None = None, priced: bool = True) -> dict[str, Any]:
-        """`priced`: a price is configured for the model, else the cost is unknown (null)."""
+        """`priced`: a price is configured for the model, else the cost is unknown (null).
+        `tokens` counts every call (as `calls`): `tokens_sent`, what `cost` is for, plus
+        `tokens_cached`, the cached replies' (they cost nothing)."""
         u = self.usage
         return {"prompt": display(self.key, root), "cases": self.cases, "passed": self.passed,
                 "pass_rate": round(self.pass_rate, 4), "mean_score": round(self.mean_score, 4),
-                "calls": u.requests, "tokens": u.tokens, "cost": round(u.cost, 6) if priced else None,
+                "calls": u.requests, "tokens": u.tokens + u.cached_tokens, "tokens_sent": u.tokens,
+                "tokens_cached": u.cached_tokens, "cost": round(u.cost, 6) if priced else None,
                 "cache_hits": u.cache_hits, "min_pass_rate": self.min_pass_rate,
                 "gate": "failed" if self.gate_failed else "passed", "errors": self.errors, "xfailed": self.xfailed,
                 "advisory": self.advisory}
@@ -129,16 +132,22 @@ def money(cost: float, known: bool) -> str:
     return f"${cost:.{max(4, 2 - math.floor(math.log10(cost)))}f}"
 
 
+def tokens_split(usage: Usage) -> str:
+    """Tokens of the sent calls (what the cost is for) + those of the cached replies."""
+    return f"{usage.tokens:,} + {usage.cached_tokens:,}"
+
+
 def table(summaries: list[PromptSummary], root: Path | None, priced: Callable[[str], bool] = lambda key: True) -> list[str]:
     """The per-prompt table; `priced(key)` says whether the cost of that row's calls is known."""
-    headers = ("prompt", "cases", "passed", "pass rate", "mean score", "calls", "cache hits", "tokens", "cost", "gate")
+    headers = ("prompt", "cases", "passed", "pass rate", "mean score", "calls", "cache hits",
+               "tokens sent + cached", "cost of sent", "gate")
     rows = []
     for s in summaries:
         gate = "-" if s.min_pass_rate is None else "- (no cases)" if not s.cases else (
             f"FAIL (< {s.min_pass_rate:.0%})" if s.gate_failed else f"ok (>= {s.min_pass_rate:.0%})")
         rows.append((display(s.key, root), str(s.cases), str(s.passed), f"{s.pass_rate:.1%}" if s.cases else "-",
                      f"{s.mean_score:.3f}" if s.cases else "-", str(s.usage.requests),
-                     f"{s.usage.cache_hits} ({s.usage.cache_hit_rate:.0%})", f"{s.usage.tokens:,}",
+                     f"{s.usage.cache_hits} ({s.usage.cache_hit_rate:.0%})", tokens_split(s.usage),
                      money(s.usage.cost, priced(s.key)), gate))
     widths = [max(len(h), *(len(r[i]) for r in rows)) if rows else len(h) for i, h in enumerate(headers)]
     fmt = "  ".join("{:<%d}" % w for w in widths)
@@ -150,8 +159,7 @@ def optimization_lines(o: GroupResult, display: Callable[[str], str], dry_run: b
     """The terminal lines of one group's optimization; a role's cost is shown when `priced(role)`."""
     names = ", ".join(display(k) for k in o.prompts)
     after = "not run" if o.validation.after is None else f"{o.validation.after:.3f}"
-    calls = ", ".join(f"{role} {u.requests} ({u.api_calls} sent, {u.tokens:,} tokens"
-                      + (f", {money(u.cost, True)})" if priced(role) else ")") for role, u in o.usage.items())
+    calls = ", ".join(f"{role} {u.requests} ({role_spend(u, priced(role))})" for role, u in o.usage.items())
     lines = [f"{names}: strategy {o.strategy}, {o.train.cases} train / {o.validation.cases} validation tests",
              f"  validation score {o.validation.before:.3f} -> {after}; train score {o.train.before:.3f} -> "
              f"{o.train.after or 0.0:.3f}" + ("" if o.train.scored is None else
@@ -180,6 +188,13 @@ def optimization_lines(o: GroupResult, display: Callable[[str], str], dry_run: b
         lines.append(f"  holdout ({o.holdout.cases} tests never used for selection): "
                      f"{o.holdout.before:.3f} -> {o.holdout.after:.3f}")
     return lines
+
+
+def role_spend(u: Usage, priced: bool) -> str:
+    """`40 sent: 3,000 tokens, $0.0100; 80 cached: 9,000 tokens`: the cost goes with the sent
+    calls' tokens, the cached replies' tokens are told apart (they cost nothing)."""
+    sent = f"{u.api_calls} sent: {u.tokens:,} tokens" + (f", {money(u.cost, True)}" if priced else "")
+    return sent + (f"; {u.cache_hits} cached: {u.cached_tokens:,} tokens" if u.cache_hits else "")
 
 
 def report_path_problem(path: Path) -> str | None:

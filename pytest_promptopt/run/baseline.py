@@ -40,6 +40,7 @@ class BaselineCase:
     output: str
     judged: bool = False  # the score is a judge score (compared as a number, not only pass/fail)
     message: str = ""  # why it failed, in this run only: not saved (it would make diffs noisy)
+    checked: bool = False  # a deterministic checks.* call scored it (a 1/0 score, not a judge's)
 
     @property
     def verdict(self) -> str:
@@ -47,7 +48,7 @@ class BaselineCase:
 
     def to_json(self) -> dict[str, Any]:
         return {"verdict": self.verdict, "score": round(self.score, 4), "output": self.output,
-                "judged": self.judged}
+                "judged": self.judged, "checked": self.checked}
 
 
 @dataclass(frozen=True)
@@ -90,7 +91,7 @@ def snapshot(outcomes: Iterable[CaseOutcome], root: Path) -> Baseline:
             output = outcome.output_of(key)
             grouped.setdefault(name, {})[outcome.nodeid] = BaselineCase(
                 outcome.nodeid, outcome.passed, outcome.score, bounded(output or ""), outcome.judged,
-                outcome.message or outcome.error)
+                outcome.message or outcome.error, outcome.checked)
             digests[name] = outcome.digests.get(key, "") or digests.get(name, "")
     return Baseline({name: PromptCases(name, digests[name], cases) for name, cases in grouped.items()})
 
@@ -162,7 +163,7 @@ def _parse_prompt(name: str, entry: Any, path: Path) -> PromptCases:
 
 def _parse_case(nodeid: str, case: Any, path: Path, where: str) -> BaselineCase:
     if not isinstance(case, dict):
-        raise _bad(path, where, "an object with 'verdict', 'score', 'output' and 'judged'", case)
+        raise _bad(path, where, "an object with 'verdict', 'score', 'output', 'judged' and 'checked'", case)
     verdict = case.get("verdict")
     if verdict not in VERDICTS:
         raise _bad(path, f"{where}.verdict", '"passed" or "failed"', verdict)
@@ -170,10 +171,17 @@ def _parse_case(nodeid: str, case: Any, path: Path, where: str) -> BaselineCase:
     if isinstance(score, bool) or not isinstance(score, (int, float)) or not 0 <= score <= 1:
         raise _bad(path, f"{where}.score", "a number from 0 to 1", score)
     output = _field(case, "output", str, path, f"{where}.output")
-    judged = case.get("judged", False)
-    if not isinstance(judged, bool):
-        raise _bad(path, f"{where}.judged", "true or false", judged)
-    return BaselineCase(nodeid, verdict == "passed", float(score), output, judged)
+    judged, checked = (_flag(case, name, path, where) for name in ("judged", "checked"))
+    return BaselineCase(nodeid, verdict == "passed", float(score), output, judged, checked=checked)
+
+
+def _flag(case: dict[str, Any], name: str, path: Path, where: str) -> bool:
+    """A true/false field of a case; absent is false ("checked" is newer than the format's
+    version 1: a baseline saved before it still loads, its cases not marked as checked)."""
+    value = case.get(name, False)
+    if not isinstance(value, bool):
+        raise _bad(path, f"{where}.{name}", "true or false", value)
+    return value
 
 
 def _field(data: dict[str, Any], name: str, kind: type, path: Path, where: str) -> Any:

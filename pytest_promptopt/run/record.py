@@ -72,9 +72,11 @@ class Trace:
 
     @property
     def usage(self) -> Usage:
-        return Usage(requests=1, api_calls=int(not self.cached), cache_hits=int(self.cached),
-                     prompt_tokens=self.prompt_tokens, completion_tokens=self.completion_tokens,
-                     cost=self.cost, lm_seconds=self.latency_s)
+        """A sent call's tokens are counted with its cost; a cached reply's apart (it cost nothing)."""
+        if self.cached:
+            return Usage(requests=1, cache_hits=1, cached_tokens=self.tokens, lm_seconds=self.latency_s)
+        return Usage(requests=1, api_calls=1, prompt_tokens=self.prompt_tokens,
+                     completion_tokens=self.completion_tokens, cost=self.cost, lm_seconds=self.latency_s)
 
 
 @dataclass(frozen=True)

@@ -28,6 +28,7 @@ from ..errors import CacheMissError, EndpointError, PromptOptError
 from .judge import INLINE_JUDGE, JudgeFailed, combine, grade, request_messages, request_params
 from ..prompts.judgefile import Judge
 from ..prompts.prompt import Prompt, caller_folder, load_prompt
+from ..prompts.retrieval import release_session_embedder, use_session_embedder
 from .judges import JudgeBook
 from .panel import append_review, panel_verdict, review_reason
 from .pairwise import PAIR_PARAMS, PairVerdict, pair_messages, pair_verdict, read_position
@@ -81,6 +82,7 @@ class Runtime:
         self.prompts: dict[str, Prompt] = {}  # every prompt file seen, as loaded from disk
         self._resolved_root: Path | None = None
         self.judges = JudgeBook(self)  # judge files: identity, trust in this run, calibration
+        use_session_embedder(self.embedder)  # prompt.retrieved_demos() in a test: this run's model
 
     # -- endpoints -------------------------------------------------------------------------
     def embedded_url(self) -> str:
@@ -205,6 +207,7 @@ class Runtime:
             self._overrides = previous
 
     def close(self) -> None:
+        release_session_embedder(self.embedder)
         for client in self._clients.values():
             client.close()
         if self._embedder is not None:

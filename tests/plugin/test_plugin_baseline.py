@@ -69,7 +69,7 @@ def test_save_then_a_significant_drop_fails_the_session(words: pytest.Pytester) 
     data = json.loads((words.path / "base.json").read_text())
     assert list(data["prompts"]) == ["shout.yaml"]
     assert data["prompts"]["shout.yaml"]["cases"]["test_shout.py::test_shout[alpha]"] == {
-        "judged": False, "output": "ALPHA", "score": 1.0, "verdict": "passed"}
+        "checked": False, "judged": False, "output": "ALPHA", "score": 1.0, "verdict": "passed"}
     result = Example(words).run_pytest("--promptopt-baseline=base.json", "--promptopt-report=r.json",
                                        "--junitxml=junit.xml")
     result.assert_outcomes(passed=2, failed=6)

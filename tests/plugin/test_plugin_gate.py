@@ -178,7 +178,8 @@ def test_json_report_content(gated: pytest.Pytester, scripted: ScriptedServer) -
     (prompt,) = report["prompts"]
     assert prompt == {
         "prompt": "shout.yaml", "cases": 3, "passed": 2, "pass_rate": 0.6667, "mean_score": 0.6667,
-        "calls": 3, "tokens": prompt["tokens"], "cost": None, "cache_hits": 0, "min_pass_rate": 0.9,
+        "calls": 3, "tokens": prompt["tokens"], "tokens_sent": prompt["tokens"], "tokens_cached": 0, "cost": None,
+        "cache_hits": 0, "min_pass_rate": 0.9,
         "gate": "failed", "errors": 0, "xfailed": 0, "advisory": 0,
     }
     assert prompt["tokens"] > 0

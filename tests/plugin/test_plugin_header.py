@@ -3,6 +3,7 @@ folder, the embedded model starting) and costs that say `-` when no price is kno
 
 from __future__ import annotations
 
+import json
 import re
 
 import pytest
@@ -101,7 +102,15 @@ def test_the_optimizer_cost_is_shown_when_prices_are_known(suite: pytest.Pyteste
                   "promptopt_prices = scripted = 1000000, 1000000\n")
     priced = suite.runpytest(*args, "--promptopt-record=refresh")
     line = next(ln for ln in priced.outlines if "LM calls" in ln and "budget" in ln)
-    assert re.search(r"optimizer \d+ \(\d+ sent, [\d,]+ tokens, \$\d+\.\d{4}\)", line), line
+    assert re.search(r"optimizer \d+ \(\d+ sent: [\d,]+ tokens, \$\d+\.\d{4}\d*(; \d+ cached: [\d,]+ tokens)?\)", line), line
+    warm = suite.runpytest(*args, "--promptopt-report=r.json")  # every reply from the cache: nothing paid
+    line = next(ln for ln in warm.outlines if "LM calls" in ln and "budget" in ln)
+    found = re.search(r"optimizer (\d+) \(0 sent: 0 tokens, \$0\.0000; (\d+) cached: ([\d,]+) tokens\)", line)
+    assert found, line
+    (group,) = json.loads((suite.path / "r.json").read_text())["optimization"]["groups"]
+    spent = group["usage"]["optimizer"]
+    assert (spent["requests"], spent["cache_hits"], spent["cached_tokens"], spent.get("cost", 0.0)) == (
+        int(found[1]), int(found[2]), int(found[3].replace(",", "")), 0.0)
 
 
 def test_the_embedded_model_starting_is_said_on_a_line_of_its_own(pytester: pytest.Pytester, scripted: ScriptedServer,

@@ -120,13 +120,66 @@ def test_checks_are_labelled_as_checks_not_judge_scores(suite: pytest.Pytester, 
             judge(llm("qa.txt", question="Open?"), criteria="Gives the hour.")
     """)
     suite.runpytest("--promptopt-judge-mode=score", "--promptopt-save-baseline=base.json").assert_outcomes(passed=2)
+    base = json.loads((suite.path / "base.json").read_text())
+    saved = base["prompts"]["qa.txt"]["cases"]
+    assert {n.split("::")[-1]: (c["judged"], c["checked"]) for n, c in saved.items()} == {
+        "test_checked": (False, True), "test_judged": (True, False)}
+    for case in saved.values():  # the file as saved before "checked" existed still loads
+        del case["checked"]
+    (suite.path / "base.json").write_text(json.dumps(base))
     result = suite.runpytest("--promptopt-judge-mode=score", "--promptopt-baseline=base.json",
                              "--promptopt-report=r.json", "--promptopt-html=r.html")
     tests = {t["nodeid"].split("::")[-1]: t for t in json.loads((suite.path / "r.json").read_text())["tests"]}
     assert [v["kind"] for v in tests["test_checked"]["verdicts"]] == ["check"]
     assert [v["kind"] for v in tests["test_judged"]["verdicts"]] == ["judge"]
-    saved = json.loads((suite.path / "base.json").read_text())["prompts"]["qa.txt"]["cases"]
-    assert saved["test_qa.py::test_checked"]["judged"] is False and saved["test_qa.py::test_judged"]["judged"] is True
     result.stdout.fnmatch_lines(["qa.txt: pass rate *; judge score change +0.000 over 1 paired case(s)"])
     html = (suite.path / "r.html").read_text(encoding="utf-8")
     assert "score 1.000 (checks)" in html and "score 0.900 (judge)" in html and "<b>check</b> score 1.000" in html
+
+
+def test_tokens_and_cost_count_the_same_calls_sent_and_cached_apart(suite: pytest.Pytester,
+                                                                    scripted: ScriptedServer) -> None:
+    """A first run sends every call; a second, with one new test, sends that one and serves the
+    others from the cache: the cost goes with the sent calls' tokens, the cached ones are apart."""
+    scripted.responder = lambda messages, body: {
+        "content": messages[-1]["content"].upper(),
+        "usage": {"prompt_tokens": 10, "completion_tokens": 2, "total_tokens": 12}}
+    suite.makeini(f"[pytest]\npromptopt_base_url = {scripted.base_url}\npromptopt_model = scripted\n"
+                  "promptopt_prices = scripted = 1000, 2000\n")  # $ per million tokens: a call costs $0.014
+    suite.makefile(".yaml", shout=SHOUT)
+    tests = """
+        import pytest
+
+        @pytest.mark.parametrize("text", WORDS)
+        def test_shout(llm, text):
+            assert llm("shout.yaml", text=text) == text.upper()
+    """
+    suite.makepyfile(test_it=tests.replace("WORDS", '["a", "b"]'))
+
+    def run() -> tuple[dict[str, Any], list[str]]:
+        result = suite.runpytest("-p", "no:randomly", "--promptopt-report=r.json", "--promptopt-html=r.html")
+        header = next(ln for ln in result.outlines if ln.startswith("prompt ") and "gate" in ln)
+        row = next(ln for ln in result.outlines if ln.startswith("shout.yaml"))
+        (prompt,) = json.loads((suite.path / "r.json").read_text())["prompts"]
+        return prompt, [header, row]
+
+    first, (header, row) = run()
+    assert "tokens sent + cached" in header and "cost of sent" in header
+    assert scripted.count == 2
+    assert {k: first[k] for k in ("calls", "cache_hits", "tokens", "tokens_sent", "tokens_cached", "cost")} == {
+        "calls": 2, "cache_hits": 0, "tokens": 24, "tokens_sent": 24, "tokens_cached": 0, "cost": 0.028}
+    assert "24 + 0" in row and "$0.0280" in row
+    suite.makepyfile(test_it=tests.replace("WORDS", '["a", "b", "c"]'))
+    second, (_, row) = run()
+    assert scripted.count == 3  # one more call sent, two served from the cache
+    assert {k: second[k] for k in ("calls", "cache_hits", "tokens", "tokens_sent", "tokens_cached", "cost")} == {
+        "calls": 3, "cache_hits": 2, "tokens": 36, "tokens_sent": 12, "tokens_cached": 24, "cost": 0.014}
+    assert "12 + 24" in row and "$0.0140" in row
+    html = (suite.path / "r.html").read_text(encoding="utf-8")
+    assert "<th>tokens sent</th><th>tokens cached</th><th>cost of sent</th>" in html
+    assert "<tr><td>task</td><td>tests</td><td>3</td><td>2</td><td>12</td><td>24</td><td>$0.0140</td></tr>" in html
+    warm, (_, row) = run()  # every reply cached: nothing sent, nothing paid
+    assert scripted.count == 3
+    assert {k: warm[k] for k in ("calls", "cache_hits", "tokens", "tokens_sent", "tokens_cached", "cost")} == {
+        "calls": 3, "cache_hits": 3, "tokens": 36, "tokens_sent": 0, "tokens_cached": 36, "cost": 0.0}
+    assert "0 + 36" in row and "$0.0000" in row

@@ -130,13 +130,17 @@ def test_intent(llm, text, label):
 """
 
 
-def test_embeddings_rank_by_the_endpoint_vectors_and_are_cached(
-        suite: pytest.Pytester, scripted: ScriptedServer) -> None:
+def run_with_concept_vectors(suite: pytest.Pytester, scripted: ScriptedServer, tests: str) -> pytest.RunResult:
+    """The suite by embeddings, the scripted model answering its last demo, `toy-embed` configured."""
     scripted.responder = last_demo_output
     scripted.embedder = concept_vectors
-    make_suite(suite, "embeddings", EMBEDDING_TESTS)
-    result = suite.runpytest("-p", "no:randomly", "--promptopt-embedding-model", "toy-embed")
-    result.assert_outcomes(passed=3)
+    make_suite(suite, "embeddings", tests)
+    return suite.runpytest("-p", "no:randomly", "--promptopt-embedding-model", "toy-embed")
+
+
+def test_embeddings_rank_by_the_endpoint_vectors_and_are_cached(
+        suite: pytest.Pytester, scripted: ScriptedServer) -> None:
+    run_with_concept_vectors(suite, scripted, EMBEDDING_TESTS).assert_outcomes(passed=3)
     embedded = [t for r in scripted.embedding_requests for t in r["input"]]
     assert sorted(embedded) == sorted([*(line.split('"')[1] for line in POOL.splitlines() if "text:" in line),
                                        "was the plastic delivered", "the machine swallowed money",
@@ -154,6 +158,43 @@ def test_embeddings_without_a_model_fail_naming_the_setting(suite: pytest.Pytest
     result.assert_outcomes(failed=3)
     result.stdout.fnmatch_lines(["*retrieve.by is 'embeddings' but no embedding model is set; set "
                                  "--promptopt-embedding-model*"])
+    assert scripted.count == 0 and scripted.embedding_requests == []
+
+
+RETRIEVED_DEMOS_TESTS = """\
+import pytest
+from pytest_promptopt import load_prompt
+
+intent = load_prompt("intent.yaml")
+
+@pytest.mark.parametrize("text,label", [
+    ("was the plastic delivered", "card_arrival"),
+    ("the machine swallowed money", "cash_withdrawal"),
+])
+def test_retrieved_demos_are_the_ones_llm_sends(llm, text, label):
+    demos = intent.retrieved_demos({"text": text, "labels": "many labels"})
+    assert [d.output for d in demos][-1] == label
+    assert llm(intent, text=text, labels="many labels") == label  # the scripted model answers the last demo
+    sent = [m["content"] for m in llm.traces[-1].messages if m["role"] == "assistant"]
+    assert sent == [d.output for d in demos]
+"""
+
+
+def test_retrieved_demos_in_a_test_use_the_configured_embedding_model(
+        suite: pytest.Pytester, scripted: ScriptedServer) -> None:
+    run_with_concept_vectors(suite, scripted, RETRIEVED_DEMOS_TESTS).assert_outcomes(passed=2)
+    assert {r["model"] for r in scripted.embedding_requests} == {"toy-embed"}
+    assert scripted.count == 2
+
+
+def test_retrieved_demos_without_an_embedding_model_name_what_to_set(
+        suite: pytest.Pytester, scripted: ScriptedServer) -> None:
+    make_suite(suite, "embeddings", RETRIEVED_DEMOS_TESTS)
+    result = suite.runpytest("-p", "no:randomly")
+    result.assert_outcomes(failed=2)
+    result.stdout.fnmatch_lines([("*intent.yaml: retrieve.by is 'embeddings' but no embedding model is set; set "
+                                  "--promptopt-embedding-model (ini promptopt_embedding_model, environment "
+                                  "PROMPTOPT_EMBEDDING_MODEL) or write 'by: bm25'*")])
     assert scripted.count == 0 and scripted.embedding_requests == []
 
 

@@ -73,7 +73,7 @@ def test_saved_baseline_is_sorted_versioned_json_without_run_noise(tmp_path: Pat
     assert data["version"] == BASELINE_VERSION and data["format"] == "pytest-promptopt baseline"
     assert list(data["prompts"]["prompts/intent.yaml"]["cases"]) == ["t.py::a", "t.py::b"]
     assert data["prompts"]["prompts/intent.yaml"]["cases"]["t.py::b"] == {
-        "verdict": "failed", "score": 0.0, "output": "nope", "judged": False}
+        "verdict": "failed", "score": 0.0, "output": "nope", "judged": False, "checked": False}
     assert text.splitlines()[:3] == ["{", '  "format": "pytest-promptopt baseline",', '  "prompts": {']
     loaded = load(path)
     assert loaded is not None
@@ -104,6 +104,9 @@ def test_missing_baseline_is_none_with_a_message_naming_the_fix(tmp_path: Path) 
          '{"t::a": {"verdict": "passed", "score": 7, "output": "x"}}}}}', "score: expected a number from 0 to 1, got 7"),
         ('{"format": "pytest-promptopt baseline", "version": 1, "prompts": {"p.yaml": {"cases": {}}}}',
          "field prompts['p.yaml'].digest: expected a string, got nothing"),
+        (('{"format": "pytest-promptopt baseline", "version": 1, "prompts": {"p.yaml": {"digest": "d", "cases": '
+          '{"t::a": {"verdict": "passed", "score": 1, "output": "x", "checked": "yes"}}}}}'),
+         "field prompts['p.yaml'].cases['t::a'].checked: expected true or false, got 'yes'"),
     ],
 )
 def test_unusable_baseline_names_the_file_the_problem_and_the_fix(tmp_path: Path, content: str, expected: str) -> None:
@@ -115,6 +118,27 @@ def test_unusable_baseline_names_the_file_the_problem_and_the_fix(tmp_path: Path
     assert message.startswith(f"{path}: ")
     assert expected in message
     assert "fix: " in message and "--promptopt-save-baseline" in message
+
+
+def test_a_case_scored_by_a_check_is_saved_as_checked_and_a_file_saved_before_the_field_still_loads(
+        tmp_path: Path) -> None:
+    checked = CaseOutcome("t.py::c", True, 1.0, usage={KEY: Usage(requests=1)}, verdicts=(
+        {"score": 1.0, "threshold": 1.0, "reason": "", "criteria": "", "kind": "check"},))
+    judged = outcome("t.py::j", True, "yes", judged=True)
+    path = tmp_path / "base.json"
+    save(snapshot([checked, judged], ROOT), path)
+    saved = json.loads(path.read_text(encoding="utf-8"))["prompts"]["prompts/intent.yaml"]["cases"]
+    assert {n: (c["checked"], c["judged"]) for n, c in saved.items()} == {"t.py::c": (True, False),
+                                                                          "t.py::j": (False, True)}
+    loaded = load(path)
+    assert loaded is not None and loaded.prompts["prompts/intent.yaml"].cases["t.py::c"].checked
+    old = tmp_path / "old.json"  # as written before "checked" existed
+    old.write_text('{"format": "pytest-promptopt baseline", "version": 1, "prompts": {"p.yaml": {"digest": "d", '
+                   '"cases": {"t::a": {"judged": true, "output": "x", "score": 0.8, "verdict": "passed"}}}}}',
+                   encoding="utf-8")
+    loaded = load(old)
+    assert loaded is not None
+    assert loaded.prompts["p.yaml"].cases["t::a"] == BaselineCase("t::a", True, 0.8, "x", True, checked=False)
 
 
 # -- the comparison ------------------------------------------------------------------------------
@@ -233,7 +257,7 @@ def test_after_write_back_the_winner_is_saved_only_when_written_and_scored_on_ev
                                                                                          "t::b": "passed"}
     assert data["prompts/intent.yaml"]["digest"] == hashlib.sha256(b"new\n").hexdigest()
     assert data["prompts/other.yaml"] == {"digest": "d1", "cases": {"t::c": {
-        "judged": False, "output": "z", "score": 1.0, "verdict": "passed"}}}
+        "checked": False, "judged": False, "output": "z", "score": 1.0, "verdict": "passed"}}}
     assert saved.saved.endswith("prompts/intent.yaml as written by the optimization (2 case(s) re-scored by its "
                                 "re-runs of the written prompt)")
 
