@@ -106,7 +106,9 @@ def _replies(folder: Path) -> dict[str, Any]:
 def test_sent_ahead_is_the_sequential_run(words: pytest.Pytester, scripted: ScriptedServer) -> None:
     first, report = _run(words, "a", "--promptopt-concurrency=8")
     first.assert_outcomes(passed=14)
-    assert report["ahead"] is None  # the first-ever run has no log: every call inline, then logged
+    # the first-ever run has no log: each test is probed up to its first uncached call, and those are
+    # sent ahead (test_chain's first calls are test_one's: 10 distinct); the rest run inline, then logged
+    assert report["ahead"] == {**report["ahead"], "probed": 14, "tests": 14, "sent": 10, "unused": 0}
     assert scripted.count == 22  # test_chain's first calls are test_one's: cached
     shutil.copytree(words.path / "a", words.path / "b")
     _edit_prompt(words)
