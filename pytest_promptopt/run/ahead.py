@@ -9,6 +9,9 @@ changed since the log (the test does something else now) is not in the log's pre
 simply runs inline. A call that depends on an earlier call's output is sent in a later wave,
 once that output is known; one whose input cannot be predicted is left to the test.
 
+A test with no log (a first run, a new test) is probed instead (see `llm/probe.py`): run once,
+unreported, up to its first call the cache cannot answer; `send_probed` sends those calls.
+
 Nothing here changes what a test sees: an answer sent ahead is handed to the test that asks
 for it as if it had made the call itself (see `LMClient.send_ahead`), so outcomes, summaries,
 the gate and the cache are those of a sequential run. What was sent ahead and never asked for
