@@ -60,10 +60,10 @@ def send_ahead_for(session: pytest.Session, runtime: Runtime, store: CallStore) 
 
 def should_probe(config: pytest.Config, runtime: Runtime) -> bool:
     """--promptopt-probe=auto, and no debugger (a probe's failures are not the test's own) and no
-    --setup-only/--setup-plan (nothing calls the model)."""
+    --setup-only/--setup-plan/--setup-show (nothing calls the model, or each setup is shown)."""
     option = config.option
     return (runtime.settings.probe == "auto" and not option.usepdb and not getattr(option, "trace", False)
-            and not option.setuponly and not option.setupplan)
+            and not option.setuponly and not option.setupplan and not option.setupshow)
 
 
 def _probe_and_send(runtime: Runtime, items: Sequence[pytest.Item]) -> AheadReport:

@@ -316,8 +316,8 @@ def test_first_run_calls_overlap_up_to_the_concurrency(suite: pytest.Pytester, s
     assert scripted.count == 16
     assert probed_report["ahead"] == {**probed_report["ahead"], "probed": 16, "tests": 16, "sent": 16, "failed": 0,
                                       "concurrency": 8, "unused": 0}
-    probed.stdout.fnmatch_lines(["promptopt: sent 16 LM calls ahead for 16 tests at concurrency 8 *"
-                                 "; 16 tests without a log probed first; 0 sent ahead but not used by the run"])
+    probed.stdout.fnmatch_lines([("promptopt: sent 16 LM calls ahead for 16 tests at concurrency 8 *"
+                                  "; 16 tests without a log probed first; 0 sent ahead but not used by the run")])
 
     scripted.responder = answer
     sequential, sequential_report = _run(suite, "b", "--promptopt-probe=off")
