@@ -3,6 +3,7 @@ probe pass of tests without a log (see `llm/probe.py`), and the logs written bac
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Sequence
 from typing import Any
 
@@ -73,16 +74,26 @@ def _probe_and_send(runtime: Runtime, items: Sequence[pytest.Item]) -> AheadRepo
         for i, item in enumerate(items):
             probe.current = item.nodeid
             # the last probe tears every fixture down: the real run starts as if nothing had run
-            _probe_one(item, items[i + 1] if i + 1 < len(items) else None)
+            if not _probe_one(item, items[i + 1] if i + 1 < len(items) else None):
+                break
     return send_probed(runtime, probe.misses, len(items))
 
 
-def _probe_one(item: pytest.Item, nextitem: pytest.Item | None) -> None:
+def _probe_one(item: pytest.Item, nextitem: pytest.Item | None) -> bool:
     """One unreported run of `item`; what it leaves on the item (captured output, JUnit
-    properties, its record and outcome) is dropped so the real run reports only its own."""
+    properties, its record and outcome) is dropped so the real run reports only its own. False
+    when the test called pytest.exit(): the probe pass ends there (its fixtures torn down) and
+    the run proper meets the exit where a one-by-one run would."""
     sections, properties = list(item._report_sections), list(item.user_properties)
     try:
         item.ihook.pytest_runtest_protocol(item=item, nextitem=nextitem)
+        return True
+    except pytest.exit.Exception:
+        with contextlib.suppress(Exception):  # a teardown error of the probe is not the run's
+            item.ihook.pytest_runtest_teardown(item=item, nextitem=None)
+        if isinstance(item, pytest.Function):
+            item._initrequest()  # fresh fixture values for the run proper, as after a whole protocol
+        return False
     finally:
         item._report_sections[:], item.user_properties[:] = sections, properties
         for key in (RECORD_KEY, OUTCOME_KEY):

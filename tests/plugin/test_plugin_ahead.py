@@ -415,3 +415,46 @@ def test_first_run_tests_observe_what_they_observe_one_by_one(suite: pytest.Pyte
     assert _replies(suite.path / "a") == _replies(suite.path / "b")
     assert probed_xml.count('name="mine"') == sequential_xml.count('name="mine"') == 1
     assert probed_xml.count("promptopt_prompt") == sequential_xml.count("promptopt_prompt") > 0
+
+
+EXIT_SUITE = """
+import pytest
+from pytest_promptopt import load_prompt
+
+shout = load_prompt("shout.yaml")
+
+
+@pytest.fixture
+def opened():
+    with open("seen.txt", "a") as seen:
+        seen.write("opened\\n")
+    yield
+    with open("seen.txt", "a") as seen:
+        seen.write("closed\\n")
+
+
+def test_a(llm, opened):
+    assert llm(shout, text="oscar") == "OSCAR"
+
+
+def test_b(llm, opened):
+    pytest.exit("stopping here")
+
+
+def test_c(llm):
+    assert llm(shout, text="papa") == "PAPA"
+"""
+
+
+def test_pytest_exit_in_a_probed_test_stops_the_run_where_it_would(suite: pytest.Pytester,
+                                                                     scripted: ScriptedServer) -> None:
+    """pytest.exit() before a test's first LM call ends the probe pass (its fixtures torn down), not
+    the session: the run proper reports the tests before it and exits there, as one by one."""
+    scripted.responder = answer
+    suite.makefile(".yaml", shout=_prompt("Shout.", "{text}"))
+    suite.makepyfile(test_exit=EXIT_SUITE)
+    result, report = _run(suite, "a")
+    result.assert_outcomes(passed=1)
+    result.stdout.fnmatch_lines(["*Exit: stopping here*"])
+    assert (suite.path / "seen.txt").read_text().splitlines() == ["opened", "closed"] * 2 + ["opened", "closed"]
+    assert [r["messages"][-1]["content"] for r in scripted.requests] == ["oscar"]
