@@ -453,8 +453,9 @@ def test_pytest_exit_in_a_probed_test_stops_the_run_where_it_would(suite: pytest
     scripted.responder = answer
     suite.makefile(".yaml", shout=_prompt("Shout.", "{text}"))
     suite.makepyfile(test_exit=EXIT_SUITE)
-    result, report = _run(suite, "a")
+    result, _ = _run(suite, "a")
     result.assert_outcomes(passed=1)
     result.stdout.fnmatch_lines(["*Exit: stopping here*"])
-    assert (suite.path / "seen.txt").read_text().splitlines() == ["opened", "closed"] * 2 + ["opened", "closed"]
+    # probes of test_a and test_b (its fixture torn down at the exit), then test_a and test_b again
+    assert (suite.path / "seen.txt").read_text().splitlines() == ["opened", "closed"] * 4
     assert [r["messages"][-1]["content"] for r in scripted.requests] == ["oscar"]
