@@ -60,11 +60,13 @@ def send_ahead_for(session: pytest.Session, runtime: Runtime, store: CallStore) 
 
 
 def should_probe(config: pytest.Config, runtime: Runtime) -> bool:
-    """--promptopt-probe=auto, and no debugger (a probe's failures are not the test's own) and no
-    --setup-only/--setup-plan/--setup-show (nothing calls the model, or each setup is shown)."""
+    """--promptopt-probe=auto, and no debugger (a probe's failures are not the test's own), no
+    --setup-only/--setup-plan/--setup-show (nothing calls the model, or each setup is shown), and
+    no -x/--maxfail/--sw (the run may stop at its first failure: probing first would run every test)."""
     option = config.option
     return (runtime.settings.probe == "auto" and not option.usepdb and not getattr(option, "trace", False)
-            and not option.setuponly and not option.setupplan and not option.setupshow)
+            and not option.setuponly and not option.setupplan and not option.setupshow
+            and not option.maxfail and not getattr(option, "stepwise", False))
 
 
 def _probe_and_send(runtime: Runtime, items: Sequence[pytest.Item]) -> AheadReport:
