@@ -459,3 +459,23 @@ def test_pytest_exit_in_a_probed_test_stops_the_run_where_it_would(suite: pytest
     # probes of test_a and test_b (its fixture torn down at the exit), then test_a and test_b again
     assert (suite.path / "seen.txt").read_text().splitlines() == ["opened", "closed"] * 4
     assert [r["messages"][-1]["content"] for r in scripted.requests] == ["oscar"]
+
+
+def test_probe_setting_is_checked_and_the_ini_key_turns_it_off(suite: pytest.Pytester,
+                                                               scripted: ScriptedServer) -> None:
+    scripted.responder = answer
+    suite.makefile(".yaml", shout=_prompt("Shout.", "{text}"))
+    suite.makepyfile(test_many=ONE_CALL_SUITE)
+    result = suite.runpytest("--promptopt-probe=sometimes")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines(["*--promptopt-probe*invalid choice: 'sometimes'*auto*off*"])
+    ini = suite.path / "tox.ini"
+    ini.write_text(ini.read_text().replace("[pytest]", "[pytest]\npromptopt_probe = sometimes"))
+    result = suite.runpytest()
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines(["*ini option promptopt_probe = 'sometimes': expected one of auto, off*"])
+    assert scripted.count == 0
+    ini.write_text(ini.read_text().replace("promptopt_probe = sometimes", "promptopt_probe = off"))
+    result, report = _run(suite, "a")
+    result.assert_outcomes(passed=16)
+    assert report["ahead"] is None and scripted.count == 16  # every call inline, one by one
