@@ -19,6 +19,10 @@ RETRIES = 4  # on 429, 5xx, timeouts and broken connections
 CONCURRENCY = 8
 EMBEDDED_CONCURRENCY = 1
 RECORD_MODE = "normal"  # normal | replay | refresh | off
+# A first run (tests without a call log) runs those tests once up to their first uncached LM call,
+# unreported, to send those calls ahead together: "auto" (when calls can overlap) or "off".
+PROBE = "auto"
+PROBE_MODES = ("auto", "off")
 CACHE_DIR_NAME = ".promptopt_cache"  # under the rootdir
 SHARED_CACHE_TIMEOUT_S = 5.0  # connect/read timeout of the shared cache tier (Redis); then local-only
 SHARED_CACHE_MAX_ENTRY_BYTES = 16 * 1024 * 1024  # a shared entry larger than this is a miss, never read

@@ -22,6 +22,7 @@ from .early import EarlyCalls
 from .endpoint import API_KEY_MARK, Endpoint, endpoint_address, redact
 from .health import DOWN_AFTER, DOWN_COOLDOWN_S, EndpointHealth
 from .pool import CallPool, InFlight
+from .probe import Probe
 from .replies import Completion, clean_text, message_text, reply_from, token_count
 from .retries import Retrying
 from ..defaults import CONCURRENCY, RETRIES, TIMEOUT_S
@@ -54,6 +55,7 @@ class LMClient:
         self.concurrency = max(1, concurrency)
         self.price = price or Price()
         self.budget: Budget | None = None
+        self.probe: Probe | None = None  # a first run's probe pass: cached answers only, nothing counted
         self._meter = UsageMeter()
         self._connection = Connection(endpoint, timeout=timeout, max_reply_bytes=max_reply_bytes,
                                       resolve_base_url=resolve_base_url)
@@ -83,6 +85,8 @@ class LMClient:
                                  self.endpoint.served_by)
 
     def complete(self, request: ChatRequest, *, budgeted: bool = True) -> Completion:
+        if self.probe is not None:
+            return self.probe.answer(self.endpoint.role, self.cache, request)
         # a prepaid request was sent and counted by the prefetch: this call is its use, not a hit
         prepaid = budgeted and self.budget is not None and self.budget.reserve(request.cache_key)
         counted = budgeted and not prepaid

@@ -70,6 +70,11 @@ def _run_options(add: Any) -> None:
         help=f"LM calls in flight at once, per role; a plain run sends its tests' predictable calls "
              f"ahead at this concurrency (default {defaults.CONCURRENCY} for an endpoint, "
              f"{defaults.EMBEDDED_CONCURRENCY} for the embedded model)")
+    add("--promptopt-probe", "string", default=None, choices=defaults.PROBE_MODES,
+        help="tests without a call log from an earlier run (a first run, new tests, a fresh cache) are first run "
+             "unreported up to their first LM call the cache cannot answer, and those calls are sent ahead together: "
+             "their fixtures and the code before that call run twice. auto (when calls can overlap) or off. "
+             f"Default {defaults.PROBE}.")
     add("--promptopt-min-pass-rate", "string", default=None, type=fraction, metavar="RATE",
         help="fail the session if a prompt's pass rate is below RATE (0..1); on the command line it "
              "overrides min_pass_rate in prompt files, in ini it is the default for prompts without one")

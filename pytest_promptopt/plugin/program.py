@@ -35,7 +35,7 @@ class PytestProgram:
     def evaluate(self, candidate: Candidate, nodeids: Sequence[str]) -> Evaluation:
         items = [self.items[n] for n in nodeids]
         results: list[CaseOutcome] = []
-        with self.runtime.override(candidate), _quiet_rerun([i.config for i in items[:1]]), self._prefetched():
+        with self.runtime.override(candidate), quiet_rerun([i.config for i in items[:1]]), self._prefetched():
             self._prefetch(candidate, nodeids)
             for i, item in enumerate(items):
                 if isinstance(item, pytest.Function):
@@ -120,7 +120,7 @@ class _Rerun:
 
 
 @contextlib.contextmanager
-def _quiet_rerun(configs: list[pytest.Config]) -> Iterator[None]:
+def quiet_rerun(configs: list[pytest.Config]) -> Iterator[None]:
     if not configs:
         yield
         return

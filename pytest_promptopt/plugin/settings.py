@@ -48,6 +48,7 @@ def build_settings(config: pytest.Config) -> Settings:
         timeout=_typed(config, "promptopt_timeout", positive_float, defaults.TIMEOUT_S),
         retries=_typed(config, "promptopt_retries", non_negative_int, defaults.RETRIES),
         concurrency=_typed(config, "promptopt_concurrency", positive_int, None),
+        probe=_choice(config, "promptopt_probe", defaults.PROBE_MODES, defaults.PROBE),
         prices=prices,
         min_pass_rate=_ini_value(config, "promptopt_min_pass_rate", fraction),
         min_pass_rate_override=config.getoption("promptopt_min_pass_rate", None),

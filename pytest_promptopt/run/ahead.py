@@ -9,6 +9,9 @@ changed since the log (the test does something else now) is not in the log's pre
 simply runs inline. A call that depends on an earlier call's output is sent in a later wave,
 once that output is known; one whose input cannot be predicted is left to the test.
 
+A test with no log (a first run, a new test) is probed instead (see `llm/probe.py`): run once,
+unreported, up to its first call the cache cannot answer; `send_probed` sends those calls.
+
 Nothing here changes what a test sees: an answer sent ahead is handed to the test that asks
 for it as if it had made the call itself (see `LMClient.send_ahead`), so outcomes, summaries,
 the gate and the cache are those of a sequential run. What was sent ahead and never asked for
@@ -98,7 +101,7 @@ def plausible(calls: Sequence[RecordedCall], repeats: int) -> bool:
 class AheadReport:
     """What was sent ahead at the start of a run, and (after the run) what was never used."""
 
-    tests: int = 0  # selected tests with a logged run
+    tests: int = 0  # selected tests with a logged run, or a probed one that stopped at an uncached call
     calls: int = 0  # calls in their logs
     cached: int = 0  # already answered by the cache
     sent: int = 0  # sent ahead and answered
@@ -109,21 +112,31 @@ class AheadReport:
     concurrency: int = 1
     unused: int | None = None  # answered ahead, then asked for by no test (None until the run ended)
     failures: tuple[str, ...] = field(default=())  # first few error messages, for the summary
+    probed: int = 0  # tests without a log, run first up to their first uncached call (see llm/probe.py)
 
     def finished(self, unused: int) -> AheadReport:
         return replace(self, unused=unused)
+
+    def plus(self, other: AheadReport) -> AheadReport:
+        """Both sends of one run: the logged calls', then the probed tests'."""
+        return AheadReport(self.tests + other.tests, self.calls + other.calls, self.cached + other.cached,
+                           self.sent + other.sent, self.failed + other.failed, self.inline + other.inline,
+                           self.seconds + other.seconds, self.setup_seconds + other.setup_seconds,
+                           max(self.concurrency, other.concurrency), None, (self.failures + other.failures)[:3],
+                           self.probed + other.probed)
 
     def to_dict(self) -> dict[str, Any]:
         return {"tests": self.tests, "calls": self.calls, "cached": self.cached, "sent": self.sent,
                 "failed": self.failed, "inline": self.inline, "seconds": round(self.seconds, 3),
                 "setup_seconds": round(self.setup_seconds, 3),
-                "concurrency": self.concurrency, "unused": self.unused}
+                "concurrency": self.concurrency, "unused": self.unused, "probed": self.probed}
 
     def line(self) -> str:
         unused = "" if self.unused is None else f"; {self.unused} sent ahead but not used by the run"
+        probed = f"; {self.probed} tests without a log probed first" if self.probed else ""
         return (f"sent {self.sent + self.failed} LM calls ahead for {self.tests} tests at concurrency "
-                f"{self.concurrency} in {self.seconds:.1f} s ({self.setup_seconds:.1f} s of it starting the client; {self.cached} of {self.calls} logged calls already "
-                f"cached, {self.failed} failed and were left to their tests, {self.inline} not predictable){unused}")
+                f"{self.concurrency} in {self.seconds:.1f} s ({self.setup_seconds:.1f} s of it starting the client; {self.cached} of {self.calls} predicted calls already "
+                f"cached, {self.failed} failed and were left to their tests, {self.inline} not predictable){probed}{unused}")
 
 
 def send_ahead(runtime: Runtime, logs: Mapping[str, Sequence[RecordedCall]]) -> AheadReport:
@@ -136,6 +149,21 @@ def send_ahead(runtime: Runtime, logs: Mapping[str, Sequence[RecordedCall]]) -> 
     return AheadReport(len(logs), sum(len(c) for c in logs.values()), plan.cached, plan.sent, plan.failed,
                        plan.inline, time.perf_counter() - started, plan.setup_seconds,
                        runtime.client("task").concurrency, failures=tuple(plan.failures[:3]))
+
+
+def send_probed(runtime: Runtime, misses: Mapping[str, tuple[str, ChatRequest]], probed: int) -> AheadReport:
+    """Send the first uncached call of each probed test (node id -> client role, request), as
+    sent ahead from a log: each reply goes to the test that asks for it."""
+    started = time.perf_counter()
+    plan = _Plan(runtime, {})
+    pending: dict[str, list[tuple[Ref, ChatRequest]]] = {}
+    for nodeid, (role, request) in misses.items():
+        pending.setdefault(role, []).append(((nodeid, 0), request))
+    for role, calls in pending.items():
+        plan._send(runtime.client(role), calls)
+    return AheadReport(len(misses), len(misses), 0, plan.sent, plan.failed, 0, time.perf_counter() - started,
+                       plan.setup_seconds, runtime.client("task").concurrency, failures=tuple(plan.failures[:3]),
+                       probed=probed)
 
 
 class _Plan:

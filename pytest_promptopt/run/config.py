@@ -93,6 +93,7 @@ class Settings:
     timeout: float = defaults.TIMEOUT_S
     retries: int = defaults.RETRIES
     concurrency: int | None = None  # None: by endpoint (see concurrency_for)
+    probe: str = defaults.PROBE  # auto | off: the probe pass of tests without a call log (llm/probe.py)
     prices: Mapping[str, Price] = field(default_factory=dict)
     min_pass_rate: float | None = None  # ini: the gate of prompts whose file sets none
     min_pass_rate_override: float | None = None  # command line: the gate of every prompt

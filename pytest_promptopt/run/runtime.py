@@ -17,6 +17,7 @@ from typing import Any
 
 from ..llm import local
 from ..llm.cache import ChatRequest, Reply
+from ..llm.probe import Probe
 from ..llm.shared_cache import open_cache
 from .calllog import JUDGE
 from .calllog import LLM as LLM_CALL
@@ -138,6 +139,18 @@ class Runtime:
         finally:
             for client in clients:
                 client.budget = None
+
+    @contextlib.contextmanager
+    def probing(self, probe: Probe) -> Iterator[None]:
+        """Every role's calls are answered from the cache or stop the test inside the block (see probe.py)."""
+        clients = [self.client(role) for role in ROLES]
+        for client in clients:
+            client.probe = probe
+        try:
+            yield
+        finally:
+            for client in clients:
+                client.probe = None
 
     def task_request(self, prompt: Prompt, variables: Mapping[str, Any], sample: int = 0) -> tuple[LMClient, ChatRequest]:
         """The request `llm(prompt, **variables)` sends, with any candidate override applied."""

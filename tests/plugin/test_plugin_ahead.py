@@ -106,7 +106,9 @@ def _replies(folder: Path) -> dict[str, Any]:
 def test_sent_ahead_is_the_sequential_run(words: pytest.Pytester, scripted: ScriptedServer) -> None:
     first, report = _run(words, "a", "--promptopt-concurrency=8")
     first.assert_outcomes(passed=14)
-    assert report["ahead"] is None  # the first-ever run has no log: every call inline, then logged
+    # the first-ever run has no log: each test is probed up to its first uncached call, and those are
+    # sent ahead (test_chain's first calls are test_one's: 10 distinct); the rest run inline, then logged
+    assert report["ahead"] == {**report["ahead"], "probed": 14, "tests": 14, "sent": 10, "unused": 0}
     assert scripted.count == 22  # test_chain's first calls are test_one's: cached
     shutil.copytree(words.path / "a", words.path / "b")
     _edit_prompt(words)
@@ -256,3 +258,224 @@ def test_ctrl_c_during_send_ahead_exits_without_waiting_for_the_calls(words: pyt
             process.communicate()
     assert process.returncode == pytest.ExitCode.INTERRUPTED
     assert "KeyboardInterrupt" in output
+
+
+# -- the first-ever run: tests without a log are probed, their first calls sent ahead ---------------
+
+class Wide:
+    """A responder that holds each request until `width` requests are in flight at once, and
+    notes the most it saw. A run whose calls do not overlap that wide never gets there: after
+    `patience` seconds (generous: a bound, not a measurement) it gives up holding, for good, so
+    such a run finishes and the test fails on `peak`, saying so."""
+
+    def __init__(self, width: int, patience: float = 120.0) -> None:
+        self.width, self.patience = width, patience
+        self.in_flight = self.peak = 0
+        self.lock = threading.Lock()
+        self.wide, self.gave_up = threading.Event(), threading.Event()
+
+    def __call__(self, messages: list[dict[str, str]], body: dict[str, Any]) -> str:
+        with self.lock:
+            self.in_flight += 1
+            self.peak = max(self.peak, self.in_flight)
+            if self.in_flight >= self.width:
+                self.wide.set()
+        try:
+            if not self.gave_up.is_set() and not self.wide.wait(self.patience):
+                self.gave_up.set()
+            return answer(messages, body)
+        finally:
+            with self.lock:
+                self.in_flight -= 1
+
+
+ONE_CALL_SUITE = """
+import pytest
+from pytest_promptopt import load_prompt
+
+shout = load_prompt("shout.yaml")
+
+
+@pytest.mark.parametrize("n", range(16))
+def test_case(llm, n):
+    assert llm(shout, text=f"case {n}") == f"CASE {n}"
+"""
+
+
+def test_first_run_calls_overlap_up_to_the_concurrency(suite: pytest.Pytester, scripted: ScriptedServer) -> None:
+    """No call log, a cold cache, a plain `pytest` (default concurrency 8): the server holds every
+    request until 8 are in flight at once, which a run making its calls one by one never reaches.
+    The result is the one-by-one run's (--promptopt-probe=off): outcomes, order, report, cache."""
+    wide = Wide(width=8)
+    scripted.responder = wide
+    suite.makefile(".yaml", shout=_prompt("Shout.", "{text}"))
+    suite.makepyfile(test_many=ONE_CALL_SUITE)
+    probed, probed_report = _run(suite, "a")
+    assert not wide.gave_up.is_set(), f"the first run's calls never had 8 in flight at once (at most {wide.peak})"
+    assert wide.peak == 8  # and never more than --promptopt-concurrency
+    assert scripted.count == 16
+    assert probed_report["ahead"] == {**probed_report["ahead"], "probed": 16, "tests": 16, "sent": 16, "failed": 0,
+                                      "concurrency": 8, "unused": 0}
+    probed.stdout.fnmatch_lines([("promptopt: sent 16 LM calls ahead for 16 tests at concurrency 8 *"
+                                  "; 16 tests without a log probed first; 0 sent ahead but not used by the run")])
+
+    scripted.responder = answer
+    sequential, sequential_report = _run(suite, "b", "--promptopt-probe=off")
+    assert scripted.count == 32 and sequential_report["ahead"] is None
+    probed.assert_outcomes(passed=16)
+    sequential.assert_outcomes(passed=16)
+    assert _order(probed) == _order(sequential) and len(_order(probed)) == 16
+    assert _comparable(probed_report) == _comparable(sequential_report)
+    assert _replies(suite.path / "a") == _replies(suite.path / "b")
+
+    again, again_report = _run(suite, "a")  # the second run has its log and a warm cache: no probe
+    assert scripted.count == 32 and again_report["ahead"]["probed"] == 0
+    again.assert_outcomes(passed=16)
+
+
+OBSERVED_SUITE = """
+import pytest
+from pytest_promptopt import load_prompt
+
+shout = load_prompt("shout.yaml")
+
+
+def note(text):
+    with open("seen.txt", "a") as seen:
+        seen.write(text + "\\n")
+
+
+@pytest.fixture
+def counted():
+    note("fixture")
+    yield
+    note("fixture teardown")
+
+
+def test_side_effects(llm, counted):
+    note("before the call")
+    out = llm(shout, text="kilo")
+    note("after the call")
+    assert out == "KILO"
+
+
+def test_swallows_exceptions(llm):
+    try:
+        out = llm(shout, text="lima")
+    except Exception as exc:
+        note("swallowed " + type(exc).__name__)
+        raise
+    assert out == "LIMA"
+
+
+def test_fails_before_its_call(llm):
+    print("printed before the failure")
+    assert 1 == 2, "failed before the call"
+    llm(shout, text="mike")
+
+
+def test_prints_then_fails_after_its_call(llm, record_property):
+    print("printed before the call")
+    record_property("mine", 1)
+    assert llm(shout, text="november") == "no"
+"""
+
+
+def test_first_run_tests_observe_what_they_observe_one_by_one(suite: pytest.Pytester,
+                                                              scripted: ScriptedServer) -> None:
+    """What the README states: a probed test's fixtures and code before its first uncached call
+    run twice (probe, then the test); everything after it, and everything reported, once. User
+    code's `except Exception` never sees the probe's stop; a test failing before its call is
+    reported once, with its own traceback, and nothing is sent for it."""
+    scripted.responder = answer
+    suite.makefile(".yaml", shout=_prompt("Shout.", "{text}"))
+    suite.makepyfile(test_observed=OBSERVED_SUITE)
+    runs = {}
+    for cache, probe in (("a", "auto"), ("b", "off")):
+        (suite.path / "seen.txt").unlink(missing_ok=True)
+        result, report = _run(suite, cache, f"--promptopt-probe={probe}", f"--junitxml={cache}.xml")
+        result.assert_outcomes(passed=2, failed=2)
+        runs[probe] = (result, report, (suite.path / "seen.txt").read_text().splitlines(),
+                       (suite.path / f"{cache}.xml").read_text())
+    (probed, probed_report, probed_seen, probed_xml), (sequential, sequential_report, sequential_seen, sequential_xml) \
+        = runs["auto"], runs["off"]
+    assert sequential_seen == ["fixture", "before the call", "after the call", "fixture teardown"]
+    assert probed_seen == ["fixture", "before the call", "fixture teardown"] + sequential_seen
+    assert probed_report["ahead"]["probed"] == 4 and probed_report["ahead"]["sent"] == 3  # kilo, lima, november
+    sent = [r["messages"][-1]["content"] for r in scripted.requests]
+    assert sorted(sent) == sorted(["kilo", "lima", "november"] * 2)  # each once per run; never "mike"
+
+    for result in (probed, sequential):
+        assert len([line for line in result.outlines if "FAILED" in line and "fails_before" in line]) == 2  # -v, summary
+        assert result.outlines.count("printed before the failure") == 1
+        assert result.outlines.count("printed before the call") == 1
+        result.stdout.fnmatch_lines(["*assert 1 == 2*", "*AssertionError: failed before the call*"])
+    assert _order(probed) == _order(sequential)
+    assert _comparable(probed_report) == _comparable(sequential_report)
+    assert _replies(suite.path / "a") == _replies(suite.path / "b")
+    assert probed_xml.count('name="mine"') == sequential_xml.count('name="mine"') == 1
+    assert probed_xml.count("promptopt_prompt") == sequential_xml.count("promptopt_prompt") > 0
+
+
+EXIT_SUITE = """
+import pytest
+from pytest_promptopt import load_prompt
+
+shout = load_prompt("shout.yaml")
+
+
+@pytest.fixture
+def opened():
+    with open("seen.txt", "a") as seen:
+        seen.write("opened\\n")
+    yield
+    with open("seen.txt", "a") as seen:
+        seen.write("closed\\n")
+
+
+def test_a(llm, opened):
+    assert llm(shout, text="oscar") == "OSCAR"
+
+
+def test_b(llm, opened):
+    pytest.exit("stopping here")
+
+
+def test_c(llm):
+    assert llm(shout, text="papa") == "PAPA"
+"""
+
+
+def test_pytest_exit_in_a_probed_test_stops_the_run_where_it_would(suite: pytest.Pytester,
+                                                                     scripted: ScriptedServer) -> None:
+    """pytest.exit() before a test's first LM call ends the probe pass (its fixtures torn down), not
+    the session: the run proper reports the tests before it and exits there, as one by one."""
+    scripted.responder = answer
+    suite.makefile(".yaml", shout=_prompt("Shout.", "{text}"))
+    suite.makepyfile(test_exit=EXIT_SUITE)
+    result, _ = _run(suite, "a")
+    result.assert_outcomes(passed=1)
+    result.stdout.fnmatch_lines(["*Exit: stopping here*"])
+    # probes of test_a and test_b (its fixture torn down at the exit), then test_a and test_b again
+    assert (suite.path / "seen.txt").read_text().splitlines() == ["opened", "closed"] * 4
+    assert [r["messages"][-1]["content"] for r in scripted.requests] == ["oscar"]
+
+
+def test_probe_setting_is_checked_and_the_ini_key_turns_it_off(suite: pytest.Pytester,
+                                                               scripted: ScriptedServer) -> None:
+    scripted.responder = answer
+    suite.makefile(".yaml", shout=_prompt("Shout.", "{text}"))
+    suite.makepyfile(test_many=ONE_CALL_SUITE)
+    result = suite.runpytest("--promptopt-probe=sometimes")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines(["*--promptopt-probe*invalid choice: 'sometimes'*auto*off*"])
+    ini = suite.path / "tox.ini"
+    ini.write_text(ini.read_text().replace("[pytest]", "[pytest]\npromptopt_probe = sometimes"))
+    result = suite.runpytest()
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines(["*ini option promptopt_probe = 'sometimes': expected one of auto, off*"])
+    assert scripted.count == 0
+    ini.write_text(ini.read_text().replace("promptopt_probe = sometimes", "promptopt_probe = off"))
+    result, report = _run(suite, "a")
+    result.assert_outcomes(passed=16)
+    assert report["ahead"] is None and scripted.count == 16  # every call inline, one by one

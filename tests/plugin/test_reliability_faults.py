@@ -75,7 +75,9 @@ def test_each_fault_fails_only_its_test_names_endpoint_and_error_and_is_not_cach
         scripted.fail_next(FAULTS[name][0], times=2)
         scripted.fail_next(NO_FAULT)  # the ok test's call is answered
     example = Example(suite, {"echo.yaml": ECHO, "test_echo.py": "\n".join(lines) + "\n"})
-    result = example.run_pytest("--promptopt-timeout=0.4", "--promptopt-report=report.json")
+    # the faults are queued in request order: the calls go one by one, inline (no probe pass sending
+    # the first calls ahead in any order; test_plugin_ahead.py covers faults of calls sent ahead)
+    result = example.run_pytest("--promptopt-timeout=0.4", "--promptopt-report=report.json", "--promptopt-probe=off")
     result.assert_outcomes(passed=len(names), failed=len(names))
     assert result.ret == pytest.ExitCode.TESTS_FAILED
     assert "INTERNALERROR" not in result.stdout.str()
@@ -102,7 +104,9 @@ def test_each_fault_fails_only_its_test_names_endpoint_and_error_and_is_not_cach
 def test_connection_refused_fails_every_test_and_the_run_ends_fast(suite: pytest.Pytester) -> None:
     url = closed_port_url()
     example = Example(suite, {"echo.yaml": ECHO, "test_echo.py": ECHO_TESTS.format(texts=[f"t{i}" for i in range(8)])})
-    result = example.run_pytest(f"--promptopt-base-url={url}", "--promptopt-retries=1", "--promptopt-report=r.json")
+    # inline calls, one by one, as they are asserted here (no probe pass sending the first calls ahead)
+    result = example.run_pytest(f"--promptopt-base-url={url}", "--promptopt-retries=1", "--promptopt-report=r.json",
+                                "--promptopt-probe=off")
     result.assert_outcomes(failed=8)
     assert "INTERNALERROR" not in result.stdout.str()
     text = result.stdout.str()

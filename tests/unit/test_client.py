@@ -21,6 +21,7 @@ from pytest_promptopt.llm.client import (
     Price,
 )
 from pytest_promptopt.errors import BudgetExhausted, EndpointError
+from pytest_promptopt.llm.probe import Probe, ProbeStop
 from pytest_promptopt.testing import Fault, ScriptedServer, echo_last_user
 from pytest_promptopt.usage import Usage
 
@@ -544,3 +545,27 @@ def test_unlimited_budget() -> None:
     for _ in range(100):
         budget.reserve()
     assert budget.remaining is None and budget.requests == 100
+
+
+# -- probe mode (a first run's probe pass) ----------------------------------------------------------
+
+
+def test_probe_mode_answers_from_the_cache_and_stops_at_the_first_miss(
+        make_client: ClientFactory, server: ScriptedServer, tmp_path: Path) -> None:
+    """Cached calls are answered and counted nowhere; the first miss is noted as sent, never
+    sent, and stops the caller with an exception that `except Exception` does not catch."""
+    client = make_client(ReplyCache(tmp_path))
+    ask(client, "cached")
+    before, probe = client.usage(), Probe()
+    client.probe, probe.current = probe, "test_x.py::test_a"
+    assert ask(client, "cached").text == "cached"
+    with pytest.raises(ProbeStop):
+        try:
+            ask(client, "missed")
+        except Exception:  # noqa: BLE001 - what a test's own handler would do
+            pytest.fail("a test's `except Exception` caught the probe's stop")
+    assert not issubclass(ProbeStop, Exception)
+    assert probe.misses == {"test_x.py::test_a": ("task", client.request(msgs("missed")))}
+    assert server.count == 1 and client.usage() == before  # only the first, unprobed call was sent
+    client.probe = None
+    assert ask(client, "missed").text == "missed" and server.count == 2
