@@ -9,6 +9,7 @@ very cases it is scored on looks perfect; the optimizer must not be fooled by th
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from typing import Any
 
 from wordtask import is_optimizer
@@ -76,15 +77,22 @@ def nodeid(module: str, function: str, message: str, answer: str) -> str:
     return f"{module}::{function}[{message}-{answer}]"
 
 
-def labelled_cases(labels: int, module: str, function: str) -> list[tuple[str, str]]:
-    """(text, label) pairs, per label one of each kind; a word unique to the case (`n07v3`) is
-    added until the hash split puts the case on its kind's side."""
+# Per label: two train messages and one validation message that share the label's topic word
+# and nothing else, so each message's nearest neighbour is of its own label.
+SIMILAR = {"first": ("train", "topic{i:02d}"), "second": ("train", "topic{i:02d}"),
+           "validation": ("validation", "topic{i:02d}")}
+
+
+def labelled_cases(labels: int, module: str, function: str,
+                   kinds: Mapping[str, tuple[str, str]] = KINDS) -> list[tuple[str, str]]:
+    """(text, label) pairs, per label one of each kind; a word unique to the case (`n07f3` for
+    the first kind) is added until the hash split puts the case on its kind's side."""
     cases: list[tuple[str, str]] = []
     for i in range(labels):
-        for split, pattern in KINDS.values():
+        for kind, (split, pattern) in kinds.items():
             variant = 0
             while True:
-                message = pattern.format(i=i) + f" n{i:02d}v{variant}"
+                message = pattern.format(i=i) + f" n{i:02d}{kind[0]}{variant}"
                 if split_of(nodeid(module, function, message, label(i))) == split:
                     break
                 variant += 1
@@ -93,7 +101,8 @@ def labelled_cases(labels: int, module: str, function: str) -> list[tuple[str, s
 
 
 def suite_module(cases: list[tuple[str, str]], holdout: list[tuple[str, str]], function: str = "test_intent") -> str:
-    return f"""
+    """A test module over `cases` and, marked holdout, `holdout` (as `test_heldout`)."""
+    tests = f"""
 import pytest
 from pytest_promptopt import load_prompt
 p = load_prompt("intent.yaml")
@@ -101,9 +110,28 @@ p = load_prompt("intent.yaml")
 @pytest.mark.parametrize("text,label", {cases!r})
 def {function}(llm, text, label):
     assert llm(p, text=text) == label
-
+"""
+    return tests if not holdout else tests + f"""
 @pytest.mark.promptopt(holdout=True)
 @pytest.mark.parametrize("text,label", {holdout!r})
 def test_heldout(llm, text, label):
     assert llm(p, text=text) == label
 """
+
+
+def overwhelmed_copy(limit: int):
+    """`knn_copy`, for a small model that loses the thread beyond `limit` demos: it then only
+    recognizes a demo whose user turn is the input itself (and copies its answer), else
+    answers "unknown"."""
+
+    def respond(messages: list[dict[str, Any]], body: dict[str, Any]) -> str:
+        if is_optimizer(messages):
+            return INSTRUCTION
+        demos = [(messages[i]["content"], messages[i + 1]["content"]) for i in range(len(messages) - 2)
+                 if messages[i]["role"] == "user" and messages[i + 1]["role"] == "assistant"]
+        if len(demos) <= limit:
+            return nearest_demo_answer(messages)
+        query = messages[-1]["content"]
+        return next((answer for user, answer in demos if user == query), "unknown")
+
+    return respond
