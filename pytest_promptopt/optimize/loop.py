@@ -27,7 +27,7 @@ from .demos import DemoOption
 from .proposer import Proposer
 from .runlog import RunLog
 from .simplify import simplify
-from .split import TrainSplit, train_split
+from .split import TrainSplit, shown_cases, train_split
 
 
 def split_of(nodeid: str, fraction: float = VALIDATION_FRACTION) -> str:
@@ -392,15 +392,17 @@ class _GroupRun:
         train = [c.nodeid for c in self.group.train]
         self.split = split = train_split(self.memo, self.group.original, train, self.settings.seed)
         self.log.write("split", **split.to_log())
-        self.notes.append(split.describe())
         self.memo.splits.update({n: "train-demo-source" for n in split.demo_source})
         self.memo.splits.update({n: "train-scoring" for n in split.scoring})
         return split
 
     def simplify(self, best: Candidate) -> Candidate:
         """`best` with what does not earn its place put back, judged on the train cases the
-        search scored on, none of which the winner or the original shows as a demo."""
-        ids = list(self.scored_on or ())
+        search scored on, none of which the winner or the original shows as a demo (a strategy
+        from a plugin may have drawn demos from anywhere: the cases it shows are left out)."""
+        demos = [d.inputs for p in best.values() for d in p.demos]
+        shown = set(shown_cases(self.scored_on or (), demos, self.memo.inputs))
+        ids = [n for n in self.scored_on or () if n not in shown]
         simpler, removals = simplify(self.group.original, best, lambda c: self.memo.evaluate(c, ids))
         for r in removals:
             self.log.write("simplify", prompt=r.prompt, part=r.part, dropped=r.kept_out, score_with=r.score_with,
@@ -411,6 +413,9 @@ class _GroupRun:
     def finish(self, decision: Decision, best: Candidate, after: Evaluation | None = None,
                holdout: Evaluation | None = None) -> GroupResult:
         group, train, validation = self.group, self.group.train, self.group.validation
+        outcomes = self._winner_outcomes(best) if decision.accepted else ()
+        if self.split is not None:
+            self.notes.append(self.split.describe())
         # "before" on the same train cases as "after"
         scored = train if self.scored_on is None else [c for c in train if c.nodeid in set(self.scored_on)]
         # the spend of search, simplification, validation and the holdout check: all within the budget
@@ -430,11 +435,19 @@ class _GroupRun:
                            tuple([*self.notes, *self.proposer.notes]), best, str(self.log.path),
                            chance=chance_rate(first_validation, after.results if after else ()),
                            constant=self.constant, one_answer=self.one_answer,
-                           outcomes=self._winner_outcomes(best) if decision.accepted else (),
+                           outcomes=outcomes,
                            search_starved=self.search_starved, train_split=self.split)
 
     def _winner_outcomes(self, best: Candidate) -> tuple[CaseOutcome, ...]:
+        """The accepted winner's outcome on every case (what its baseline records). The train
+        cases it was not scored on, the demo source, are run now, after the decision."""
         fp, memo = fingerprint(best), self.memo.memo
+        missing = [c.nodeid for c in self.group.train if (fp, c.nodeid) not in memo]
+        if missing:
+            try:
+                self.memo.evaluate(best, missing)
+            except BudgetExhausted:
+                return ()
         ids = [c.nodeid for c in (*self.group.cases, *self.group.holdout)]
         return tuple(memo[(fp, n)] for n in ids) if all((fp, n) in memo for n in ids) else ()
 

@@ -79,7 +79,8 @@ HOLDOUT_WORDS = WORD_TESTS.replace(
 
 def test_validation_cases_are_evaluated_only_for_the_decision(suite: pytest.Pytester, scripted: ScriptedServer) -> None:
     """A winner is found, simplified and validated: the run log's evaluations of validation cases
-    all come after the search and the simplification, each validation and holdout case once."""
+    all come after the search and the simplification, each validation and holdout case once;
+    only then is the accepted winner run on the demo-source train cases (for its baseline)."""
     example = Example(suite, {"word.yaml": WORD_PROMPT, "test_word.py": HOLDOUT_WORDS})
     scripted.responder = reverse_when_told("Reverse the word letter by letter.")
     result = example.run_pytest("--optimize")
@@ -94,15 +95,16 @@ def test_validation_cases_are_evaluated_only_for_the_decision(suite: pytest.Pyte
     searched = [i for i, e in enumerate(events) if e["event"] in ("simplify", "score", "trial")]
     assert searched and max(searched) < first_validation  # the search and the simplification are done
     assert all(splits == {"train"} for i, splits in touched if i < first_validation)
-    assert all("train" not in splits for i, splits in touched if i > first_validation)
     counts: dict[str, int] = {}
-    for _, e in evals:  # each eval event names its split, one of them
-        assert e["split"] in ("train-scoring", "validation", "holdout"), e["split"]
+    for i, e in evals:  # each eval event names its split, one of them
         assert {split_of.get(r["nodeid"], "holdout") for r in e["results"]} == {e["split"].split("-")[0]}
+        assert e["split"] == "train-scoring" if i < first_validation else e["split"] != "train-scoring"
         counts[e["split"]] = counts.get(e["split"], 0) + len(e["results"])
     print(f"case results evaluated per split: {counts}")
     assert counts["validation"] == len(start["validation"]) and counts["holdout"] == len(MORE_WORDS) - 18
     assert counts["train-scoring"] > 0
+    last_holdout = max(i for i, e in evals if e["split"] == "holdout")
+    assert all(i > last_holdout for i, e in evals if e["split"] == "train-demo-source")
     (decision,) = [e for e in events if e["event"] == "decision"]
     assert decision["evaluated"] == counts
     (validate,) = [i for i, e in enumerate(events) if e["event"] == "validate"]
