@@ -13,8 +13,17 @@ from typing import Any
 
 import pytest
 from example import Example
+from knncopy import (
+    PROMPT,
+    SIMILAR,
+    holdout_text,
+    knn_copy,
+    label,
+    labelled_cases,
+    overwhelmed_copy,
+    suite_module,
+)
 from wordtask import WORD_PROMPT, WORD_TESTS, WORDS, reverse_when_told
-from knncopy import PROMPT, SIMILAR, holdout_text, knn_copy, label, labelled_cases, overwhelmed_copy, suite_module
 
 from pytest_promptopt.testing import ScriptedServer
 

@@ -7,7 +7,12 @@ from pathlib import Path
 
 from pytest_promptopt.optimize.base import Case, OptimizationContext
 from pytest_promptopt.optimize.search import Evaluator
-from pytest_promptopt.optimize.split import TrainSplit, scoring_size, shown_cases, split_train
+from pytest_promptopt.optimize.split import (
+    TrainSplit,
+    scoring_size,
+    shown_cases,
+    split_train,
+)
 from pytest_promptopt.prompts.demo import Demo
 from pytest_promptopt.prompts.prompt import load_prompt
 
