@@ -2,7 +2,9 @@
 
 A candidate is written only if, on validation cases it was never selected on, it beats the
 original by the required gain and breaks at most the allowed number of previously passing cases;
-and, where holdout tests exist, it does not score lower on them than the original did.
+and, where holdout tests exist, it does not score lower on them than the original did. The
+validation cases are run once, for this decision: the search and the simplification before it
+see train cases only (`loop.py`, `split.py`), and the holdout cases are run only for the veto.
 
 The required gain is the larger of `--optimize-margin` and the noise of the paired difference:
 one-sided 95% Student t bound of the mean per-case change (about 1.73 standard errors on 20

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Protocol
 from ..prompts.prompt import Prompt
 from ..run.record import CaseOutcome
 from .feedback import Feedback
+from .split import TrainSplit
 
 if TYPE_CHECKING:
     from .demos import DemoOption
@@ -95,7 +96,7 @@ class StrategyResult:
     best: Candidate
     train_score: float
     notes: tuple[str, ...] = ()
-    scored_on: tuple[str, ...] | None = None  # the train cases `train_score` is on, when not all of them
+    scored_on: tuple[str, ...] | None = None  # the train cases `train_score` is on (None: the context's scoring part)
     stopped: str = ""  # why the search could not start, when it could not (the decision's reason)
 
 
@@ -128,6 +129,25 @@ class OptimizationContext:
     progress: Callable[[str], None]
     seed: int
     budget_remaining: Callable[[], int | None]
-    # a strategy that scores candidates on part of the train cases says which, once, so the
+    # a strategy that scores candidates on part of the scoring cases says which, once, so the
     # progress line's "best train" is over the cases every candidate is scored on
     scoring_on: Callable[[Sequence[str]], None] = lambda ids: None
+    # which train cases score candidates and which may be shown as static demos (split.py); the
+    # loop passes the run's split, a context made elsewhere scores on and shows every case
+    split: TrainSplit | None = None
+
+    def __post_init__(self) -> None:
+        if self.split is None:
+            self.split = TrainSplit.everything([c.nodeid for c in self.train])
+
+    @property
+    def scoring(self) -> tuple[str, ...]:
+        """The train cases candidates are scored on."""
+        assert self.split is not None
+        return self.split.scoring
+
+    @property
+    def demo_source(self) -> tuple[str, ...]:
+        """The train cases static demo sets may show."""
+        assert self.split is not None
+        return self.split.demo_source

@@ -13,6 +13,7 @@ from .base import Candidate, OptimizationContext, StrategyResult
 from .feedback import Feedback
 from .proposer import Proposal, Proposer
 from .search import Evaluator, sample_ids, successive_halving
+from .split import scoring_size
 
 
 @dataclass
@@ -25,6 +26,7 @@ class GradSum:
     minibatch: int = 24
 
     def estimate_calls(self, n_train: int, n_prompts: int, budget: int | None = None) -> int:
+        n_train = scoring_size(n_train)
         batch = min(self.minibatch, n_train)
         per_round = self.gradients_per_round + 1 + (self.edits * n_prompts) + batch * (self.beam + self.edits + 1)
         planned = self.rounds * per_round + n_train * self.beam
@@ -38,7 +40,7 @@ class GradSum:
         notes: list[str] = []
         try:
             for round_ in range(self.rounds):
-                batch = sample_ids(ctx.train, self.minibatch, rng)
+                batch = sample_ids(evaluator.train_ids, self.minibatch, rng)
                 scored = successive_halving(evaluator, beam, batch, rungs=1)
                 leader = scored[0][0]
                 failures = ctx.program.feedback(evaluator.evaluate(leader, batch).results)
@@ -61,7 +63,7 @@ class GradSum:
         except BudgetExhausted as exc:
             notes.append(f"stopped early: {exc}")
         best = evaluator.best_full()
-        return StrategyResult(best.candidate, best.full or 0.0, tuple(notes))
+        return StrategyResult(best.candidate, best.full or 0.0, tuple(notes), tuple(evaluator.train_ids))
 
 
 def critique_from_failures(proposer: Proposer, candidate: Candidate, failures: Sequence[Feedback],

@@ -26,8 +26,8 @@ from .base import Candidate, Case, Evaluation, Feedback, OptimizationContext, Pr
 from .demos import DemoOption
 from .proposer import Proposer
 from .runlog import RunLog
-from .search import unseen
 from .simplify import simplify
+from .split import TrainSplit, shown_cases, train_split
 
 
 def split_of(nodeid: str, fraction: float = VALIDATION_FRACTION) -> str:
@@ -61,8 +61,12 @@ class MemoProgram:
     means the log is not this run's, and every result replayed from it is dropped."""
 
     def __init__(self, inner: Program, budget: Budget, log: RunLog, original: Candidate,
-                 first_run: Sequence[CaseOutcome]) -> None:
+                 first_run: Sequence[CaseOutcome], splits: Mapping[str, str] | None = None) -> None:
         self.inner = inner
+        # which split each case belongs to, for the run log: every eval event names it, and the
+        # count of case results evaluated per split is kept
+        self.splits: dict[str, str] = dict(splits or {})
+        self.evaluated: dict[str, int] = {}
         self.budget = budget
         self.log = log
         base = fingerprint(original)
@@ -129,11 +133,18 @@ class MemoProgram:
             for r in fresh.results:
                 self.memo[(fp, r.nodeid)] = r
             self._note_best(fp)
-            self.log.write("eval", run=self.log.key, candidate=fp, results=[r.to_dict() for r in fresh.results],
+            split = self._split_of(missing)
+            self.evaluated[split] = self.evaluated.get(split, 0) + len(missing)
+            self.log.write("eval", run=self.log.key, candidate=fp, split=split,
+                           results=[r.to_dict() for r in fresh.results],
                            prompts={k: {"instruction": p.instruction, "demos": [d.to_dict() for d in p.demos],
                                         "retrieve": p.retrieval.summary() if p.retrieval else None}
                                     for k, p in candidate.items()})
         return Evaluation(tuple(self.memo[(fp, n)] for n in nodeids))
+
+    def _split_of(self, nodeids: Sequence[str]) -> str:
+        """The split these cases came from ("+"-joined when they came from several)."""
+        return "+".join(sorted({self.splits.get(n, "unknown") for n in nodeids}))
 
     def verified(self, candidate: Candidate, nodeids: Sequence[str], notes: list[str]) -> Evaluation:
         """`evaluate`, with every result replayed from the log re-run first (what decides)."""
@@ -231,6 +242,7 @@ class GroupResult:
     constant: ConstantBaseline | None = None  # always the most common train answer, on validation
     one_answer: OneAnswer | None = None  # the candidate gives (nearly) one answer on validation
     search_starved: bool = False  # the budget ran out during the search
+    train_split: TrainSplit | None = None  # which train cases scored candidates, which were demo sources
 
     @property
     def accepted(self) -> bool:
@@ -275,29 +287,34 @@ class GroupResult:
                 "diff": self.diff, "chance": self.chance, "after_within_noise_of_chance": self.after_is_chance,
                 "baseline_before": [b.to_dict() for b in self.baseline_before],
                 "constant": None if self.constant is None else self.constant.to_dict(),
-                "one_answer": None if self.one_answer is None else self.one_answer.to_dict()}
+                "one_answer": None if self.one_answer is None else self.one_answer.to_dict(),
+                "train_split": None if self.train_split is None else self.train_split.sizes()}
 
 
 def optimize_group(group: Group, program: Program, *, strategy: Strategy, proposer: Proposer, budget: Budget,
                    usage: Callable[[], Mapping[str, Usage]], log: RunLog, settings: OptimizeSettings,
                    progress: Callable[..., None]) -> GroupResult:
     """Search on train within the budget (the clients enforce it), simplify the winner on the
-    train cases the search scored on and validation, then decide on validation and holdout.
-    Simplification, validation and the holdout check get a reserve of the budget: it caps every
-    request the optimization sends."""
+    train cases the search scored on, then decide on validation and holdout: validation and
+    holdout cases are evaluated for that decision only. Simplification, validation and the
+    holdout check get a reserve of the budget: it caps every request the optimization sends."""
     run = _GroupRun(group, program, strategy, proposer, budget, usage, log, settings)
     train, validation, original = group.train, group.validation, group.original
     if not train or not validation:
         return run.finish(Decision(False, f"needs at least 2 test cases (has {len(group.cases)}): one to learn "
                                           "from, one to validate"), original)
-    run.memo.track_best([c.nodeid for c in train], original)
-    progress(f"{strategy.name}: {len(train)} train / {len(validation)} validation tests, "
-             f"estimated {run.estimate} LM calls", estimate=run.estimate, best=lambda: run.memo.best_train)
+    split = run.split_train()
+    if not split.scoring:
+        return run.finish(Decision(False, f"every one of the {len(train)} train cases is one of the prompt's own "
+                                          "demos, so none can score a candidate fairly: add test cases"), original)
+    run.memo.track_best(split.scoring, original)
+    progress(f"{strategy.name}: {len(train)} train ({len(split.scoring)} scoring) / {len(validation)} validation "
+             f"tests, estimated {run.estimate} LM calls", estimate=run.estimate, best=lambda: run.memo.best_train)
     result = strategy.run(OptimizationContext(original, train, run.memo, proposer, log.write, progress, settings.seed,
                                               lambda: budget.remaining,
-                                              scoring_on=lambda ids: run.memo.track_best(ids, original)))
+                                              scoring_on=lambda ids: run.memo.track_best(ids, original), split=split))
     run.notes.extend(result.notes)
-    run.train_after, run.scored_on = result.train_score, result.scored_on
+    run.train_after, run.scored_on = result.train_score, result.scored_on or split.scoring
     run.search_starved = budget.exhausted  # the budget, not the search, ended the search
     if result.stopped:
         return run.finish(Decision(False, result.stopped), original)
@@ -307,8 +324,9 @@ def optimize_group(group: Group, program: Program, *, strategy: Strategy, propos
     progress("simplifying the winner: each part it changed must earn its place")
     best = run.simplify(result.best)
     if fingerprint(best) == fingerprint(original):
-        return run.finish(Decision(False, "nothing the winner changed earned its place on train + validation"), best)
+        return run.finish(Decision(False, "nothing the winner changed earned its place on the train cases"), best)
     try:
+        log.write("validate", candidate=fingerprint(best), cases=len(validation))  # the decision starts here
         after = run.memo.verified(best, [c.nodeid for c in validation], run.notes)
     except BudgetExhausted as exc:
         return run.finish(Decision(False, f"{BUDGET_RAN_OUT} ({exc})"), best)
@@ -331,8 +349,8 @@ class _GroupRun:
         self.group, self.strategy, self.proposer, self.usage, self.log = group, strategy, proposer, usage, log
         self.settings, self.started, self.before = settings, time.perf_counter(), usage()
         per_case = program.calls_per_case([c.nodeid for c in group.cases])
-        # validation and holdout once, and simplification a few times over train + validation
-        checks = len(group.validation) + len(group.holdout) + SIMPLIFY_PASSES * len(group.cases)
+        # validation and holdout once, and simplification a few times over the train cases
+        checks = len(group.validation) + len(group.holdout) + SIMPLIFY_PASSES * len(group.train)
         reserve = int(per_case * checks) + 1
         if settings.budget is not None:
             reserve = min(reserve, settings.budget // 4)
@@ -345,10 +363,12 @@ class _GroupRun:
         log.write("start", prompts=sorted(group.original), strategy=strategy.name, seed=settings.seed,
                   budget=settings.budget, estimate=self.estimate, train=[c.nodeid for c in group.train],
                   validation=[c.nodeid for c in group.validation], resumed=log.resumed)
-        self.memo = MemoProgram(program, budget, log, group.original, group.first_run)
+        splits = {c.nodeid: c.split for c in (*group.cases, *group.holdout)}
+        self.memo = MemoProgram(program, budget, log, group.original, group.first_run, splits)
         self.notes: list[str] = [resumed_note(log)] if settings.resume else []
         self.train_after = mean_score(group.train)
         self.scored_on: tuple[str, ...] | None = None  # the train cases train_after is on, when not all
+        self.split: TrainSplit | None = None
         self.constant: ConstantBaseline | None = None
         self.one_answer: OneAnswer | None = None
         self.search_starved = False
@@ -366,12 +386,23 @@ class _GroupRun:
         return decide_constant(validated, self.constant, after, margin=self.settings.margin,
                                allow=self.settings.allow_constant)
 
+    def split_train(self) -> TrainSplit:
+        """Split the train cases into scoring and demo-source parts (split.py), say so in the
+        run log and the notes, and label the run log's evaluations by part."""
+        train = [c.nodeid for c in self.group.train]
+        self.split = split = train_split(self.memo, self.group.original, train, self.settings.seed)
+        self.log.write("split", **split.to_log())
+        self.memo.splits.update({n: "train-demo-source" for n in split.demo_source})
+        self.memo.splits.update({n: "train-scoring" for n in split.scoring})
+        return split
+
     def simplify(self, best: Candidate) -> Candidate:
         """`best` with what does not earn its place put back, judged on the train cases the
-        search scored on (all unless it said otherwise) and validation."""
-        train = [c.nodeid for c in self.group.train] if self.scored_on is None else list(self.scored_on)
-        # the cases the search left out for showing them as demos stay out here too
-        ids = unseen(self.memo, [self.group.original, best], train + [c.nodeid for c in self.group.validation])
+        search scored on, none of which the winner or the original shows as a demo (a strategy
+        from a plugin may have drawn demos from anywhere: the cases it shows are left out)."""
+        demos = [d.inputs for p in best.values() for d in p.demos]
+        shown = set(shown_cases(self.scored_on or (), demos, self.memo.inputs))
+        ids = [n for n in self.scored_on or () if n not in shown]
         simpler, removals = simplify(self.group.original, best, lambda c: self.memo.evaluate(c, ids))
         for r in removals:
             self.log.write("simplify", prompt=r.prompt, part=r.part, dropped=r.kept_out, score_with=r.score_with,
@@ -382,6 +413,9 @@ class _GroupRun:
     def finish(self, decision: Decision, best: Candidate, after: Evaluation | None = None,
                holdout: Evaluation | None = None) -> GroupResult:
         group, train, validation = self.group, self.group.train, self.group.validation
+        outcomes = self._winner_outcomes(best) if decision.accepted else ()
+        if self.split is not None:
+            self.notes.append(self.split.describe())
         # "before" on the same train cases as "after"
         scored = train if self.scored_on is None else [c for c in train if c.nodeid in set(self.scored_on)]
         # the spend of search, simplification, validation and the holdout check: all within the budget
@@ -390,7 +424,7 @@ class _GroupRun:
         self.log.write("decision", accepted=decision.accepted, reason=decision.reason, train_before=mean_score(scored),
                        train_after=self.train_after, validation_before=mean_score(validation),
                        validation_after=v_after, regressions=decision.regressions,
-                       calls={r: u.requests for r, u in spent.items()})
+                       calls={r: u.requests for r, u in spent.items()}, evaluated=dict(self.memo.evaluated))
         held = None if holdout is None else Scores(len(group.holdout), mean_score(group.holdout), holdout.mean)
         first_validation = [o for o in group.first_run if o.nodeid in {c.nodeid for c in validation}]
         return GroupResult(tuple(sorted(group.original)), self.strategy.name, decision,
@@ -401,11 +435,19 @@ class _GroupRun:
                            tuple([*self.notes, *self.proposer.notes]), best, str(self.log.path),
                            chance=chance_rate(first_validation, after.results if after else ()),
                            constant=self.constant, one_answer=self.one_answer,
-                           outcomes=self._winner_outcomes(best) if decision.accepted else (),
-                           search_starved=self.search_starved)
+                           outcomes=outcomes,
+                           search_starved=self.search_starved, train_split=self.split)
 
     def _winner_outcomes(self, best: Candidate) -> tuple[CaseOutcome, ...]:
+        """The accepted winner's outcome on every case (what its baseline records). The train
+        cases it was not scored on, the demo source, are run now, after the decision."""
         fp, memo = fingerprint(best), self.memo.memo
+        missing = [c.nodeid for c in self.group.train if (fp, c.nodeid) not in memo]
+        if missing:
+            try:
+                self.memo.evaluate(best, missing)
+            except BudgetExhausted:
+                return ()
         ids = [c.nodeid for c in (*self.group.cases, *self.group.holdout)]
         return tuple(memo[(fp, n)] for n in ids) if all((fp, n) in memo for n in ids) else ()
 
@@ -424,7 +466,7 @@ def resumed_note(log: RunLog) -> str:
             "the interrupted run (not re-run; charged to the budget as before)")
 
 
-SIMPLIFY_PASSES = 2  # evaluations over train + validation reserved for simplifying a winner
+SIMPLIFY_PASSES = 2  # evaluations over the train cases reserved for simplifying a winner
 
 
 def _same(logged: CaseOutcome, rerun: CaseOutcome) -> bool:

@@ -21,6 +21,7 @@ from .demos import DemoChoice
 from .instructions import Grounding, InstructionPool, cannot_start
 from .screening import DemoScreening, demo_choices
 from .search import Evaluator
+from .split import scoring_size
 from .tpe import TpeSearch, search_space
 from .variants import Recombination, Reordering
 
@@ -55,8 +56,8 @@ class Mipro:
         return self.fitted(budget, n_train, n_prompts)._planned_calls(n_train, n_prompts)
 
     def _planned_calls(self, n_train: int, n_prompts: int) -> int:
-        n_train = min(n_train, self.scored_cases or n_train)
-        unseen = 0.7 * n_train  # a case that is one of a set's demos does not score it
+        n_train = min(scoring_size(n_train), self.scored_cases or n_train)
+        unseen = n_train  # every candidate is scored on the scoring part of train
         options = self.n_demo_sets
         screening = n_train * len(self.retrieve_ks) * len(self.retrieve_orders) + unseen * (options * 0.25 + options / 2 * 0.25 + self.keep_demo_sets * 0.5
                               + self.recombine_generations * self.recombined_sets
@@ -99,7 +100,7 @@ class Mipro:
         remaining = ctx.budget_remaining()
         if remaining is None:
             return self.max_trials
-        n_train = min(len(ctx.train), self.scored_cases or len(ctx.train))
+        n_train = min(len(ctx.scoring), self.scored_cases or len(ctx.scoring))
         per_trial = calls_per_case * (min(self.minibatch, n_train) + n_train / self.full_eval_every)
         spare = (remaining - n_prompts * self.rounds * (self.instructions_per_round + 3)
                  - CLOSE_MOST * n_train * calls_per_case)  # what _close may spend
@@ -132,7 +133,7 @@ class Mipro:
                 for key in keys:
                     pools[key].propose(ctx, grounding, self.instructions_per_round, round_, notes)
                 if round_ == 0 and all(pools[k].nothing_to_search(choices[k]) for k in keys):
-                    return StrategyResult(ctx.original, original_score, tuple(notes),
+                    return StrategyResult(ctx.original, original_score, tuple(notes), tuple(evaluator.train_ids),
                                           stopped=cannot_start(ctx, list(pools.values())))
                 space = search_space(keys, {k: pools[k].prompts for k in keys}, choices)
                 best_params = search.run(space, per_round, round_, rng, best_params)
@@ -142,8 +143,7 @@ class Mipro:
         except BudgetExhausted as exc:
             notes.append(f"stopped early: {exc}")
         best = evaluator.best_full()
-        scored_on = tuple(evaluator.train_ids) if len(evaluator.train_ids) < len(ctx.train) else None
-        return StrategyResult(best.candidate, best.full or 0.0, tuple(notes), scored_on)
+        return StrategyResult(best.candidate, best.full or 0.0, tuple(notes), tuple(evaluator.train_ids))
 
     @staticmethod
     def _close(evaluator: Evaluator, most: int = CLOSE_MOST) -> None:

@@ -1,7 +1,7 @@
 """Screening MIPRO's demo choices for one prompt (the original instruction): retrieval options
-scored on every train case, static sets by successive halving raced against the best of them,
-then the stages that build new sets from the screened ones (`variants.py`), and the best few
-kept for the search.
+scored on every scoring case, static sets (drawn from the demo-source part of train) by
+successive halving raced against the best of them on the same cases, then the stages that build
+new sets from the screened ones (`variants.py`), and the best few kept for the search.
 
 A choice is identified by the fingerprint of the candidate it makes, never by its place in a
 list: `Board` holds each choice once, as a frozen `DemoCandidate`, with its scores.
@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
-from ..stats import wilson
+from ..stats import paired_noise
 from .base import Candidate, Evaluation, OptimizationContext, fingerprint
 from .demos import DemoChoice, Retrieve, demo_sets, pool_from_options, with_choice
 from .search import Evaluator
@@ -79,7 +79,26 @@ class Board:
 class Stage(Protocol):
     """A screening stage that adds new choices to the board (recombined sets, reorderings)."""
 
-    def extend(self, board: Board, ids: Sequence[str], bar: float | None, rng: random.Random) -> None: ...
+    def extend(self, board: Board, ids: Sequence[str], bar: Bar | None, rng: random.Random) -> None: ...
+
+
+@dataclass(frozen=True)
+class Bar:
+    """The best retrieval option, which static sets race against, case by case."""
+
+    record: DemoCandidate
+    score: float  # on every scoring case
+
+    def reachable(self, board: Board, evaluation: Evaluation) -> bool:
+        """Racing: whether a static set scored on part of the scoring cases may still reach the
+        bar. Paired on those cases: the set is dropped when the one-sided 95% t bound of its mean
+        per-case difference to the bar's results on the same cases stays below zero."""
+        ids = [r.nodeid for r in evaluation.results]
+        if not ids:
+            return True
+        bar = {r.nodeid: r.score for r in board.evaluate(self.record, ids).results}
+        differences = [r.score - bar[r.nodeid] for r in evaluation.results]
+        return sum(differences) / len(differences) + paired_noise(differences) >= 0
 
 
 class DemoScreening:
@@ -104,7 +123,7 @@ class DemoScreening:
         # call grows with k), and a quarter of the train cases is too few to rank them. Scored
         # first, the best of them is the bar the static sets race against.
         retrieval = [r for r in screened if isinstance(r.choice, Retrieve)]
-        bar = max((board.score_full(r) for r in retrieval), default=None)
+        bar = max((Bar(r, board.score_full(r)) for r in retrieval), key=lambda b: b.score, default=None)
         static = [r for r in screened if not isinstance(r.choice, Retrieve)]
         for record in self._halve(board, static, ids, bar):
             board.score_full(record)
@@ -115,8 +134,8 @@ class DemoScreening:
                 train_scores={str(r.number): board.full[r.fingerprint] for r in kept})
         return [choices[0], *(r.choice for r in kept)]
 
-    def _halve(self, board: Board, alive: list[DemoCandidate], ids: list[str], bar: float | None) -> list[DemoCandidate]:
-        """The static sets left after scoring on a quarter, then half the train cases, keeping
+    def _halve(self, board: Board, alive: list[DemoCandidate], ids: list[str], bar: Bar | None) -> list[DemoCandidate]:
+        """The static sets left after scoring on a quarter, then half the scoring cases, keeping
         the better half (at least `keep`) and only those that may still reach the bar."""
         for share in (0.25, 0.5):
             part = ids[: max(1, int(len(ids) * share))]
@@ -127,28 +146,24 @@ class DemoScreening:
             for record in alive:
                 board.note(record, scores[record.fingerprint])
             alive = sorted(alive, key=lambda r: -scores[r.fingerprint])[: max(self.keep, len(alive) // 2)]
-            alive = [r for r in alive if bar is None or could_reach(evaluations[r.fingerprint], bar)]
+            alive = [r for r in alive if bar is None or bar.reachable(board, evaluations[r.fingerprint])]
             board.ctx.progress(f"screening demo sets on {len(part)} train tests: {len(alive)} left, "
                                f"top {max(scores.values()):.2f} on them")
         return alive
 
 
-def could_reach(evaluation: Evaluation, bar: float) -> bool:
-    """Racing: whether a demo set scored on part of the train cases may still reach `bar`, the
-    best retrieval option's full-train score (the top of its 95% Wilson interval); one that
-    cannot is not scored further."""
-    n = len(evaluation.results)
-    return wilson(round(evaluation.mean * n), n).high >= bar
-
-
 def demo_choices(ctx: OptimizationContext, key: str, rng: random.Random, n_sets: int,
                  retrieve_ks: Sequence[int], retrieve_orders: Sequence[str]) -> list[DemoChoice]:
-    """The demo choices to screen: the prompt's own demos, static sets, and retrieval at each k
-    in each order."""
+    """The demo choices to screen: the prompt's own demos, static sets drawn from the
+    demo-source cases, and retrieval at each k in each order, from every train case (a call
+    never retrieves its own case)."""
     train = [c.nodeid for c in ctx.train]
     pool = ctx.program.demo_pool(key, train)
-    choices: list[DemoChoice] = [None, *demo_sets(pool, n_sets, rng)]
-    ctx.log("demo_pool", prompt=key, size=len(pool), sets=len(choices) - 1, labelled=sum(o.kind == "labelled" for o in pool))
+    sources = set(ctx.demo_source)
+    static_pool = [o for o in pool if o.source in sources]
+    choices: list[DemoChoice] = [None, *demo_sets(static_pool, n_sets, rng)]
+    ctx.log("demo_pool", prompt=key, size=len(pool), static_source=len(static_pool), sets=len(choices) - 1,
+            labelled=sum(o.kind == "labelled" for o in pool))
     demos = pool_from_options(pool, set(train))
     if not ctx.original[key].supports_retrieval:
         return choices

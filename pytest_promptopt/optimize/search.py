@@ -1,7 +1,8 @@
-"""Scoring candidates on train cases: minibatches, full train, successive halving.
+"""Scoring candidates on train cases: minibatches, full scores, successive halving.
 
-A case never scores a candidate that shows that very case as a demo (it would pass by
-copying), so each candidate is scored on the train cases it has not seen.
+Every candidate is scored on the same cases, the context's scoring part of train (`split.py`),
+which no candidate shows as a static demo: scores are paired, and a "full" score means the
+same denominator for every candidate, the original included.
 """
 
 from __future__ import annotations
@@ -10,20 +11,12 @@ import random
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
-from .base import Candidate, Case, Evaluation, OptimizationContext, Program, fingerprint
+from .base import Candidate, Evaluation, OptimizationContext, fingerprint
 
 
-def unseen(program: Program, candidates: Sequence[Candidate], ids: Sequence[str]) -> list[str]:
-    """The cases of `ids` that none of `candidates` shows as a static demo (a case whose inputs
-    are a demo's would pass by copying it)."""
-    demo_keys = {frozenset(d.inputs.items()) for c in candidates for p in c.values() for d in p.demos}
-    if not demo_keys:
-        return list(ids)
-    def shown(nodeid: str) -> bool:
-        traced = [frozenset(inputs.items()) for inputs in program.inputs(nodeid)]
-        return any(dk <= tk for dk in demo_keys for tk in traced)
-
-    return [i for i in ids if not shown(i)]
+def demos_per_call(candidate: Candidate) -> int:
+    """How many demos a call of the candidate shows: static ones plus those retrieved."""
+    return sum(len(p.demos) + (p.retrieval.k if p.retrieval is not None else 0) for p in candidate.values())
 
 
 @dataclass
@@ -41,21 +34,23 @@ class Scored:
 class Evaluator:
     def __init__(self, ctx: OptimizationContext, on_score: Callable[[Scored, str, float], None] | None = None,
                  most_cases: int | None = None) -> None:
-        """`most_cases` caps the train cases a candidate is scored on ("full" train), drawn once
-        with the run's seed; demos still come from every train case."""
+        """`most_cases` caps the scoring cases a candidate is scored on ("full"), drawn once with
+        the run's seed."""
         self.ctx = ctx
         self.scored: dict[str, Scored] = {}
         self._on_score = on_score
         self._evaluations: dict[tuple[str, tuple[str, ...]], Evaluation] = {}
-        cases = list(ctx.train)
-        if most_cases is not None and len(cases) > most_cases:
-            chosen = set(random.Random(ctx.seed + 2).sample(range(len(cases)), most_cases))
-            cases = [c for i, c in enumerate(cases) if i in chosen]
-        self.train_ids = [c.nodeid for c in cases]
-        if len(cases) < len(ctx.train):
-            ctx.scoring_on(self.train_ids)
+        ids = list(ctx.scoring)
+        if most_cases is not None and len(ids) > most_cases:
+            chosen = set(random.Random(ctx.seed + 2).sample(range(len(ids)), most_cases))
+            ids = [n for i, n in enumerate(ids) if i in chosen]
+        self.train_ids = ids
+        if len(ids) < len(ctx.scoring):
+            ctx.scoring_on(ids)
+        # the original is scored like any candidate: its first-run results on the same cases
+        first_run = {c.nodeid: c.score for c in ctx.train}
         original = self.entry(ctx.original, "original")
-        original.full = sum(c.score for c in cases) / len(cases) if cases else 0.0
+        original.full = sum(first_run[n] for n in ids) / len(ids) if ids else 0.0
 
     def entry(self, candidate: Candidate, label: str = "") -> Scored:
         fp = fingerprint(candidate)
@@ -68,19 +63,16 @@ class Evaluator:
         entry = self.scored.get(fingerprint(candidate))
         return entry.full if entry is not None else None
 
-    def unseen(self, candidate: Candidate, ids: Sequence[str]) -> list[str]:
-        return unseen(self.ctx.program, [candidate], ids)
-
     def evaluate(self, candidate: Candidate, ids: Sequence[str]) -> Evaluation:
-        key = (fingerprint(candidate), tuple(self.unseen(candidate, ids)))
+        key = (fingerprint(candidate), tuple(ids))
         if key not in self._evaluations:
             self._evaluations[key] = self.ctx.program.evaluate(candidate, key[1])
         return self._evaluations[key]
 
     def minibatch(self, candidate: Candidate, size: int, rng: random.Random, label: str = "") -> float:
-        """Score on `size` random train cases the candidate does not show as demos."""
+        """Score on `size` random scoring cases."""
         entry = self.entry(candidate, label)
-        pool = self.unseen(candidate, self.train_ids)
+        pool = self.train_ids
         ids = pool if len(pool) <= size else rng.sample(pool, size)
         ev = self.evaluate(candidate, ids)
         if ev.results:
@@ -101,17 +93,19 @@ class Evaluator:
             self._on_score(entry, split, score)
 
     def best_full(self) -> Scored:
+        """The best candidate scored in full, by one rule: the highest mean score on the scoring
+        cases (the same cases for every candidate); ties go to the one showing fewer demos per
+        call, then to the one scored first (the original is scored first)."""
         done = [s for s in self.scored.values() if s.full is not None]
-        return max(done, key=lambda s: (s.full, s.mean_minibatch))
+        return max(done, key=lambda s: (s.full, -demos_per_call(s.candidate)))
 
     def best_unvalidated(self) -> Scored | None:
         pending = [s for s in self.scored.values() if s.full is None and s.minibatch]
         return max(pending, key=lambda s: s.mean_minibatch) if pending else None
 
 
-def sample_ids(cases: Sequence[Case], size: int, rng: random.Random) -> list[str]:
-    ids = [c.nodeid for c in cases]
-    return ids if len(ids) <= size else rng.sample(ids, size)
+def sample_ids(ids: Sequence[str], size: int, rng: random.Random) -> list[str]:
+    return list(ids) if len(ids) <= size else rng.sample(list(ids), size)
 
 
 def successive_halving(evaluator: Evaluator, candidates: Sequence[tuple[Candidate, str]], ids: Sequence[str],

@@ -3,8 +3,8 @@
 The parts, tried in this order for each prompt: the instruction edit, the retrieval rule, the
 demos as a block, then the demos in halves, then one by one (when at most `ONE_BY_ONE` are
 left). Each part is put back as the original had it; the removal is kept when the score on
-the train cases the search scored on (none a demo of the winner) and validation does not drop
-beyond noise: the mean per-case drop must exceed the one-sided 95% Student t bound of the
+the train cases the search scored on (none a demo of the winner or the original; validation is
+left for the decision) does not drop beyond noise: the mean per-case drop must exceed the one-sided 95% Student t bound of the
 per-case differences (`stats.paired_noise`). Ties go to
 the shorter prompt, since a tie is no drop.
 

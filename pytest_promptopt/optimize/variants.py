@@ -8,18 +8,18 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from .demos import DemoOption, recombine
-from .screening import Board, DemoCandidate, could_reach
+from .screening import Bar, Board, DemoCandidate
 
 
 @dataclass(frozen=True)
 class Recombination:
     """New static sets from the best-credited demos, raced like the screened sets: scored on
-    half the train cases first, and in full only if they may still reach the retrieval bar."""
+    half the scoring cases first, and in full only if they may still reach the retrieval bar."""
 
     generations: int
     sets_per_generation: int
 
-    def extend(self, board: Board, ids: Sequence[str], bar: float | None, rng: random.Random) -> None:
+    def extend(self, board: Board, ids: Sequence[str], bar: Bar | None, rng: random.Random) -> None:
         half = list(ids[: max(1, len(ids) // 2)])
         for generation in range(self.generations):
             screened = [(r.choice, score) for r, score in board.latest_scores() if isinstance(r.choice, tuple)]
@@ -28,10 +28,10 @@ class Recombination:
                 if record is None:
                     continue
                 first = board.evaluate(record, half)
-                if bar is not None and not could_reach(first, bar):
+                if bar is not None and not bar.reachable(board, first):
                     board.note(record, first.mean)
                     board.ctx.progress(f"{record.label}: {first.mean:.2f} on {len(first.results)} train tests, "
-                                       f"cannot reach {bar:.2f}")
+                                       f"cannot reach {bar.record.label} on them")
                     continue
                 board.ctx.progress(f"{record.label}: train {board.score_full(record):.2f}")
 
@@ -47,7 +47,7 @@ class Reordering:
     orders_per_set: int
     keep: int
 
-    def extend(self, board: Board, ids: Sequence[str], bar: float | None, rng: random.Random) -> None:
+    def extend(self, board: Board, ids: Sequence[str], bar: Bar | None, rng: random.Random) -> None:
         variants = self._shuffled(board, rng)
         if not variants:
             return

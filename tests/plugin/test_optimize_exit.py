@@ -51,7 +51,8 @@ def test_the_result_is_last_on_screen_and_a_decided_run_exits_0(words: pytest.Py
     result.stdout.fnmatch_lines(["word.yaml*12*0*0.0%*",  # the "before", per prompt
                                  "*promptopt: optimization*",
                                  "the tests' tracebacks are not shown (--tb=no)*pass --tb=short to see them",
-                                 "  validation score 0.000 -> 1.000; train score 0.000 -> 1.000",
+                                 ("  validation score 0.000 -> 1.000; train score 0.000 -> 1.000 "
+                                  "(on the * train tests the search scored)"),
                                  "  accepted: *; writing word.yaml",
                                  f"wrote {words.path / 'word.yaml'}",
                                  "the written prompt's results: pytest --promptopt-report=r.json*"])
