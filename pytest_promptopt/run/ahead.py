@@ -133,10 +133,15 @@ class AheadReport:
 
     def line(self) -> str:
         unused = "" if self.unused is None else f"; {self.unused} sent ahead but not used by the run"
-        probed = f"; {self.probed} tests without a log probed first" if self.probed else ""
-        return (f"sent {self.sent + self.failed} LM calls ahead for {self.tests} tests at concurrency "
+        probed = f"; {counted(self.probed, 'test')} without a log probed first" if self.probed else ""
+        return (f"sent {counted(self.sent + self.failed, 'LM call')} ahead for {counted(self.tests, 'test')} at concurrency "
                 f"{self.concurrency} in {self.seconds:.1f} s ({self.setup_seconds:.1f} s of it starting the client; {self.cached} of {self.calls} predicted calls already "
                 f"cached, {self.failed} failed and were left to their tests, {self.inline} not predictable){probed}{unused}")
+
+
+def counted(n: int, noun: str) -> str:
+    """`1 test`, `2 tests`."""
+    return f"{n} {noun}" if n == 1 else f"{n} {noun}s"
 
 
 def send_ahead(runtime: Runtime, logs: Mapping[str, Sequence[RecordedCall]]) -> AheadReport:
