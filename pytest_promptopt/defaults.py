@@ -127,3 +127,7 @@ PANEL_REVIEW_MARGIN = 0.1
 # and how many criteria rewrites the optimizer model proposes per judge.
 JUDGE_OBJECTIVE = "kappa"
 JUDGE_REWRITES = 4
+# ... and how many demo sets it tries: each a few train labels of each class, shown to the judge
+# as graded exchanges before the case (the human's verdict as the judge's answer).
+JUDGE_DEMO_SETS = 3
+JUDGE_DEMOS_PER_CLASS = 2

@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from ..defaults import JUDGE_REWRITES
+from ..defaults import JUDGE_DEMO_SETS, JUDGE_DEMOS_PER_CLASS, JUDGE_REWRITES
 from ..errors import PromptOptError
 from ..optimize.judges import JudgeTuner
 from ..prompts.judgefile import Judge, load_judge
@@ -66,7 +66,7 @@ def _calibrate(promptopt: Any, judge: Judge) -> list[tuple[str, bool]]:
 def _tune(promptopt: Any, judge: Judge) -> list[tuple[str, bool]]:
     runtime = promptopt.runtime
     tuner = JudgeTuner(runtime.judges, runtime.client("optimizer"), objective=promptopt.settings.judge_objective,
-                       proposals=JUDGE_REWRITES)
+                       proposals=JUDGE_REWRITES, demo_sets=JUDGE_DEMO_SETS, demos_per_class=JUDGE_DEMOS_PER_CLASS)
     tuning = tuner.tune(judge)
     return [(line, False) for line in tuning.lines()] + [(line, False) for line in tuning.diff.splitlines()]
 

@@ -11,6 +11,8 @@ system: |                 # optional: the judge's own system prompt, replacing t
 labels: polite.labels.jsonl   # optional: the labelled set next to this file (see labels.py)
 models: [gpt-4o-mini, llama-3.1-70b, qwen2.5-72b]   # optional, instead of model: a panel of judges
 panel: majority           # optional with models: majority (of pass/fail) | mean (of scores)
+demos:                    # optional: labelled cases shown to the judge before the case it grades
+  - {output: "Read the FAQ.", verdict: fail, note: does not answer}
 ```
 
 A `Judge` is frozen; `load_judge` validates the file with the same safe YAML reading as prompt
@@ -27,9 +29,11 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import PromptFileError
+from .labels import LabelledCase, case_of
 from .prompt import YAML_SUFFIXES, _line, caller_folder, locate, parse_yaml, read_prompt_text
 
-JUDGE_KEYS = ("criteria", "threshold", "mode", "model", "system", "labels", "description", "models", "panel")
+JUDGE_KEYS = ("criteria", "threshold", "mode", "model", "system", "labels", "description", "models", "panel", "demos")
+MAX_JUDGE_DEMOS = 32
 PANEL_RULES = ("majority", "mean")
 REVIEW_SUFFIX = ".review.jsonl"
 MAX_PANEL = 9
@@ -53,6 +57,7 @@ class Judge:
     source_digest: str = ""
     models: tuple[str, ...] = ()  # a panel: each member a model name on the judge endpoint
     panel: str = "majority"  # a panel's verdict: majority of pass/fail, or mean of the scores
+    demos: tuple[LabelledCase, ...] = ()  # labelled cases shown first, each with its human verdict
 
     @property
     def is_panel(self) -> bool:
@@ -107,7 +112,7 @@ def load_judge(path: str | Path, *, root: Path | None = None, near: Path | None 
     models, panel = _panel(p, doc)
     return Judge(p, _text(p, doc, "criteria", required=True) or "", _threshold(p, doc), _mode(p, doc),
                  _model(p, doc), _text(p, doc, "system"), _labels(p, doc), hashlib.sha256(data).hexdigest(),
-                 models, panel)
+                 models, panel, judge_demos(p, doc))
 
 
 def _text(path: Path, doc: Mapping[str, Any], key: str, *, required: bool = False) -> str | None:
@@ -189,3 +194,23 @@ def _panel(path: Path, doc: Mapping[str, Any]) -> tuple[tuple[str, ...], str]:
                               line=_line(doc, "panel"), fix="write panel: majority (most members pass) or "
                                                             "panel: mean (the mean score against the threshold)")
     return tuple(str(m) for m in value), str(rule)
+
+
+def judge_demos(path: Path, doc: Mapping[str, Any]) -> tuple[LabelledCase, ...]:
+    """`demos:` a list of labelled cases in the labels' fields (output, verdict, expected, note)."""
+    value = doc.get("demos")
+    if value is None:
+        return ()
+    fix = "write demos: as a list of {output: ..., verdict: pass|fail} mappings (or remove it)"
+    if not isinstance(value, list) or len(value) > MAX_JUDGE_DEMOS:
+        raise PromptFileError(path, f"demos must be a list of at most {MAX_JUDGE_DEMOS} labelled cases, got "
+                                    f"{type(value).__name__}{f' of {len(value)}' if isinstance(value, list) else ''}",
+                              field="demos", line=_line(doc, "demos"), fix=fix)
+    out = []
+    for index, item in enumerate(value):
+        line = _line(value, index) or _line(doc, "demos") or 0
+        if not isinstance(item, Mapping):
+            raise PromptFileError(path, f"demos[{index}] must be a mapping, got {type(item).__name__}",
+                                  field="demos", line=line, fix=fix)
+        out.append(case_of(path, line, item))
+    return tuple(out)

@@ -46,6 +46,14 @@ class LabelledCase:
     def passed(self, threshold: float) -> bool:
         return self.score >= threshold
 
+    def to_dict(self) -> dict[str, Any]:
+        """The case's fields as a labels line writes them (verdict pass/fail, or the score)."""
+        verdict: Any = {1.0: "pass", 0.0: "fail"}.get(self.score, self.score)
+        out: dict[str, Any] = {"output": self.output, "verdict": verdict}
+        out |= {"expected": self.expected} if self.expected is not None else {}
+        out |= {"inputs": dict(self.inputs)} if self.inputs else {}
+        return out | ({"note": self.note} if self.note else {})
+
 
 @dataclass(frozen=True)
 class LabelledSet:
@@ -86,7 +94,7 @@ def load_labels(path: Path) -> LabelledSet:
         if not raw.strip():
             continue
         case = _case(path, number, raw)
-        identity = _case_identity(case)
+        identity = case_identity(case)
         if identity in seen:
             raise PromptFileError(path, f"the same case (output, expected and inputs) as line {seen[identity]}",
                                   line=number, field="output",
@@ -98,7 +106,7 @@ def load_labels(path: Path) -> LabelledSet:
     return LabelledSet(path, tuple(cases), hashlib.sha256(data).hexdigest())
 
 
-def _case_identity(case: LabelledCase) -> str:
+def case_identity(case: LabelledCase) -> str:
     return json.dumps([case.output, case.expected, dict(case.inputs)], sort_keys=True)
 
 
@@ -119,14 +127,14 @@ def load_reviewed(path: Path) -> tuple[LabelledCase, ...]:
             pending = False  # _case names the line and the fix
         if not pending:
             case = _case(path, number, raw)
-            cases.setdefault(_case_identity(case), case)
+            cases.setdefault(case_identity(case), case)
     return tuple(cases.values())
 
 
 def merged_cases(labels: LabelledSet, reviewed: tuple[LabelledCase, ...]) -> tuple[LabelledCase, ...]:
     """The labelled set and the reviewed cases it does not hold already (the labels file wins)."""
-    known = {_case_identity(c) for c in labels.cases}
-    return labels.cases + tuple(c for c in reviewed if _case_identity(c) not in known)
+    known = {case_identity(c) for c in labels.cases}
+    return labels.cases + tuple(c for c in reviewed if case_identity(c) not in known)
 
 
 def _read(path: Path) -> bytes:
@@ -144,6 +152,12 @@ def _case(path: Path, line: int, raw: str) -> LabelledCase:
         raise PromptFileError(path, f"not a JSON object: {exc}", line=line, fix=_CASE_FIX) from None
     if not isinstance(item, dict):
         raise PromptFileError(path, f"a case must be a JSON object, got {type(item).__name__}", line=line, fix=_CASE_FIX)
+    return case_of(path, line, item)
+
+
+def case_of(path: Path, line: int, item: Mapping[str, Any]) -> LabelledCase:
+    """One labelled case from its fields (a labels line, or a judge file's demo); every problem
+    names the file, line, field and fix."""
     unknown = [k for k in item if k not in LABEL_FIELDS]
     if unknown:
         raise PromptFileError(path, f"unknown field {unknown[0]!r}; allowed: {', '.join(LABEL_FIELDS)}",

@@ -38,7 +38,8 @@ from .prompt import (
     read_demo_list,
     read_prompt_text,
 )
-from .judgefile import Judge
+from .judgefile import Judge, judge_demos
+from .labels import LabelledCase
 from .pool_file import parse_pool_text, read_pool_bytes
 from .retrieval import RetrievalRule
 
@@ -444,27 +445,59 @@ def _undo(sidecar: PendingWrite, like: Path) -> None:
             sidecar.path.unlink()
 
 
-def plan_judge_write(judge: Judge, criteria: str) -> PendingWrite:
-    """A judge file with its `criteria` replaced and every other byte kept (comments, other
-    fields, the old value's style where it can hold the new text); read back before it is kept."""
+def plan_judge_write(judge: Judge, criteria: str, demos: tuple[LabelledCase, ...] | None = None) -> PendingWrite:
+    """A judge file with its `criteria` (and `demos`, when given and different) replaced and every
+    other byte kept (comments, other fields, the old value's style where it can hold the new
+    text); read back through the judge file's own reader before it is kept."""
     path = judge.path
+    demos = judge.demos if demos is None else demos
     old_bytes = path.read_bytes()
     if hashlib.sha256(old_bytes).hexdigest() != judge.source_digest:
         raise WriteBackError(f"{path}: the judge file changed on disk during the run; not overwriting it")
     text = old_bytes.decode("utf-8-sig")
     root = yaml_edit.compose(text)
     found = yaml_edit.entry(root, "criteria") if root is not None else None
-    if found is None:
+    if root is None or found is None:
         raise WriteBackError(f"{path}: no criteria field to write into; nothing was written")
+    edits = _judge_demo_edits(text, root, judge, demos)
     key, old = found
-    for way in yaml_edit.scalar_texts(old, criteria, key.start_mark.column, text):
-        new_text = yaml_edit.apply(text, yaml_edit.replace_value(text, key, old, way))
+    ways = [None] if criteria == judge.criteria else yaml_edit.scalar_texts(old, criteria, key.start_mark.column, text)
+    for way in ways:
+        new_text = yaml_edit.apply(text, [*edits, *([] if way is None else yaml_edit.replace_value(text, key, old, way))])
         try:
             doc = parse_yaml(path, new_text)
+            same = isinstance(doc, dict) and doc.get("criteria") == criteria and \
+                _case_dicts(judge_demos(path, doc)) == _case_dicts(demos)
         except PromptFileError:
             continue
-        if isinstance(doc, dict) and doc.get("criteria") == criteria:
-            prefix = old_bytes[:3] if old_bytes.startswith(b"\xef\xbb\xbf") else b""
+        if same:
+            prefix = old_bytes[:3] if old_bytes.startswith(BOM) else b""
             return PendingWrite(path, judge.source_digest, prefix + new_text.encode("utf-8"), old_bytes)
-    raise WriteBackError(f"{path}: the tuned criteria could not be written so that they read back unchanged; "
+    raise WriteBackError(f"{path}: the tuned judge could not be written so that it reads back unchanged; "
                          "nothing was written")
+
+
+def _case_dicts(cases: tuple[LabelledCase, ...]) -> list[dict[str, Any]]:
+    return [c.to_dict() for c in cases]
+
+
+def _judge_demo_edits(text: str, root: Any, judge: Judge, demos: tuple[LabelledCase, ...]) -> list[yaml_edit.Edit]:
+    """The judge file's `demos:` replaced (or added at the end), each case in the labels' fields."""
+    found = yaml_edit.entry(root, "demos")
+    if _case_dicts(demos) == _case_dicts(judge.demos):
+        return []
+    if not demos:
+        return [] if found is None else [yaml_edit.remove_key(text, *found)]
+    seq = CommentedSeq()
+    for case in demos:
+        item = CommentedMap()
+        for name, value in case.to_dict().items():
+            if isinstance(value, dict):
+                value = CommentedMap((k, _quoted(v)) for k, v in value.items())
+                value.fa.set_flow_style()
+            item[name] = _quoted(value) if isinstance(value, str) and name != "verdict" else value
+        seq.append(item)
+    new = yaml_edit.dumped(_yaml_for(text), "demos", seq, 0)
+    if found is None:
+        return [yaml_edit.add_key(text, yaml_edit.content_end(root, text), 0, "demos", new)]
+    return yaml_edit.replace_value(text, *found, new)

@@ -18,6 +18,7 @@ from typing import Any
 from ..llm.cache import Reply
 from ..defaults import JUDGE_THRESHOLD
 from ..errors import JudgeError
+from ..prompts.labels import LabelledCase
 from .record import Verdict, bounded
 
 
@@ -104,24 +105,45 @@ def _wording(mode: str) -> tuple[str, str, Mapping[str, Any]]:
 
 
 def request_messages(mode: str, output: str, criteria: str, expected: str | None = None,
-                     system: str | None = None) -> list[dict[str, str]]:
-    """The judge request of `mode`: what the test, send-ahead and calibration all send."""
+                     system: str | None = None, demos: Sequence[LabelledCase] = ()) -> list[dict[str, str]]:
+    """The judge request of `mode`: what the test, send-ahead and calibration all send. Each of
+    `demos` (a judge file's labelled cases) is one graded exchange before the case, as a prompt's
+    demos are: the case as the judge is asked it, and the answer the human verdict gives."""
     if mode in ("score", "yesno"):
-        return (yesno_messages if mode == "yesno" else judge_messages)(output, criteria, expected, system)
-    own_system, question, _ = _wording(mode)
-    parts = [*_fenced_parts(output, criteria, expected), question]
-    return [{"role": "system", "content": system or own_system}, {"role": "user", "content": "\n".join(parts)}]
+        messages = (yesno_messages if mode == "yesno" else judge_messages)(output, criteria, expected, system)
+    else:
+        own_system, question, _ = _wording(mode)
+        parts = [*_fenced_parts(output, criteria, expected), question]
+        messages = [{"role": "system", "content": system or own_system}, {"role": "user", "content": "\n".join(parts)}]
+    shown: list[dict[str, str]] = []
+    for demo in demos:
+        asked = request_messages(mode, demo.output, criteria, demo.expected, system)[1]
+        shown += [asked, {"role": "assistant", "content": demo_answer(mode, demo.score, demo.note)}]
+    return [messages[0], *shown, *messages[1:]]
+
+
+def demo_answer(mode: str, score: float, note: str) -> str:
+    """The reply a judge of `mode` should give a case the human scored `score`."""
+    if mode == "yesno":
+        return "yes" if score >= 0.5 else "no"
+    reason = note or ("meets the criteria" if score >= 0.5 else "does not meet the criteria")
+    if mode == "geval":
+        return f"{round(score * 10)}\n{reason}"
+    return json.dumps({"score": score, "reason": reason})
 
 
 def request_params(mode: str) -> Mapping[str, Any]:
     return _wording(mode)[2]
 
 
-def template_digest(mode: str, system: str | None) -> str:
-    """What a judge's wording is, as a digest: its system prompt and question (a calibration
-    card measured one wording; any change of it, the built-in one included, makes it stale)."""
+def template_digest(mode: str, system: str | None, demos: Sequence[LabelledCase] = ()) -> str:
+    """What a judge's wording is, as a digest: its system prompt and question, and its demos when
+    it has any (a calibration card measured one wording; any change of it, the built-in one
+    included, makes it stale; a judge without demos keeps the digest it had before demos existed)."""
     own_system, question, _ = _wording(mode)
     text = (system or own_system) + "\n" + question
+    if demos:
+        text += "\n" + json.dumps([d.to_dict() for d in demos], sort_keys=True)
     return hashlib.sha256(text.encode("utf-8")).hexdigest()
 
 

@@ -44,7 +44,8 @@ class JudgeRuntime(Protocol):
     def judge_mode(self, judge: Judge | None) -> str: ...
 
     def judge_request(self, judge: Judge | None, output: str, criteria: str, expected: str | None,
-                      sample: int = 0, member: str | None = None) -> tuple[LMClient, ChatRequest]: ...
+                      sample: int = 0, member: str | None = None,
+                      demos: Sequence[LabelledCase] | None = None) -> tuple[LMClient, ChatRequest]: ...
 
 
 @dataclass(frozen=True)
@@ -78,7 +79,7 @@ class JudgeBook:
             labels_digest = hashlib.sha256(labels.read_bytes()).hexdigest() if labels is not None else None
         except OSError:
             labels_digest = None
-        identity = {"criteria": judge.criteria, "template_sha256": template_digest(mode, judge.system), "mode": mode,
+        identity = {"criteria": judge.criteria, "template_sha256": template_digest(mode, judge.system, judge.demos), "mode": mode,
                     "model": judge.model or endpoint.model, "served_by": endpoint.served_by,
                     "threshold": self.threshold(judge), "labels_sha256": labels_digest}
         if judge.is_panel:  # only a panel's card carries these: existing cards stay current
@@ -146,13 +147,14 @@ class JudgeBook:
         return Calibration(judge, card)
 
     def grade_cases(self, judge: Judge, cases: Sequence[LabelledCase], threshold: float, where: Path,
-                    criteria: str | None = None) -> list[float | None]:
+                    criteria: str | None = None,
+                    demos: Sequence[LabelledCase] | None = None) -> list[float | None]:
         """Each case's score (a panel's verdict for a panel), None where a reply had no verdict;
-        `criteria` replaces the judge file's (a candidate wording being tuned)."""
+        `criteria` and `demos` replace the judge file's (a candidate being tuned)."""
         criteria = judge.criteria if criteria is None else criteria
         mode = self._runtime.judge_mode(judge)
         members = judge.models if judge.is_panel else (None,)
-        requests = [self._runtime.judge_request(judge, c.output, criteria, c.expected, 0, m)
+        requests = [self._runtime.judge_request(judge, c.output, criteria, c.expected, 0, m, demos)
                     for c in cases for m in members]
         replies = requests[0][0].complete_many([r for _, r in requests])
         out: list[float | None] = []

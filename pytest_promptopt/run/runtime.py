@@ -10,7 +10,7 @@ from __future__ import annotations
 import contextlib
 import threading
 from dataclasses import replace
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -28,6 +28,7 @@ from ..llm.embeddings import EmbeddingClient
 from ..errors import CacheMissError, EndpointError, PromptOptError
 from .judge import INLINE_JUDGE, JudgeFailed, combine, grade, request_messages, request_params
 from ..prompts.judgefile import Judge
+from ..prompts.labels import LabelledCase
 from ..prompts.prompt import Prompt, caller_folder, load_prompt
 from ..prompts.retrieval import release_session_embedder, use_session_embedder
 from .judges import JudgeBook
@@ -193,13 +194,16 @@ class Runtime:
         return judge.mode if judge is not None and judge.mode else self.settings.effective_judge_mode
 
     def judge_request(self, judge: Judge | None, output: str, criteria: str, expected: str | None,
-                      sample: int = 0, member: str | None = None) -> tuple[LMClient, ChatRequest]:
+                      sample: int = 0, member: str | None = None,
+                      demos: Sequence[LabelledCase] | None = None) -> tuple[LMClient, ChatRequest]:
         """The request a judge call sends (a test's, one sent ahead, or a calibration case's);
-        `member` names a panel's model (default: the panel's first, which is what is sent ahead)."""
+        `member` names a panel's model (default: the panel's first, which is what is sent ahead);
+        `demos` replaces the judge file's own (a candidate set being tuned)."""
         mode = self.judge_mode(judge)
         client = self.client("judge")
         system = judge.system if judge is not None else None
-        messages = request_messages(mode, output, criteria, expected, system)
+        shown = demos if demos is not None else judge.demos if judge is not None else ()
+        messages = request_messages(mode, output, criteria, expected, system, shown)
         model = member or _own_model(judge)
         return client, client.request(messages, request_params(mode), model=model, sample=sample)
 

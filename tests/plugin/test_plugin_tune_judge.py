@@ -86,3 +86,39 @@ def test_a_rewrite_that_does_not_beat_the_holdout_interval_is_not_written(
     assert "objective balanced_accuracy" in out and "not written:" in out, out
     assert (tuning.path / "judges" / "support.yaml").read_text() == JUDGE_FILE
     assert not (tuning.path / "judges" / "support.card.json").exists()
+
+
+def shown_demos_responder() -> Any:
+    """A judge that grades right only when it was shown graded exchanges (demos) before the case,
+    and flips a coin otherwise; the optimizer model's rewrites never help it."""
+    def answer(messages: list[dict[str, str]], body: dict[str, Any]) -> str:
+        if messages[0]["content"] == REWRITE_SYSTEM:
+            return "Careless wording."
+        output = messages[-1]["content"].split(">\n", 1)[1].split("\n</OUTPUT", 1)[0]
+        if any(m["role"] == "assistant" for m in messages):
+            return "score: 0.9" if output.startswith("good") else "score: 0.1"
+        return "score: 0.9" if coin(output) < 0.5 else "score: 0.1"
+    return answer
+
+
+def test_a_judge_that_needs_demos_gets_train_labels_written_as_demos(
+        tuning: pytest.Pytester, scripted: ScriptedServer) -> None:
+    scripted.responder = shown_demos_responder()
+    out = tuning.runpytest("--promptopt-optimize-judges").stdout.str()
+    assert "written back: holdout 1.000 > the original's interval upper end" in out, out
+    assert "demo sets on train" in out and "(with 4 demos)" in out, out
+    path = tuning.path / "judges" / "support.yaml"
+    text = path.read_text()
+    assert text.startswith(JUDGE_FILE) and "\ndemos:\n" in text  # criteria and comments kept, demos added
+    from pytest_promptopt.optimize.judges import split_three
+    from pytest_promptopt.prompts.judgefile import load_judge
+    judge = load_judge(path)
+    assert judge.criteria == "The reply is good." and len(judge.demos) == 4
+    assert [d.score for d in judge.demos] == [1.0, 0.0, 1.0, 0.0]
+    train = split_three([f"{c['output']}\nNone" for c in LABELS], [c["verdict"] == "pass" for c in LABELS])["train"]
+    assert {d.output for d in judge.demos} <= {LABELS[i]["output"] for i in train}  # train labels only
+    card = json.loads((tuning.path / "judges" / "support.card.json").read_text())
+    assert card["labels"] == 40 and card["metrics"]["kappa"]["value"] == 1.0  # validation + holdout, with demos
+    # the written judge is current (its card measured it, demos included) and grades with its demos
+    again = tuning.runpytest("--promptopt-calibrate").stdout.str()
+    assert "kappa 1.000" in again, again

@@ -62,3 +62,40 @@ def test_too_few_labels_to_split_three_ways_name_the_labels_file(tmp_path: Path)
         assert info.value.path == tmp_path / "j.labels.jsonl"
     finally:
         runtime.close()
+
+
+def test_demo_sets_are_balanced_train_cases_with_the_judges_mistakes_first() -> None:
+    from pytest_promptopt.optimize.judges import demo_sets
+    from pytest_promptopt.prompts.labels import LabelledCase
+
+    cases = [LabelledCase(i, f"case {i}", 1.0 if i % 2 == 0 else 0.0) for i in range(20)]
+    truth = [c.score == 1.0 for c in cases]
+    train, wrong = list(range(10)), [3, 4]
+    sets = demo_sets(cases, truth, train, wrong, 3, 2)
+    assert len(sets) == 3 and len(set(sets)) == 3
+    for chosen in sets:
+        assert set(chosen) <= set(train) and [truth[i] for i in chosen] == [True, False, True, False]
+        assert {3, 4} <= set(chosen)  # each judge mistake of a class comes before the others of that class
+    assert demo_sets(cases, truth, train, wrong, 3, 2) == sets  # the same labels, the same sets
+
+
+def test_judge_demos_are_written_back_minimally_and_reload_to_the_same_judge(tmp_path: Path) -> None:
+    from pytest_promptopt.prompts.labels import LabelledCase
+    from pytest_promptopt.run.judge import request_messages
+
+    path = tmp_path / "j.yaml"
+    original = "# keep me\ncriteria: Is polite.  # and me\nthreshold: 0.5\n"
+    path.write_text(original)
+    judge = load_judge(path)
+    demos = (LabelledCase(3, 'Sure: "done".\nAnything else?', 1.0, note="answers"),
+             LabelledCase(7, "Read the FAQ.", 0.0, expected="a refund", inputs={"q": "refund?"}))
+    apply_write(plan_judge_write(judge, judge.criteria, demos))
+    text = path.read_text()
+    assert text.startswith(original) and "demos:" in text[len(original):]
+    again = load_judge(path)
+    assert [d.to_dict() for d in again.demos] == [d.to_dict() for d in demos] and again.criteria == judge.criteria
+    messages = request_messages("yesno", "Hello", again.criteria, None, None, again.demos)
+    assert [m["role"] for m in messages] == ["system", "user", "assistant", "user", "assistant", "user"]
+    assert [messages[2]["content"], messages[4]["content"]] == ["yes", "no"] and "a refund" in messages[3]["content"]
+    apply_write(plan_judge_write(again, again.criteria, ()))  # a tuned set may also take demos away
+    assert load_judge(path).demos == ()
