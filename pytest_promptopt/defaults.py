@@ -48,6 +48,9 @@ EXIT_RULE = "gates"
 
 # -- the baseline gate ------------------------------------------------------------------------
 BASELINE_ALPHA = 0.05  # significance level of the exact McNemar test on paired cases
+# --promptopt-baseline-pairwise: off unless given criteria (or a judge file) to compare each
+# case's output now with its output in the baseline (both orders; a report, not a gate).
+BASELINE_PAIRWISE = None
 
 # -- --optimize --------------------------------------------------------------------------------
 OPTIMIZE_STRATEGY = "auto"

@@ -149,9 +149,9 @@ class JudgeTuner:
         figures = {id(c): self._figures(c, truth, parts, threshold) for c in [original, *scored, *shown]}
         scored += shown + self._together(judge, cases, original, scored, shown, figures, truth, parts, threshold)
         best = max(scored, key=lambda c: figures[id(c)]["train"], default=None)
-        held = [truth[i] for i in parts["holdout"]]
+        held = original.unseen(parts["holdout"])
         metric = "kappa" if self.objective == "kappa" else "balanced_accuracy"
-        interval = agreement_metrics(held, original.judged(threshold, parts["holdout"]))[1][metric]
+        interval = agreement_metrics([truth[i] for i in held], original.judged(threshold, held))[1][metric]
         tuning = JudgeTuning(judge, self.objective, {k: len(v) for k, v in parts.items()}, figures[id(original)],
                              None if best is None else figures[id(best)], (interval.low, interval.high),
                              False, "", proposals=len(rewrites), demo_sets=len(shown),

@@ -5,16 +5,21 @@ baseline that was asked for and not saved."""
 from __future__ import annotations
 
 from collections.abc import Iterable
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 
+from ..prompts.judgefile import load_judge
 from ..report.exit_rule import ExitDecision
 from ..report.gate import BaselineResult
 from ..report.summary import PromptSummary, gate_lines, gate_verdicts
 from ..run.baseline import BaselineError, load
+from ..run.baseline_pairs import compare_outputs
+from ..run.config import BaselineSettings
+from ..run.runtime import Runtime
 
-__all__ = ["gate_lines", "incomplete", "junit_gates", "subset", "unsaved_problem"]
+__all__ = ["gate_lines", "incomplete", "junit_gates", "pairwise_with_baseline", "subset", "unsaved_problem"]
 
 SELECTING_OPTIONS = ("--lf", "--last-failed", "--deselect", "--sw", "--stepwise")
 
@@ -92,3 +97,14 @@ def junit_gates(config: pytest.Config, summaries: list[PromptSummary], result: B
         xml.add_global_property("promptopt_exit_code", str(decision.code))
         xml.add_global_property("promptopt_exit_rule", decision.rule)
         xml.add_global_property("promptopt_exit_reason", decision.reason)
+
+
+def pairwise_with_baseline(runtime: Runtime, settings: BaselineSettings, result: BaselineResult) -> BaselineResult:
+    """With --promptopt-baseline-pairwise and a baseline compared: each shared case's output now
+    against the baseline's, by the pairwise judge in both orders (a report; the gate is unchanged)."""
+    if settings.pairwise is None or result.baseline is None or result.comparison is None:
+        return result
+    judge = load_judge(settings.pairwise_judge) if settings.pairwise_judge is not None else None
+    model = None if judge is None else judge.models[0] if judge.models else judge.model
+    pairs = compare_outputs(runtime.client("judge"), result.baseline, result.now, settings.pairwise, model)
+    return replace(result, pairs=pairs)

@@ -137,6 +137,11 @@ def _baseline_options(add: Any) -> None:
     add("--promptopt-max-drop", "string", default=None, type=fraction, metavar="RATE",
         help="also fail a prompt whose pass rate on the cases paired with the baseline fell by more than RATE "
              "(0..1; default: not checked)")
+    add("--promptopt-baseline-pairwise", "string", default=None, metavar="CRITERIA",
+        help="with --promptopt-baseline: ask the pairwise judge (both orders) whether each case's output now is "
+             "better, worse or a tie than its output in the baseline, by CRITERIA (text, or a judge file "
+             ".yaml whose criteria are used); reports counts and the flip rate per prompt, does not gate "
+             "(default: off)")
     add("--promptopt-html", "string", default=None, metavar="PATH",
         help="write a self-contained HTML report to PATH (relative to the current directory, or to the rootdir "
              "when set in ini)")

@@ -29,7 +29,7 @@ from ..run.runtime import Runtime
 from .ahead import log_calls, send_ahead_for, should_send_ahead
 from .embedded import EmbeddedModel, ask_controller
 from .exit_status import FailureLog, exit_decision, optimize_state
-from .gates import incomplete, junit_gates, unsaved_problem
+from .gates import incomplete, junit_gates, pairwise_with_baseline, unsaved_problem
 from .optimization import (OptimizationRun, quiet_tracebacks, rerun_command, resume_note, run_every_test,
                            run_optimization)
 from .progress import write_sections
@@ -136,6 +136,7 @@ class PromptOptSession:
         self.corrected = corrected_rates(self.outcomes, self.judge_rows, self.config.rootpath)
         self.baseline_result = finish(self.settings.baseline, self.loaded_baseline, self.outcomes, self.config.rootpath,
                                       incomplete=self._incomplete(session, exitstatus), save=self.optimization is None)
+        self.baseline_result = pairwise_with_baseline(self.runtime, self.settings.baseline, self.baseline_result)
         self.tests_exit_code = int(session.exitstatus)  # pytest's own, for `promptopt merge`
 
     def _incomplete(self, session: pytest.Session, exitstatus: int) -> str:

@@ -27,7 +27,9 @@ from ..run.config import (
     resolve_path,
     resolve_roles,
 )
-from ..errors import ConfigError
+from ..errors import ConfigError, PromptOptError
+from ..prompts.judgefile import load_judge
+from ..prompts.prompt import YAML_SUFFIXES
 from ..run.card import UNCALIBRATED_POLICIES
 from ..report.exit_rule import EXIT_RULES
 from ..run.config import JUDGE_OBJECTIVES
@@ -106,7 +108,28 @@ def _baseline_settings(config: pytest.Config) -> BaselineSettings:
         alpha=_typed(config, "promptopt_alpha", fraction, defaults.BASELINE_ALPHA),
         max_drop=_typed(config, "promptopt_max_drop", fraction, None),
         html_path=_writable("--promptopt-html", path_setting(config, "promptopt_html")),
+        **_baseline_pairwise(config),
     )
+
+
+def _baseline_pairwise(config: pytest.Config) -> dict[str, Any]:
+    """`--promptopt-baseline-pairwise`: criteria text, or a judge file (.yaml/.yml, resolved like
+    a path setting) that must load now, so a typo stops the run before any LM call."""
+    raw = config.getoption("promptopt_baseline_pairwise", None) or _ini_value(config, "promptopt_baseline_pairwise", str)
+    if raw is None or not str(raw).strip():
+        if raw is not None:
+            raise pytest.UsageError("--promptopt-baseline-pairwise / ini promptopt_baseline_pairwise is empty; give "
+                                    "the criteria the outputs are compared by, or a judge file (.yaml)")
+        return {}
+    if Path(str(raw)).suffix.lower() not in YAML_SUFFIXES:
+        return {"pairwise": str(raw).strip()}
+    path = path_setting(config, "promptopt_baseline_pairwise")
+    try:
+        judge = load_judge(path)  # type: ignore[arg-type]
+    except PromptOptError as exc:
+        raise pytest.UsageError(f"--promptopt-baseline-pairwise / ini promptopt_baseline_pairwise = {raw!r}: {exc}; "
+                                "fix: give an existing judge file, or the criteria as text") from None
+    return {"pairwise": judge.criteria, "pairwise_judge": judge.path}
 
 
 def _writable(option: str, path: Path | None) -> Path | None:

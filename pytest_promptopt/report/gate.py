@@ -8,18 +8,20 @@ run's case outcomes; it shows what `finish` returns and fails the session when i
 from __future__ import annotations
 
 import hashlib
+import html
 from collections.abc import Collection, Iterable, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from ..run.baseline import Baseline, load, missing_message, prompt_name, save, snapshot
-from .compare import Comparison, compare, summary_lines
-from ..run.config import BaselineSettings
-from .html import HtmlInput, render
 from ..atomic import write_text_atomic
-from ..run.record import CaseOutcome
-from .data import OptimizationView
 from ..prompts.writeback import PendingWrite
+from ..run.baseline import Baseline, load, missing_message, prompt_name, save, snapshot
+from ..run.baseline_pairs import OutputPairs
+from ..run.config import BaselineSettings
+from ..run.record import CaseOutcome
+from .compare import Comparison, compare, summary_lines
+from .data import OptimizationView
+from .html import HtmlInput, render
 
 
 @dataclass(frozen=True)
@@ -30,6 +32,7 @@ class BaselineResult:
     note: str  # what was compared, or why nothing was
     saved: str = ""  # what became of --promptopt-save-baseline
     save_failed: bool = False
+    pairs: tuple[OutputPairs, ...] = ()  # --promptopt-baseline-pairwise: outputs now vs the baseline's
 
     @property
     def gate_failed(self) -> bool:
@@ -37,15 +40,26 @@ class BaselineResult:
 
     def to_dict(self) -> dict[str, object]:
         return {"note": self.note, "saved": self.saved,
-                "comparison": None if self.comparison is None else self.comparison.to_dict()}
+                "comparison": None if self.comparison is None else self.comparison.to_dict(),
+                "pairwise": [p.to_dict() for p in self.pairs]}
 
     def terminal_lines(self) -> list[tuple[str, bool]]:
         lines: list[tuple[str, bool]] = [(self.note, self.comparison is None)] if self.note else []
         if self.comparison is not None:
             lines += summary_lines(self.comparison)
+        lines += [(p.line(), p.worse > p.better) for p in self.pairs]
         if self.saved:
             lines.append((self.saved, self.save_failed))
         return lines
+
+    def pairs_html(self) -> list[str]:
+        """The pairwise comparison as an HTML section of the baseline's (escaped); none without one."""
+        if not self.pairs:
+            return []
+        items = "".join(f"<li>{html.escape(p.line())}</li>" for p in self.pairs)
+        return ['<section id="baseline-pairwise"><h2>Baseline: outputs compared pairwise</h2>'
+                f"<p>Each case's output now against its output in the baseline, asked in both orders; "
+                f"a report, not a gate.</p><ul>{items}</ul></section>"]
 
 
 def load_baseline(settings: BaselineSettings) -> Baseline | None:

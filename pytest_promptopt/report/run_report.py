@@ -206,4 +206,5 @@ class RunReport:
         return html_document(self.baseline, self.outcomes, self.root, optimizations=views,
                              gate_lines=gate_lines(self.summaries, self.root), record_mode=self.record_mode,
                              secrets=self.secrets, priced_roles=self.priced_roles,
-                             extra_sections=[html_section(list(self.judges), list(self.corrected))] if self.judges else [])
+                             extra_sections=self.baseline.pairs_html()
+                             + ([html_section(list(self.judges), list(self.corrected))] if self.judges else []))

@@ -79,6 +79,8 @@ class BaselineSettings:
     alpha: float = defaults.BASELINE_ALPHA  # significance level of the McNemar test
     max_drop: float | None = None  # largest allowed fall of the paired pass rate (None: not checked)
     html_path: Path | None = None
+    pairwise: str | None = defaults.BASELINE_PAIRWISE  # criteria a pairwise judge compares outputs by
+    pairwise_judge: Path | None = None  # ... or the judge file whose criteria (and model) it uses
 
     @property
     def active(self) -> bool:

@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 from example import Example
 
+from pytest_promptopt.run.pairwise import PAIR_SYSTEM
 from pytest_promptopt.testing import ScriptedServer
 
 ENV_VARS = ("OPENAI_BASE_URL", "OPENAI_API_KEY", "PROMPTOPT_BASE_URL", "PROMPTOPT_MODEL", "PROMPTOPT_API_KEY")
@@ -253,3 +254,53 @@ def test_junit_shows_the_min_pass_rate_gate_too(words: pytest.Pytester, scripted
     assert failure is not None and failure.get("message") == "passed 25.0% of 8 cases; at least 50% required"
     passing = words.runpytest("--promptopt-min-pass-rate=0.25", "--junitxml=junit.xml")
     assert _junit_case(words, "min_pass_rate[shout.yaml]").find("failure") is None
+
+
+def pairwise_judge_preferring_capitals(biased: set[str]):
+    """Task calls as `shout_unless_mumbling`; the pairwise judge picks the upper-case output,
+    except for the words in `biased`, where it always picks the output shown first (a flip)."""
+    shout = shout_unless_mumbling(set(WORDS[:6]))
+
+    def respond(messages: list[dict[str, str]], body: dict[str, Any]) -> str:
+        if messages[0]["content"] != PAIR_SYSTEM:
+            return shout(messages, body)
+        a, b = (re.search(rf"<(OUTPUT-[0-9a-f]+-{n})>\n(.*?)\n</\1>", messages[-1]["content"], re.DOTALL).group(2)  # type: ignore[union-attr]
+                for n in "AB")
+        if a.casefold() in biased:
+            return "A"
+        return "A" if a.isupper() and not b.isupper() else "B" if b.isupper() and not a.isupper() else "tie"
+
+    return respond
+
+
+def test_pairwise_comparison_with_the_baseline_counts_better_worse_tie_and_flips(
+        words: pytest.Pytester, scripted: ScriptedServer) -> None:
+    save_then_mumble(words)
+    scripted.responder = pairwise_judge_preferring_capitals({"echo", "foxtrot"})
+    result = Example(words).run_pytest("--promptopt-baseline=base.json", "--promptopt-report=r.json",
+                                       "--promptopt-html=r.html", "--promptopt-baseline-pairwise=Shouted in capitals.")
+    result.assert_outcomes(passed=2, failed=6)
+    # alpha..delta: the baseline's capitals win both orders; echo, foxtrot: the judge picks the first
+    # shown, so the orders disagree (a tie, a flip); golf, hotel: the same output, not asked
+    result.stdout.fnmatch_lines(["*shout.yaml: output now vs the baseline's (pairwise judge, both orders): better 0, "
+                                 "worse 4, tie 4 (2 identical, not asked); flip rate 0.333 (2 of 6 pairs)"])
+    (pairs,) = result.report["baseline"]["pairwise"]
+    assert pairs == {"prompt": "shout.yaml", "better": 0, "worse": 4, "tie": 4, "identical": 2, "asked": 6,
+                     "flips": 2, "unread": 0, "flip_rate": 0.3333}
+    assert result.report["baseline"]["comparison"]["prompts"][0]["gate"] == "failed"  # the McNemar gate as before
+    page = (words.path / "r.html").read_text()
+    assert 'id="baseline-pairwise"' in page and "worse 4, tie 4" in page
+    asked = [r for r in scripted.requests if r["messages"][0]["content"] == PAIR_SYSTEM]
+    assert len(asked) == 12  # six pairs, two orders each
+
+
+def test_baseline_pairwise_is_off_by_default_and_a_missing_judge_file_is_a_usage_error(
+        words: pytest.Pytester, scripted: ScriptedServer) -> None:
+    save_then_mumble(words)
+    scripted.responder = pairwise_judge_preferring_capitals(set())
+    plain = Example(words).run_pytest("--promptopt-baseline=base.json", "--promptopt-report=r.json")
+    assert plain.report["baseline"]["pairwise"] == []
+    assert not [r for r in scripted.requests if r["messages"][0]["content"] == PAIR_SYSTEM]
+    bad = words.runpytest("--promptopt-baseline=base.json", "--promptopt-baseline-pairwise=judges/nope.yaml")
+    assert bad.ret == pytest.ExitCode.USAGE_ERROR
+    bad.stderr.fnmatch_lines(["*--promptopt-baseline-pairwise*nope.yaml*judge file not found*"])
