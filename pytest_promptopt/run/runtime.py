@@ -129,29 +129,25 @@ class Runtime:
     def budget_exhausted(self) -> bool:
         return any(c.budget is not None and c.budget.exhausted for c in self._clients.values())
 
-    @contextlib.contextmanager
-    def budgeted(self, budget: Budget) -> Iterator[None]:
+    def budgeted(self, budget: Budget) -> contextlib.AbstractContextManager[None]:
         """Every role's calls count against `budget` (and stop at its caps) inside the block."""
-        clients = [self.client(role) for role in ROLES]
-        for client in clients:
-            client.budget = budget
-        try:
-            yield
-        finally:
-            for client in clients:
-                client.budget = None
+        return self._on_every_client("budget", budget)
+
+    def probing(self, probe: Probe) -> contextlib.AbstractContextManager[None]:
+        """Every role's calls are answered from the cache or stop the test inside the block (see probe.py)."""
+        return self._on_every_client("probe", probe)
 
     @contextlib.contextmanager
-    def probing(self, probe: Probe) -> Iterator[None]:
-        """Every role's calls are answered from the cache or stop the test inside the block (see probe.py)."""
+    def _on_every_client(self, attribute: str, value: object) -> Iterator[None]:
+        """Set `attribute` on every role's client inside the block, and back to None after it."""
         clients = [self.client(role) for role in ROLES]
         for client in clients:
-            client.probe = probe
+            setattr(client, attribute, value)
         try:
             yield
         finally:
             for client in clients:
-                client.probe = None
+                setattr(client, attribute, None)
 
     def task_request(self, prompt: Prompt, variables: Mapping[str, Any], sample: int = 0) -> tuple[LMClient, ChatRequest]:
         """The request `llm(prompt, **variables)` sends, with any candidate override applied."""
