@@ -56,10 +56,13 @@ class Mipro:
         return self.fitted(budget, n_train, n_prompts)._planned_calls(n_train, n_prompts)
 
     def _planned_calls(self, n_train: int, n_prompts: int) -> int:
-        n_train = min(scoring_size(n_train), self.scored_cases or n_train)
+        retrieval_options = len(self.retrieve_ks) * len(self.retrieve_orders)
+        all_train, n_train = n_train, min(scoring_size(n_train), self.scored_cases or n_train)
         unseen = n_train  # every candidate is scored on the scoring part of train
+        # two or more retrieval options are ranked on every train case (screening.best_retrieval)
+        retrieval = retrieval_options * (all_train if retrieval_options > 1 else unseen)
         options = self.n_demo_sets
-        screening = n_train * len(self.retrieve_ks) * len(self.retrieve_orders) + unseen * (options * 0.25 + options / 2 * 0.25 + self.keep_demo_sets * 0.5
+        screening = retrieval + unseen * (options * 0.25 + options / 2 * 0.25 + self.keep_demo_sets * 0.5
                               + self.recombine_generations * self.recombined_sets
                               + self.reorder_sets * self.orders_per_set * 0.5 + self.keep_demo_sets * 0.5)
         proposals = (self.rounds * (self.instructions_per_round + 2) + (2 if self.summaries else 0)

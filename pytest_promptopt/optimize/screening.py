@@ -1,7 +1,8 @@
 """Screening MIPRO's demo choices for one prompt (the original instruction): retrieval options
-scored on every scoring case, static sets (drawn from the demo-source part of train) by
-successive halving raced against the best of them on the same cases, then the stages that build
-new sets from the screened ones (`variants.py`), and the best few kept for the search.
+ranked among themselves on every train case, the best of them scored on every scoring case;
+static sets (drawn from the demo-source part of train) by successive halving raced against it
+on the same cases; then the stages that build new sets from the screened ones (`variants.py`),
+and the best few kept for the search.
 
 A choice is identified by the fingerprint of the candidate it makes, never by its place in a
 list: `Board` holds each choice once, as a frozen `DemoCandidate`, with its scores.
@@ -120,10 +121,11 @@ class DemoScreening:
         records = [board.add(choice) for choice in choices]
         screened = [r for r in records[1:] if r is not None]
         # Retrieval options skip the halving: they are few, each is its own regime (its cost per
-        # call grows with k), and a quarter of the train cases is too few to rank them. Scored
-        # first, the best of them is the bar the static sets race against.
-        retrieval = [r for r in screened if isinstance(r.choice, Retrieve)]
-        bar = max((Bar(r, board.score_full(r)) for r in retrieval), key=lambda b: b.score, default=None)
+        # call grows with k), and a quarter of the train cases is too few to rank them. The best
+        # of them (ranked on every train case, `best_retrieval`) is the bar the static sets race
+        # against; the others leave the screening.
+        retrieval = best_retrieval(board, [r for r in screened if isinstance(r.choice, Retrieve)])
+        bar = Bar(retrieval, board.score_full(retrieval)) if retrieval is not None else None
         static = [r for r in screened if not isinstance(r.choice, Retrieve)]
         for record in self._halve(board, static, ids, bar):
             board.score_full(record)
@@ -150,6 +152,25 @@ class DemoScreening:
             board.ctx.progress(f"screening demo sets on {len(part)} train tests: {len(alive)} left, "
                                f"top {max(scores.values()):.2f} on them")
         return alive
+
+
+def best_retrieval(board: Board, options: Sequence[DemoCandidate]) -> DemoCandidate | None:
+    """The retrieval option to go on with: the highest mean over every train case the prompt
+    file does not already show (twice the scoring part, so less noise in a choice between
+    regimes that differ by a few cases). Fair among retrieval options: all are scored on the
+    same cases and a call never retrieves its own case, so none is shown its own answer. Ties go
+    to the fewer demos per call, then to the order the options were made in."""
+    if len(options) <= 1:
+        return options[0] if options else None
+    shown = set(board.ctx.split.shown if board.ctx.split is not None else ())
+    ids = [c.nodeid for c in board.ctx.train if c.nodeid not in shown]
+    scores = {r.fingerprint: board.evaluate(r, ids).mean for r in options}
+    best = max(options, key=lambda r: (scores[r.fingerprint], -r.choice.k, -r.number))  # type: ignore[union-attr]
+    board.ctx.log("retrieval_ranking", prompt=board.key, cases=len(ids), chosen=best.number,
+                  options=[r.number for r in options], scores={r.label: scores[r.fingerprint] for r in options})
+    board.ctx.progress(f"retrieval options on {len(ids)} train tests: {best.label} best "
+                       f"({scores[best.fingerprint]:.2f})")
+    return best
 
 
 def demo_choices(ctx: OptimizationContext, key: str, rng: random.Random, n_sets: int,

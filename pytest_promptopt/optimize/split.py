@@ -1,7 +1,9 @@
 """The train cases split once per run, so every comparison between candidates is fair.
 
 - The *scoring* part: the only train cases candidates are scored on during the search (racing,
-  screening, picking the best, simplification), every candidate on the same ones.
+  screening, picking the best, simplification), every candidate on the same ones. (Retrieval
+  options are first ranked among themselves on every train case, `screening.best_retrieval`:
+  fair among them, as below.)
 - The *demo-source* part: the only train cases a static demo set may show. No static set can
   therefore show a scoring case, and a set cannot choose the cases it is scored on.
 - *Shown*: train cases whose input is one of the prompt file's own static demos. They would pass

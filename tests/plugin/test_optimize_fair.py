@@ -41,8 +41,9 @@ def test_many_labels_two_train_cases_each_get_retrieved_demos(suite: pytest.Pyte
     passes the second messages it does not show, so scored on the cases it does not show, it beat
     retrieval (main wrote a 40-demo set: holdout 19 of 40); it fails the held-out messages, which
     retrieval passes. Scored on the same cases, it no longer wins: `--optimize` writes retrieval,
-    and a plain rerun passes the holdout tests. (The default preset: main's static winner needs
-    its recombination and reordering stages.)"""
+    and a plain rerun passes the holdout tests. The retrieval options are ranked among themselves
+    on every train case and only the best goes on. (The default preset: main's static winner
+    needs its recombination and reordering stages.)"""
     cases = labelled_cases(LABELS, "test_intent.py", "test_intent")
     example = Example(suite, {"intent.yaml": PROMPT, "test_intent.py": suite_module(cases, HOLDOUT)})
     scripted.responder = knn_copy
@@ -51,6 +52,12 @@ def test_many_labels_two_train_cases_each_get_retrieved_demos(suite: pytest.Pyte
     assert group["accepted"], group["reason"]
     written = optimized.files_after["intent.yaml"]
     assert "retrieve:" in written and "by: bm25" in written, written
+    events = run_log(example.path)
+    (start,) = [e for e in events if e["event"] == "start"]
+    (ranking,) = [e for e in events if e["event"] == "retrieval_ranking"]
+    (screening,) = [e for e in events if e["event"] == "demo_screening"]
+    assert ranking["cases"] == len(start["train"]) and len(ranking["options"]) > 1  # every train case, not the scoring part
+    assert set(ranking["options"]) & set(screening["kept"]) <= {ranking["chosen"]}  # one retrieval option goes on
     rerun = example.run_pytest("-k", "heldout")
     passed = rerun.outcomes.get("passed", 0)
     print(f"holdout after --optimize: {passed} of {len(HOLDOUT)} pass")
@@ -93,7 +100,8 @@ HOLDOUT_WORDS = WORD_TESTS.replace(
 def test_validation_cases_are_evaluated_only_for_the_decision(suite: pytest.Pytester, scripted: ScriptedServer) -> None:
     """A winner is found, simplified and validated: the run log's evaluations of validation cases
     all come after the search and the simplification, each validation and holdout case once;
-    only then is the accepted winner run on the demo-source train cases (for its baseline)."""
+    before them only retrieval options (which never show a case its own answer) are scored on
+    the demo-source train cases, and after them the accepted winner (for its baseline)."""
     example = Example(suite, {"word.yaml": WORD_PROMPT, "test_word.py": HOLDOUT_WORDS})
     scripted.responder = reverse_when_told("Reverse the word letter by letter.")
     result = example.run_pytest("--optimize")
@@ -111,7 +119,11 @@ def test_validation_cases_are_evaluated_only_for_the_decision(suite: pytest.Pyte
     counts: dict[str, int] = {}
     for i, e in evals:  # each eval event names its split, one of them
         assert {split_of.get(r["nodeid"], "holdout") for r in e["results"]} == {e["split"].split("-")[0]}
-        assert e["split"] == "train-scoring" if i < first_validation else e["split"] != "train-scoring"
+        if i >= first_validation:
+            assert e["split"] != "train-scoring"
+        elif e["split"] != "train-scoring":  # only retrieval options are ranked on every train case
+            assert e["split"] == "train-demo-source+train-scoring"
+            assert all(p["retrieve"] is not None for p in e["prompts"].values()), e["prompts"]
         counts[e["split"]] = counts.get(e["split"], 0) + len(e["results"])
     print(f"case results evaluated per split: {counts}")
     assert counts["validation"] == len(start["validation"]) and counts["holdout"] == len(MORE_WORDS) - 18
