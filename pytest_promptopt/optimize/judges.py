@@ -21,8 +21,6 @@ import hashlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 
-from sklearn.metrics import balanced_accuracy_score, cohen_kappa_score
-
 from ..errors import PromptFileError, PromptOptError
 from ..llm.client import LMClient
 from ..prompts.judgefile import Judge, load_judge
@@ -65,6 +63,8 @@ def split_three(keys: Sequence[str], truth: Sequence[bool]) -> dict[str, list[in
 
 def objective_of(name: str, truth: Sequence[bool], judged: Sequence[bool]) -> float:
     """Kappa (0 when the judge says one thing only) or balanced accuracy."""
+    from sklearn.metrics import balanced_accuracy_score, cohen_kappa_score  # ~1 s: not on every run
+
     if name == "balanced_accuracy":
         return float(balanced_accuracy_score(list(truth), list(judged)))
     return 0.0 if len(set(judged)) < 2 or len(set(truth)) < 2 else float(cohen_kappa_score(list(truth), list(judged)))

@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from ..llm.cache import RecordMode
-from ..llm.probe import Probe
+from ..llm.probe import Probe, ProbeStop
 from ..run.ahead import AheadReport, CallStore, send_ahead, send_probed
 from ..run.calllog import RecordedCall
 from ..run.runtime import Runtime
@@ -72,13 +72,36 @@ def should_probe(config: pytest.Config, runtime: Runtime) -> bool:
 def _probe_and_send(runtime: Runtime, items: Sequence[pytest.Item]) -> AheadReport:
     """Run each item up to its first LM call the cache cannot answer, unreported, then send those calls ahead."""
     probe = Probe()
-    with runtime.probing(probe), quiet_rerun([items[0].config]):
-        for i, item in enumerate(items):
-            probe.current = item.nodeid
-            # the last probe tears every fixture down: the real run starts as if nothing had run
-            if not _probe_one(item, items[i + 1] if i + 1 < len(items) else None):
-                break
+    config = items[0].config
+    plain_reports = _PlainProbeReports()
+    config.pluginmanager.register(plain_reports, f"promptopt-probe-reports-{id(plain_reports)}")
+    try:
+        with runtime.probing(probe), quiet_rerun([config]):
+            _probe_all(items, probe)
+    finally:
+        config.pluginmanager.unregister(plain_reports)
     return send_probed(runtime, probe.misses, len(items))
+
+
+def _probe_all(items: Sequence[pytest.Item], probe: Probe) -> None:
+    for i, item in enumerate(items):
+        probe.current = item.nodeid
+        # the last probe tears every fixture down: the real run starts as if nothing had run
+        if not _probe_one(item, items[i + 1] if i + 1 < len(items) else None):
+            break
+
+
+class _PlainProbeReports:
+    """A probed test stopped at its first uncached call gets a plain failed report: pytest would
+    format the stop's traceback (about 20 ms a test, most of a probe's cost) for a report that
+    the probe throws away. Registered only during the probe pass."""
+
+    @pytest.hookimpl(tryfirst=True)
+    def pytest_runtest_makereport(self, item: pytest.Item, call: pytest.CallInfo[None]) -> pytest.TestReport | None:
+        if call.excinfo is None or not call.excinfo.errisinstance(ProbeStop):
+            return None
+        return pytest.TestReport(item.nodeid, item.location, {}, "failed", "stopped by the probe", call.when,
+                                 duration=call.duration, start=call.start, stop=call.stop)
 
 
 def _probe_one(item: pytest.Item, nextitem: pytest.Item | None) -> bool:

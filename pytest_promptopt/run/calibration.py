@@ -24,9 +24,11 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-from sklearn.metrics import cohen_kappa_score, confusion_matrix, matthews_corrcoef
 
 from ..stats import wilson
+
+# scikit-learn is imported where a card is computed, not on every run: importing sklearn.metrics
+# costs about a second, paid by every pytest process that loads the plugin.
 
 RESAMPLES = 2000
 SEED = 0
@@ -76,6 +78,8 @@ class Confusion:
 
     @classmethod
     def of(cls, truth: Sequence[bool], judged: Sequence[bool]) -> Confusion:
+        from sklearn.metrics import confusion_matrix
+
         (tn, fp), (fn, tp) = confusion_matrix(list(truth), list(judged), labels=[False, True]).tolist()
         return cls(int(tp), int(fn), int(fp), int(tn))
 
@@ -126,6 +130,8 @@ def _bootstrap(truth: np.ndarray, judged: np.ndarray) -> dict[str, tuple[float, 
 
 def agreement_metrics(truth: Sequence[bool], judged: Sequence[bool]) -> tuple[Confusion, dict[str, Estimate]]:
     """Every figure of a card for one threshold's verdicts, each with its 95% interval."""
+    from sklearn.metrics import cohen_kappa_score, matthews_corrcoef
+
     c = Confusion.of(truth, judged)
     t, j = np.asarray(truth, dtype=bool), np.asarray(judged, dtype=bool)
     one_verdict = len(set(judged)) < 2  # the judge said one thing only: kappa is 0 by definition here
@@ -179,6 +185,8 @@ def choose_threshold(keys: Sequence[str], truth: Sequence[bool], scores: Sequenc
     """The threshold maximizing kappa on one half, and kappa at it on the other half."""
     tune, rest = split_halves(keys, truth)
     candidates = sorted({configured, *(scores[i] for i in tune)})
+
+    from sklearn.metrics import cohen_kappa_score
 
     def kappa_on(indexes: list[int], threshold: float) -> float:
         judged = [scores[i] >= threshold for i in indexes]
