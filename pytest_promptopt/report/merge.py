@@ -14,6 +14,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
+from ..run.baseline_pairs import OutputPairs
 from ..run.config import BaselineSettings
 from ..run.record import JUDGE_KEY, CaseOutcome
 from .exit_rule import EXIT_RULES, Failure, decide
@@ -55,8 +56,18 @@ def merge(paths: Sequence[Path], root: Path, baseline: BaselineSettings, expect:
     summaries = [replace(s, min_pass_rate=gates.get(relative_name(s.key, root))) if s.key != JUDGE_KEY else s
                  for s in summarize(outcomes)]
     result = finish(baseline, load_baseline(baseline), outcomes, root)
+    if any(s.baseline_pairs for s in shards):  # judged by each shard on its own cases: summed, not re-asked
+        result = replace(result, pairs=_summed_pairs(shards))
     merged = Merged(shards, outcomes, summaries, result, 0, root)
     return replace(merged, exit_code=_exit_code(shards, merged))
+
+
+def _summed_pairs(shards: Sequence[ShardReport]) -> tuple[OutputPairs, ...]:
+    """Each prompt's pairwise counts over the shards, in the order a whole run lists them."""
+    total: dict[str, OutputPairs] = {}
+    for pairs in (p for shard in shards for p in shard.baseline_pairs):
+        total[pairs.prompt] = total[pairs.prompt].plus(pairs) if pairs.prompt in total else pairs
+    return tuple(total[name] for name in sorted(total))
 
 
 def _check_paths(paths: Sequence[Path], expect: int | None) -> None:

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import PromptOptError
+from ..run.baseline_pairs import OutputPairs
 from ..run.record import JUDGE_KEY, CaseOutcome
 
 REPORT_VERSION = 2  # the JSON report layout this reader knows (the report's "version")
@@ -39,6 +40,7 @@ class ShardReport:
     cache_tiers: Mapping[str, int]
     optimized: bool
     duration_s: float
+    baseline_pairs: tuple[OutputPairs, ...] = ()  # --promptopt-baseline-pairwise counts on this shard's cases
 
 
 def read_shard(path: Path, root: Path) -> ShardReport:
@@ -78,7 +80,9 @@ def _parse(path: Path, data: Mapping[str, Any], root: Path) -> ShardReport:
                        {n: p["cost"] is not None for n, p in named.items()}, digests, str(data["record_mode"]),
                        int(data["exit_code"]), int(exit_before), str(rule),
                        {str(k): int(v) for k, v in (data.get("cache_tiers") or {}).items()},
-                       data.get("optimization") is not None, float(data.get("duration_s") or 0.0))
+                       data.get("optimization") is not None, float(data.get("duration_s") or 0.0),
+                       tuple(OutputPairs.from_dict({**p, "prompt": _name(rename, p["prompt"], root)})
+                             for p in (data.get("baseline") or {}).get("pairwise") or ()))
 
 
 def _rerooted(key: str, names: list[str], root: Path) -> str:

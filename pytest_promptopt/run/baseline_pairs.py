@@ -48,6 +48,16 @@ class OutputPairs:
         return replace(self, **{won: getattr(self, won) + 1}, asked=self.asked + 1,  # type: ignore[arg-type]
                        flips=self.flips + verdict.flipped)
 
+    def plus(self, other: OutputPairs) -> OutputPairs:
+        """The counts of two runs of the same prompt on different cases (shards)."""
+        counts = ("better", "worse", "tie", "identical", "asked", "flips", "unread")
+        return replace(self, **{f: getattr(self, f) + getattr(other, f) for f in counts})  # type: ignore[arg-type]
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> OutputPairs:
+        counts = ("better", "worse", "tie", "identical", "asked", "flips", "unread")
+        return cls(str(data["prompt"]), **{f: int(data[f]) for f in counts})
+
     def to_dict(self) -> dict[str, Any]:
         rate = self.flip_rate
         return {"prompt": self.prompt, "better": self.better, "worse": self.worse, "tie": self.tie,

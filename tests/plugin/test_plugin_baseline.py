@@ -12,6 +12,7 @@ import pytest
 from example import Example
 
 from pytest_promptopt.run.pairwise import PAIR_SYSTEM
+from pytest_promptopt.report.cli import main
 from pytest_promptopt.testing import ScriptedServer
 
 ENV_VARS = ("OPENAI_BASE_URL", "OPENAI_API_KEY", "PROMPTOPT_BASE_URL", "PROMPTOPT_MODEL", "PROMPTOPT_API_KEY")
@@ -292,6 +293,29 @@ def test_pairwise_comparison_with_the_baseline_counts_better_worse_tie_and_flips
     assert 'id="baseline-pairwise"' in page and "worse 4, tie 4" in page
     asked = [r for r in scripted.requests if r["messages"][0]["content"] == PAIR_SYSTEM]
     assert len(asked) == 12  # six pairs, two orders each
+
+
+def test_shards_compared_pairwise_merge_to_the_unsharded_counts(words: pytest.Pytester, scripted: ScriptedServer,
+                                                              capsys: pytest.CaptureFixture[str]) -> None:
+    """Each shard's pairwise counts are its own cases'; `promptopt merge` sums them to what one
+    run reports (no judge call at merge time)."""
+    save_then_mumble(words)
+    scripted.responder = pairwise_judge_preferring_capitals({"echo", "foxtrot"})
+    pairwise = "--promptopt-baseline-pairwise=Shouted in capitals."
+    whole = Example(words).run_pytest("--promptopt-baseline=base.json", "--promptopt-report=whole.json", pairwise)
+    first = "alpha or bravo or echo"
+    for name, selection in (("one", first), ("two", f"not ({first})")):
+        words.runpytest("--promptopt-baseline=base.json", f"--promptopt-report={name}.json", pairwise, "-k", selection)
+    asked = len(scripted.requests)
+    capsys.readouterr()
+    main(["merge", f"{words.path}/one.json", f"{words.path}/two.json", "--rootdir", str(words.path),
+          "--baseline", str(words.path / "base.json"), "--report", str(words.path / "merged.json")])
+    assert "flip rate 0.333 (2 of 6 pairs)" in capsys.readouterr().out
+    merged = json.loads((words.path / "merged.json").read_text())
+    shards = [json.loads((words.path / f"{n}.json").read_text())["baseline"]["pairwise"][0]["asked"] for n in ("one", "two")]
+    assert shards == [3, 3]
+    assert merged["baseline"]["pairwise"] == whole.report["baseline"]["pairwise"]
+    assert len(scripted.requests) == asked  # the merge asked nothing
 
 
 def test_baseline_pairwise_is_off_by_default_and_a_missing_judge_file_is_a_usage_error(
