@@ -23,12 +23,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-import numpy as np
-
 from ..stats import wilson
 
-# scikit-learn is imported where a card is computed, not on every run: importing sklearn.metrics
-# costs about a second, paid by every pytest process that loads the plugin.
+# numpy and scikit-learn are imported where a card is computed, not on every run: importing
+# sklearn.metrics costs about a second, paid by every pytest process that loads the plugin.
 
 RESAMPLES = 2000
 SEED = 0
@@ -97,6 +95,7 @@ def _proportion(successes: int, n: int) -> Estimate:
 
 def kappa_of(tp: Any, fn: Any, fp: Any, tn: Any) -> Any:
     """Cohen's kappa from confusion counts (arrays welcome): (po - pe) / (1 - pe)."""
+    import numpy as np
     n = tp + fn + fp + tn
     po = (tp + tn) / n
     pe = ((tp + fn) * (tp + fp) + (fp + tn) * (fn + tn)) / (n * n)
@@ -106,6 +105,7 @@ def kappa_of(tp: Any, fn: Any, fp: Any, tn: Any) -> Any:
 
 def mcc_of(tp: Any, fn: Any, fp: Any, tn: Any) -> Any:
     """Matthews correlation from confusion counts; 0 where a margin is empty (as scikit-learn)."""
+    import numpy as np
     denominator = np.sqrt((tp + fp) * (tp + fn) * (tn + fp) * (tn + fn))
     with np.errstate(divide="ignore", invalid="ignore"):
         return np.where(denominator > 0, (tp * tn - fp * fn) / np.where(denominator > 0, denominator, 1), 0.0)
@@ -113,6 +113,7 @@ def mcc_of(tp: Any, fn: Any, fp: Any, tn: Any) -> Any:
 
 def _bootstrap(truth: np.ndarray, judged: np.ndarray) -> dict[str, tuple[float, float]]:
     """Percentile intervals of kappa, MCC and balanced accuracy, resampling within each class."""
+    import numpy as np
     rng = np.random.default_rng(SEED)
     pos, neg = judged[truth], judged[~truth]
     tp = rng.binomial(len(pos), pos.mean(), RESAMPLES) if len(pos) else np.zeros(RESAMPLES)
@@ -130,6 +131,7 @@ def _bootstrap(truth: np.ndarray, judged: np.ndarray) -> dict[str, tuple[float, 
 
 def agreement_metrics(truth: Sequence[bool], judged: Sequence[bool]) -> tuple[Confusion, dict[str, Estimate]]:
     """Every figure of a card for one threshold's verdicts, each with its 95% interval."""
+    import numpy as np
     from sklearn.metrics import cohen_kappa_score, matthews_corrcoef
 
     c = Confusion.of(truth, judged)
@@ -205,6 +207,7 @@ def choose_threshold(keys: Sequence[str], truth: Sequence[bool], scores: Sequenc
 def corrected_rate(observed_pass: int, n: int, c: Confusion) -> Estimate:
     """The true pass rate behind a judge's observed one (Rogan-Gladen), with a 95% interval that
     carries the uncertainty of the observed rate and of the labels' TPR and TNR."""
+    import numpy as np
     method = f"Rogan-Gladen; parametric bootstrap over the run's cases and the labels ({RESAMPLES} resamples, seed {SEED})"
     if n == 0 or not c.positives or not c.negatives:
         return Estimate(None, None, None, method)
