@@ -218,6 +218,12 @@ def summarize(data: dict[str, Any], n: int, delay: float) -> list[str]:
     return lines
 
 
+def command_line() -> str:
+    """The command as it ran, with the niceness it ran at (0: not niced)."""
+    niceness = os.nice(0)
+    return (f"nice -n {niceness} " if niceness else "") + " ".join(["python bench/bench_concurrency.py", *sys.argv[1:]])
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--cases", type=int, default=200)
@@ -243,7 +249,7 @@ def main() -> None:
                  "python": platform.python_version(), "cpus": os.cpu_count(),
                  "wall_s": round(time.perf_counter() - started, 1),
                  "load_average": [round(load_before, 2), round(os.getloadavg()[0], 2)],
-                 "command": "nice -n 19 python bench/bench_concurrency.py " + " ".join(sys.argv[1:])})
+                 "command": command_line()})
     args.out.mkdir(parents=True, exist_ok=True)
     head = (f"## A regression run against a slow endpoint: {args.cases} cases, {args.delay * 1000:.0f} ms per call\n\n"
             f"`{data['command']}` ({data['cpus']} CPUs, Python {data['python']}, "
