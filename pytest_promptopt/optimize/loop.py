@@ -71,7 +71,9 @@ class MemoProgram:
         self.log = log
         base = fingerprint(original)
         self.memo: dict[tuple[str, str], CaseOutcome] = {(base, o.nodeid): o for o in first_run}
-        self.best_train: float | None = None  # the best mean score of a candidate scored on all of train
+        # progress lines: the best mean of a candidate scored on every scoring case at once, the rule
+        # of search.Evaluator.best_full (a superset, such as retrieval ranking's, or minibatches do not count)
+        self.best_train: float | None = None
         self._train: tuple[str, ...] = ()
         self._uncharged: set[tuple[str, str]] = set()  # replayed from the log, not yet paid for
         self.replayed: set[tuple[str, str]] = set()  # replayed from the log, not yet verified by a re-run
@@ -132,7 +134,6 @@ class MemoProgram:
             fresh = self.inner.evaluate(candidate, missing)
             for r in fresh.results:
                 self.memo[(fp, r.nodeid)] = r
-            self._note_best(fp)
             split = self._split_of(missing)
             self.evaluated[split] = self.evaluated.get(split, 0) + len(missing)
             self.log.write("eval", run=self.log.key, candidate=fp, split=split,
@@ -140,6 +141,8 @@ class MemoProgram:
                            prompts={k: {"instruction": p.instruction, "demos": [d.to_dict() for d in p.demos],
                                         "retrieve": p.retrieval.summary() if p.retrieval else None}
                                     for k, p in candidate.items()})
+        if self._train and len(nodeids) == len(self._train) and set(nodeids) == set(self._train):
+            self._note_best(fp)  # scored in full, as the strategy's best is (not a superset, not minibatches)
         return Evaluation(tuple(self.memo[(fp, n)] for n in nodeids))
 
     def _split_of(self, nodeids: Sequence[str]) -> str:

@@ -8,6 +8,7 @@ on cases it shows would look perfect: exactly the bias these tests would catch."
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 from typing import Any
 
@@ -58,6 +59,12 @@ def test_many_labels_two_train_cases_each_get_retrieved_demos(suite: pytest.Pyte
     (screening,) = [e for e in events if e["event"] == "demo_screening"]
     assert ranking["cases"] == len(start["train"]) and len(ranking["options"]) > 1  # every train case, not the scoring part
     assert set(ranking["options"]) & set(screening["kept"]) <= {ranking["chosen"]}  # one retrieval option goes on
+    # one "best": the progress lines' best train is the rule the search picks by, so a retrieval
+    # option that lost the ranking never shows there with its (unpaired) score on the scoring cases
+    searching = [ln for ln in optimized.outlines if ln.startswith("[promptopt] intent.yaml") and "best train" in ln]
+    searching = searching[: next((i for i, ln in enumerate(searching) if "simplifying" in ln), len(searching))]
+    shown = [float(m.group(1)) for ln in searching if (m := re.search(r"best train (\d\.\d+)", ln))]
+    assert shown and max(shown) == round(group["train"]["after"], 3), (shown, group["train"])
     rerun = example.run_pytest("-k", "heldout")
     passed = rerun.outcomes.get("passed", 0)
     print(f"holdout after --optimize: {passed} of {len(HOLDOUT)} pass")
