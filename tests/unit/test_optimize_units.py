@@ -127,6 +127,37 @@ def test_memo_runs_each_case_once_and_a_resumed_run_pays_replays_once(tmp_path: 
                     []).evaluate(candidate, ["a", "b", "c"])
 
 
+class ScoringProgram(CountingProgram):
+    """Passes exactly the cases in `passing`."""
+
+    def __init__(self, passing: set[str]) -> None:
+        super().__init__()
+        self.passing = passing
+
+    def evaluate(self, candidate: Candidate, nodeids: Sequence[str]) -> Evaluation:
+        return Evaluation(tuple(CaseOutcome(n, n in self.passing, float(n in self.passing), "") for n in nodeids))
+
+
+def test_best_train_counts_a_candidate_scored_on_exactly_the_scoring_cases(tmp_path: Path) -> None:
+    """The progress line's best is the search's rule: a mean over the scoring cases from an
+    evaluation of exactly them. A retrieval ranking on every train case (a superset) holds the
+    scoring cases' results too, but its candidate may have lost the ranking: it does not count."""
+    prompt_file = tmp_path / "p.txt"
+    prompt_file.write_text("Say {x}")
+    prompt = load_prompt(prompt_file)
+    original = {prompt.key: prompt}
+    first_run = [CaseOutcome(n, False, 0.0, "") for n in ("s1", "s2", "d1")]
+    memo = MemoProgram(ScoringProgram({"s1", "s2"}), Budget(100), RunLog(tmp_path / "runs", "k", resume=False),
+                       original, first_run)
+    memo.track_best(["s1", "s2"], original)
+    assert memo.best_train == 0.0
+    ranked = {prompt.key: prompt.with_instruction("Shout {x}")}
+    memo.evaluate(ranked, ["s1", "s2", "d1"])  # every train case: scoring part 1.0, but not scored in full
+    assert memo.best_train == 0.0
+    memo.evaluate(ranked, ["s2", "s1"])  # scored in full (from the memo: no new call)
+    assert memo.best_train == 1.0
+
+
 def test_mipro_plan_shrinks_to_fit_a_small_budget_and_keeps_its_shape_otherwise() -> None:
     from pytest_promptopt.optimize.mipro import auto
 
