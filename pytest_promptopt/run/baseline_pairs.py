@@ -26,6 +26,9 @@ from .pairwise import (
 )
 
 
+COUNTS = ("better", "worse", "tie", "identical", "asked", "flips", "unread")  # OutputPairs' counting fields
+
+
 @dataclass(frozen=True)
 class OutputPairs:
     """One prompt's cases compared with the baseline by the pairwise judge."""
@@ -50,13 +53,11 @@ class OutputPairs:
 
     def plus(self, other: OutputPairs) -> OutputPairs:
         """The counts of two runs of the same prompt on different cases (shards)."""
-        counts = ("better", "worse", "tie", "identical", "asked", "flips", "unread")
-        return replace(self, **{f: getattr(self, f) + getattr(other, f) for f in counts})  # type: ignore[arg-type]
+        return replace(self, **{f: getattr(self, f) + getattr(other, f) for f in COUNTS})  # type: ignore[arg-type]
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> OutputPairs:
-        counts = ("better", "worse", "tie", "identical", "asked", "flips", "unread")
-        return cls(str(data["prompt"]), **{f: int(data[f]) for f in counts})
+        return cls(str(data["prompt"]), **{f: int(data[f]) for f in COUNTS})
 
     def to_dict(self) -> dict[str, Any]:
         rate = self.flip_rate
