@@ -75,6 +75,7 @@ class MemoProgram:
         # of search.Evaluator.best_full (a superset, such as retrieval ranking's, or minibatches do not count)
         self.best_train: float | None = None
         self._train: tuple[str, ...] = ()
+        self._train_set: frozenset[str] = frozenset()  # the same cases, for the "scored in full" test in evaluate
         self._uncharged: set[tuple[str, str]] = set()  # replayed from the log, not yet paid for
         self.replayed: set[tuple[str, str]] = set()  # replayed from the log, not yet verified by a re-run
         self.refused = ""  # why the log's results were dropped ("" while they are trusted)
@@ -141,7 +142,7 @@ class MemoProgram:
                            prompts={k: {"instruction": p.instruction, "demos": [d.to_dict() for d in p.demos],
                                         "retrieve": p.retrieval.summary() if p.retrieval else None}
                                     for k, p in candidate.items()})
-        if self._train and len(nodeids) == len(self._train) and set(nodeids) == set(self._train):
+        if self._train and len(nodeids) == len(self._train) and frozenset(nodeids) == self._train_set:
             self._note_best(fp)  # scored in full, as the strategy's best is (not a superset, not minibatches)
         return Evaluation(tuple(self.memo[(fp, n)] for n in nodeids))
 
@@ -159,6 +160,7 @@ class MemoProgram:
     def track_best(self, train: Sequence[str], original: Candidate) -> None:
         """Keep `best_train` (shown in progress lines) from here on; the original is the first."""
         self._train = tuple(train)
+        self._train_set = frozenset(self._train)
         self._note_best(fingerprint(original))
 
     def _note_best(self, fp: str) -> None:
