@@ -129,8 +129,12 @@ PANEL_REVIEW_MARGIN = 0.1
 # never raw agreement, which a judge that always says the majority label wins on skewed labels),
 # and how many criteria rewrites the optimizer model proposes per judge.
 JUDGE_OBJECTIVE = "kappa"
-JUDGE_REWRITES = 4
-# ... and how many demo sets it tries: each a few train labels of each class, shown to the judge
-# as graded exchanges before the case (the human's verdict as the judge's answer).
-JUDGE_DEMO_SETS = 3
-JUDGE_DEMOS_PER_CLASS = 2
+# How much of a judge's search space each --optimize-preset tries: criteria rewrites and template
+# (system prompt) rewrites from the optimizer model, static demo sets (a few train labels of each
+# class, shown as graded exchanges before the case) and retrieval (the k train labels nearest
+# each case, for each k). Each candidate costs one judge call per train label.
+JUDGE_SEARCH: dict[str, Mapping[str, object]] = {
+    "light": {"rewrites": 2, "templates": 1, "demo_sets": 1, "demos_per_class": 2, "retrieve_ks": (4,)},
+    "medium": {"rewrites": 4, "templates": 2, "demo_sets": 3, "demos_per_class": 2, "retrieve_ks": (4, 8)},
+    "heavy": {"rewrites": 8, "templates": 4, "demo_sets": 6, "demos_per_class": 3, "retrieve_ks": (2, 4, 8, 12)},
+}

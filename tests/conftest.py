@@ -6,6 +6,7 @@ from pathlib import Path
 import openai  # the plugin imports it lazily; loaded here, pytester's in-process runs keep it
 import optuna  # noqa: F401 - pytester's in-process runs drop new modules; numpy cannot be imported twice
 import pytest
+import sklearn.metrics  # noqa: F401 - the same for scipy's numpy.fft, which judge calibration and tuning load
 
 from pytest_promptopt.testing import ScriptedServer
 

@@ -12,9 +12,9 @@ from typing import Any
 
 import pytest
 
-from ..defaults import JUDGE_DEMO_SETS, JUDGE_DEMOS_PER_CLASS, JUDGE_REWRITES
+from ..defaults import JUDGE_SEARCH
 from ..errors import PromptOptError
-from ..optimize.judges import JudgeTuner
+from ..optimize.judges import JudgeSearch, JudgeTuner
 from ..prompts.judgefile import Judge, load_judge
 from ..prompts.prompt import YAML_SUFFIXES
 from .session import session_of
@@ -65,8 +65,10 @@ def _calibrate(promptopt: Any, judge: Judge) -> list[tuple[str, bool]]:
 
 def _tune(promptopt: Any, judge: Judge) -> list[tuple[str, bool]]:
     runtime = promptopt.runtime
-    tuner = JudgeTuner(runtime.judges, runtime.client("optimizer"), objective=promptopt.settings.judge_objective,
-                       proposals=JUDGE_REWRITES, demo_sets=JUDGE_DEMO_SETS, demos_per_class=JUDGE_DEMOS_PER_CLASS)
+    settings = promptopt.settings
+    search = JudgeSearch.of(JUDGE_SEARCH[settings.optimize.preset], seed=settings.optimize.seed)
+    tuner = JudgeTuner(runtime.judges, runtime.client("optimizer"), objective=settings.judge_objective,
+                       search=search, mode=runtime.judge_mode)
     tuning = tuner.tune(judge)
     return [(line, False) for line in tuning.lines()] + [(line, False) for line in tuning.diff.splitlines()]
 

@@ -13,6 +13,8 @@ models: [gpt-4o-mini, llama-3.1-70b, qwen2.5-72b]   # optional, instead of model
 panel: majority           # optional with models: majority (of pass/fail) | mean (of scores)
 demos:                    # optional: labelled cases shown to the judge before the case it grades
   - {output: "Read the FAQ.", verdict: fail, note: does not answer}
+retrieve: {k: 4}          # optional, with labels: the k labelled cases nearest each graded output
+                          # (BM25), shown as graded exchanges after the demos (judge_pool.py)
 ```
 
 A `Judge` is frozen; `load_judge` validates the file with the same safe YAML reading as prompt
@@ -29,10 +31,14 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import PromptFileError
+from .judge_pool import JUDGE_RETRIEVE_BY
 from .labels import LabelledCase, case_of
+from .retrieval import MAX_K
 from .prompt import YAML_SUFFIXES, _line, caller_folder, locate, parse_yaml, read_prompt_text
 
-JUDGE_KEYS = ("criteria", "threshold", "mode", "model", "system", "labels", "description", "models", "panel", "demos")
+JUDGE_KEYS = ("criteria", "threshold", "mode", "model", "system", "labels", "description", "models", "panel", "demos",
+              "retrieve")
+RETRIEVE_KEYS = ("k", "by")
 MAX_JUDGE_DEMOS = 32
 PANEL_RULES = ("majority", "mean")
 REVIEW_SUFFIX = ".review.jsonl"
@@ -58,6 +64,7 @@ class Judge:
     models: tuple[str, ...] = ()  # a panel: each member a model name on the judge endpoint
     panel: str = "majority"  # a panel's verdict: majority of pass/fail, or mean of the scores
     demos: tuple[LabelledCase, ...] = ()  # labelled cases shown first, each with its human verdict
+    retrieve_k: int = 0  # retrieve: {k: N}: the N labelled cases nearest each graded output; 0: none
 
     @property
     def is_panel(self) -> bool:
@@ -112,7 +119,7 @@ def load_judge(path: str | Path, *, root: Path | None = None, near: Path | None 
     models, panel = _panel(p, doc)
     return Judge(p, _text(p, doc, "criteria", required=True) or "", _threshold(p, doc), _mode(p, doc),
                  _model(p, doc), _text(p, doc, "system"), _labels(p, doc), hashlib.sha256(data).hexdigest(),
-                 models, panel, judge_demos(p, doc))
+                 models, panel, judge_demos(p, doc), judge_retrieve_k(p, doc))
 
 
 def _text(path: Path, doc: Mapping[str, Any], key: str, *, required: bool = False) -> str | None:
@@ -171,6 +178,32 @@ def _labels(path: Path, doc: Mapping[str, Any]) -> str | None:
                               line=_line(doc, "labels"),
                               fix="create it (one JSON case a line: output, verdict) or fix the name")
     return value
+
+
+def judge_retrieve_k(path: Path, doc: Mapping[str, Any]) -> int:
+    """`retrieve: {k: N, by: bm25}`: how many labelled cases each call is shown; 0 without it."""
+    value = doc.get("retrieve")
+    if value is None:
+        return 0
+    fix = f"write retrieve: {{k: 4}} (k from 1 to {MAX_K}; by: bm25, the default and only choice for judges)"
+    line = _line(doc, "retrieve")
+    if not isinstance(value, Mapping):
+        raise PromptFileError(path, f"retrieve must be a mapping, got {value!r}", field="retrieve", line=line, fix=fix)
+    unknown = [key for key in value if key not in RETRIEVE_KEYS]
+    if unknown:
+        raise PromptFileError(path, f"unknown field {unknown[0]!r} in retrieve; allowed: {', '.join(RETRIEVE_KEYS)}",
+                              field=f"retrieve.{unknown[0]}", line=line, fix=fix)
+    k, by = value.get("k"), value.get("by", "bm25")
+    if isinstance(k, bool) or not isinstance(k, int) or not 1 <= k <= MAX_K:
+        raise PromptFileError(path, f"retrieve.k must be a whole number from 1 to {MAX_K}, got {k!r}",
+                              field="retrieve.k", line=line, fix=fix)
+    if by not in JUDGE_RETRIEVE_BY:
+        raise PromptFileError(path, f"a judge retrieves by {', '.join(JUDGE_RETRIEVE_BY)}; got by: {by!r}",
+                              field="retrieve.by", line=line, fix=fix)
+    if doc.get("labels") is None:
+        raise PromptFileError(path, "retrieve draws from the judge's labelled set, and this judge has none",
+                              field="retrieve", line=line, fix=f"add labels: {path.stem}.labels.jsonl, or remove retrieve")
+    return k
 
 
 def _panel(path: Path, doc: Mapping[str, Any]) -> tuple[tuple[str, ...], str]:

@@ -13,6 +13,7 @@ import contextlib
 import difflib
 import hashlib
 import io
+import itertools
 import os
 import re
 from collections.abc import Iterator
@@ -38,7 +39,7 @@ from .prompt import (
     read_demo_list,
     read_prompt_text,
 )
-from .judgefile import Judge, judge_demos
+from .judgefile import Judge, judge_demos, judge_retrieve_k
 from .labels import LabelledCase
 from .pool_file import parse_pool_text, read_pool_bytes
 from .retrieval import RetrievalRule
@@ -445,12 +446,15 @@ def _undo(sidecar: PendingWrite, like: Path) -> None:
             sidecar.path.unlink()
 
 
-def plan_judge_write(judge: Judge, criteria: str, demos: tuple[LabelledCase, ...] | None = None) -> PendingWrite:
-    """A judge file with its `criteria` (and `demos`, when given and different) replaced and every
-    other byte kept (comments, other fields, the old value's style where it can hold the new
-    text); read back through the judge file's own reader before it is kept."""
+def plan_judge_write(judge: Judge, criteria: str, demos: tuple[LabelledCase, ...] | None = None, *,
+                     system: str | None = None, retrieve_k: int | None = None) -> PendingWrite:
+    """A judge file with its `criteria` (and `demos`, `system`, `retrieve`, when given and
+    different) replaced and every other byte kept (comments, other fields, the old value's style
+    where it can hold the new text); read back through the judge file's own reader before it is kept."""
     path = judge.path
     demos = judge.demos if demos is None else demos
+    system = judge.system if system is None else system
+    retrieve_k = judge.retrieve_k if retrieve_k is None else retrieve_k
     old_bytes = path.read_bytes()
     if hashlib.sha256(old_bytes).hexdigest() != judge.source_digest:
         raise WriteBackError(f"{path}: the judge file changed on disk during the run; not overwriting it")
@@ -459,15 +463,17 @@ def plan_judge_write(judge: Judge, criteria: str, demos: tuple[LabelledCase, ...
     found = yaml_edit.entry(root, "criteria") if root is not None else None
     if root is None or found is None:
         raise WriteBackError(f"{path}: no criteria field to write into; nothing was written")
-    edits = _judge_demo_edits(text, root, judge, demos)
+    edits = _judge_demo_edits(text, root, judge, demos) + _retrieve_edits(text, root, judge, retrieve_k)
     key, old = found
     ways = [None] if criteria == judge.criteria else yaml_edit.scalar_texts(old, criteria, key.start_mark.column, text)
-    for way in ways:
-        new_text = yaml_edit.apply(text, [*edits, *([] if way is None else yaml_edit.replace_value(text, key, old, way))])
+    system_ways = [[]] if system == judge.system else _text_key_ways(text, root, "system", system or "")
+    for way, system_edits in itertools.product(ways, system_ways):
+        criteria_edits = [] if way is None else yaml_edit.replace_value(text, key, old, way)
+        new_text = yaml_edit.apply(text, [*edits, *system_edits, *criteria_edits])
         try:
             doc = parse_yaml(path, new_text)
-            same = isinstance(doc, dict) and doc.get("criteria") == criteria and \
-                _case_dicts(judge_demos(path, doc)) == _case_dicts(demos)
+            same = isinstance(doc, dict) and doc.get("criteria") == criteria and doc.get("system") == system and \
+                _case_dicts(judge_demos(path, doc)) == _case_dicts(demos) and judge_retrieve_k(path, doc) == retrieve_k
         except PromptFileError:
             continue
         if same:
@@ -475,6 +481,33 @@ def plan_judge_write(judge: Judge, criteria: str, demos: tuple[LabelledCase, ...
             return PendingWrite(path, judge.source_digest, prefix + new_text.encode("utf-8"), old_bytes)
     raise WriteBackError(f"{path}: the tuned judge could not be written so that it reads back unchanged; "
                          "nothing was written")
+
+
+def _text_key_ways(text: str, root: Any, name: str, value: str) -> list[list[yaml_edit.Edit]]:
+    """Ways to make the text `value` the value of `name`: in place of the old value, or as a new
+    key at the end of the file."""
+    found = yaml_edit.entry(root, name)
+    if found is not None:
+        key, old = found
+        return [yaml_edit.replace_value(text, key, old, way)
+                for way in yaml_edit.scalar_texts(old, value, key.start_mark.column, text)]
+    end = yaml_edit.content_end(root, text)
+    return [[yaml_edit.add_key(text, end, 0, name, way)] for way in yaml_edit.scalar_texts(None, value, 0, text)]
+
+
+def _retrieve_edits(text: str, root: Any, judge: Judge, retrieve_k: int) -> list[yaml_edit.Edit]:
+    """The judge file's `retrieve:` set to `{k: N}` (added at the end), or removed for 0."""
+    if retrieve_k == judge.retrieve_k:
+        return []
+    found = yaml_edit.entry(root, "retrieve")
+    if not retrieve_k:
+        return [] if found is None else [yaml_edit.remove_key(text, *found)]
+    value = CommentedMap([("k", retrieve_k)])
+    value.fa.set_flow_style()
+    new = yaml_edit.dumped(_yaml_for(text), "retrieve", value, 0)
+    if found is None:
+        return [yaml_edit.add_key(text, yaml_edit.content_end(root, text), 0, "retrieve", new)]
+    return yaml_edit.replace_value(text, *found, new)
 
 
 def _case_dicts(cases: tuple[LabelledCase, ...]) -> list[dict[str, Any]]:

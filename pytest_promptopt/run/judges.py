@@ -17,6 +17,7 @@ from typing import Any, Protocol
 from ..errors import JudgeError, PromptFileError, PromptOptError
 from ..llm.cache import ChatRequest
 from ..llm.client import Completion, LMClient
+from ..prompts.judge_pool import JudgePool
 from ..prompts.judgefile import Judge, load_judge
 from ..prompts.labels import LabelledCase, load_labels, load_reviewed, merged_cases
 from .card import (
@@ -45,7 +46,7 @@ class JudgeRuntime(Protocol):
 
     def judge_request(self, judge: Judge | None, output: str, criteria: str, expected: str | None,
                       sample: int = 0, member: str | None = None,
-                      demos: Sequence[LabelledCase] | None = None) -> tuple[LMClient, ChatRequest]: ...
+                      pool: JudgePool | None = None) -> tuple[LMClient, ChatRequest]: ...
 
 
 @dataclass(frozen=True)
@@ -65,6 +66,7 @@ class JudgeBook:
     def __init__(self, runtime: JudgeRuntime) -> None:
         self._runtime = runtime
         self._trust: dict[str, JudgeTrust] = {}
+        self._pools: dict[str, tuple[tuple[str, str], JudgePool]] = {}
         self._lock = threading.Lock()
 
     def threshold(self, judge: Judge) -> float:
@@ -82,6 +84,8 @@ class JudgeBook:
         identity = {"criteria": judge.criteria, "template_sha256": template_digest(mode, judge.system, judge.demos), "mode": mode,
                     "model": judge.model or endpoint.model, "served_by": endpoint.served_by,
                     "threshold": self.threshold(judge), "labels_sha256": labels_digest}
+        if judge.retrieve_k:  # only a retrieving judge's card carries it: existing cards stay current
+            identity["retrieve_k"] = judge.retrieve_k
         if judge.is_panel:  # only a panel's card carries these: existing cards stay current
             identity |= {"model": ", ".join(judge.models), "panel": judge.panel}
         reviewed = load_reviewed(judge.review_path)
@@ -113,6 +117,25 @@ class JudgeBook:
         except PromptOptError as exc:  # moved or broken since the test loaded it
             return JudgeTrust(UNCALIBRATED, self._runtime.settings.judge_uncalibrated == GATE,
                               f"the judge file cannot be read now: {exc}")
+
+    def labelled(self, judge: Judge) -> tuple[LabelledCase, ...]:
+        """The judge's labelled cases: its labels file and the human-labelled review lines."""
+        if judge.labels_path is None:
+            raise PromptFileError(judge.path, "has no labelled set", field="labels",
+                                  fix=f"add labels: {judge.path.stem}.labels.jsonl (one JSON case a line: output, verdict)")
+        return merged_cases(load_labels(judge.labels_path), load_reviewed(judge.review_path))
+
+    def pool(self, judge: Judge) -> JudgePool:
+        """The labelled cases a retrieving judge draws from, read again when a file changed."""
+        stamp = tuple(_stamp(p) for p in (judge.labels_path, judge.review_path) if p is not None)
+        with self._lock:
+            kept = self._pools.get(judge.key)
+            if kept is not None and kept[0] == stamp:
+                return kept[1]
+        pool = JudgePool(self.labelled(judge))
+        with self._lock:
+            self._pools[judge.key] = (stamp, pool)  # type: ignore[assignment]
+        return pool
 
     def forget(self, judge: Judge) -> None:
         """Read the judge's card again when next asked (it was just written)."""
@@ -147,14 +170,15 @@ class JudgeBook:
         return Calibration(judge, card)
 
     def grade_cases(self, judge: Judge, cases: Sequence[LabelledCase], threshold: float, where: Path,
-                    criteria: str | None = None,
-                    demos: Sequence[LabelledCase] | None = None) -> list[float | None]:
-        """Each case's score (a panel's verdict for a panel), None where a reply had no verdict;
-        `criteria` and `demos` replace the judge file's (a candidate being tuned)."""
-        criteria = judge.criteria if criteria is None else criteria
+                    pool: JudgePool | None = None) -> list[float | None]:
+        """Each case's score (a panel's verdict for a panel), None where a reply had no verdict.
+        `judge` may be a candidate being tuned (its criteria, system, demos replaced) and `pool`
+        the labelled cases it retrieves from (default: its whole labelled set)."""
+        if not cases:
+            return []
         mode = self._runtime.judge_mode(judge)
         members = judge.models if judge.is_panel else (None,)
-        requests = [self._runtime.judge_request(judge, c.output, criteria, c.expected, 0, m, demos)
+        requests = [self._runtime.judge_request(judge, c.output, judge.criteria, c.expected, 0, m, pool)
                     for c in cases for m in members]
         replies = requests[0][0].complete_many([r for _, r in requests])
         out: list[float | None] = []
@@ -174,3 +198,12 @@ class JudgeBook:
                 out.append(panel_verdict(verdicts, judge.panel, threshold).score if judge.is_panel
                            else verdicts[0][1].score)
         return out
+
+
+def _stamp(path: Path) -> str:
+    """A file's size and modification time, or '-' when it does not exist."""
+    try:
+        info = path.stat()
+    except OSError:
+        return "-"
+    return f"{info.st_size}:{info.st_mtime_ns}"

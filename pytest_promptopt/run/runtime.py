@@ -27,6 +27,7 @@ from ..defaults import EMBEDDED_MODEL, PAIRWISE_BOTH_ORDERS
 from ..llm.embeddings import EmbeddingClient
 from ..errors import CacheMissError, EndpointError, PromptOptError
 from .judge import INLINE_JUDGE, JudgeFailed, combine, grade, request_messages, request_params
+from ..prompts.judge_pool import JudgePool
 from ..prompts.judgefile import Judge
 from ..prompts.labels import LabelledCase
 from ..prompts.prompt import Prompt, caller_folder, load_prompt
@@ -191,14 +192,19 @@ class Runtime:
 
     def judge_request(self, judge: Judge | None, output: str, criteria: str, expected: str | None,
                       sample: int = 0, member: str | None = None,
-                      demos: Sequence[LabelledCase] | None = None) -> tuple[LMClient, ChatRequest]:
+                      pool: JudgePool | None = None) -> tuple[LMClient, ChatRequest]:
         """The request a judge call sends (a test's, one sent ahead, or a calibration case's);
-        `member` names a panel's model (default: the panel's first, which is what is sent ahead);
-        `demos` replaces the judge file's own (a candidate set being tuned)."""
+        `member` names a panel's model (default: the panel's first, which is what is sent ahead).
+        A judge that retrieves is shown its demos, then the labelled cases of `pool` (default: its
+        own labelled set) nearest this output."""
         mode = self.judge_mode(judge)
         client = self.client("judge")
         system = judge.system if judge is not None else None
-        shown = demos if demos is not None else judge.demos if judge is not None else ()
+        shown: tuple[LabelledCase, ...] = ()
+        if judge is not None:
+            retrieved = (pool or self.judges.pool(judge)).nearest(output, expected, judge.retrieve_k) \
+                if judge.retrieve_k else ()
+            shown = judge.demos + retrieved
         messages = request_messages(mode, output, criteria, expected, system, shown)
         model = member or _own_model(judge)
         return client, client.request(messages, request_params(mode), model=model, sample=sample)

@@ -47,7 +47,7 @@ def test_the_judge_write_back_replaces_only_the_criteria_and_refuses_a_changed_f
 
 
 def test_too_few_labels_to_split_three_ways_name_the_labels_file(tmp_path: Path) -> None:
-    from pytest_promptopt.optimize.judges import JudgeTuner
+    from pytest_promptopt.optimize.judges import JudgeSearch, JudgeTuner
     from pytest_promptopt.run.config import ROLES, RoleConfig, Settings
     from pytest_promptopt.run.runtime import Runtime
 
@@ -56,7 +56,8 @@ def test_too_few_labels_to_split_three_ways_name_the_labels_file(tmp_path: Path)
     roles = {role: RoleConfig(role, "http://127.0.0.1:9/v1", "m") for role in ROLES}  # never called: it stops first
     runtime = Runtime(Settings(roles, cache_dir=tmp_path / "cache"), tmp_path)
     try:
-        tuner = JudgeTuner(runtime.judges, runtime.client("optimizer"), objective="kappa", proposals=1)
+        tuner = JudgeTuner(runtime.judges, runtime.client("optimizer"), objective="kappa", search=JudgeSearch(),
+                           mode=runtime.judge_mode)
         with pytest.raises(PromptFileError, match="too few labels to split three ways: 1 pass and 1 fail") as info:
             tuner.tune(load_judge(tmp_path / "j.yaml"))
         assert info.value.path == tmp_path / "j.labels.jsonl"
