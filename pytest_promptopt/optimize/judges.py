@@ -123,20 +123,25 @@ class JudgeTuning:
     tried: Mapping[str, int] = field(default_factory=dict)  # candidates scored, by kind
     best_is: str = ""  # what the best candidate changes
     calls: int = 0  # judge calls the search asked for (each through the cache)
+    best_interval: tuple[float | None, float | None] = (None, None)  # the best's 95% holdout interval
 
     def lines(self) -> list[str]:
         def shown(figures: dict[str, float] | None) -> str:
             if figures is None:
                 return "-"
             return ", ".join(f"{k} {figures[k]:.3f}" for k in ("train", "validation", "holdout") if k in figures)
-        low, high = self.holdout_interval
-        interval = "-" if low is None or high is None else f"[{low:.3f}, {high:.3f}]"
+
+        def interval(bounds: tuple[float | None, float | None]) -> str:
+            low, high = bounds
+            return "-" if low is None or high is None else f"[{low:.3f}, {high:.3f}]"
         tried = ", ".join(f"{n} {kind}" for kind, n in self.tried.items() if n)
+        best_holdout = self.best is not None and "holdout" in self.best
         return [(f"{self.judge.path.name}: labels split train {self.sizes['train']} / validation "
                  f"{self.sizes['validation']} / holdout {self.sizes['holdout']} (by a digest of each case, within "
                  f"each class); objective {self.objective}"),
-                f"  original: {shown(self.original)} (holdout 95% interval {interval})",
+                f"  original: {shown(self.original)} (holdout 95% interval {interval(self.holdout_interval)})",
                 f"  best of {sum(self.tried.values())} candidates on train ({tried or 'none'}): {shown(self.best)}"
+                + (f" (holdout 95% interval {interval(self.best_interval)})" if best_holdout else "")
                 + (f" ({self.best_is})" if self.best is not None and self.best_is else ""),
                 f"  {self.calls} judge calls asked (cached ones included)",
                 f"  {'written back' if self.written else 'not written'}: {self.why}"]
@@ -185,14 +190,12 @@ class _Run:
         best = max([original, *scored], key=lambda c: self._figure(c, "train"))  # first on a tie
         if best is not original:
             best = self._score(best, self.parts["validation"] + self.parts["holdout"])
-        held = original.unseen(self.parts["holdout"])
-        metric = "kappa" if self.tuner.objective == "kappa" else "balanced_accuracy"
-        interval = agreement_metrics([self.truth[i] for i in held], original.judged(self.threshold, held))[1][metric]
         tried = {kind: sum(c.kind == kind for c in scored) for kind in KINDS[1:]}
         tuning = JudgeTuning(self.judge, self.tuner.objective, {k: len(v) for k, v in self.parts.items()},
                              self._figures(original), None if not scored else self._figures(best),
-                             (interval.low, interval.high), False, "", tried=tried,
-                             best_is=best.describe(self.judge), calls=self.calls)
+                             self._holdout_interval(original), False, "", tried=tried,
+                             best_is=best.describe(self.judge), calls=self.calls,
+                             best_interval=self._holdout_interval(best))
         return self._decide(tuning, best)
 
     # -- the search space ------------------------------------------------------------------
@@ -249,6 +252,15 @@ class _Run:
     def _figure(self, candidate: Candidate, part: str) -> float:
         idx = [i for i in candidate.unseen(self.parts[part]) if i in candidate.scores]
         return objective_of(self.tuner.objective, [self.truth[i] for i in idx], candidate.judged(self.threshold, idx))
+
+    def _holdout_interval(self, candidate: Candidate) -> tuple[float | None, float | None]:
+        """The candidate's 95% interval of the objective's metric on the holdout labels it never saw."""
+        held = [i for i in candidate.unseen(self.parts["holdout"]) if i in candidate.scores]
+        if not held:
+            return None, None
+        metric = "kappa" if self.tuner.objective == "kappa" else "balanced_accuracy"
+        figure = agreement_metrics([self.truth[i] for i in held], candidate.judged(self.threshold, held))[1][metric]
+        return figure.low, figure.high
 
     def _figures(self, candidate: Candidate) -> dict[str, float]:
         return {part: self._figure(candidate, part) for part in self.parts
