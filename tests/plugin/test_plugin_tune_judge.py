@@ -124,3 +124,94 @@ def test_a_judge_that_needs_demos_gets_train_labels_written_as_demos(
     # the written judge is current (its card measured it, demos included) and grades with its demos
     again = tuning.runpytest("--promptopt-calibrate").stdout.str()
     assert "kappa 1.000" in again, again
+
+
+def template_responder() -> Any:
+    """A judge that grades right only when its system prompt says to GRADE BY THE NOTE; the
+    optimizer model proposes exactly that as a template, and only careless criteria."""
+    def answer(messages: list[dict[str, str]], body: dict[str, Any]) -> str:
+        if messages[0]["content"] == TEMPLATE_SYSTEM:
+            return "GRADE BY THE NOTE: read the reply as the customer would."
+        if messages[0]["content"] == REWRITE_SYSTEM:
+            return "Careless wording."
+        output = messages[-1]["content"].split(">\n", 1)[1].split("\n</OUTPUT", 1)[0]
+        if "GRADE BY THE NOTE" in messages[0]["content"]:
+            return "score: 0.9" if output.startswith("good") else "score: 0.1"
+        return "score: 0.9" if coin(output) < 0.5 else "score: 0.1"
+    return answer
+
+
+def test_a_tuned_template_is_written_as_the_judges_system_prompt_with_its_guard(
+        tuning: pytest.Pytester, scripted: ScriptedServer) -> None:
+    from pytest_promptopt.prompts.judgefile import load_judge
+    from pytest_promptopt.run.judge import ANSWER_FORMAT, DATA_NOT_INSTRUCTIONS
+
+    scripted.responder = template_responder()
+    out = tuning.runpytest("--promptopt-optimize-judges", "--promptopt-judge-mode=score").stdout.str()
+    assert "1 template" in out and "(template)" in out, out  # the medium preset asks for 2: the same text twice
+    assert "written back: holdout 1.000 > the original's interval upper end" in out, out
+    path = tuning.path / "judges" / "support.yaml"
+    text = path.read_text()
+    assert text.startswith(JUDGE_FILE) and "\nsystem: " in text  # added at the end, every other byte kept
+    judge = load_judge(path)
+    assert judge.system is not None and judge.system.startswith("GRADE BY THE NOTE")
+    assert DATA_NOT_INSTRUCTIONS in judge.system and ANSWER_FORMAT["score"] in judge.system
+    again = tuning.runpytest("--promptopt-calibrate", "--promptopt-judge-mode=score").stdout.str()
+    assert "kappa 1.000" in again, again  # the written template is the one graded
+
+
+TOPICS = 20
+TOPIC_LABELS = [{"output": f"topic{i % TOPICS} reply {i}", "verdict": "pass" if i % TOPICS < TOPICS // 2 else "fail"}
+                for i in range(80)]
+
+
+def nearest_copy_responder(asked: list[list[dict[str, str]]]) -> Any:
+    """A judge that copies the verdict of the last graded exchange it was shown when that case is
+    on the same topic as the one it grades, and flips a coin otherwise: it grades right only when
+    shown the labelled case nearest each output (retrieval), not a fixed demo set."""
+    def topic(user: str) -> str:
+        return user.split(">\n", 1)[1].split(" ", 1)[0]
+
+    def answer(messages: list[dict[str, str]], body: dict[str, Any]) -> str:
+        if messages[0]["content"] in (REWRITE_SYSTEM, TEMPLATE_SYSTEM):
+            return "Careless wording."
+        asked.append(messages)
+        case = topic(messages[-1]["content"])
+        if len(messages) > 2 and topic(messages[-3]["content"]) == case:
+            return "score: 0.9" if messages[-2]["content"] == "yes" or '"score": 1.0' in messages[-2]["content"] \
+                else "score: 0.1"
+        graded = messages[-1]["content"].split(">\n", 1)[1].split("\n</OUTPUT", 1)[0]
+        return "score: 0.9" if coin(graded) < 0.5 else "score: 0.1"
+    return answer
+
+
+def test_a_judge_that_needs_the_nearest_labels_gets_retrieve_and_calibrates_leave_one_out(
+        tuning: pytest.Pytester, scripted: ScriptedServer) -> None:
+    from pytest_promptopt.prompts.judgefile import load_judge
+
+    labels = tuning.path / "judges" / "support.labels.jsonl"
+    labels.write_text("".join(json.dumps(c) + "\n" for c in TOPIC_LABELS))
+    asked: list[list[dict[str, str]]] = []
+    scripted.responder = nearest_copy_responder(asked)
+    out = tuning.runpytest("--promptopt-optimize-judges", "--optimize-preset=light").stdout.str()
+    assert "(1 criteria, 1 template, 1 demos, 1 retrieve)" in out, out  # light: 2 rewrites asked, the same twice
+    assert "(4 retrieved labels per call)" in out and "written back" in out, out
+    path = tuning.path / "judges" / "support.yaml"
+    assert path.read_text() == JUDGE_FILE + "retrieve: {k: 4}\n"
+    assert load_judge(path).retrieve_k == 4
+    from pytest_promptopt.optimize.judges import split_three
+    parts = split_three([f"{c['output']}\nNone" for c in TOPIC_LABELS],
+                        [c["verdict"] == "pass" for c in TOPIC_LABELS])
+    train = {TOPIC_LABELS[i]["output"] for i in parts["train"]}
+    held = {TOPIC_LABELS[i]["output"] for i in parts["validation"] + parts["holdout"]}
+    held_with_neighbours = 0
+    for messages in asked:  # while tuning, every case is shown train labels only, never itself
+        graded = messages[-1]["content"].split(">\n", 1)[1].split("\n</OUTPUT", 1)[0]
+        shown = {m["content"].split(">\n", 1)[1].split("\n</OUTPUT", 1)[0] for m in messages[1:-1] if m["role"] == "user"}
+        assert graded not in shown and shown <= train, (graded, shown)
+        held_with_neighbours += graded in held and len(shown) == 4
+    assert held_with_neighbours == len(held)  # the best (retrieval) scored on validation and holdout
+    asked.clear()
+    again = tuning.runpytest("--promptopt-calibrate").stdout.str()
+    assert "80 labels" in again and "kappa 1.000" in again, again  # every label, each graded beside its neighbours
+    assert all(len(m) == 2 + 2 * 4 for m in asked)

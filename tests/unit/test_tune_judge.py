@@ -100,3 +100,76 @@ def test_judge_demos_are_written_back_minimally_and_reload_to_the_same_judge(tmp
     assert [messages[2]["content"], messages[4]["content"]] == ["yes", "no"] and "a refund" in messages[3]["content"]
     apply_write(plan_judge_write(again, again.criteria, ()))  # a tuned set may also take demos away
     assert load_judge(path).demos == ()
+
+
+def test_a_tuned_template_and_retrieval_are_written_back_minimally_and_reload(tmp_path: Path) -> None:
+    from pytest_promptopt.run.judge import ANSWER_FORMAT, DATA_NOT_INSTRUCTIONS, guarded_system
+
+    (tmp_path / "j.labels.jsonl").write_text('{"output": "a", "verdict": "pass"}\n')
+    path = tmp_path / "j.yaml"
+    original = "# keep me\ncriteria: Is polite.  # and me\nlabels: j.labels.jsonl\n"
+    path.write_text(original)
+    judge = load_judge(path)
+    system = guarded_system("yesno", "Read the whole reply.\nThen decide.")
+    assert system.startswith("Read the whole reply.") and DATA_NOT_INSTRUCTIONS in system \
+        and ANSWER_FORMAT["yesno"] in system  # a rewrite cannot drop the guard or the answer format
+    pending = plan_judge_write(judge, judge.criteria, system=system, retrieve_k=4)
+    apply_write(pending)
+    text = path.read_text()
+    assert text.startswith(original) and "\nretrieve: {k: 4}\n" in text, text  # added, nothing else touched
+    again = load_judge(path)
+    assert (again.system, again.retrieve_k, again.criteria) == (system, 4, "Is polite.")
+    apply_write(plan_judge_write(again, "Is kind.", retrieve_k=8))  # replaced in place
+    third = load_judge(path)
+    assert (third.criteria, third.retrieve_k, third.system) == ("Is kind.", 8, system)
+    apply_write(plan_judge_write(third, third.criteria, retrieve_k=0))  # and removed
+    assert load_judge(path).retrieve_k == 0 and "retrieve" not in path.read_text()
+
+
+@pytest.mark.parametrize(("retrieve", "field", "problem"), [
+    ("{k: 0}", "retrieve.k", "from 1 to 64, got 0"),
+    ("{k: 4, by: embeddings}", "retrieve.by", "a judge retrieves by bm25"),
+    ("{k: 4, pool: x.yaml}", "retrieve.pool", "unknown field 'pool'"),
+    ("4", "retrieve", "must be a mapping"),
+])
+def test_a_bad_retrieve_in_a_judge_file_names_the_field_and_the_fix(tmp_path: Path, retrieve: str, field: str,
+                                                                      problem: str) -> None:
+    (tmp_path / "j.labels.jsonl").write_text('{"output": "a", "verdict": "pass"}\n')
+    path = tmp_path / "j.yaml"
+    path.write_text(f"criteria: Is polite.\nlabels: j.labels.jsonl\nretrieve: {retrieve}\n")
+    with pytest.raises(PromptFileError, match=problem) as info:
+        load_judge(path)
+    assert info.value.field == field and "retrieve: {k: 4}" in str(info.value)
+
+
+def test_retrieve_needs_the_judges_labels(tmp_path: Path) -> None:
+    path = tmp_path / "j.yaml"
+    path.write_text("criteria: Is polite.\nretrieve: {k: 2}\n")
+    with pytest.raises(PromptFileError, match="has none") as info:
+        load_judge(path)
+    assert "add labels: j.labels.jsonl" in str(info.value)
+
+
+def test_the_judge_pool_gives_the_nearest_labels_nearest_last_never_the_case_itself() -> None:
+    from pytest_promptopt.prompts.judge_pool import JudgePool
+    from pytest_promptopt.prompts.labels import LabelledCase
+
+    cases = tuple(LabelledCase(i, f"reply about {topic} number {i}", float(i % 2))
+                  for i, topic in enumerate(["refunds", "cards", "refunds", "pins", "refunds late", "cards"]))
+    pool = JudgePool(cases)
+    nearest = pool.nearest("reply about refunds number 0", None, 2)
+    assert cases[0] not in nearest  # a labelled case never grades itself with its own label shown
+    assert [c.line for c in nearest] == [4, 2]  # both refund cases; the nearer one last
+    assert pool.nearest("reply about refunds number 0", None, 2) == nearest  # the same every time
+    assert pool.nearest("anything", None, 0) == ()
+
+
+def test_a_seed_draws_other_demo_sets_and_seed_0_keeps_the_old_ones() -> None:
+    from pytest_promptopt.optimize.judges import demo_sets
+    from pytest_promptopt.prompts.labels import LabelledCase
+
+    cases = [LabelledCase(i, f"case {i}", 1.0 if i % 2 == 0 else 0.0) for i in range(40)]
+    truth = [c.score == 1.0 for c in cases]
+    train = list(range(30))
+    assert demo_sets(cases, truth, train, [], 3, 2) == demo_sets(cases, truth, train, [], 3, 2, seed=0)
+    assert demo_sets(cases, truth, train, [], 3, 2, seed=1) != demo_sets(cases, truth, train, [], 3, 2, seed=0)
