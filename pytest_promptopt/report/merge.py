@@ -19,6 +19,8 @@ from ..run.config import BaselineSettings
 from ..run.record import JUDGE_KEY, CaseOutcome
 from .exit_rule import EXIT_RULES, Failure, decide
 from .gate import BaselineResult, finish, load_baseline
+from .judges import CorrectedRate, JudgeRow
+from .merge_judges import merged_judges
 from .run_report import RunReport
 from .shard_reader import MergeError, ShardReport, read_shard, relative_name
 from .summary import PromptSummary, summarize
@@ -36,6 +38,8 @@ class Merged:
     baseline: BaselineResult
     exit_code: int
     root: Path
+    judges: tuple[JudgeRow, ...] = ()  # recomputed from the merged cases (merge_judges.py)
+    corrected: tuple[CorrectedRate, ...] = ()
 
     @property
     def gate_failed(self) -> bool:
@@ -58,7 +62,7 @@ def merge(paths: Sequence[Path], root: Path, baseline: BaselineSettings, expect:
     result = finish(baseline, load_baseline(baseline), outcomes, root)
     if any(s.baseline_pairs for s in shards):  # judged by each shard on its own cases: summed, not re-asked
         result = replace(result, pairs=_summed_pairs(shards))
-    merged = Merged(shards, outcomes, summaries, result, 0, root)
+    merged = Merged(shards, outcomes, summaries, result, 0, root, *merged_judges(shards, outcomes, root))
     return replace(merged, exit_code=_exit_code(shards, merged))
 
 

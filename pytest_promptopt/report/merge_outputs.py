@@ -11,6 +11,8 @@ from typing import Any
 from ..atomic import write_text_atomic
 from ..run.record import JUDGE_KEY, CaseOutcome
 from .gate import html_document
+from .judges import html_section
+from .judges import terminal_lines as judges_terminal_lines
 from .merge import Merged
 from .shard_reader import MergeError
 from .summary import gate_lines, gate_verdicts, table
@@ -36,6 +38,8 @@ def json_payload(merged: Merged) -> dict[str, Any]:
         "cache_tiers": tiers or {"local": 0, "shared": 0},
         "ahead": None,
         "gate": "failed" if merged.gate_failed else "passed",
+        "judges": [r.to_dict() for r in merged.judges],
+        "corrected_pass_rates": [c.to_dict() for c in merged.corrected],
         "baseline": merged.baseline.to_dict(),
         "optimization": None,
         "exit_code": merged.exit_code,
@@ -47,6 +51,8 @@ def json_payload(merged: Merged) -> dict[str, Any]:
 def terminal_lines(merged: Merged) -> list[str]:
     lines = ["promptopt: prompts", *table(merged.summaries, merged.root, merged.priced)]
     lines += gate_lines(merged.summaries, merged.root)
+    if merged.judges:
+        lines += ["promptopt: judges", *(text for text, _ in judges_terminal_lines(merged.judges, merged.corrected))]
     baseline = merged.baseline.terminal_lines()
     if baseline:
         lines += ["promptopt: baseline", *(text for text, _ in baseline)]
@@ -59,7 +65,9 @@ def html(merged: Merged) -> str:
     priced = {name for s in merged.shards for name, yes in s.priced.items() if yes}
     roles = [r for r, yes in (("task", bool(priced - {JUDGE_KEY})), ("judge", JUDGE_KEY in priced)) if yes]
     return html_document(merged.baseline, merged.outcomes, merged.root, gate_lines=gate_lines(merged.summaries, merged.root),
-                         record_mode=json_payload(merged)["record_mode"], priced_roles=roles)
+                         record_mode=json_payload(merged)["record_mode"], priced_roles=roles,
+                         extra_sections=merged.baseline.pairs_html()
+                         + ([html_section(list(merged.judges), list(merged.corrected))] if merged.judges else []))
 
 
 def junit_xml(merged: Merged, shard_xml: Sequence[Path] = ()) -> str:

@@ -11,12 +11,13 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from ..errors import PromptOptError
 from ..run.baseline_pairs import OutputPairs
+from ..run.judge import INLINE_JUDGE
 from ..run.record import JUDGE_KEY, CaseOutcome
 
 REPORT_VERSION = 2  # the JSON report layout this reader knows (the report's "version")
@@ -41,6 +42,16 @@ class ShardReport:
     optimized: bool
     duration_s: float
     baseline_pairs: tuple[OutputPairs, ...] = ()  # --promptopt-baseline-pairwise counts on this shard's cases
+    judges: Mapping[str, JudgeSeen] = field(default_factory=dict)  # a judge's name -> how this shard trusted it
+
+
+@dataclass(frozen=True)
+class JudgeSeen:
+    """A judge's trust as one shard reported it: every shard must have seen the same."""
+
+    status: str
+    gates: bool
+    reason: str
 
 
 def read_shard(path: Path, root: Path) -> ShardReport:
@@ -66,7 +77,9 @@ def _parse(path: Path, data: Mapping[str, Any], root: Path) -> ShardReport:
     for test in data["tests"]:
         for key in test["usage"]:
             rename[key] = key if key == JUDGE_KEY else _rerooted(key, names, root)
-    outcomes = tuple(CaseOutcome.from_dict(_renamed(test, rename)) for test in data["tests"])
+    judges = {str(j["judge"]): JudgeSeen(str(j["status"]), bool(j["gates"]), str(j["reason"]))
+              for j in data.get("judges") or ()}
+    outcomes = tuple(CaseOutcome.from_dict(_renamed(test, rename, list(judges), root)) for test in data["tests"])
     named = {_name(rename, p["prompt"], root): p for p in data["prompts"]}
     digests: dict[str, str] = {}
     for outcome in outcomes:
@@ -82,7 +95,7 @@ def _parse(path: Path, data: Mapping[str, Any], root: Path) -> ShardReport:
                        {str(k): int(v) for k, v in (data.get("cache_tiers") or {}).items()},
                        data.get("optimization") is not None, float(data.get("duration_s") or 0.0),
                        tuple(OutputPairs.from_dict({**p, "prompt": _name(rename, p["prompt"], root)})
-                             for p in (data.get("baseline") or {}).get("pairwise") or ()))
+                             for p in (data.get("baseline") or {}).get("pairwise") or ()), judges)
 
 
 def _rerooted(key: str, names: list[str], root: Path) -> str:
@@ -110,10 +123,22 @@ def relative_name(key: str, root: Path) -> str:
         return key
 
 
-def _renamed(test: Mapping[str, Any], rename: Mapping[str, str]) -> dict[str, Any]:
+def _renamed(test: Mapping[str, Any], rename: Mapping[str, str], judges: list[str], root: Path) -> dict[str, Any]:
     def keyed(mapping: Mapping[str, Any]) -> dict[str, Any]:
         return {rename.get(k, k): v for k, v in mapping.items()}
 
+    def judged(verdicts: Any) -> list[dict[str, Any]]:
+        return [{**v, "judge": _judge_rerooted(v["judge"], judges, root)} if v.get("judge") else dict(v)
+                for v in verdicts]
+
     return {**test, "usage": keyed(test["usage"]), "min_pass_rates": keyed(test.get("min_pass_rates", {})),
-            "digests": keyed(test.get("digests", {})),
+            "digests": keyed(test.get("digests", {})), "verdicts": judged(test.get("verdicts", ())),
+            "pairs": judged(test.get("pairs", ())),
             "calls": [{**c, "prompt": rename.get(c["prompt"], c["prompt"])} for c in test.get("calls", ())]}
+
+
+def _judge_rerooted(key: str, names: list[str], root: Path) -> str:
+    """A judge file's path under `root`: the shard's judges table names it relative to its rootdir."""
+    if key == INLINE_JUDGE:
+        return key
+    return next((str(root / name) for name in names if key == name or key.endswith("/" + name)), key)

@@ -137,3 +137,73 @@ def test_shards_that_do_not_make_one_run_are_errors_naming_the_files(
     run(sharded, "edited", "-k", "test_three")
     err = merge_error(capsys, one, two, str(sharded.path / "edited.json"))
     assert f"another suite version: {two} ran b.yaml with sha256" in err and "edited.json" in err
+
+
+JUDGE_TESTS = """\
+import pytest
+from pytest_promptopt import load_judge
+
+polite = load_judge("judges/polite.yaml")
+panel = load_judge("judges/panel.yaml")
+IDS = [f"{'even' if i % 2 == 0 else 'odd'}{i}" for i in range(12)]
+
+@pytest.mark.parametrize("i", range(12), ids=IDS)
+def test_file_judge(judge, i):
+    judge(f"thanks {i}" if i % 3 else f"go away {i}", polite)
+
+@pytest.mark.parametrize("i", range(12), ids=IDS)
+def test_panel(judge, i):
+    judge.grade(f"thanks {i}" if i % 3 else f"sorry {i}", panel)
+
+@pytest.mark.parametrize("i", range(12), ids=IDS)
+def test_pair(judge, i):
+    judge.pairwise(f"answer {i}: alpha", f"answer {i}: beta", "Answers the question better.")
+"""
+
+
+def judging(messages: list[dict[str, str]], body: dict[str, Any]) -> str:
+    """Pairwise: biased to the first shown; a panel: judge-c also passes an apology; else by 'thanks'."""
+    import re
+
+    from pytest_promptopt.testing import biased_pairwise
+
+    fenced = re.search(r"<(OUTPUT-[0-9a-f]+)>\n(.*)\n</\1>", messages[-1]["content"], re.DOTALL)
+    if fenced is None:
+        return biased_pairwise(0.75)(messages, body)
+    output = fenced.group(2)
+    passes = "thanks" in output or (body["model"] == "judge-c" and "sorry" in output)
+    return "score: 0.9" if passes else "score: 0.1"
+
+
+def test_shards_merge_to_the_unsharded_runs_judges_section(suite: pytest.Pytester, scripted: ScriptedServer,
+                                                            capsys: pytest.CaptureFixture[str]) -> None:
+    scripted.responder = judging
+    (suite.path / "judges").mkdir()
+    (suite.path / "judges" / "polite.yaml").write_text("criteria: Is polite.\nthreshold: 0.5\nlabels: polite.labels.jsonl\n")
+    (suite.path / "judges" / "polite.labels.jsonl").write_text("".join(
+        json.dumps({"output": f"{'thanks' if i % 2 else 'go away'} label {i}", "verdict": "pass" if i % 2 else "fail"})
+        + "\n" for i in range(48)))
+    (suite.path / "judges" / "panel.yaml").write_text("criteria: Is polite.\nthreshold: 0.5\n"
+                                                      "models: [judge-a, judge-b, judge-c]\n")
+    suite.makepyfile(test_judged=JUDGE_TESTS)
+    assert suite.runpytest("--promptopt-calibrate", "-p", "no:cacheprovider").ret == 0
+    whole = suite.runpytest("--promptopt-report=whole.json", "--promptopt-html=whole.html", "-p", "no:cacheprovider")
+    whole.assert_outcomes(passed=32, failed=4)  # the file judge (calibrated, kappa 1, gates) fails "go away"
+    for name, selection in (("even", "even"), ("odd", "not even")):
+        suite.runpytest(f"--promptopt-report={name}.json", "-k", selection, "-p", "no:cacheprovider")
+    capsys.readouterr()
+    main(["merge", f"{suite.path}/even.json", f"{suite.path}/odd.json", "--rootdir", str(suite.path),
+          "--report", str(suite.path / "merged.json"), "--html", str(suite.path / "merged.html")])
+    printed = capsys.readouterr().out
+    merged = json.loads((suite.path / "merged.json").read_text())
+    unsharded = json.loads((suite.path / "whole.json").read_text())
+    assert merged["judges"] == unsharded["judges"] and len(merged["judges"]) == 3
+    assert merged["corrected_pass_rates"] == unsharded["corrected_pass_rates"] != []
+    shards = [json.loads((suite.path / f"{n}.json").read_text())["judges"] for n in ("even", "odd")]
+    panel = next(r["panel"] for r in merged["judges"] if r["panel"])
+    assert panel["verdicts"] == 12 and all(next(r["panel"] for r in s if r["panel"])["verdicts"] == 6 for s in shards)
+    pairwise = next(r["pairwise"] for r in merged["judges"] if r["pairwise"])
+    assert pairwise["pairs_both_orders"] == 12
+    assert "promptopt: judges" in printed and "Krippendorff's alpha" in printed and "first-position rate" in printed
+    html = (suite.path / "merged.html").read_text()
+    assert 'id="judges"' in html and "Krippendorff" in html
