@@ -136,9 +136,13 @@ class JudgeTuning:
             return "-" if low is None or high is None else f"[{low:.3f}, {high:.3f}]"
         tried = ", ".join(f"{n} {kind}" for kind, n in self.tried.items() if n)
         best_holdout = self.best is not None and "holdout" in self.best
+        scored = self.sizes.get("train_scored", self.sizes["train"])
         return [(f"{self.judge.path.name}: labels split train {self.sizes['train']} / validation "
                  f"{self.sizes['validation']} / holdout {self.sizes['holdout']} (by a digest of each case, within "
                  f"each class); objective {self.objective}"),
+                f"  every candidate compared on the same {scored} train labels"
+                + (f" (the other {self.sizes['train'] - scored} are the static demo sets' source)"
+                   if scored != self.sizes["train"] else ""),
                 f"  original: {shown(self.original)} (holdout 95% interval {interval(self.holdout_interval)})",
                 f"  best of {sum(self.tried.values())} candidates on train ({tried or 'none'}): {shown(self.best)}"
                 + (f" (holdout 95% interval {interval(self.best_interval)})" if best_holdout else "")
@@ -179,19 +183,27 @@ class _Run:
         self.tuner, self.judge, self.cases, self.truth, self.threshold, self.parts = \
             tuner, judge, cases, truth, threshold, parts
         self.pool = JudgePool(tuple(cases[i] for i in parts["train"]))  # retrieval never shows a held-out label
+        self.demo_source: frozenset[int] = frozenset()  # train labels some static demo set shows: never scored
         self.calls = 0
 
     def tune(self) -> JudgeTuning:
-        train = self.parts["train"]
+        train, log = self.parts["train"], self.tuner.log
+        log(f"{self.judge.path.name}: scoring the original on all {len(self.cases)} labels")
         original = self._score(Candidate("original", self.judge), sorted(range(len(self.cases))))
+        log(f"{self.judge.path.name}: asking the optimizer model for rewrites")
         wrong = [i for i in train if self._passes(original, i) != self.truth[i]]
-        scored = [self._score(c, train) for c in self._candidates(original, wrong)]
-        scored += [self._score(c, train) for c in self._together(original, scored)]
+        candidates = self._candidates(original, wrong)
+        log(f"{self.judge.path.name}: original {self.tuner.objective} on train {self._figure(original, 'train'):.3f}; "
+            f"{len(candidates)} candidates to score on the same {len(self.scoring('train'))} train labels")
+        scored = self._scored_on_train(candidates)
+        scored += self._scored_on_train(self._together(original, scored))
         best = max([original, *scored], key=lambda c: self._figure(c, "train"))  # first on a tie
         if best is not original:
+            log(f"{self.judge.path.name}: scoring the best ({best.describe(self.judge)}) on validation and holdout")
             best = self._score(best, self.parts["validation"] + self.parts["holdout"])
         tried = {kind: sum(c.kind == kind for c in scored) for kind in KINDS[1:]}
-        tuning = JudgeTuning(self.judge, self.tuner.objective, {k: len(v) for k, v in self.parts.items()},
+        tuning = JudgeTuning(self.judge, self.tuner.objective, {k: len(v) for k, v in self.parts.items()}
+                             | {"train_scored": len(self.scoring("train"))},
                              self._figures(original), None if not scored else self._figures(best),
                              self._holdout_interval(original), False, "", tried=tried,
                              best_is=best.describe(self.judge), calls=self.calls,
@@ -209,9 +221,12 @@ class _Run:
         current = judge.system or builtin_system(mode)
         out += [Candidate("template", replace(judge, system=guarded_system(mode, text)))
                 for text in proposer.template(judge, current, evidence, search.templates)]
-        for chosen in demo_sets(self.cases, self.truth, self.parts["train"], wrong, search.demo_sets,
-                                search.demos_per_class, search.seed):
-            out.append(self._with_demos(judge, tuple(self.cases[i] for i in chosen)))
+        sets = demo_sets(self.cases, self.truth, self.parts["train"], wrong, search.demo_sets,
+                         search.demos_per_class, search.seed)
+        # Every candidate is compared on the same train labels: those no demo set shows (a
+        # candidate scored on fewer, easier or harder, cases would be compared unlike with like).
+        self.demo_source = frozenset(i for chosen in sets for i in chosen)
+        out += [self._with_demos(judge, tuple(self.cases[i] for i in chosen)) for chosen in sets]
         out += [Candidate("retrieve", replace(judge, retrieve_k=k)) for k in search.retrieve_ks
                 if k != judge.retrieve_k and k < len(self.parts["train"]) and judge.labels is not None]
         return out
@@ -239,6 +254,15 @@ class _Run:
         return [self._with_demos(combined, shown.demos, "together")]
 
     # -- scoring ---------------------------------------------------------------------------
+    def _scored_on_train(self, candidates: list[Candidate]) -> list[Candidate]:
+        out = []
+        for n, candidate in enumerate(candidates, start=1):
+            out.append(self._score(candidate, self.parts["train"]))
+            self.tuner.log(f"{self.judge.path.name}: {candidate.kind} candidate {n} of {len(candidates)} "
+                           f"({candidate.describe(self.judge)}): {self.tuner.objective} on train "
+                           f"{self._figure(out[-1], 'train'):.3f}")
+        return out
+
     def _score(self, candidate: Candidate, indexes: Sequence[int]) -> Candidate:
         todo = [i for i in candidate.unseen(indexes) if i not in candidate.scores]
         self.calls += len(todo) * max(1, len(candidate.judge.models))
@@ -249,8 +273,12 @@ class _Run:
     def _passes(self, candidate: Candidate, i: int) -> bool:
         return (candidate.scores[i] or 0.0) >= self.threshold
 
+    def scoring(self, part: str) -> list[int]:
+        """The labels of `part` every candidate is compared on: on train, those no demo set shows."""
+        return [i for i in self.parts[part] if i not in self.demo_source]
+
     def _figure(self, candidate: Candidate, part: str) -> float:
-        idx = [i for i in candidate.unseen(self.parts[part]) if i in candidate.scores]
+        idx = [i for i in candidate.unseen(self.scoring(part)) if i in candidate.scores]
         return objective_of(self.tuner.objective, [self.truth[i] for i in idx], candidate.judged(self.threshold, idx))
 
     def _holdout_interval(self, candidate: Candidate) -> tuple[float | None, float | None]:

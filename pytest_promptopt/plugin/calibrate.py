@@ -17,6 +17,7 @@ from ..errors import PromptOptError
 from ..optimize.judges import JudgeSearch, JudgeTuner
 from ..prompts.judgefile import Judge, load_judge
 from ..prompts.prompt import YAML_SUFFIXES
+from .progress import write_apart
 from .session import session_of
 
 
@@ -67,8 +68,13 @@ def _tune(promptopt: Any, judge: Judge) -> list[tuple[str, bool]]:
     runtime = promptopt.runtime
     settings = promptopt.settings
     search = JudgeSearch.of(JUDGE_SEARCH[settings.optimize.preset], seed=settings.optimize.seed)
+    reporter = promptopt.config.pluginmanager.get_plugin("terminalreporter")
+
+    def log(line: str) -> None:
+        if reporter is not None:
+            write_apart(reporter, f"promptopt: judge tuning: {line}")
     tuner = JudgeTuner(runtime.judges, runtime.client("optimizer"), objective=settings.judge_objective,
-                       search=search, mode=runtime.judge_mode)
+                       search=search, mode=runtime.judge_mode, log=log)
     tuning = tuner.tune(judge)
     return [(line, False) for line in tuning.lines()] + [(line, False) for line in tuning.diff.splitlines()]
 
