@@ -10,11 +10,10 @@ see one another. Selection is deterministic: same output, same demos, the same c
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import cached_property
 
-from .labels import LabelledCase, case_identity
+from .labels import LabelledCase
 from .retrieval import BM25, ranked
 
 JUDGE_RETRIEVE_BY = ("bm25",)
@@ -49,11 +48,6 @@ class JudgePool:
         own = self._by_text.get((output, expected), frozenset())
         best_first = ranked(self._index.sparse_scores(case_text(output, expected)), len(self.cases), own, k)
         return tuple(self.cases[i] for i in reversed(best_first))
-
-    def without(self, excluded: Sequence[LabelledCase]) -> JudgePool:
-        """This pool less `excluded` (by identity)."""
-        gone = {case_identity(c) for c in excluded}
-        return JudgePool(tuple(c for c in self.cases if case_identity(c) not in gone))
 
 
 __all__ = ["JUDGE_RETRIEVE_BY", "JudgePool", "case_text"]
