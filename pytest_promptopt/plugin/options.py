@@ -104,8 +104,10 @@ def _judge_trust_options(add: Any) -> None:
              "it (<judge>.card.json) and run no tests; judge files: those the collected tests load, and "
              "judges/*.yaml under the rootdir")
     add("--promptopt-optimize-judges", None, action="store_true", default=False,
-        help="tune each judge file's criteria wording against its labels (train/validation/holdout split by a "
-             "digest of each case), write it back only when its holdout figure beats the original's interval, "
+        help="tune each judge file's criteria, template (system prompt) and demos, fixed or retrieved per call, "
+             "against its labels (train/validation/holdout split by a digest of each case; how much is tried follows "
+             "--optimize-preset, the draws --optimize-seed), write it back only when its holdout figure beats the "
+             "original's interval, "
              "refresh its card on the labels it was not tuned on, and run no tests")
     add("--promptopt-judge-objective", "string", default=None, choices=JUDGE_OBJECTIVES,
         help=f"what --promptopt-optimize-judges maximizes: kappa or balanced_accuracy (default {defaults.JUDGE_OBJECTIVE})")
