@@ -31,7 +31,7 @@ from ..errors import PromptFileError, PromptOptError
 from ..llm.client import LMClient
 from ..prompts.judge_pool import JudgePool
 from ..prompts.judgefile import Judge, load_judge
-from ..prompts.labels import LabelledCase, case_identity
+from ..prompts.labels import LabelledCase
 from ..prompts.writeback import apply_write, plan_judge_write
 from ..run.calibration import agreement_metrics
 from ..run.card import build_card, write_card
@@ -64,15 +64,27 @@ class JudgeSearch:
 
 
 def split_three(keys: Sequence[str], truth: Sequence[bool]) -> dict[str, list[int]]:
-    """Indexes of train, validation and holdout: within each class, cases ordered by the digest of
-    their key and dealt train, train, validation, holdout. The same labels always split the same way."""
+    """Indexes of train, validation and holdout: within each class, the distinct keys ordered by
+    their digest and dealt train, train, validation, holdout; cases with the same key (the judge
+    sees the same text) go where the first of them went, so no held-out case has a twin that could
+    be shown as a demo. The same labels always split the same way."""
     parts: dict[str, list[int]] = {name: [] for name in SPLIT}
+    dealt: dict[str, str] = {}
     for cls in (True, False):
         members = sorted((i for i, t in enumerate(truth) if t is cls),
                          key=lambda i: hashlib.sha256(keys[i].encode("utf-8")).hexdigest())
-        for rank, i in enumerate(members):
-            parts[SPLIT[rank % len(SPLIT)]].append(i)
+        rank = 0
+        for i in members:
+            if keys[i] not in dealt:
+                dealt[keys[i]] = SPLIT[rank % len(SPLIT)]
+                rank += 1
+            parts[dealt[keys[i]]].append(i)
     return {name: sorted(indexes) for name, indexes in parts.items()}
+
+
+def shown_key(case: LabelledCase) -> str:
+    """What the judge sees of a labelled case: its output and expected answer (not its inputs)."""
+    return f"{case.output}\n{case.expected}"
 
 
 def objective_of(name: str, truth: Sequence[bool], judged: Sequence[bool]) -> float:
@@ -171,7 +183,7 @@ class JudgeTuner:
                                   f"{len(truth) - sum(truth)} fail at the threshold {threshold:g}",
                                   field="verdict", fix=f"label at least {len(SPLIT)} cases of each class "
                                                        "(20 or more each for intervals narrow enough to act on)")
-        run = _Run(self, judge, cases, truth, threshold, split_three([f"{c.output}\n{c.expected}" for c in cases], truth))
+        run = _Run(self, judge, cases, truth, threshold, split_three([shown_key(c) for c in cases], truth))
         return run.tune()
 
 
@@ -189,7 +201,8 @@ class _Run:
     def tune(self) -> JudgeTuning:
         train, log = self.parts["train"], self.tuner.log
         log(f"{self.judge.path.name}: scoring the original on all {len(self.cases)} labels")
-        original = self._score(Candidate("original", self.judge), sorted(range(len(self.cases))))
+        # the file's own demos (a past tuning drew them from these labels) never score it or its variants
+        original = self._score(self._with_demos(self.judge, self.judge.demos, "original"), sorted(range(len(self.cases))))
         log(f"{self.judge.path.name}: asking the optimizer model for rewrites")
         wrong = [i for i in train if self._passes(original, i) != self.truth[i]]
         candidates = self._candidates(original, wrong)
@@ -216,24 +229,25 @@ class _Run:
         evidence = evidence_text([Disagreement(self.cases[i], self.truth[i], original.scores[i]) for i in wrong],
                                  len(self.parts["train"]))
         proposer = self.tuner.proposer
-        out = [Candidate("criteria", replace(judge, criteria=text))
+        shown = original.shown
+        out = [Candidate("criteria", replace(judge, criteria=text), shown=shown)
                for text in proposer.criteria(judge, self.threshold, evidence, search.rewrites)]
         current = judge.system or builtin_system(mode)
-        out += [Candidate("template", replace(judge, system=guarded_system(mode, text)))
+        out += [Candidate("template", replace(judge, system=guarded_system(mode, text)), shown=shown)
                 for text in proposer.template(judge, current, evidence, search.templates)]
         sets = demo_sets(self.cases, self.truth, self.parts["train"], wrong, search.demo_sets,
                          search.demos_per_class, search.seed)
         # Every candidate is compared on the same train labels: those no demo set shows (a
         # candidate scored on fewer, easier or harder, cases would be compared unlike with like).
-        self.demo_source = frozenset(i for chosen in sets for i in chosen)
+        self.demo_source = frozenset(i for chosen in sets for i in chosen) | (shown & set(self.parts["train"]))
         out += [self._with_demos(judge, tuple(self.cases[i] for i in chosen)) for chosen in sets]
-        out += [Candidate("retrieve", replace(judge, retrieve_k=k)) for k in search.retrieve_ks
-                if k != judge.retrieve_k and k < len(self.parts["train"]) and judge.labels is not None]
+        out += [Candidate("retrieve", replace(judge, retrieve_k=k), shown=shown) for k in search.retrieve_ks
+                if k != judge.retrieve_k and k < len(self.parts["train"])]
         return out
 
     def _with_demos(self, judge: Judge, demos: tuple[LabelledCase, ...], kind: str = "demos") -> Candidate:
-        identities = {case_identity(d) for d in demos}
-        own = frozenset(i for i, c in enumerate(self.cases) if case_identity(c) in identities)
+        identities = {shown_key(d) for d in demos}
+        own = frozenset(i for i, c in enumerate(self.cases) if shown_key(c) in identities)
         return Candidate(kind, replace(judge, demos=demos), shown=own)
 
     def _together(self, original: Candidate, scored: list[Candidate]) -> list[Candidate]:
@@ -257,7 +271,7 @@ class _Run:
     def _scored_on_train(self, candidates: list[Candidate]) -> list[Candidate]:
         out = []
         for n, candidate in enumerate(candidates, start=1):
-            out.append(self._score(candidate, self.parts["train"]))
+            out.append(self._score(candidate, self.scoring("train")))
             self.tuner.log(f"{self.judge.path.name}: {candidate.kind} candidate {n} of {len(candidates)} "
                            f"({candidate.describe(self.judge)}): {self.tuner.objective} on train "
                            f"{self._figure(out[-1], 'train'):.3f}")
@@ -298,8 +312,8 @@ class _Run:
     def _decide(self, tuning: JudgeTuning, best: Candidate) -> JudgeTuning:
         o, high = tuning.original, tuning.holdout_interval[1]
         if tuning.best is None:
-            return replace(tuning, why="no candidate was tried (the optimizer model proposed nothing usable and the "
-                                       "preset tries no demos)")
+            return replace(tuning, why="no candidate was tried (the optimizer model proposed nothing usable, and the "
+                                       "preset tries no demo sets or retrieval, or too few train labels for them)")
         b = tuning.best
         if best.kind == "original":
             return replace(tuning, why=f"no candidate beat the original on train (best {b['train']:.3f})")

@@ -28,8 +28,9 @@ def merged_judges(shards: Sequence[ShardReport], outcomes: Sequence[CaseOutcome]
     def trust(key: str) -> JudgeTrust:
         name = next((n for n in seen if n.startswith("inline ")), None) if key == INLINE_JUDGE else display(key, root)
         said = seen.get(name or "")
-        if said is None:
-            return JudgeTrust(UNCALIBRATED, True, "not in the shards' judges tables")
+        if said is None:  # a verdict names a judge no shard's table lists: reports of another version
+            raise MergeError(f"judge {name or key} graded cases but no shard's judges table lists it; merge the "
+                             f"reports of one pytest-promptopt version ({', '.join(str(s.path) for s in shards)})")
         card = None if said.status == UNCALIBRATED else read_card(Path(key).with_name(Path(key).stem + CARD_SUFFIX))
         return JudgeTrust(said.status, said.gates, said.reason, card)
 

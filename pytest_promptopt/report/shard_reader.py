@@ -100,12 +100,12 @@ def _parse(path: Path, data: Mapping[str, Any], root: Path) -> ShardReport:
 
 def _rerooted(key: str, names: list[str], root: Path) -> str:
     """The key under `root`: the shard's table names each prompt relative to its rootdir."""
-    for name in names:
-        if key == name:
-            return key  # outside the shard's rootdir: kept as it was
-        if key.endswith("/" + name):
-            return str(root / name)
-    raise ValueError(f"prompt key {key!r} has no row in 'prompts'")
+    if key in names:
+        return key  # outside the shard's rootdir: kept as it was
+    matches = [name for name in names if key.endswith("/" + name)]
+    if not matches:
+        raise ValueError(f"prompt key {key!r} has no row in 'prompts'")
+    return str(root / max(matches, key=len))  # the longest: tests/a.yaml, not a.yaml
 
 
 def _name(rename: Mapping[str, str], display: str, root: Path) -> str:
@@ -141,4 +141,5 @@ def _judge_rerooted(key: str, names: list[str], root: Path) -> str:
     """A judge file's path under `root`: the shard's judges table names it relative to its rootdir."""
     if key == INLINE_JUDGE:
         return key
-    return next((str(root / name) for name in names if key == name or key.endswith("/" + name)), key)
+    matches = [name for name in names if key == name or key.endswith("/" + name)]
+    return str(root / max(matches, key=len)) if matches else key  # the longest: tests/a.yaml, not a.yaml

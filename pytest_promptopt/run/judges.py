@@ -149,9 +149,13 @@ class JudgeBook:
             raise PromptFileError(judge.path, "has no labelled set to calibrate on", field="labels",
                                   fix=f"add labels: {judge.path.stem}.labels.jsonl (one JSON case a line: output, verdict)")
         labels = load_labels(judge.labels_path)
-        cases = merged_cases(labels, load_reviewed(judge.review_path))
+        every = merged_cases(labels, load_reviewed(judge.review_path))
+        demos = {(d.output, d.expected) for d in judge.demos}
+        cases = tuple(c for c in every if (c.output, c.expected) not in demos)  # never graded with its answer shown
         threshold = self.threshold(judge)
         warnings = labels.check_classes(threshold)
+        if len(cases) < len(every):
+            warnings.append(f"{len(every) - len(cases)} labelled case(s) are the judge's own demos and were not graded")
         graded = self.grade_cases(judge, cases, threshold, labels.path)
         keys, truth, scores = [], [], []
         for case, score in zip(cases, graded):
@@ -201,9 +205,10 @@ class JudgeBook:
 
 
 def _stamp(path: Path) -> str:
-    """A file's size and modification time, or '-' when it does not exist."""
+    """A file's inode, size and change times, or '-' when it does not exist: an edit that keeps
+    the size and the modification time (a verdict flipped, mtime restored) still moves ctime."""
     try:
         info = path.stat()
     except OSError:
         return "-"
-    return f"{info.st_size}:{info.st_mtime_ns}"
+    return f"{info.st_ino}:{info.st_size}:{info.st_mtime_ns}:{info.st_ctime_ns}"

@@ -123,7 +123,8 @@ def test_a_judge_that_needs_demos_gets_train_labels_written_as_demos(
     assert card["labels"] == 40 and card["metrics"]["kappa"]["value"] == 1.0  # validation + holdout, with demos
     # the written judge is current (its card measured it, demos included) and grades with its demos
     again = tuning.runpytest("--promptopt-calibrate").stdout.str()
-    assert "kappa 1.000" in again, again
+    assert "kappa 1.000" in again and "76 labels" in again, again  # its own 4 demos are not graded
+    assert "4 labelled case(s) are the judge's own demos and were not graded" in again, again
 
 
 def template_responder() -> Any:

@@ -173,3 +173,21 @@ def test_a_seed_draws_other_demo_sets_and_seed_0_keeps_the_old_ones() -> None:
     train = list(range(30))
     assert demo_sets(cases, truth, train, [], 3, 2) == demo_sets(cases, truth, train, [], 3, 2, seed=0)
     assert demo_sets(cases, truth, train, [], 3, 2, seed=1) != demo_sets(cases, truth, train, [], 3, 2, seed=0)
+
+
+def test_cases_the_judge_sees_alike_land_in_one_part_so_no_held_out_twin_is_shown() -> None:
+    keys = [f"case {i // 2}" for i in range(80)]  # each text twice (two lines differing in inputs only)
+    truth = [(i // 2) % 2 == 0 for i in range(80)]
+    parts = split_three(keys, truth)
+    where = {i: name for name, indexes in parts.items() for i in indexes}
+    assert all(where[i] == where[i + 1] for i in range(0, 80, 2))
+    assert {k: len(v) for k, v in parts.items()} == {"train": 40, "validation": 20, "holdout": 20}
+
+
+def test_a_merged_verdict_goes_to_the_longest_matching_judge_file() -> None:
+    from pytest_promptopt.report.shard_reader import _judge_rerooted
+
+    names = ["polite.yaml", "tests/polite.yaml"]
+    assert _judge_rerooted("/ci/run/tests/polite.yaml", names, Path("/here")) == "/here/tests/polite.yaml"
+    assert _judge_rerooted("/ci/run/polite.yaml", names, Path("/here")) == "/here/polite.yaml"
+    assert _judge_rerooted("<inline>", names, Path("/here")) == "<inline>"
