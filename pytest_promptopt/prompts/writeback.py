@@ -463,7 +463,7 @@ def plan_judge_write(judge: Judge, criteria: str, demos: tuple[LabelledCase, ...
     found = yaml_edit.entry(root, "criteria") if root is not None else None
     if root is None or found is None:
         raise WriteBackError(f"{path}: no criteria field to write into; nothing was written")
-    edits = _judge_demo_edits(text, root, judge, demos) + _retrieve_edits(text, root, judge, retrieve_k)
+    edits = _judge_demo_edits(text, root, judge, demos) + _judge_retrieve_edits(text, root, judge, retrieve_k)
     key, old = found
     ways = [None] if criteria == judge.criteria else yaml_edit.scalar_texts(old, criteria, key.start_mark.column, text)
     system_ways = [[]] if system == judge.system else _text_key_ways(text, root, "system", system or "")
@@ -495,7 +495,7 @@ def _text_key_ways(text: str, root: Any, name: str, value: str) -> list[list[yam
     return [[yaml_edit.add_key(text, end, 0, name, way)] for way in yaml_edit.scalar_texts(None, value, 0, text)]
 
 
-def _retrieve_edits(text: str, root: Any, judge: Judge, retrieve_k: int) -> list[yaml_edit.Edit]:
+def _judge_retrieve_edits(text: str, root: Any, judge: Judge, retrieve_k: int) -> list[yaml_edit.Edit]:
     """The judge file's `retrieve:` set to `{k: N}` (added at the end), or removed for 0."""
     if retrieve_k == judge.retrieve_k:
         return []
