@@ -90,17 +90,22 @@ def test_a_rewrite_that_does_not_beat_the_holdout_interval_is_not_written(
     assert not (tuning.path / "judges" / "support.card.json").exists()
 
 
-def shown_demos_responder() -> Any:
-    """A judge that grades right only when it was shown graded exchanges (demos) before the case,
-    and flips a coin otherwise; the optimizer model's rewrites never help it."""
+def grader(knows: Any, template: str = "Careless wording.") -> Any:
+    """A judge that grades right when `knows(messages)` and flips a coin otherwise; as optimizer
+    model it proposes `template` as a template and only careless criteria."""
     def answer(messages: list[dict[str, str]], body: dict[str, Any]) -> str:
         if messages[0]["content"] in (REWRITE_SYSTEM, TEMPLATE_SYSTEM):
-            return "Careless wording."
+            return template if messages[0]["content"] == TEMPLATE_SYSTEM else "Careless wording."
         output = messages[-1]["content"].split(">\n", 1)[1].split("\n</OUTPUT", 1)[0]
-        if any(m["role"] == "assistant" for m in messages):
+        if knows(messages):
             return "score: 0.9" if output.startswith("good") else "score: 0.1"
         return "score: 0.9" if coin(output) < 0.5 else "score: 0.1"
     return answer
+
+
+def shown_demos_responder() -> Any:
+    """Grades right only when shown graded exchanges (demos) before the case."""
+    return grader(lambda messages: any(m["role"] == "assistant" for m in messages))
 
 
 def test_a_judge_that_needs_demos_gets_train_labels_written_as_demos(
@@ -128,18 +133,10 @@ def test_a_judge_that_needs_demos_gets_train_labels_written_as_demos(
 
 
 def template_responder() -> Any:
-    """A judge that grades right only when its system prompt says to GRADE BY THE NOTE; the
-    optimizer model proposes exactly that as a template, and only careless criteria."""
-    def answer(messages: list[dict[str, str]], body: dict[str, Any]) -> str:
-        if messages[0]["content"] == TEMPLATE_SYSTEM:
-            return "GRADE BY THE NOTE: read the reply as the customer would."
-        if messages[0]["content"] == REWRITE_SYSTEM:
-            return "Careless wording."
-        output = messages[-1]["content"].split(">\n", 1)[1].split("\n</OUTPUT", 1)[0]
-        if "GRADE BY THE NOTE" in messages[0]["content"]:
-            return "score: 0.9" if output.startswith("good") else "score: 0.1"
-        return "score: 0.9" if coin(output) < 0.5 else "score: 0.1"
-    return answer
+    """Grades right only when its system prompt says to GRADE BY THE NOTE, which the optimizer
+    model proposes as a template."""
+    return grader(lambda messages: "GRADE BY THE NOTE" in messages[0]["content"],
+                  template="GRADE BY THE NOTE: read the reply as the customer would.")
 
 
 def test_a_tuned_template_is_written_as_the_judges_system_prompt_with_its_guard(
