@@ -82,8 +82,8 @@ def split_three(keys: Sequence[str], truth: Sequence[bool]) -> dict[str, list[in
     return {name: sorted(indexes) for name, indexes in parts.items()}
 
 
-def shown_key(case: LabelledCase) -> str:
-    """What the judge sees of a labelled case: its output and expected answer (not its inputs)."""
+def split_key(case: LabelledCase) -> str:
+    """The key a labelled case is split by: what the judge sees of it (`LabelledCase.seen`)."""
     return f"{case.output}\n{case.expected}"
 
 
@@ -183,7 +183,7 @@ class JudgeTuner:
                                   f"{len(truth) - sum(truth)} fail at the threshold {threshold:g}",
                                   field="verdict", fix=f"label at least {len(SPLIT)} cases of each class "
                                                        "(20 or more each for intervals narrow enough to act on)")
-        run = _Run(self, judge, cases, truth, threshold, split_three([shown_key(c) for c in cases], truth))
+        run = _Run(self, judge, cases, truth, threshold, split_three([split_key(c) for c in cases], truth))
         return run.tune()
 
 
@@ -246,8 +246,8 @@ class _Run:
         return out
 
     def _with_demos(self, judge: Judge, demos: tuple[LabelledCase, ...], kind: str = "demos") -> Candidate:
-        identities = {shown_key(d) for d in demos}
-        own = frozenset(i for i, c in enumerate(self.cases) if shown_key(c) in identities)
+        identities = {d.seen for d in demos}
+        own = frozenset(i for i, c in enumerate(self.cases) if c.seen in identities)
         return Candidate(kind, replace(judge, demos=demos), shown=own)
 
     def _together(self, original: Candidate, scored: list[Candidate]) -> list[Candidate]:

@@ -37,7 +37,7 @@ class JudgePool:
     def _by_text(self) -> dict[tuple[str, str | None], frozenset[int]]:
         out: dict[tuple[str, str | None], set[int]] = {}
         for i, c in enumerate(self.cases):
-            out.setdefault((c.output, c.expected), set()).add(i)
+            out.setdefault(c.seen, set()).add(i)
         return {key: frozenset(v) for key, v in out.items()}
 
     def nearest(self, output: str, expected: str | None, k: int) -> tuple[LabelledCase, ...]:

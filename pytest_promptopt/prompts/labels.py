@@ -46,6 +46,12 @@ class LabelledCase:
     def passed(self, threshold: float) -> bool:
         return self.score >= threshold
 
+    @property
+    def seen(self) -> tuple[str, str | None]:
+        """What a judge is shown of the case: its output and expected answer (not its inputs).
+        Two cases alike here are one case to a judge: never one a demo while the other is graded."""
+        return self.output, self.expected
+
     def to_dict(self) -> dict[str, Any]:
         """The case's fields as a labels line writes them (verdict pass/fail, or the score)."""
         verdict: Any = {1.0: "pass", 0.0: "fail"}.get(self.score, self.score)

@@ -66,7 +66,7 @@ class JudgeBook:
     def __init__(self, runtime: JudgeRuntime) -> None:
         self._runtime = runtime
         self._trust: dict[str, JudgeTrust] = {}
-        self._pools: dict[str, tuple[tuple[str, str], JudgePool]] = {}
+        self._pools: dict[str, tuple[tuple[str, ...], JudgePool]] = {}
         self._lock = threading.Lock()
 
     def threshold(self, judge: Judge) -> float:
@@ -134,7 +134,7 @@ class JudgeBook:
                 return kept[1]
         pool = JudgePool(self.labelled(judge))
         with self._lock:
-            self._pools[judge.key] = (stamp, pool)  # type: ignore[assignment]
+            self._pools[judge.key] = (stamp, pool)
         return pool
 
     def forget(self, judge: Judge) -> None:
@@ -150,8 +150,8 @@ class JudgeBook:
                                   fix=f"add labels: {judge.path.stem}.labels.jsonl (one JSON case a line: output, verdict)")
         labels = load_labels(judge.labels_path)
         every = merged_cases(labels, load_reviewed(judge.review_path))
-        demos = {(d.output, d.expected) for d in judge.demos}
-        cases = tuple(c for c in every if (c.output, c.expected) not in demos)  # never graded with its answer shown
+        demos = {d.seen for d in judge.demos}
+        cases = tuple(c for c in every if c.seen not in demos)  # never graded with its answer shown
         threshold = self.threshold(judge)
         warnings = labels.check_classes(threshold)
         if len(cases) < len(every):
